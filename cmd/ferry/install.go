@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ferry-nb/ferry/internal/backend"
+)
+
+func runInstall(ctx context.Context, args []string) error {
+	fs := newFlags("install")
+	user := fs.Bool("user", false, "install for this user (~/.local/share/jupyter/kernels)")
+	prefix := fs.String("prefix", "", "install under DIR/share/jupyter/kernels (e.g. a virtualenv)")
+	name := fs.String("name", "ferry", "kernelspec name")
+	display := fs.String("display-name", "Python 3 (Ferry)", "name shown in the front end's kernel picker")
+	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter the local kernel runs on")
+	policy := fs.String("policy", "", "placement policy the kernel starts with (default local)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *user && *prefix != "" {
+		return fmt.Errorf("--user and --prefix exclude each other; pick one")
+	}
+	if _, err := os.Stat(*python); err != nil {
+		return fmt.Errorf("interpreter %s not found; pass --python PATH to one with ipykernel (apt-get install python3-ipykernel)", *python)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the ferry binary: %w", err)
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return fmt.Errorf("finding the ferry binary: %w", err)
+	}
+	var root string
+	switch {
+	case *prefix != "":
+		root = filepath.Join(*prefix, "share", "jupyter", "kernels")
+	case *user || os.Geteuid() != 0:
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return fmt.Errorf("finding your home directory for --user: %w", err)
+		}
+		root = filepath.Join(home, ".local", "share", "jupyter", "kernels")
+	default:
+		root = "/usr/local/share/jupyter/kernels"
+	}
+	dir := filepath.Join(root, *name)
+	argv := []string{exe, "kernel", "-f", "{connection_file}", "--python", *python}
+	if *policy != "" {
+		argv = append(argv, "--policy", *policy)
+	}
+	spec := map[string]any{
+		"argv":           argv,
+		"display_name":   *display,
+		"language":       "python",
+		"interrupt_mode": "message",
+		"metadata":       map[string]any{"debugger": false, "ferry": map[string]string{"python": *python}},
+	}
+	b, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kernel.json"), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing kernelspec: %w", err)
+	}
+	fmt.Printf("installed kernelspec %q (%s) in %s\n", *name, *display, dir)
+	return nil
+}

@@ -1,0 +1,10 @@
+package main
+
+import (
+	"context"
+	"errors"
+)
+
+func runNotebook(ctx context.Context, args []string) error {
+	return errors.New("ferry run is being written")
+}

@@ -1,0 +1,363 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/wire"
+)
+
+// DefaultPython is the interpreter that has Debian's Jupyter packages.
+const DefaultPython = "/usr/bin/python3"
+
+// Local is an ipykernel on this machine, started from an explicit
+// interpreter in its own process group.
+type Local struct {
+	Python string
+	// Args are the arguments after the interpreter; the default is
+	// "-m ipykernel_launcher -f {connection_file}".
+	Args []string
+	// StartTimeout bounds how long a kernel may take to answer.
+	StartTimeout time.Duration
+
+	in chan wire.Incoming
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	conn     *wire.ClientConn
+	dir      string
+	died     chan struct{}
+	started  time.Time
+	restarts int
+	exitMu   sync.Mutex // guards lastExit, written by the waiter goroutine
+	lastExit string
+	info     json.RawMessage
+	stderr   *tailBuffer
+}
+
+// NewLocal returns a local backend using python (DefaultPython if empty).
+func NewLocal(python string) *Local {
+	if python == "" {
+		python = DefaultPython
+	}
+	d := make(chan struct{})
+	close(d)
+	return &Local{Python: python, StartTimeout: 60 * time.Second, in: make(chan wire.Incoming, 256), died: d}
+}
+
+func (l *Local) Location() string               { return "local" }
+func (l *Local) Incoming() <-chan wire.Incoming { return l.in }
+
+func (l *Local) Died() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.died
+}
+
+func (l *Local) Alive() bool {
+	select {
+	case <-l.Died():
+		return false
+	default:
+		return true
+	}
+}
+
+func (l *Local) KernelInfo() json.RawMessage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.info
+}
+
+// Send sends a request to the kernel.
+func (l *Local) Send(ch wire.Channel, m *wire.Message) error {
+	l.mu.Lock()
+	c := l.conn
+	l.mu.Unlock()
+	if c == nil || !l.Alive() {
+		return fmt.Errorf("local kernel is not running: %w", ErrDied)
+	}
+	return c.Send(ch, m)
+}
+
+// Start starts ipykernel, or restarts it after it died.
+func (l *Local) Start(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.died:
+	default:
+		return nil // running
+	}
+	if l.cmd != nil {
+		l.cleanupLocked()
+		l.restarts++
+	}
+	if _, err := os.Stat(l.Python); err != nil {
+		return fmt.Errorf("starting local kernel: interpreter %s not found (install python3-ipykernel, or pass --python PATH)", l.Python)
+	}
+	dir, err := os.MkdirTemp("", "ferry-local-")
+	if err != nil {
+		return fmt.Errorf("starting local kernel: %w", err)
+	}
+	info, err := wire.NewLocalConnInfo()
+	if err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("starting local kernel: %w", err)
+	}
+	cf := filepath.Join(dir, "kernel.json")
+	if err := info.Write(cf); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("starting local kernel: writing connection file: %w", err)
+	}
+	args := l.Args
+	if len(args) == 0 {
+		args = []string{"-m", "ipykernel_launcher", "-f", "{connection_file}"}
+	}
+	argv := make([]string, len(args))
+	for i, a := range args {
+		argv[i] = strings.ReplaceAll(a, "{connection_file}", cf)
+	}
+	cmd := exec.Command(l.Python, argv...)
+	// Own process group so an interrupt or kill reaches the kernel and its
+	// children, and Pdeathsig so it dies with Ferry even on SIGKILL.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Env = append(os.Environ(), "JPY_PARENT_PID="+strconv.Itoa(os.Getpid()), "PYDEVD_DISABLE_FILE_VALIDATION=1")
+	tail := &tailBuffer{max: 8 << 10}
+	cmd.Stdout, cmd.Stderr = tail, tail
+	cmd.Stdin = nil
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("starting local kernel %s: %w", l.Python, err)
+	}
+	died := make(chan struct{})
+	l.cmd, l.dir, l.died, l.stderr, l.started = cmd, dir, died, tail, time.Now()
+	go func() {
+		err := cmd.Wait()
+		l.exitMu.Lock()
+		if err != nil {
+			l.lastExit = err.Error()
+		} else {
+			l.lastExit = "exited"
+		}
+		l.exitMu.Unlock()
+		close(died)
+	}()
+	conn, err := wire.Dial(info, Session)
+	if err != nil {
+		l.killLocked()
+		return fmt.Errorf("connecting to local kernel: %w", err)
+	}
+	l.conn = conn
+
+	ctx, cancel := context.WithTimeout(ctx, l.StartTimeout)
+	defer cancel()
+	ki, err := waitReady(ctx, conn, died)
+	if err != nil {
+		l.killLocked()
+		msg := strings.TrimSpace(tail.String())
+		if i := strings.LastIndex(msg, "\n"); i >= 0 {
+			msg = msg[i+1:]
+		}
+		if msg != "" {
+			return fmt.Errorf("local kernel (%s -m ipykernel_launcher) did not start: %w: %s (is python3-ipykernel installed?)", l.Python, err, msg)
+		}
+		return fmt.Errorf("local kernel (%s -m ipykernel_launcher) did not start: %w (is python3-ipykernel installed?)", l.Python, err)
+	}
+	l.info = ki
+	go l.pump(conn)
+	slog.Debug("local kernel ready", "pid", cmd.Process.Pid)
+	return nil
+}
+
+// pump forwards the connection's messages to the stable Incoming channel
+// until the connection closes.
+func (l *Local) pump(c *wire.ClientConn) {
+	for m := range c.Incoming() {
+		l.in <- m
+	}
+}
+
+// waitReady sends kernel_info requests until one is answered and its IOPub
+// status arrives: only then is the SUB socket known to be connected, so no
+// output of the first cell can be lost.
+func waitReady(ctx context.Context, c *wire.ClientConn, died <-chan struct{}) (json.RawMessage, error) {
+	var info json.RawMessage
+	ids := map[string]bool{}
+	iopubSeen := false
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	send := func() error {
+		m, err := c.NewMessage("kernel_info_request", nil)
+		if err != nil {
+			return err
+		}
+		ids[m.Header.MsgID] = true
+		return c.Send(wire.Shell, m)
+	}
+	if err := send(); err != nil {
+		return nil, err
+	}
+	for info == nil || !iopubSeen {
+		select {
+		case in, ok := <-c.Incoming():
+			if !ok {
+				return nil, errors.New("connection closed")
+			}
+			if !ids[in.Msg.ParentID()] {
+				continue
+			}
+			switch {
+			case in.Channel == wire.Shell && in.Msg.Header.MsgType == "kernel_info_reply":
+				info = in.Msg.Content
+			case in.Channel == wire.IOPub:
+				iopubSeen = true
+			}
+		case <-tick.C:
+			if !iopubSeen {
+				if err := send(); err != nil {
+					return nil, err
+				}
+			}
+		case <-died:
+			return nil, errors.New("kernel process exited")
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no answer: %w", ctx.Err())
+		}
+	}
+	return info, nil
+}
+
+// Interrupt sends SIGINT to the kernel, as jupyter_client does for
+// interrupt_mode "signal".
+func (l *Local) Interrupt(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cmd == nil || l.cmd.Process == nil {
+		return errors.New("local kernel is not running")
+	}
+	return l.cmd.Process.Signal(syscall.SIGINT)
+}
+
+// Shutdown asks the kernel to stop, then SIGTERMs and SIGKILLs its process
+// group, each after a grace period bounded by ctx.
+func (l *Local) Shutdown(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cmd == nil {
+		return nil
+	}
+	died := l.died
+	if l.conn != nil {
+		if m, err := l.conn.NewMessage("shutdown_request", map[string]bool{"restart": false}); err == nil {
+			_ = l.conn.Send(wire.Control, m)
+		}
+	}
+	pgid := l.cmd.Process.Pid
+	steps := []struct {
+		sig  syscall.Signal
+		wait time.Duration
+	}{{0, 2 * time.Second}, {syscall.SIGTERM, 2 * time.Second}, {syscall.SIGKILL, 5 * time.Second}}
+	for _, st := range steps {
+		if st.sig != 0 {
+			_ = syscall.Kill(-pgid, st.sig)
+		}
+		t := time.NewTimer(st.wait)
+		select {
+		case <-died:
+			t.Stop()
+			// The group may still hold children the kernel started.
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			l.cleanupLocked()
+			return nil
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			l.killLocked()
+			return ctx.Err()
+		}
+	}
+	l.cleanupLocked()
+	return fmt.Errorf("local kernel pid %d did not exit after SIGKILL", pgid)
+}
+
+// killLocked kills the process group at once and waits briefly for it.
+func (l *Local) killLocked() {
+	if l.cmd != nil && l.cmd.Process != nil {
+		_ = syscall.Kill(-l.cmd.Process.Pid, syscall.SIGKILL)
+		select {
+		case <-l.died:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	l.cleanupLocked()
+}
+
+func (l *Local) cleanupLocked() {
+	if l.conn != nil {
+		l.conn.Close()
+		l.conn = nil
+	}
+	if l.dir != "" {
+		os.RemoveAll(l.dir)
+		l.dir = ""
+	}
+}
+
+// Status describes the local kernel.
+func (l *Local) Status() Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.exitMu.Lock()
+	last := l.lastExit
+	l.exitMu.Unlock()
+	st := Status{Location: "local", Kind: "ipykernel", Interpreter: l.Python, Started: l.started, Restarts: l.restarts, LastExit: last, State: "not started"}
+	if l.cmd != nil && l.cmd.Process != nil {
+		st.PID = l.cmd.Process.Pid
+		select {
+		case <-l.died:
+			st.State = "dead"
+		default:
+			st.State = "running"
+		}
+	}
+	return st
+}
+
+// tailBuffer keeps the last max bytes written, for error messages.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Write(p)
+	if t.buf.Len() > t.max {
+		b := t.buf.Bytes()[t.buf.Len()-t.max:]
+		nb := append([]byte(nil), b...)
+		t.buf.Reset()
+		t.buf.Write(nb)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}

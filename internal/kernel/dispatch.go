@@ -1,0 +1,282 @@
+package kernel
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/wire"
+)
+
+// replyTypes lists the shell and control requests that get a reply; any
+// other message type is forwarded and completes when the backend goes idle.
+var replyTypes = map[string]bool{
+	"execute_request": true, "complete_request": true, "inspect_request": true, "is_complete_request": true,
+	"history_request": true, "comm_info_request": true, "kernel_info_request": true, "shutdown_request": true,
+	"interrupt_request": true, "debug_request": true,
+}
+
+// handleShell runs one shell request to completion; the shell worker calls
+// it for each request in order, as ipykernel does.
+func (s *Server) handleShell(ctx context.Context, m *wire.Message) {
+	s.status(m, "busy")
+	defer s.status(m, "idle")
+	switch m.Header.MsgType {
+	case "execute_request":
+		s.execute(ctx, m)
+	case "kernel_info_request":
+		s.kernelInfo(ctx, m, wire.Shell)
+	case "history_request":
+		s.historyReply(m)
+	case "shutdown_request":
+		s.shutdown(ctx, m, wire.Shell)
+	case "comm_open", "comm_msg", "comm_close":
+		loc := s.lastLoc
+		var c struct {
+			ID string `json:"comm_id"`
+		}
+		if m.Decode(&c) == nil {
+			s.commMu.Lock()
+			if owner, ok := s.commOwner[c.ID]; ok {
+				loc = owner
+			} else if m.Header.MsgType == "comm_open" {
+				s.commOwner[c.ID] = loc
+			}
+			if m.Header.MsgType == "comm_close" {
+				delete(s.commOwner, c.ID)
+			}
+			s.commMu.Unlock()
+		}
+		s.forward(ctx, loc, wire.Shell, m)
+	default: // complete, inspect, is_complete, comm_info and unknown types
+		s.forward(ctx, s.lastLoc, wire.Shell, m)
+	}
+}
+
+// handleControl answers control requests at once, even while a cell runs.
+func (s *Server) handleControl(ctx context.Context, m *wire.Message) {
+	s.status(m, "busy")
+	defer s.status(m, "idle")
+	switch m.Header.MsgType {
+	case "kernel_info_request":
+		s.kernelInfo(ctx, m, wire.Control)
+	case "interrupt_request":
+		loc, _ := s.busyLoc.Load().(string)
+		if loc == "" {
+			loc = s.lastLoc
+		}
+		if err := s.backends[loc].Interrupt(ctx); err != nil {
+			slog.Warn("interrupting", "location", loc, "err", err)
+		}
+		s.send(wire.Control, m, "interrupt_reply", map[string]string{"status": "ok"}, nil)
+	case "shutdown_request":
+		s.shutdown(ctx, m, wire.Control)
+	default:
+		s.forward(ctx, s.lastLoc, wire.Control, m)
+	}
+}
+
+func (s *Server) shutdown(ctx context.Context, m *wire.Message, ch wire.Channel) {
+	var req struct {
+		Restart bool `json:"restart"`
+	}
+	_ = m.Decode(&req)
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for _, b := range s.backends {
+		_ = b.Shutdown(sctx)
+	}
+	s.send(ch, m, "shutdown_reply", map[string]any{"status": "ok", "restart": req.Restart}, nil)
+	// Jupyter's kernel manager restarts by starting a new process, so the
+	// kernel exits either way.
+	go func() {
+		time.Sleep(0) // let the reply be queued before the sockets close
+		s.Stop()
+	}()
+}
+
+// ensure starts the backend at loc if it is not running.
+func (s *Server) ensure(ctx context.Context, loc string) (backend.Backend, error) {
+	b := s.backends[loc]
+	if b == nil {
+		return nil, fmt.Errorf("no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", loc)
+	}
+	if err := b.Start(ctx); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// forward sends a front-end request to the backend at loc and relays what
+// comes back, returning once the backend is idle again. It returns the
+// backend's reply (already relayed) or an error.
+func (s *Server) forward(ctx context.Context, loc string, ch wire.Channel, m *wire.Message) (*wire.Message, error) {
+	return s.forwardAs(ctx, loc, ch, m, m.Content, 0, true)
+}
+
+// forwardAs is forward with the content and execution count to use.
+// relay=false hands the reply back unrelayed.
+func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *wire.Message, content json.RawMessage, count int, relay bool) (*wire.Message, error) {
+	b, err := s.ensure(ctx, loc)
+	if err != nil {
+		s.failRequest(ch, m, err)
+		return nil, err
+	}
+	out := &wire.Message{Header: wire.NewHeader(m.Header.MsgType, backend.Session, "ferry"), Parent: json.RawMessage("{}"),
+		Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
+	out.Header.Extra = m.Header.Extra
+	c := &call{fe: m, count: count, reply: make(chan *wire.Message, 1), idle: make(chan struct{})}
+	wantReply := replyTypes[m.Header.MsgType]
+	c.waiter.Store(wantReply)
+	id := out.Header.MsgID
+	s.register(id, c)
+	defer s.finish(id)
+	died := b.Died()
+	if err := b.Send(ch, out); err != nil {
+		s.failRequest(ch, m, err)
+		return nil, err
+	}
+	var reply *wire.Message
+	for (wantReply && reply == nil) || !isClosed(c.idle) {
+		select {
+		case reply = <-c.reply:
+			c.waiter.Store(false)
+			if relay {
+				s.relayReply(ch, c, reply)
+			}
+		case <-c.idle:
+		case <-died:
+			c.waiter.Store(false)
+			err := fmt.Errorf("the %s kernel died while handling %s: %w", loc, m.Header.MsgType, backend.ErrDied)
+			if reply == nil {
+				s.failRequest(ch, m, err)
+			}
+			return nil, err
+		case <-ctx.Done():
+			c.waiter.Store(false)
+			return nil, ctx.Err()
+		}
+	}
+	return reply, nil
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// failRequest answers a request Ferry could not get answered by a backend,
+// so the front end never hangs.
+func (s *Server) failRequest(ch wire.Channel, m *wire.Message, err error) {
+	t := m.Header.MsgType
+	if !strings.HasSuffix(t, "_request") || !replyTypes[t] {
+		return
+	}
+	s.send(ch, m, strings.TrimSuffix(t, "_request")+"_reply", map[string]any{
+		"status": "error", "ename": "FerryError", "evalue": err.Error(), "traceback": []string{},
+	}, nil)
+}
+
+// kernelInfo answers from the local backend's language info, so it works
+// before the backend is up and never reaches a remote kernel.
+func (s *Server) kernelInfo(ctx context.Context, m *wire.Message, ch wire.Channel) {
+	reply := map[string]any{
+		"status": "ok", "protocol_version": wire.ProtocolVersion, "implementation": "ferry", "implementation_version": Version,
+		"banner": "Ferry " + Version + " — runs each cell on your laptop or in the cloud\n",
+		"help_links": []map[string]string{{"text": "Ferry", "url": "https://github.com/ferry-nb/ferry"}},
+		"language_info": map[string]any{"name": "python", "mimetype": "text/x-python", "file_extension": ".py"},
+		"debugger": false,
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if b, err := s.ensure(wctx, "local"); err == nil {
+		var ki map[string]json.RawMessage
+		if json.Unmarshal(b.KernelInfo(), &ki) == nil {
+			if li, ok := ki["language_info"]; ok {
+				reply["language_info"] = li
+			}
+			if bn, ok := ki["banner"]; ok {
+				var banner string
+				if json.Unmarshal(bn, &banner) == nil {
+					reply["banner"] = "Ferry " + Version + " — runs each cell on your laptop or in the cloud\n" + banner
+				}
+			}
+		}
+	} else {
+		slog.Warn("kernel_info without a local kernel", "err", err)
+	}
+	s.send(ch, m, "kernel_info_reply", reply, nil)
+}
+
+func (s *Server) historyReply(m *wire.Message) {
+	var req struct {
+		Output         bool   `json:"output"`
+		Raw            bool   `json:"raw"`
+		AccessType     string `json:"hist_access_type"`
+		Session        int    `json:"session"`
+		Start          int    `json:"start"`
+		Stop           *int   `json:"stop"`
+		N              int    `json:"n"`
+		Pattern        string `json:"pattern"`
+		Unique         bool   `json:"unique"`
+	}
+	if err := m.Decode(&req); err != nil {
+		s.send(wire.Shell, m, "history_reply", map[string]any{"status": "error", "ename": "ValueError", "evalue": err.Error(), "traceback": []string{}}, nil)
+		return
+	}
+	hist := selectHistory(s.history, req.AccessType, req.Start, req.Stop, req.N, req.Pattern, req.Unique)
+	items := make([][]any, 0, len(hist))
+	for _, h := range hist {
+		items = append(items, []any{0, h.Line, h.Input})
+	}
+	s.send(wire.Shell, m, "history_reply", map[string]any{"status": "ok", "history": items}, nil)
+}
+
+// selectHistory implements the history_request access types over this
+// session's inputs (session 0 is the current one, as in IPython).
+func selectHistory(all []historyEntry, access string, start int, stop *int, n int, pattern string, unique bool) []historyEntry {
+	switch access {
+	case "tail":
+		if n <= 0 || n > len(all) {
+			n = len(all)
+		}
+		return all[len(all)-n:]
+	case "range":
+		var out []historyEntry
+		for _, h := range all {
+			if h.Line >= start && (stop == nil || h.Line < *stop) {
+				out = append(out, h)
+			}
+		}
+		return out
+	case "search":
+		var out []historyEntry
+		seen := map[string]bool{}
+		for _, h := range all {
+			if ok, _ := globMatch(pattern, h.Input); !ok {
+				continue
+			}
+			if unique {
+				if seen[h.Input] {
+					continue
+				}
+				seen[h.Input] = true
+			}
+			out = append(out, h)
+		}
+		if n > 0 && len(out) > n {
+			out = out[len(out)-n:]
+		}
+		return out
+	}
+	return nil
+}
+

@@ -1,0 +1,240 @@
+package kernel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/wire"
+)
+
+type executeRequest struct {
+	Code            string          `json:"code"`
+	Silent          bool            `json:"silent"`
+	StoreHistory    *bool           `json:"store_history"`
+	UserExpressions json.RawMessage `json:"user_expressions"`
+	AllowStdin      *bool           `json:"allow_stdin"`
+	StopOnError     *bool           `json:"stop_on_error"`
+}
+
+// execute is the flow of one cell (DESIGN.md): Ferry's own commands, then
+// placement, then forwarding and relaying, then bookkeeping.
+func (s *Server) execute(ctx context.Context, m *wire.Message) {
+	var req executeRequest
+	if err := m.Decode(&req); err != nil {
+		s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": "FerryError",
+			"evalue": "malformed execute_request: " + err.Error(), "traceback": []string{}, "execution_count": s.execCount}, nil)
+		return
+	}
+	store := !req.Silent && (req.StoreHistory == nil || *req.StoreHistory)
+	count := 0
+	if store {
+		count = s.execCount + 1
+	}
+
+	// 1. %ferry lines are answered in Go.
+	cmd, pin, body := parseFerry(req.Code)
+	if cmd != nil {
+		if !req.Silent {
+			s.publish(wire.IOPub, "execute_input", m, map[string]any{"code": req.Code, "execution_count": max(count, s.execCount)}, nil)
+		}
+		out, err := s.ferryCommand(cmd)
+		if store {
+			s.execCount = count
+			s.history = append(s.history, historyEntry{Line: count, Input: req.Code})
+		}
+		if err != nil {
+			s.publishError(m, "FerryUsageError", err.Error())
+			s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": "FerryUsageError", "evalue": err.Error(),
+				"traceback": []string{}, "execution_count": s.execCount}, nil)
+			return
+		}
+		if out != "" && !req.Silent {
+			s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stdout", "text": out}, nil)
+		}
+		s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "ok", "execution_count": s.execCount, "user_expressions": map[string]any{}, "payload": []any{}}, nil)
+		return
+	}
+
+	// 2-3. Placement. A %%ferry pin wins over the policy.
+	loc := pin
+	if loc == "" {
+		loc = s.place.next(s)
+	}
+	if s.backends[loc] == nil {
+		err := fmt.Errorf("this cell is pinned to %s, but no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", loc, loc)
+		s.publishError(m, "FerryError", err.Error())
+		s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": "FerryError", "evalue": err.Error(), "traceback": []string{}, "execution_count": s.execCount}, nil)
+		return
+	}
+	content := m.Content
+	if pin != "" {
+		content = withCode(m.Content, body)
+	}
+
+	// 5. Forward and relay.
+	s.busyLoc.Store(loc)
+	defer s.busyLoc.Store("")
+	if store {
+		s.history = append(s.history, historyEntry{Line: count, Input: req.Code})
+	}
+	reply, err := s.forwardAs(ctx, loc, wire.Shell, m, content, count, false)
+	if store {
+		s.execCount = count
+	}
+	s.lastLoc = loc
+	s.Stats.mu.Lock()
+	if loc == "local" {
+		s.Stats.CellsLocal++
+	} else {
+		s.Stats.CellsRemote++
+	}
+	s.Stats.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, backend.ErrDied) {
+			st := s.backends[loc].Status()
+			msg := fmt.Sprintf("the %s kernel died while running this cell (%s); Ferry starts a new one for the next cell, and variables that lived only there are lost", loc, orDefault(st.LastExit, "no exit status"))
+			s.publishError(m, "KernelDied", msg)
+			s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": "KernelDied", "evalue": msg, "traceback": []string{}, "execution_count": s.execCount}, nil)
+		}
+		return
+	}
+	c := &call{fe: m, count: s.execCount}
+	if !store {
+		c.count = 0
+		reply.Content = setCount(reply.Content, s.execCount)
+	}
+	s.relayReply(wire.Shell, c, reply)
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// publishError shows an error in the cell the way a Python exception shows.
+func (s *Server) publishError(m *wire.Message, ename, evalue string) {
+	s.publish(wire.IOPub, "error", m, map[string]any{"ename": ename, "evalue": evalue,
+		"traceback": []string{"\x1b[0;31m" + ename + "\x1b[0m: " + evalue}}, nil)
+}
+
+// withCode returns execute_request content with code replaced.
+func withCode(content json.RawMessage, code string) json.RawMessage {
+	var c map[string]json.RawMessage
+	if json.Unmarshal(content, &c) != nil {
+		return content
+	}
+	b, _ := json.Marshal(code)
+	c["code"] = b
+	out, err := json.Marshal(c)
+	if err != nil {
+		return content
+	}
+	return out
+}
+
+// parseFerry recognises Ferry's own commands. A cell whose first line is
+// `%%ferry local|remote` is pinned: pin is the location and body the rest.
+// A cell of only `%ferry ...` lines is a command for Ferry (cmd != nil).
+func parseFerry(code string) (cmd []string, pin, body string) {
+	trimmed := strings.TrimLeft(code, " \t\r\n")
+	first, rest, _ := strings.Cut(trimmed, "\n")
+	f := strings.Fields(first)
+	if len(f) == 0 {
+		return nil, "", code
+	}
+	switch f[0] {
+	case "%%ferry":
+		if len(f) == 2 && (f[1] == "local" || f[1] == "remote") {
+			return nil, f[1], rest
+		}
+		return f[1:], "", ""
+	case "%ferry":
+		if strings.TrimSpace(rest) != "" {
+			return append([]string{"__multiline__"}, f[1:]...), "", ""
+		}
+		return f[1:], "", ""
+	}
+	return nil, "", code
+}
+
+// ferryCommand runs a %ferry command and returns its text output.
+func (s *Server) ferryCommand(args []string) (string, error) {
+	if len(args) == 0 {
+		return "", errors.New("%ferry needs a command: status, policy NAME, help")
+	}
+	switch args[0] {
+	case "__multiline__":
+		return "", errors.New("a %ferry command must be alone in its cell; move the Python code to another cell")
+	case "help":
+		return ferryHelp, nil
+	case "status":
+		return s.statusText(), nil
+	case "policy":
+		if len(args) == 1 {
+			return "policy: " + s.place.name() + "\n", nil
+		}
+		p, err := newPlacer(args[1], s.cfg.Seed)
+		if err != nil {
+			return "", err
+		}
+		s.place = p
+		return "policy: " + p.name() + "\n", nil
+	}
+	return "", fmt.Errorf("unknown %%ferry command %q; try %%ferry help", args[0])
+}
+
+const ferryHelp = `Ferry commands:
+  %ferry status          backends, interpreter, pid, uptime
+  %ferry policy [NAME]   show or set the placement policy (local, remote, pingpong, random)
+  %%ferry local|remote   first line of a cell: run this cell there
+  %ferry help            this text
+`
+
+func (s *Server) statusText() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Ferry %s, policy %s, up %s, %d cells run\n", Version, s.place.name(), time.Since(s.start).Round(time.Second), s.execCount)
+	for _, loc := range []string{"local", "remote"} {
+		bk := s.backends[loc]
+		if bk == nil {
+			if loc == "remote" {
+				b.WriteString("remote: not configured (pass --remote URL or set FERRY_REMOTE)\n")
+			}
+			continue
+		}
+		st := bk.Status()
+		fmt.Fprintf(&b, "%s: %s %s", loc, st.Kind, st.State)
+		if st.Interpreter != "" {
+			fmt.Fprintf(&b, ", interpreter %s", st.Interpreter)
+		}
+		if st.PID != 0 {
+			fmt.Fprintf(&b, ", pid %d", st.PID)
+		}
+		if st.URL != "" {
+			fmt.Fprintf(&b, ", %s", st.URL)
+		}
+		if st.KernelID != "" {
+			fmt.Fprintf(&b, ", kernel %s", st.KernelID)
+		}
+		if !st.Started.IsZero() && st.State == "running" {
+			fmt.Fprintf(&b, ", kernel uptime %s", time.Since(st.Started).Round(time.Second))
+		}
+		if st.RTT > 0 {
+			fmt.Fprintf(&b, ", rtt %s", st.RTT.Round(time.Microsecond))
+		}
+		if st.Throughput > 0 {
+			fmt.Fprintf(&b, ", %.1f MB/s", st.Throughput/1e6)
+		}
+		if st.Restarts > 0 {
+			fmt.Fprintf(&b, ", restarted %d times (last exit: %s)", st.Restarts, st.LastExit)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,454 @@
+// Package kernel is Ferry as a Jupyter kernel: it binds the sockets a front
+// end connects to, dispatches each request, and relays what the backends
+// answer with the front end's parent header, session and execution count.
+package kernel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/wire"
+)
+
+// Version is Ferry's implementation version.
+var Version = "0.1.0"
+
+// Config configures a kernel.
+type Config struct {
+	Conn wire.ConnInfo
+	// Backends by location; "local" is required.
+	Backends map[string]backend.Backend
+	// Policy names the initial placement policy.
+	Policy string
+	// Seed seeds the random policy.
+	Seed int64
+}
+
+// Server is one running Ferry kernel.
+type Server struct {
+	cfg     Config
+	signer  *wire.Signer
+	session string
+
+	shell, control, stdin, iopub *wire.Socket
+
+	backends map[string]backend.Backend
+	start    time.Time
+
+	callsMu sync.Mutex
+	calls   map[string]*call // backend msg_id -> call
+	recent  []string         // finished calls, oldest first, kept for late output
+
+	stdinMu      sync.Mutex
+	stdinPending *pendingInput
+
+	commMu    sync.Mutex
+	commOwner map[string]string // comm_id -> location
+
+	// Only the shell worker touches these.
+	execCount int
+	history   []historyEntry
+	lastLoc   string
+	place     placer
+
+	busyLoc atomic.Value // location of the running cell, for interrupts
+
+	// Rejected counts front-end messages dropped for bad signatures or frames.
+	Rejected atomic.Int64
+	// Stats are the counters ferry run reports.
+	Stats Stats
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Stats counts what happened in a session.
+type Stats struct {
+	mu          sync.Mutex
+	CellsLocal  int
+	CellsRemote int
+	Migrations  int
+	BytesMoved  int64
+}
+
+// Snapshot returns a copy of the counters.
+func (s *Stats) Snapshot() (local, remote, migrations int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.CellsLocal, s.CellsRemote, s.Migrations, s.BytesMoved
+}
+
+type historyEntry struct {
+	Line  int
+	Input string
+}
+
+type pendingInput struct {
+	loc     string
+	request *wire.Message // the backend's input_request
+}
+
+// call is one request forwarded to a backend.
+type call struct {
+	fe     *wire.Message // the front end's request (nil for hidden calls)
+	count  int           // execution count shown to the front end; 0 = keep
+	reply  chan *wire.Message
+	idle   chan struct{}
+	once   sync.Once
+	sink   func(*wire.Message) // receives IOPub of hidden calls
+	waiter atomic.Bool         // a handler still waits for the reply
+}
+
+func (c *call) markIdle() { c.once.Do(func() { close(c.idle) }) }
+
+// New binds the kernel's sockets. Call Serve to run it.
+func New(cfg Config) (*Server, error) {
+	if cfg.Backends["local"] == nil {
+		return nil, errors.New("kernel needs a local backend")
+	}
+	signer, err := wire.NewSigner(cfg.Conn.SignatureScheme, []byte(cfg.Conn.Key))
+	if err != nil {
+		return nil, err
+	}
+	p, err := newPlacer(cfg.Policy, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, start: time.Now(),
+		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", place: p, done: make(chan struct{})}
+	s.busyLoc.Store("")
+	binds := []struct {
+		dst  **wire.Socket
+		kind wire.Kind
+		port int
+		name string
+	}{{&s.shell, wire.ROUTER, cfg.Conn.ShellPort, "shell"}, {&s.control, wire.ROUTER, cfg.Conn.ControlPort, "control"},
+		{&s.stdin, wire.ROUTER, cfg.Conn.StdinPort, "stdin"}, {&s.iopub, wire.PUB, cfg.Conn.IOPubPort, "iopub"}}
+	for _, b := range binds {
+		sock, err := wire.Bind(b.kind, cfg.Conn.Addr(b.port), b.name)
+		if err != nil {
+			s.closeSockets()
+			return nil, err
+		}
+		*b.dst = sock
+	}
+	return s, nil
+}
+
+func (s *Server) closeSockets() {
+	for _, sock := range []*wire.Socket{s.shell, s.control, s.stdin, s.iopub} {
+		if sock != nil {
+			sock.Close()
+		}
+	}
+}
+
+// Serve runs the kernel until ctx ends or a shutdown_request arrives, then
+// shuts every backend down.
+func (s *Server) Serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	defer close(s.done)
+	if err := wire.Heartbeat(ctx, s.cfg.Conn.Addr(s.cfg.Conn.HBPort)); err != nil {
+		cancel()
+		s.closeSockets()
+		return err
+	}
+	// Start the local kernel now so the first cell does not wait for it.
+	go func() {
+		if err := s.backends["local"].Start(ctx); err != nil && ctx.Err() == nil {
+			slog.Error("starting local kernel", "err", err)
+		}
+	}()
+	for loc, b := range s.backends {
+		go s.route(ctx, loc, b)
+	}
+	shellQ := make(chan *wire.Message, 1024)
+	go s.readFrontEnd(ctx, s.shell, wire.Shell, func(m *wire.Message) {
+		select {
+		case shellQ <- m:
+		case <-ctx.Done():
+		}
+	})
+	go s.readFrontEnd(ctx, s.control, wire.Control, func(m *wire.Message) { s.handleControl(ctx, m) })
+	go s.readFrontEnd(ctx, s.stdin, wire.Stdin, s.handleInputReply)
+	s.publish(wire.IOPub, "status", nil, map[string]string{"execution_state": "starting"}, nil)
+	go func() {
+		for {
+			select {
+			case m := <-shellQ:
+				s.handleShell(ctx, m)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	<-ctx.Done()
+	sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer scancel()
+	var wg sync.WaitGroup
+	for _, b := range s.backends {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = b.Shutdown(sctx) }()
+	}
+	wg.Wait()
+	s.closeSockets()
+	return nil
+}
+
+// Stop ends Serve.
+func (s *Server) Stop() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
+// Done is closed when Serve has returned.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+func (s *Server) readFrontEnd(ctx context.Context, sock *wire.Socket, ch wire.Channel, handle func(*wire.Message)) {
+	for {
+		frames, err := sock.Recv(ctx)
+		if err != nil {
+			return
+		}
+		m, err := wire.Decode(frames, s.signer)
+		if err != nil {
+			s.Rejected.Add(1)
+			slog.Warn("dropped message from front end", "channel", ch, "err", err)
+			continue
+		}
+		handle(m)
+	}
+}
+
+// send sends a reply to the front end on ch, routed by the request's
+// identities.
+func (s *Server) send(ch wire.Channel, req *wire.Message, msgType string, content any, buffers [][]byte) {
+	m, err := wire.New(msgType, s.session, req.Header.Username, req.HeaderJSON(), content)
+	if err != nil {
+		slog.Error("building reply", "type", msgType, "err", err)
+		return
+	}
+	m.Identities = req.Identities
+	m.Buffers = buffers
+	s.sendMsg(ch, m)
+}
+
+func (s *Server) sendMsg(ch wire.Channel, m *wire.Message) {
+	frames, err := wire.Encode(m, s.signer)
+	if err != nil {
+		slog.Error("encoding message", "type", m.Header.MsgType, "err", err)
+		return
+	}
+	sock := map[wire.Channel]*wire.Socket{wire.Shell: s.shell, wire.Control: s.control, wire.Stdin: s.stdin, wire.IOPub: s.iopub}[ch]
+	if err := sock.Send(frames); err != nil && !errors.Is(err, wire.ErrClosed) {
+		slog.Error("sending to front end", "channel", ch, "err", err)
+	}
+}
+
+// publish sends an IOPub message with parent req (nil for none).
+func (s *Server) publish(_ wire.Channel, msgType string, req *wire.Message, content any, buffers [][]byte) {
+	var parent json.RawMessage
+	user := "ferry"
+	if req != nil {
+		parent = req.HeaderJSON()
+		user = req.Header.Username
+	}
+	m, err := wire.New(msgType, s.session, user, parent, content)
+	if err != nil {
+		slog.Error("building iopub message", "type", msgType, "err", err)
+		return
+	}
+	m.Identities = [][]byte{[]byte("kernel.ferry." + msgType)}
+	m.Buffers = buffers
+	s.sendMsg(wire.IOPub, m)
+}
+
+func (s *Server) status(req *wire.Message, state string) {
+	s.publish(wire.IOPub, "status", req, map[string]string{"execution_state": state}, nil)
+}
+
+// register records a forwarded request so the router can relay what the
+// backend answers to it.
+func (s *Server) register(id string, c *call) {
+	s.callsMu.Lock()
+	s.calls[id] = c
+	s.callsMu.Unlock()
+}
+
+// finish keeps a call for late output (threads printing after the cell) but
+// forgets the oldest once many have finished.
+func (s *Server) finish(id string) {
+	const keep = 256
+	s.callsMu.Lock()
+	defer s.callsMu.Unlock()
+	s.recent = append(s.recent, id)
+	if len(s.recent) > keep {
+		delete(s.calls, s.recent[0])
+		s.recent = s.recent[1:]
+	}
+}
+
+func (s *Server) lookup(id string) *call {
+	s.callsMu.Lock()
+	defer s.callsMu.Unlock()
+	return s.calls[id]
+}
+
+// route relays everything one backend sends. It is the only reader of that
+// backend's messages, so IOPub order is kept.
+func (s *Server) route(ctx context.Context, loc string, b backend.Backend) {
+	for {
+		var in wire.Incoming
+		select {
+		case in = <-b.Incoming():
+		case <-ctx.Done():
+			return
+		}
+		m := in.Msg
+		c := s.lookup(m.ParentID())
+		switch in.Channel {
+		case wire.IOPub:
+			s.relayIOPub(loc, c, m)
+		case wire.Stdin:
+			s.relayInputRequest(loc, c, m)
+		default: // shell and control replies
+			if c == nil {
+				slog.Debug("reply to unknown request", "type", m.Header.MsgType)
+				continue
+			}
+			if c.waiter.Load() {
+				select {
+				case c.reply <- m:
+					continue
+				default:
+				}
+			}
+			if c.fe != nil { // the handler gave up waiting: relay as is
+				s.relayReply(in.Channel, c, m)
+			}
+		}
+	}
+}
+
+func (s *Server) relayIOPub(loc string, c *call, m *wire.Message) {
+	t := m.Header.MsgType
+	if c != nil && c.sink != nil {
+		c.sink(m)
+	}
+	if t == "status" {
+		if c != nil {
+			var st struct {
+				State string `json:"execution_state"`
+			}
+			if m.Decode(&st) == nil && st.State == "idle" {
+				c.markIdle()
+			}
+		}
+		return // Ferry publishes its own busy/idle
+	}
+	if c != nil && c.fe == nil {
+		return // hidden request: never shown
+	}
+	if t == "comm_open" {
+		var co struct {
+			ID string `json:"comm_id"`
+		}
+		if m.Decode(&co) == nil && co.ID != "" {
+			s.commMu.Lock()
+			s.commOwner[co.ID] = loc
+			s.commMu.Unlock()
+		}
+	}
+	content := m.Content
+	var parent *wire.Message
+	if c != nil {
+		parent = c.fe
+		if c.count > 0 && (t == "execute_input" || t == "execute_result") {
+			content = setCount(content, c.count)
+		}
+	}
+	out := &wire.Message{Header: wire.NewHeader(t, s.session, "ferry"), Parent: json.RawMessage("{}"), Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
+	if parent != nil {
+		out.Parent = parent.HeaderJSON()
+		out.Header.Username = parent.Header.Username
+	}
+	out.Identities = [][]byte{[]byte("kernel.ferry." + t)}
+	s.sendMsg(wire.IOPub, out)
+}
+
+// relayReply sends a backend's reply to the front end as the answer to the
+// front end's own request.
+func (s *Server) relayReply(ch wire.Channel, c *call, m *wire.Message) {
+	content := m.Content
+	if c.count > 0 && m.Header.MsgType == "execute_reply" {
+		content = setCount(content, c.count)
+	}
+	out := &wire.Message{Identities: c.fe.Identities, Header: wire.NewHeader(m.Header.MsgType, s.session, c.fe.Header.Username),
+		Parent: c.fe.HeaderJSON(), Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
+	s.sendMsg(ch, out)
+}
+
+// setCount rewrites execution_count so the front end sees one continuous
+// count whichever backend ran the cell. Only the top-level key is touched.
+func setCount(content json.RawMessage, n int) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(content, &m) != nil {
+		return content
+	}
+	if _, ok := m["execution_count"]; !ok {
+		return content
+	}
+	m["execution_count"] = json.RawMessage(fmt.Sprint(n))
+	b, err := json.Marshal(m)
+	if err != nil {
+		return content
+	}
+	return b
+}
+
+func (s *Server) relayInputRequest(loc string, c *call, m *wire.Message) {
+	if m.Header.MsgType != "input_request" || c == nil || c.fe == nil {
+		// Nobody can answer: give the kernel an empty line rather than hang.
+		slog.Warn("input request without a front-end request; answering empty", "type", m.Header.MsgType)
+		reply, err := wire.New("input_reply", backend.Session, "ferry", m.HeaderJSON(), map[string]string{"value": ""})
+		if err == nil {
+			_ = s.backends[loc].Send(wire.Stdin, reply)
+		}
+		return
+	}
+	s.stdinMu.Lock()
+	s.stdinPending = &pendingInput{loc: loc, request: m}
+	s.stdinMu.Unlock()
+	out := &wire.Message{Identities: c.fe.Identities, Header: wire.NewHeader("input_request", s.session, c.fe.Header.Username),
+		Parent: c.fe.HeaderJSON(), Metadata: m.Metadata, Content: m.Content}
+	s.sendMsg(wire.Stdin, out)
+}
+
+// handleInputReply forwards the front end's answer to the kernel that asked.
+func (s *Server) handleInputReply(m *wire.Message) {
+	if m.Header.MsgType != "input_reply" {
+		slog.Warn("unexpected message on stdin", "type", m.Header.MsgType)
+		return
+	}
+	s.stdinMu.Lock()
+	p := s.stdinPending
+	s.stdinPending = nil
+	s.stdinMu.Unlock()
+	if p == nil {
+		slog.Warn("input_reply with no pending input_request")
+		return
+	}
+	out := &wire.Message{Header: wire.NewHeader("input_reply", backend.Session, "ferry"), Parent: p.request.HeaderJSON(), Metadata: m.Metadata, Content: m.Content}
+	if err := s.backends[p.loc].Send(wire.Stdin, out); err != nil {
+		slog.Error("forwarding input reply", "err", err)
+	}
+}
