@@ -2,9 +2,101 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/notebook"
 )
 
+// summary is the --summary JSON. Field names are stable: scripts read them.
+type summary struct {
+	Notebook    string    `json:"notebook"`
+	Output      string    `json:"output"`
+	Policy      string    `json:"policy"`
+	Cells       int       `json:"cells"`
+	CellsLocal  int       `json:"cells_local"`
+	CellsRemote int       `json:"cells_remote"`
+	WallSeconds float64   `json:"wall_seconds"`
+	BytesMoved  int64     `json:"bytes_moved"`
+	Migrations  int       `json:"migrations"`
+	Errors      int       `json:"errors"`
+	CellSeconds []float64 `json:"cell_seconds"`
+}
+
 func runNotebook(ctx context.Context, args []string) error {
-	return errors.New("ferry run is being written")
+	fs := newFlags("run")
+	out := fs.String("o", "", "where to write the executed notebook (default NOTEBOOK.ferry.ipynb)")
+	allowErrors := fs.Bool("allow-errors", false, "run on after a cell raises, recording the error")
+	summaryPath := fs.String("summary", "", "write a JSON summary of the run to this file")
+	timeout := fs.Float64("timeout", 0, "seconds one cell may take before it is interrupted (0: no limit)")
+	var bf backendFlags
+	bf.register(fs)
+	// Accept flags after the notebook path too, as users type them.
+	var paths []string
+	rest := args
+	for {
+		if err := parse(fs, rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		paths = append(paths, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(paths) != 1 {
+		return errors.New("give exactly one notebook: ferry run NOTEBOOK.ipynb [-o OUT.ipynb]")
+	}
+	in := paths[0]
+	if *out == "" {
+		*out = strings.TrimSuffix(in, ".ipynb") + ".ferry.ipynb"
+	}
+	nb, err := notebook.Read(in)
+	if err != nil {
+		return err
+	}
+	bs, err := bf.backends()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	sess, err := client.StartFerry(ctx, kernel.Config{Backends: bs, Policy: bf.policy, Seed: bf.seed})
+	if err != nil {
+		return err
+	}
+	defer sess.Close(context.Background())
+	isTTY := term.IsTerminal(int(os.Stderr.Fd()))
+	runs, runErr := notebook.Run(ctx, nb, sess, notebook.RunOptions{
+		AllowErrors: *allowErrors, CellTimeout: time.Duration(*timeout * float64(time.Second)),
+		Progress: os.Stderr, Terminal: isTTY,
+	})
+	wall := time.Since(start).Seconds()
+	if err := nb.Write(*out); err != nil {
+		return err
+	}
+	local, remote, migrations, moved := sess.Kernel.Stats.Snapshot()
+	sum := summary{Notebook: in, Output: *out, Policy: bf.policy, Cells: len(runs), CellsLocal: local, CellsRemote: remote,
+		WallSeconds: wall, BytesMoved: moved, Migrations: migrations, CellSeconds: []float64{}}
+	for _, r := range runs {
+		sum.CellSeconds = append(sum.CellSeconds, r.Seconds)
+		if r.Status == "error" {
+			sum.Errors++
+		}
+	}
+	if *summaryPath != "" {
+		b, _ := json.MarshalIndent(sum, "", "  ")
+		if err := os.WriteFile(*summaryPath, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("writing summary: %w", err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "ran %d cells in %.1fs (%d local, %d remote, %d errors); wrote %s\n", sum.Cells, wall, local, remote, sum.Errors, *out)
+	return runErr
 }

@@ -1,0 +1,346 @@
+// Package client is a Jupyter client in Go: it starts or connects to a
+// kernel and executes code, collecting outputs the way nbformat stores them.
+// ferry run, ferry bench and the tests use it as their front end.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/wire"
+)
+
+// Output is one nbformat 4 output.
+type Output map[string]any
+
+// Result is what one execution produced.
+type Result struct {
+	Reply   map[string]any // execute_reply content
+	Status  string
+	Count   int
+	Outputs []Output
+	// Error is set when the cell raised: ename and evalue.
+	EName, EValue string
+}
+
+// ExecOptions control one execution.
+type ExecOptions struct {
+	Silent       bool
+	StoreHistory *bool
+	AllowStdin   bool
+	// Input answers input_request prompts; nil means stdin is not allowed.
+	Input func(prompt string, password bool) (string, error)
+	// OnOutput sees every output as it arrives (for progress display).
+	OnOutput func(Output)
+	// UserExpressions are evaluated after the code.
+	UserExpressions map[string]string
+}
+
+// Client talks to one kernel. Requests are sent one at a time (like
+// nbclient); IOPub is read by one goroutine and routed by parent msg_id.
+type Client struct {
+	conn *wire.ClientConn
+
+	mu      sync.Mutex
+	waiters map[string]*waiter
+	replies map[string]chan *wire.Message
+	stdin   chan *wire.Message
+	closed  chan struct{}
+	once    sync.Once
+}
+
+type waiter struct {
+	ch chan *wire.Message
+}
+
+// Connect connects to the kernel described by info.
+func Connect(info wire.ConnInfo) (*Client, error) {
+	conn, err := wire.Dial(info, wire.NewID())
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{conn: conn, waiters: map[string]*waiter{}, replies: map[string]chan *wire.Message{}, stdin: make(chan *wire.Message, 16), closed: make(chan struct{})}
+	go c.read()
+	return c, nil
+}
+
+// Conn exposes the underlying connection for tests that send raw messages.
+func (c *Client) Conn() *wire.ClientConn { return c.conn }
+
+func (c *Client) read() {
+	defer c.once.Do(func() { close(c.closed) })
+	for in := range c.conn.Incoming() {
+		pid := in.Msg.ParentID()
+		switch in.Channel {
+		case wire.IOPub:
+			c.mu.Lock()
+			w := c.waiters[pid]
+			c.mu.Unlock()
+			if w != nil {
+				w.ch <- in.Msg
+			}
+		case wire.Stdin:
+			select {
+			case c.stdin <- in.Msg:
+			default:
+			}
+		default:
+			c.mu.Lock()
+			ch := c.replies[pid]
+			c.mu.Unlock()
+			if ch != nil {
+				select {
+				case ch <- in.Msg:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// Close closes the connection (the kernel keeps running).
+func (c *Client) Close() {
+	c.conn.Close()
+}
+
+// Request sends a request on ch and waits for its reply. IOPub messages
+// for it are passed to onIOPub until the kernel reports idle.
+func (c *Client) Request(ctx context.Context, ch wire.Channel, msgType string, content any, onIOPub func(*wire.Message)) (*wire.Message, error) {
+	m, err := c.conn.NewMessage(msgType, content)
+	if err != nil {
+		return nil, err
+	}
+	return c.roundTrip(ctx, ch, m, onIOPub, nil)
+}
+
+func (c *Client) roundTrip(ctx context.Context, ch wire.Channel, m *wire.Message, onIOPub func(*wire.Message), onStdin func(*wire.Message) error) (*wire.Message, error) {
+	id := m.Header.MsgID
+	w := &waiter{ch: make(chan *wire.Message, 1024)}
+	rch := make(chan *wire.Message, 1)
+	c.mu.Lock()
+	c.waiters[id] = w
+	c.replies[id] = rch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiters, id)
+		delete(c.replies, id)
+		c.mu.Unlock()
+	}()
+	if err := c.conn.Send(ch, m); err != nil {
+		return nil, err
+	}
+	var reply *wire.Message
+	idle := false
+	for reply == nil || !idle {
+		select {
+		case r := <-rch:
+			reply = r
+		case msg := <-w.ch:
+			if msg.Header.MsgType == "status" {
+				var st struct {
+					S string `json:"execution_state"`
+				}
+				if msg.Decode(&st) == nil && st.S == "idle" {
+					idle = true
+				}
+				continue
+			}
+			if onIOPub != nil {
+				onIOPub(msg)
+			}
+		case msg := <-c.stdin:
+			if msg.ParentID() != id {
+				continue
+			}
+			if onStdin == nil {
+				return nil, errors.New("kernel asked for input but stdin is not allowed")
+			}
+			if err := onStdin(msg); err != nil {
+				return nil, err
+			}
+		case <-c.closed:
+			return nil, errors.New("connection to kernel closed")
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for %s reply: %w", m.Header.MsgType, ctx.Err())
+		}
+	}
+	return reply, nil
+}
+
+// WaitReady sends kernel_info requests until the kernel answers one with
+// its IOPub status, so no output of the first cell is missed.
+func (c *Client) WaitReady(ctx context.Context) (map[string]any, error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		r, err := c.Request(tctx, wire.Shell, "kernel_info_request", nil, nil)
+		cancel()
+		if err == nil {
+			var info map[string]any
+			if err := r.Decode(&info); err != nil {
+				return nil, err
+			}
+			return info, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("kernel did not become ready: %w", ctx.Err())
+		}
+	}
+}
+
+// Execute runs code and collects its outputs.
+func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Result, error) {
+	content := map[string]any{"code": code, "silent": opt.Silent, "allow_stdin": opt.Input != nil, "stop_on_error": true}
+	if opt.StoreHistory != nil {
+		content["store_history"] = *opt.StoreHistory
+	} else {
+		content["store_history"] = !opt.Silent
+	}
+	if opt.UserExpressions != nil {
+		content["user_expressions"] = opt.UserExpressions
+	} else {
+		content["user_expressions"] = map[string]any{}
+	}
+	m, err := c.conn.NewMessage("execute_request", content)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	onIOPub := func(msg *wire.Message) {
+		out := ToOutput(msg)
+		if out == nil {
+			if msg.Header.MsgType == "clear_output" {
+				res.Outputs = res.Outputs[:0]
+			}
+			return
+		}
+		if out["output_type"] == "stream" && len(res.Outputs) > 0 {
+			last := res.Outputs[len(res.Outputs)-1]
+			if last["output_type"] == "stream" && last["name"] == out["name"] {
+				last["text"] = last["text"].(string) + out["text"].(string)
+				if opt.OnOutput != nil {
+					opt.OnOutput(out)
+				}
+				return
+			}
+		}
+		if out["output_type"] == "error" {
+			res.EName, _ = out["ename"].(string)
+			res.EValue, _ = out["evalue"].(string)
+		}
+		res.Outputs = append(res.Outputs, out)
+		if opt.OnOutput != nil {
+			opt.OnOutput(out)
+		}
+	}
+	onStdin := func(msg *wire.Message) error {
+		var req struct {
+			Prompt   string `json:"prompt"`
+			Password bool   `json:"password"`
+		}
+		if err := msg.Decode(&req); err != nil {
+			return err
+		}
+		val, err := opt.Input(req.Prompt, req.Password)
+		if err != nil {
+			return err
+		}
+		rep, err := wire.New("input_reply", c.conn.Session, "ferry", msg.HeaderJSON(), map[string]string{"value": val})
+		if err != nil {
+			return err
+		}
+		return c.conn.Send(wire.Stdin, rep)
+	}
+	reply, err := c.roundTrip(ctx, wire.Shell, m, onIOPub, onStdin)
+	if err != nil {
+		return nil, err
+	}
+	if err := reply.Decode(&res.Reply); err != nil {
+		return nil, err
+	}
+	res.Status, _ = res.Reply["status"].(string)
+	if n, ok := res.Reply["execution_count"].(float64); ok {
+		res.Count = int(n)
+	}
+	if res.Status == "error" && res.EName == "" {
+		res.EName, _ = res.Reply["ename"].(string)
+		res.EValue, _ = res.Reply["evalue"].(string)
+	}
+	return res, nil
+}
+
+// Interrupt sends interrupt_request on control.
+func (c *Client) Interrupt(ctx context.Context) error {
+	_, err := c.Request(ctx, wire.Control, "interrupt_request", nil, nil)
+	return err
+}
+
+// Shutdown sends shutdown_request on control and waits for the reply.
+func (c *Client) Shutdown(ctx context.Context, restart bool) error {
+	_, err := c.Request(ctx, wire.Control, "shutdown_request", map[string]bool{"restart": restart}, nil)
+	return err
+}
+
+// ToOutput converts an IOPub message to an nbformat output, or nil if the
+// message is not an output.
+func ToOutput(msg *wire.Message) Output {
+	var c map[string]any
+	if json.Unmarshal(msg.Content, &c) != nil {
+		return nil
+	}
+	switch t := msg.Header.MsgType; t {
+	case "stream":
+		return Output{"output_type": "stream", "name": c["name"], "text": str(c["text"])}
+	case "display_data", "update_display_data":
+		if t == "update_display_data" {
+			return nil
+		}
+		return Output{"output_type": "display_data", "data": orMap(c["data"]), "metadata": orMap(c["metadata"])}
+	case "execute_result":
+		return Output{"output_type": "execute_result", "data": orMap(c["data"]), "metadata": orMap(c["metadata"]), "execution_count": c["execution_count"]}
+	case "error":
+		tb, _ := c["traceback"].([]any)
+		if tb == nil {
+			tb = []any{}
+		}
+		return Output{"output_type": "error", "ename": str(c["ename"]), "evalue": str(c["evalue"]), "traceback": tb}
+	}
+	return nil
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func orMap(v any) map[string]any {
+	if m, ok := v.(map[string]any); ok {
+		return m
+	}
+	return map[string]any{}
+}
+
+// Text joins the text of a result's streams and text/plain results, for
+// tests and summaries.
+func (r *Result) Text() string {
+	var b strings.Builder
+	for _, o := range r.Outputs {
+		switch o["output_type"] {
+		case "stream":
+			b.WriteString(str(o["text"]))
+		case "execute_result", "display_data":
+			if d, ok := o["data"].(map[string]any); ok {
+				b.WriteString(str(d["text/plain"]))
+				b.WriteString("\n")
+			}
+		case "error":
+			b.WriteString(str(o["ename"]) + ": " + str(o["evalue"]) + "\n")
+		}
+	}
+	return b.String()
+}

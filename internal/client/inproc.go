@@ -1,0 +1,58 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/wire"
+)
+
+// Session is a Ferry kernel served in this process on fresh loopback ports,
+// with a client connected to it: the same kernel code Jupyter would start,
+// minus a process boundary. ferry run and ferry demo use it.
+type Session struct {
+	*Client
+	Kernel *kernel.Server
+	errc   chan error
+}
+
+// StartFerry starts a Ferry kernel with cfg (its Conn is filled in) and
+// connects to it, returning once the kernel answers.
+func StartFerry(ctx context.Context, cfg kernel.Config) (*Session, error) {
+	info, err := wire.NewLocalConnInfo()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Conn = info
+	if cfg.Backends == nil {
+		cfg.Backends = map[string]backend.Backend{"local": backend.NewLocal("")}
+	}
+	srv, err := kernel.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{Kernel: srv, errc: make(chan error, 1)}
+	go func() { s.errc <- srv.Serve(context.WithoutCancel(ctx)) }()
+	c, err := Connect(info)
+	if err != nil {
+		srv.Stop()
+		<-s.errc
+		return nil, err
+	}
+	s.Client = c
+	if _, err := c.WaitReady(ctx); err != nil {
+		s.Close(context.Background())
+		return nil, fmt.Errorf("ferry kernel did not answer: %w", err)
+	}
+	return s, nil
+}
+
+// Close shuts the kernel and its backends down and waits for it.
+func (s *Session) Close(ctx context.Context) error {
+	s.Kernel.Stop()
+	err := <-s.errc
+	s.Client.Close()
+	return err
+}

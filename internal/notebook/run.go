@@ -1,0 +1,143 @@
+package notebook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/client"
+)
+
+// Executor runs code; client.Session implements it.
+type Executor interface {
+	Execute(ctx context.Context, code string, opt client.ExecOptions) (*client.Result, error)
+	Interrupt(ctx context.Context) error
+}
+
+// RunOptions control a headless run.
+type RunOptions struct {
+	AllowErrors bool
+	// CellTimeout bounds one cell; 0 means no limit. A cell over it is
+	// interrupted and counts as an error, as in nbclient.
+	CellTimeout time.Duration
+	// Progress, if set, receives a progress line per cell.
+	Progress io.Writer
+	// Terminal draws the progress as a bar updated in place.
+	Terminal bool
+}
+
+// CellError is returned when a cell raised and AllowErrors is off.
+type CellError struct {
+	Index         int
+	EName, EValue string
+}
+
+func (e *CellError) Error() string {
+	return fmt.Sprintf("cell %d raised %s: %s (use --allow-errors to run on)", e.Index+1, e.EName, e.EValue)
+}
+
+// CellRun is what happened to one code cell.
+type CellRun struct {
+	Index   int
+	Seconds float64
+	Status  string
+}
+
+// Run executes every code cell in order, writing outputs into the notebook.
+func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]CellRun, error) {
+	var code []int
+	for i, c := range nb.Cells {
+		if c.Type() == "code" {
+			code = append(code, i)
+		}
+	}
+	var runs []CellRun
+	var firstErr error
+	start := time.Now()
+	for n, i := range code {
+		c := nb.Cells[i]
+		src := c.Source()
+		progress(opt, n, len(code), start, firstLine(src))
+		if strings.TrimSpace(src) == "" {
+			c["outputs"] = []any{}
+			c["execution_count"] = nil
+			continue
+		}
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if opt.CellTimeout > 0 {
+			cctx, cancel = context.WithTimeout(ctx, opt.CellTimeout)
+		}
+		t0 := time.Now()
+		res, err := ex.Execute(cctx, src, client.ExecOptions{})
+		cancel()
+		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
+			_ = ex.Interrupt(ictx)
+			icancel()
+			return runs, fmt.Errorf("cell %d did not finish within %s and was interrupted (raise --timeout)", i+1, opt.CellTimeout)
+		}
+		if err != nil {
+			return runs, fmt.Errorf("running cell %d: %w", i+1, err)
+		}
+		secs := time.Since(t0).Seconds()
+		outs := make([]any, 0, len(res.Outputs))
+		for _, o := range res.Outputs {
+			if t, ok := o["text"].(string); ok {
+				o["text"] = SplitLines(t)
+			}
+			outs = append(outs, o)
+		}
+		c["outputs"] = outs
+		if res.Count > 0 {
+			c["execution_count"] = res.Count
+		} else {
+			c["execution_count"] = nil
+		}
+		runs = append(runs, CellRun{Index: i, Seconds: secs, Status: res.Status})
+		if res.Status == "error" && firstErr == nil {
+			firstErr = &CellError{Index: i, EName: res.EName, EValue: res.EValue}
+			if !opt.AllowErrors {
+				break
+			}
+		}
+	}
+	progress(opt, len(code), len(code), start, "")
+	if opt.Progress != nil && opt.Terminal {
+		fmt.Fprintln(opt.Progress)
+	}
+	if opt.AllowErrors {
+		return runs, nil
+	}
+	return runs, firstErr
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	if len(l) > 40 {
+		l = l[:37] + "..."
+	}
+	return l
+}
+
+func progress(opt RunOptions, done, total int, start time.Time, label string) {
+	if opt.Progress == nil {
+		return
+	}
+	el := time.Since(start).Round(100 * time.Millisecond)
+	if !opt.Terminal {
+		if done < total {
+			fmt.Fprintf(opt.Progress, "[%d/%d] %s\n", done+1, total, label)
+		}
+		return
+	}
+	const width = 30
+	fill := 0
+	if total > 0 {
+		fill = done * width / total
+	}
+	bar := strings.Repeat("█", fill) + strings.Repeat("░", width-fill)
+	fmt.Fprintf(opt.Progress, "\r\x1b[K%s %d/%d cells %s  %s", bar, done, total, el, label)
+}
