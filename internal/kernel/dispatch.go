@@ -190,10 +190,10 @@ func (s *Server) failRequest(ch wire.Channel, m *wire.Message, err error) {
 func (s *Server) kernelInfo(ctx context.Context, m *wire.Message, ch wire.Channel) {
 	reply := map[string]any{
 		"status": "ok", "protocol_version": wire.ProtocolVersion, "implementation": "ferry", "implementation_version": Version,
-		"banner": "Ferry " + Version + " — runs each cell on your laptop or in the cloud\n",
-		"help_links": []map[string]string{{"text": "Ferry", "url": "https://github.com/ferry-nb/ferry"}},
+		"banner":        "Ferry " + Version + " — runs each cell on your laptop or in the cloud\n",
+		"help_links":    []map[string]string{{"text": "Ferry", "url": "https://github.com/ferry-nb/ferry"}},
 		"language_info": map[string]any{"name": "python", "mimetype": "text/x-python", "file_extension": ".py"},
-		"debugger": false,
+		"debugger":      false,
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -218,15 +218,15 @@ func (s *Server) kernelInfo(ctx context.Context, m *wire.Message, ch wire.Channe
 
 func (s *Server) historyReply(m *wire.Message) {
 	var req struct {
-		Output         bool   `json:"output"`
-		Raw            bool   `json:"raw"`
-		AccessType     string `json:"hist_access_type"`
-		Session        int    `json:"session"`
-		Start          int    `json:"start"`
-		Stop           *int   `json:"stop"`
-		N              int    `json:"n"`
-		Pattern        string `json:"pattern"`
-		Unique         bool   `json:"unique"`
+		Output     bool   `json:"output"`
+		Raw        bool   `json:"raw"`
+		AccessType string `json:"hist_access_type"`
+		Session    int    `json:"session"`
+		Start      int    `json:"start"`
+		Stop       *int   `json:"stop"`
+		N          int    `json:"n"`
+		Pattern    string `json:"pattern"`
+		Unique     bool   `json:"unique"`
 	}
 	if err := m.Decode(&req); err != nil {
 		s.send(wire.Shell, m, "history_reply", map[string]any{"status": "error", "ename": "ValueError", "evalue": err.Error(), "traceback": []string{}}, nil)
@@ -279,4 +279,3 @@ func selectHistory(all []historyEntry, access string, start int, stop *int, n in
 	}
 	return nil
 }
-

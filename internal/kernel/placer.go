@@ -32,8 +32,8 @@ func newPlacer(name string, seed int64) (placer, error) {
 
 type fixed string
 
-func (f fixed) name() string          { return string(f) }
-func (f fixed) next(*Server) string   { return string(f) }
+func (f fixed) name() string        { return string(f) }
+func (f fixed) next(*Server) string { return string(f) }
 
 type pingpong struct{ n int }
 

@@ -28,11 +28,11 @@ const replayWindow = 1 << 16
 type Signer struct {
 	key []byte
 
-	mu      sync.Mutex
-	pool    sync.Pool
-	seen    map[string]struct{}
-	order   []string
-	next    int
+	mu    sync.Mutex
+	pool  sync.Pool
+	seen  map[string]struct{}
+	order []string
+	next  int
 }
 
 // NewSigner returns a signer for the scheme named in a connection file.
