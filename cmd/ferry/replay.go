@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/trace"
+)
+
+func runReplay(ctx context.Context, args []string) error {
+	fs := newFlags("replay")
+	pol := fs.String("policy", "all", "policy to re-cost under: "+joinNames()+", oracle, or all")
+	bw := fs.String("bandwidth", "100Mbit", "link rate, e.g. 1Gbit, 100Mbit, 20Mbit, 50MB/s")
+	rtt := fs.String("rtt", "20ms", "link round-trip time")
+	speed := fs.String("remote-speed", "", "how many times faster the remote runs cells, e.g. 4x (default: as measured in the trace)")
+	asJSON := fs.Bool("json", false, "print a JSON list instead of a table")
+	seed := fs.Int64("seed", 1, "seed for the random policy")
+	var paths []string
+	rest := args
+	for {
+		if err := parse(fs, rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		paths = append(paths, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(paths) != 1 {
+		return errors.New("give exactly one trace: ferry replay TRACE.jsonl [--policy P]")
+	}
+	evs, err := trace.ReadFile(paths[0])
+	if err != nil {
+		return err
+	}
+	var s policy.Settings
+	if s.Link.Bandwidth, err = policy.ParseBandwidth(*bw); err != nil {
+		return err
+	}
+	if s.Link.RTT, err = policy.ParseRTT(*rtt); err != nil {
+		return err
+	}
+	s.Link.Compression = 1
+	if *speed != "" {
+		if s.RemoteSpeed, err = policy.ParseSpeed(*speed); err != nil {
+			return err
+		}
+	}
+	var results []policy.Result
+	if *pol == "all" {
+		results = policy.ReplayAll(evs, s, *seed)
+	} else {
+		r, err := policy.ByName(evs, *pol, s, *seed)
+		if err != nil {
+			return err
+		}
+		results = []policy.Result{r}
+	}
+	if *asJSON {
+		for i := range results {
+			results[i].Placement = nil
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	fmt.Printf("%s: %d executions, link %s / %s, remote speed %s\n", paths[0], len(evs), *bw, *rtt, orDefaultStr(*speed, "as measured"))
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\tseconds\twall s\tbytes moved\tmigrations\tremote cells\tdecide µs/cell\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%s\t%d\t%d\t%.1f\t\n", r.Policy, r.Seconds, r.WallSeconds, humanBytes(r.BytesMoved), r.Migrations, r.CellsRemote, r.DecideMicros)
+	}
+	return tw.Flush()
+}
+
+func joinNames() string {
+	s := ""
+	for i, n := range policy.Names {
+		if i > 0 {
+			s += ", "
+		}
+		s += n
+	}
+	return s
+}
+
+func orDefaultStr(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

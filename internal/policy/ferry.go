@@ -1,0 +1,166 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Ferry is our policy: an online cost model with look-ahead over the block
+// the user is predicted to run next, hysteresis so it does not flap, and
+// (through Idle) prefetch and write-back in the user's think time.
+type Ferry struct {
+	// Horizon is how many predicted cells the look-ahead covers.
+	Horizon int
+	// Margin is the relative gain needed to leave the last location.
+	Margin float64
+	last   string
+}
+
+// NewFerry returns the Ferry policy.
+func NewFerry() *Ferry { return &Ferry{Horizon: 6, Margin: 0.05, last: Local} }
+
+func (f *Ferry) Name() string { return "ferry" }
+
+func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
+	if d, ok := pinned(c, v); ok {
+		f.last = d.Loc
+		return d
+	}
+	ahead := m.PredictNext(c.Hash, f.Horizon)
+	total := map[string]float64{}
+	for _, loc := range []string{Local, Remote} {
+		ov := newOverlay(v)
+		total[loc] = immediateCost(c, ov, m, loc)
+		ov.ran(c.Reads, c.Writes, nil, loc)
+		total[loc] += lookahead(ahead, ov, m)
+	}
+	best := Local
+	if total[Remote] < total[Local] {
+		best = Remote
+	}
+	reason := fmt.Sprintf("look-ahead over %d cells: local %.3fs, remote %.3fs", len(ahead), total[Local], total[Remote])
+	if best != f.last {
+		gain := total[f.last] - total[best]
+		if gain < f.Margin*total[f.last] || gain < 0.005 {
+			best = f.last
+			reason += "; staying (gain under hysteresis margin)"
+		}
+	}
+	f.last = best
+	d := place(c, v, m, best, reason)
+	d.Costs = total
+	return d
+}
+
+// lookahead greedily places each predicted cell and returns the total cost.
+func lookahead(cells []string, ov *overlay, m *Model) float64 {
+	var sum float64
+	for _, h := range cells {
+		reads, writes, sizes, ok := m.Known(h)
+		if !ok {
+			break
+		}
+		pc := Cell{Hash: h, Reads: reads, Writes: writes}
+		cl, cr := immediateCost(pc, ov, m, Local), immediateCost(pc, ov, m, Remote)
+		loc, cost := Local, cl
+		if cr < cl {
+			loc, cost = Remote, cr
+		}
+		sum += cost
+		ov.ran(reads, writes, sizes, loc)
+	}
+	return sum
+}
+
+// Move is a transfer to do in idle time.
+type Move struct {
+	Names []string
+	To    string
+	Bytes int64
+}
+
+// Idle proposes moves for the user's think time: inputs of the predicted
+// next cell to where it will likely run (prefetch), and everything else
+// back to the laptop (write-back), largest benefit first, within the
+// predicted think time.
+func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string) []Move {
+	budget := m.Think()
+	if budget <= 0 {
+		return nil
+	}
+	var moves []Move
+	next := m.PredictNext(lastCell, 1)
+	if len(next) == 1 {
+		reads, writes, _, ok := m.Known(next[0])
+		if ok {
+			c := Cell{Hash: next[0], Reads: reads, Writes: writes}
+			loc := Local
+			if immediateCost(c, v, m, Remote) < immediateCost(c, v, m, Local) {
+				loc = Remote
+			}
+			names, b := stale(reads, v, loc)
+			if len(names) > 0 && m.Link.TransferTime(b) <= budget {
+				moves = append(moves, Move{Names: names, To: loc, Bytes: b})
+				budget -= m.Link.TransferTime(b)
+			}
+		}
+	}
+	// Write-back: the laptop is where the user's data must survive; copy
+	// results that live only remotely home, smallest first, while time lasts.
+	type nv struct {
+		name string
+		size int64
+	}
+	var wb []nv
+	for _, n := range all {
+		x, ok := v.Var(n)
+		if ok && x.Movable && !x.Has(Local) && len(x.At) > 0 {
+			wb = append(wb, nv{n, x.Size})
+		}
+	}
+	sort.Slice(wb, func(i, j int) bool { return wb[i].size < wb[j].size })
+	for _, w := range wb {
+		t := m.Link.TransferTime(w.size)
+		if t > budget {
+			break
+		}
+		moves = append(moves, Move{Names: []string{w.name}, To: Local, Bytes: w.size})
+		budget -= t
+	}
+	return moves
+}
+
+// overlay is a View with hypothetical changes, for look-ahead.
+type overlay struct {
+	base View
+	over map[string]Var
+}
+
+func newOverlay(v View) *overlay { return &overlay{base: v, over: map[string]Var{}} }
+
+func (o *overlay) Var(name string) (Var, bool) {
+	if x, ok := o.over[name]; ok {
+		return x, true
+	}
+	return o.base.Var(name)
+}
+
+// ran applies a cell run at loc: its stale inputs now also live at loc,
+// its outputs only at loc.
+func (o *overlay) ran(reads, writes []string, sizes map[string]int64, loc string) {
+	for _, r := range reads {
+		if x, ok := o.Var(r); ok && !x.Has(loc) && len(x.At) > 0 {
+			x.At = append(append([]string(nil), x.At...), loc)
+			o.over[r] = x
+		}
+	}
+	for _, w := range writes {
+		x, _ := o.Var(w)
+		x.At = []string{loc}
+		x.Movable = true
+		if s, ok := sizes[w]; ok {
+			x.Size = s
+		}
+		o.over[w] = x
+	}
+}

@@ -1,0 +1,179 @@
+package policy
+
+import (
+	"math"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/trace"
+)
+
+func nowMicros() float64 { return float64(time.Now().UnixNano()) / 1e3 }
+
+// Oracle computes the optimal placement of a whole trace under the replay's
+// cost model (runtimes, a round trip per remote cell, one transfer per
+// version of a variable and location it is read at) and returns a policy
+// that replays it. With two locations the optimum is a minimum s-t cut:
+// each cell is a node (source side = local); a variable version read on
+// the other side of its writer costs one transfer, a hyperedge cost that
+// two auxiliary nodes per version express exactly. It ignores think-time
+// overlap, so a policy that prefetches can come in under it.
+func Oracle(evs []trace.Event, s Settings) Policy {
+	rl, rr := runtimes(evs, s)
+	n := len(evs)
+	type version struct {
+		members []int
+		cost    float64
+	}
+	var vers []*version
+	lastWriter := map[string]*version{}
+	for i, e := range evs {
+		for _, r := range e.Reads {
+			if v := lastWriter[r]; v != nil && v.members[len(v.members)-1] != i {
+				v.members = append(v.members, i)
+			}
+		}
+		for _, w := range e.Writes {
+			v := &version{members: []int{i}, cost: s.Link.TransferTime(e.Sizes[w])}
+			vers = append(vers, v)
+			lastWriter[w] = v
+		}
+	}
+	src, sink := n+2*len(vers), n+2*len(vers)+1
+	g := newFlow(n + 2*len(vers) + 2)
+	inf := math.Inf(1)
+	for i, e := range evs {
+		local, remote := rl[i], rr[i]+s.Link.RTT
+		if e.Pinned {
+			if e.Loc == Local {
+				remote = inf
+			} else {
+				local = inf
+			}
+		}
+		g.add(src, i, remote) // cut when i is remote
+		g.add(i, sink, local) // cut when i is local
+	}
+	for k, v := range vers {
+		if len(v.members) < 2 || v.cost <= 0 {
+			continue
+		}
+		u, w := n+2*k, n+2*k+1
+		g.add(src, u, v.cost)
+		g.add(w, sink, v.cost)
+		for _, i := range v.members {
+			g.add(u, i, inf)
+			g.add(i, w, inf)
+		}
+	}
+	g.maxflow(src, sink)
+	side := g.sourceSide(src)
+	locs := make([]string, n)
+	for i := range locs {
+		if side[i] {
+			locs[i] = Local
+		} else {
+			locs[i] = Remote
+		}
+	}
+	return &assignment{name: "oracle", locs: locs}
+}
+
+// flow is Dinic's maximum flow on float capacities.
+type flow struct {
+	head        []int
+	to, next    []int
+	cap         []float64
+	level, iter []int
+}
+
+func newFlow(n int) *flow {
+	f := &flow{head: make([]int, n), level: make([]int, n), iter: make([]int, n)}
+	for i := range f.head {
+		f.head[i] = -1
+	}
+	return f
+}
+
+func (f *flow) add(a, b int, c float64) {
+	f.to = append(f.to, b)
+	f.cap = append(f.cap, c)
+	f.next = append(f.next, f.head[a])
+	f.head[a] = len(f.to) - 1
+	f.to = append(f.to, a)
+	f.cap = append(f.cap, 0)
+	f.next = append(f.next, f.head[b])
+	f.head[b] = len(f.to) - 1
+}
+
+const eps = 1e-12
+
+func (f *flow) bfs(s, t int) bool {
+	for i := range f.level {
+		f.level[i] = -1
+	}
+	f.level[s] = 0
+	q := []int{s}
+	for len(q) > 0 {
+		x := q[0]
+		q = q[1:]
+		for e := f.head[x]; e >= 0; e = f.next[e] {
+			if f.cap[e] > eps && f.level[f.to[e]] < 0 {
+				f.level[f.to[e]] = f.level[x] + 1
+				q = append(q, f.to[e])
+			}
+		}
+	}
+	return f.level[t] >= 0
+}
+
+func (f *flow) dfs(x, t int, pushed float64) float64 {
+	if x == t {
+		return pushed
+	}
+	for ; f.iter[x] >= 0; f.iter[x] = f.next[f.iter[x]] {
+		e := f.iter[x]
+		y := f.to[e]
+		if f.cap[e] > eps && f.level[y] == f.level[x]+1 {
+			d := f.dfs(y, t, math.Min(pushed, f.cap[e]))
+			if d > eps {
+				f.cap[e] -= d
+				f.cap[e^1] += d
+				return d
+			}
+		}
+	}
+	return 0
+}
+
+func (f *flow) maxflow(s, t int) float64 {
+	var total float64
+	for f.bfs(s, t) {
+		copy(f.iter, f.head)
+		for {
+			d := f.dfs(s, t, math.Inf(1))
+			if d <= eps {
+				break
+			}
+			total += d
+		}
+	}
+	return total
+}
+
+// sourceSide marks the nodes reachable from s in the residual graph.
+func (f *flow) sourceSide(s int) []bool {
+	seen := make([]bool, len(f.head))
+	seen[s] = true
+	q := []int{s}
+	for len(q) > 0 {
+		x := q[0]
+		q = q[1:]
+		for e := f.head[x]; e >= 0; e = f.next[e] {
+			if f.cap[e] > eps && !seen[f.to[e]] {
+				seen[f.to[e]] = true
+				q = append(q, f.to[e])
+			}
+		}
+	}
+	return seen
+}

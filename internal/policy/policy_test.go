@@ -1,0 +1,166 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ferry-nb/ferry/internal/trace"
+)
+
+// synthetic makes a notebook-like trace: a load cell producing a large
+// array, cheap and expensive cells reading it, hot spots re-run.
+func synthetic(r *rand.Rand, n int) []trace.Event {
+	names := []string{"a", "b", "c", "d", "e"}
+	var evs []trace.Event
+	for i := range n {
+		cell := fmt.Sprintf("c%d", r.IntN(8))
+		e := trace.Event{Seq: i, Cell: cell, Loc: Local, Runtime: r.Float64() * 3, Think: r.Float64() * 2, Sizes: map[string]int64{}}
+		for _, nm := range names {
+			if r.IntN(3) == 0 {
+				e.Reads = append(e.Reads, nm)
+			}
+		}
+		w := names[r.IntN(len(names))]
+		e.Writes = []string{w}
+		e.Sizes[w] = int64(r.IntN(200e6))
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+var testLink = Settings{Link: Link{Bandwidth: 100e6 / 8, RTT: 0.02, Compression: 1}, RemoteSpeed: 4}
+
+// The oracle must equal the best of all 2^n placements on small traces.
+func TestOracleIsOptimal(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for trial := range 30 {
+		evs := synthetic(r, 2+r.IntN(8))
+		if trial%3 == 0 {
+			evs[0].Pinned = true
+		}
+		got := Replay(evs, Oracle(evs, testLink), testLink).Seconds
+		best := math.Inf(1)
+		for mask := 0; mask < 1<<len(evs); mask++ {
+			locs := make([]string, len(evs))
+			ok := true
+			for i := range evs {
+				locs[i] = Local
+				if mask>>i&1 == 1 {
+					locs[i] = Remote
+				}
+				if evs[i].Pinned && locs[i] != evs[i].Loc {
+					ok = false
+				}
+			}
+			if !ok {
+				continue
+			}
+			c := Replay(evs, &assignment{name: "x", locs: locs}, testLink).Seconds
+			best = math.Min(best, c)
+		}
+		if math.Abs(got-best) > 1e-6*math.Max(1, best) {
+			t.Fatalf("trial %d (%d cells): oracle %.6f, brute force %.6f", trial, len(evs), got, best)
+		}
+	}
+}
+
+// No online policy that does not prefetch can beat the oracle.
+func TestOracleLowerBound(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 20 {
+		evs := synthetic(r, 60)
+		o := Replay(evs, Oracle(evs, testLink), testLink).Seconds
+		for _, name := range []string{"local", "remote", "pingpong", "random", "paper"} {
+			p, _ := New(name, 1)
+			if c := Replay(evs, p, testLink).Seconds; c < o-1e-9 {
+				t.Fatalf("%s (%.3f) beat the oracle (%.3f)", name, c, o)
+			}
+		}
+	}
+}
+
+func TestPaperMigratesLongCellsWithSmallContext(t *testing.T) {
+	tests := []struct {
+		name    string
+		size    int64
+		runtime float64
+		want    string
+	}{
+		{"long cell, small context", 1e6, 20, Remote},
+		{"long cell, context over threshold", 4 << 30, 20, Local},
+		{"short cell", 1e6, 0.05, Local},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewModel(testLink.Link)
+			m.Observe(Observation{Cell: "x", Loc: Local, Runtime: tt.runtime})
+			m.Observe(Observation{Cell: "y", Loc: Local, Runtime: 4})
+			m.Observe(Observation{Cell: "y", Loc: Remote, Runtime: 1})
+			st := simState{"data": &Var{Size: tt.size, At: []string{Local}, Movable: true}}
+			d := NewPaper().Decide(Cell{Hash: "x", Reads: []string{"data"}}, st, m)
+			if d.Loc != tt.want {
+				t.Fatalf("placed %s, want %s (%s)", d.Loc, tt.want, d.Reason)
+			}
+		})
+	}
+}
+
+func TestPinsAreHonoured(t *testing.T) {
+	st := simState{"f": &Var{Size: 10, At: []string{Remote}}}
+	for _, name := range Names {
+		p, err := New(name, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := p.Decide(Cell{Hash: "x", Reads: []string{"f"}, Pin: Local}, st, NewModel(testLink.Link))
+		if d.Loc != Local || len(d.Move) != 1 || d.Move[0] != "f" {
+			t.Fatalf("%s: decision %+v, want local moving f", name, d)
+		}
+	}
+}
+
+// A developer re-running an expensive training cell on a large array:
+// ferry should move the data once and stay remote, not flap.
+func TestFerryStaysRemoteForHotBlock(t *testing.T) {
+	var evs []trace.Event
+	evs = append(evs, trace.Event{Cell: "load", Loc: Local, Runtime: 1, Writes: []string{"X"}, Sizes: map[string]int64{"X": 50e6}})
+	for i := range 10 {
+		evs = append(evs,
+			trace.Event{Seq: 2*i + 1, Cell: "train", Loc: Local, Runtime: 8, Reads: []string{"X"}, Writes: []string{"model"}, Sizes: map[string]int64{"model": 1e5}, Think: 5},
+			trace.Event{Seq: 2*i + 2, Cell: "eval", Loc: Local, Runtime: 0.05, Reads: []string{"model", "X"}, Writes: []string{"score"}, Sizes: map[string]int64{"score": 100}, Think: 2})
+	}
+	local := Replay(evs, fixed(Local), testLink)
+	fr := Replay(evs, NewFerry(), testLink)
+	or := Replay(evs, Oracle(evs, testLink), testLink)
+	// After one local run of each cell (its runtime is unknown before),
+	// ferry must settle remote for good.
+	for i, loc := range fr.Placement[3:] {
+		if loc != Remote {
+			t.Fatalf("cell %d placed %s after learning; placement %v", i+3, loc, fr.Placement)
+		}
+	}
+	if or.Seconds > fr.Seconds+5 {
+		t.Fatalf("oracle %.2fs is worse than ferry %.2fs by more than prefetch can hide", or.Seconds, fr.Seconds)
+	}
+	if fr.Seconds >= local.Seconds/2 {
+		t.Fatalf("ferry %.2fs is not at least 2x faster than local %.2fs", fr.Seconds, local.Seconds)
+	}
+}
+
+func TestUnknownPolicy(t *testing.T) {
+	_, err := New("fastest", 1)
+	if err == nil || err.Error() != `unknown policy "fastest"; choose one of local, remote, pingpong, random, paper, ferry` {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func BenchmarkFerryDecide200(b *testing.B) {
+	evs := synthetic(rand.New(rand.NewPCG(5, 6)), 200)
+	b.ResetTimer()
+	for range b.N {
+		Replay(evs, NewFerry(), testLink)
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/200, "us/cell")
+}

@@ -1,0 +1,219 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/ferry-nb/ferry/internal/trace"
+)
+
+// Settings are the conditions a trace is re-costed under.
+type Settings struct {
+	Link Link
+	// RemoteSpeed is how many times faster the remote machine runs a cell
+	// than the laptop; 0 means as measured in the trace.
+	RemoteSpeed float64
+}
+
+// Result is a policy's cost on a trace.
+type Result struct {
+	Policy string `json:"policy"`
+	// Seconds is the time the user waits for cells: runtimes, round trips
+	// and transfers not hidden in think time.
+	Seconds float64 `json:"seconds"`
+	// WallSeconds adds the think time, as a recorded run's wall clock does.
+	WallSeconds float64  `json:"wall_seconds"`
+	BytesMoved  int64    `json:"bytes_moved"`
+	Migrations  int      `json:"migrations"`
+	CellsRemote int      `json:"cells_remote"`
+	Placement   []string `json:"placement,omitempty"`
+	// DecideMicros is the mean decision time per cell in microseconds.
+	DecideMicros float64 `json:"decide_us"`
+}
+
+// runtimes returns each event's runtime at local and remote under s.
+func runtimes(evs []trace.Event, s Settings) (local, remote []float64) {
+	speed := s.RemoteSpeed
+	if speed <= 0 {
+		speed = measuredSpeed(evs)
+	}
+	local, remote = make([]float64, len(evs)), make([]float64, len(evs))
+	for i, e := range evs {
+		if e.Loc == Local {
+			local[i] = e.Runtime
+		} else {
+			local[i] = e.Runtime * speed
+		}
+		remote[i] = local[i] / speed
+	}
+	return local, remote
+}
+
+// measuredSpeed is the median local/remote runtime ratio of cells the trace
+// ran at both places, or 1.
+func measuredSpeed(evs []trace.Event) float64 {
+	at := map[string]map[string]float64{}
+	for _, e := range evs {
+		if at[e.Cell] == nil {
+			at[e.Cell] = map[string]float64{}
+		}
+		at[e.Cell][e.Loc] = e.Runtime
+	}
+	var rs []float64
+	for _, m := range at {
+		if l, r := m[Local], m[Remote]; l > 1e-3 && r > 1e-3 {
+			rs = append(rs, l/r)
+		}
+	}
+	if len(rs) == 0 {
+		return 1
+	}
+	sort.Float64s(rs)
+	return rs[len(rs)/2]
+}
+
+// simState is the replay's state map.
+type simState map[string]*Var
+
+func (s simState) Var(n string) (Var, bool) {
+	v, ok := s[n]
+	if !ok {
+		return Var{}, false
+	}
+	return *v, true
+}
+
+func (s simState) names() []string {
+	out := make([]string, 0, len(s))
+	for n := range s {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// idler is a policy that uses think time.
+type idler interface {
+	Idle(lastCell string, v View, m *Model, all []string) []Move
+}
+
+// Replay re-costs a trace under a policy.
+func Replay(evs []trace.Event, p Policy, s Settings) Result {
+	rl, rr := runtimes(evs, s)
+	st := simState{}
+	m := NewModel(s.Link)
+	m.SpeedPrior = s.RemoteSpeed
+	if m.SpeedPrior <= 0 {
+		m.SpeedPrior = measuredSpeed(evs)
+	}
+	res := Result{Policy: p.Name()}
+	var decide float64
+	last := ""
+	for i, e := range evs {
+		res.WallSeconds += e.Think
+		if id, ok := p.(idler); ok && last != "" {
+			budget := e.Think
+			for _, mv := range id.Idle(last, st, m, st.names()) {
+				t := s.Link.TransferTime(mv.Bytes)
+				if t > budget {
+					break
+				}
+				budget -= t
+				res.BytesMoved += mv.Bytes
+				for _, n := range mv.Names {
+					if v := st[n]; v != nil && !v.Has(mv.To) {
+						v.At = append(v.At, mv.To)
+					}
+				}
+			}
+		}
+		c := Cell{Hash: e.Cell, Index: e.Index, Reads: e.Reads, Writes: e.Writes}
+		if e.Pinned {
+			c.Pin = e.Loc
+		}
+		t0 := nowMicros()
+		d := p.Decide(c, st, m)
+		decide += nowMicros() - t0
+		cost, moved := apply(st, e, d.Loc, s.Link)
+		run := rl[i]
+		if d.Loc == Remote {
+			run = rr[i]
+			cost += s.Link.RTT
+			res.CellsRemote++
+		}
+		cost += run
+		if moved > 0 {
+			res.Migrations++
+		}
+		res.BytesMoved += moved
+		res.Seconds += cost
+		res.WallSeconds += cost
+		res.Placement = append(res.Placement, d.Loc)
+		m.Observe(Observation{Cell: e.Cell, Index: e.Index, Loc: d.Loc, Runtime: run, Think: e.Think, Reads: e.Reads, Writes: e.Writes, Sizes: e.Sizes})
+		last = e.Cell
+	}
+	if len(evs) > 0 {
+		res.DecideMicros = decide / float64(len(evs))
+	}
+	return res
+}
+
+// apply runs event e at loc on the state: stale inputs are moved (one
+// payload), outputs live only at loc. It returns the transfer time and bytes.
+func apply(st simState, e trace.Event, loc string, link Link) (float64, int64) {
+	var moved int64
+	for _, r := range e.Reads {
+		v := st[r]
+		if v == nil || v.Has(loc) || len(v.At) == 0 {
+			continue
+		}
+		moved += v.Size
+		v.At = append(v.At, loc)
+	}
+	for _, w := range e.Writes {
+		st[w] = &Var{Size: e.Sizes[w], At: []string{loc}, Movable: true}
+	}
+	return link.TransferTime(moved), moved
+}
+
+// ReplayAll re-costs a trace under every policy, oracle included.
+func ReplayAll(evs []trace.Event, s Settings, seed int64) []Result {
+	var out []Result
+	for _, name := range Names {
+		p, err := New(name, seed)
+		if err != nil {
+			continue
+		}
+		out = append(out, Replay(evs, p, s))
+	}
+	return append(out, Replay(evs, Oracle(evs, s), s))
+}
+
+// ByName re-costs under one named policy (oracle included).
+func ByName(evs []trace.Event, name string, s Settings, seed int64) (Result, error) {
+	if name == "oracle" {
+		return Replay(evs, Oracle(evs, s), s), nil
+	}
+	p, err := New(name, seed)
+	if err != nil {
+		return Result{}, err
+	}
+	return Replay(evs, p, s), nil
+}
+
+// assignment replays a precomputed placement.
+type assignment struct {
+	name string
+	locs []string
+	i    int
+}
+
+func (a *assignment) Name() string { return a.name }
+func (a *assignment) Decide(c Cell, v View, m *Model) Decision {
+	loc := Local
+	if a.i < len(a.locs) {
+		loc = a.locs[a.i]
+	}
+	a.i++
+	return Decision{Loc: loc, Reason: fmt.Sprintf("%s placement", a.name)}
+}

@@ -1,0 +1,147 @@
+// Package trace records a session as JSON lines, one per execution, so that
+// `ferry replay` can re-cost the same work under any policy and link.
+package trace
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+)
+
+// Event is one cell execution. Field names are a file format: keep them.
+type Event struct {
+	Seq  int    `json:"seq"`
+	Cell string `json:"cell"` // sha256 of the code, hex, first 16 chars
+	// Index is the cell's position in the notebook when known (-1 if not).
+	Index  int      `json:"index"`
+	Reads  []string `json:"reads"`
+	Writes []string `json:"writes"`
+	// Sizes are the serialised sizes in bytes of the names written.
+	Sizes map[string]int64 `json:"sizes,omitempty"`
+	// Loc is where the cell ran: "local" or "remote".
+	Loc string `json:"loc"`
+	// Runtime is the cell's execution time at Loc in seconds, without
+	// transfers.
+	Runtime float64 `json:"runtime_s"`
+	// BytesMoved and TransferSeconds are the state moved before the cell.
+	BytesMoved      int64   `json:"bytes_moved"`
+	TransferSeconds float64 `json:"transfer_s"`
+	// Think is the user's idle time before this execution, in seconds.
+	Think  float64 `json:"think_s"`
+	Status string  `json:"status"`
+	// Pinned is set when the cell could only run at Loc (unmovable state
+	// or a %%ferry pin).
+	Pinned bool `json:"pinned,omitempty"`
+	// Deterministic marks cells whose re-run gives the same values (no
+	// RNG without a seed, no I/O); only those may be recomputed.
+	Deterministic bool `json:"deterministic,omitempty"`
+}
+
+// Writer appends events to a file.
+type Writer struct {
+	mu  sync.Mutex
+	f   *os.File
+	w   *bufio.Writer
+	enc *json.Encoder
+}
+
+// Create opens path for writing a trace.
+func Create(path string) (*Writer, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating trace: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	return &Writer{f: f, w: w, enc: json.NewEncoder(w)}, nil
+}
+
+// Add writes one event and flushes it, so a crash loses at most one line.
+func (t *Writer) Add(e Event) error {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.enc.Encode(e); err != nil {
+		return fmt.Errorf("writing trace: %w", err)
+	}
+	return t.w.Flush()
+}
+
+// Close closes the file.
+func (t *Writer) Close() error {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.w.Flush(); err != nil {
+		t.f.Close()
+		return err
+	}
+	return t.f.Close()
+}
+
+// Read parses a trace. Errors name the line and the problem.
+func Read(r io.Reader) ([]Event, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var out []Event
+	line := 0
+	for sc.Scan() {
+		line++
+		s := strings.TrimSpace(sc.Text())
+		if s == "" {
+			continue
+		}
+		var e Event
+		dec := json.NewDecoder(strings.NewReader(s))
+		if err := dec.Decode(&e); err != nil {
+			return nil, fmt.Errorf("trace line %d: not a trace event (%v)", line, err)
+		}
+		if err := e.validate(); err != nil {
+			return nil, fmt.Errorf("trace line %d: %w", line, err)
+		}
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading trace: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("trace is empty: record one with 'ferry run NB --trace FILE.jsonl'")
+	}
+	return out, nil
+}
+
+// ReadFile reads a trace file.
+func ReadFile(path string) ([]Event, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening trace: %w", err)
+	}
+	defer f.Close()
+	return Read(f)
+}
+
+func (e *Event) validate() error {
+	if e.Cell == "" {
+		return errors.New(`missing "cell"`)
+	}
+	if e.Loc != "local" && e.Loc != "remote" {
+		return fmt.Errorf(`"loc" is %q; want local or remote`, e.Loc)
+	}
+	if e.Runtime < 0 || e.Think < 0 || e.TransferSeconds < 0 || e.BytesMoved < 0 {
+		return errors.New("negative time or size")
+	}
+	for n, s := range e.Sizes {
+		if s < 0 {
+			return fmt.Errorf("negative size for %q", n)
+		}
+	}
+	return nil
+}
