@@ -1,0 +1,318 @@
+// Package state is Ferry's map of the notebook's variables: for each name,
+// its version, which locations hold that version, its size and content
+// hash, whether it can move, and which cell produced it. The kernel asks it
+// what a cell needs brought where, and tells it what each cell changed.
+package state
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/ferry-nb/ferry/internal/policy"
+)
+
+// Var is one variable of the user's namespace.
+type Var struct {
+	Name    string
+	Version int
+	// At holds the locations with the newest version.
+	At   map[string]bool
+	Size int64
+	Hash string
+	// Movable is false for generators, open files, sockets …; Reason says
+	// why, and the cells that read it are pinned to where it lives.
+	Movable bool
+	Reason  string
+	// Kind is a short type name for %ferry status.
+	Kind string
+	// Producer is the code hash of the cell that wrote this version.
+	Producer string
+	// Group names an alias group: names sharing objects move together.
+	Group string
+	// Uses are the globals a function or class reads when called, so a
+	// cell calling it needs them too.
+	Uses []string
+}
+
+// Locations returns the holders, sorted.
+func (v *Var) Locations() []string {
+	out := make([]string, 0, len(v.At))
+	for l := range v.At {
+		out = append(out, l)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Map is the state map. It is safe for concurrent use.
+type Map struct {
+	mu   sync.Mutex
+	vars map[string]*Var
+	// gone[loc] are names deleted in the newest state that loc still holds
+	// an old value of; they are deleted there before a cell runs there.
+	gone map[string]map[string]bool
+}
+
+// New returns an empty map.
+func New() *Map {
+	return &Map{vars: map[string]*Var{}, gone: map[string]map[string]bool{}}
+}
+
+// Var implements policy.View.
+func (m *Map) Var(name string) (policy.Var, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vars[name]
+	if !ok {
+		return policy.Var{}, false
+	}
+	return policy.Var{Size: v.Size, At: v.Locations(), Movable: v.Movable}, true
+}
+
+// Get returns a copy of a variable.
+func (m *Map) Get(name string) (Var, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vars[name]
+	if !ok {
+		return Var{}, false
+	}
+	c := *v
+	c.At = map[string]bool{}
+	for l := range v.At {
+		c.At[l] = true
+	}
+	return c, true
+}
+
+// Names lists every known name, sorted.
+func (m *Map) Names() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.vars))
+	for n := range m.vars {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// List returns copies of all variables, sorted by name.
+func (m *Map) List() []Var {
+	var out []Var
+	for _, n := range m.Names() {
+		if v, ok := m.Get(n); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Needs expands the names a cell reads to everything that must be at its
+// location: the names themselves, the globals of notebook functions they
+// call (transitively), and the members of their alias groups.
+func (m *Map) Needs(reads []string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	need := map[string]bool{}
+	queue := append([]string(nil), reads...)
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		v, ok := m.vars[n]
+		if !ok || need[n] {
+			continue
+		}
+		need[n] = true
+		queue = append(queue, v.Uses...)
+		if v.Group != "" {
+			for _, o := range m.vars {
+				if o.Group == v.Group && !need[o.Name] {
+					queue = append(queue, o.Name)
+				}
+			}
+		}
+	}
+	out := make([]string, 0, len(need))
+	for n := range need {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Stale returns, among names, those whose newest version is not at loc,
+// grouped by a location that holds them (local preferred as the source, as
+// the laptop is where the user's copy lives).
+func (m *Map) Stale(loc string, names []string) map[string][]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string][]string{}
+	for _, n := range names {
+		v, ok := m.vars[n]
+		if !ok || v.At[loc] || len(v.At) == 0 {
+			continue
+		}
+		src := "local"
+		if !v.At[src] {
+			src = v.Locations()[0]
+		}
+		out[src] = append(out[src], n)
+	}
+	return out
+}
+
+// Pinned returns the location holding an unmovable variable among names,
+// the names that pin it, and whether there is one. Two unmovable values at
+// different places cannot be served; the first location wins and the cell
+// sees a NameError-free but stale view only if analysis missed a read.
+func (m *Map) Pinned(names []string) (loc string, why []string, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range names {
+		v, found := m.vars[n]
+		if !found || v.Movable || len(v.At) == 0 {
+			continue
+		}
+		l := v.Locations()[0]
+		if loc == "" {
+			loc = l
+		}
+		if l == loc {
+			why = append(why, n+" ("+v.Reason+")")
+		}
+	}
+	return loc, why, loc != ""
+}
+
+// Size is the total size of names.
+func (m *Map) Size(names []string) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var s int64
+	for _, n := range names {
+		if v, ok := m.vars[n]; ok {
+			s += v.Size
+		}
+	}
+	return s
+}
+
+// Arrived records that names now also live at loc, at the versions given
+// (a copy made before a newer write does not count).
+func (m *Map) Arrived(loc string, versions map[string]int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n, ver := range versions {
+		if v, ok := m.vars[n]; ok && v.Version == ver {
+			v.At[loc] = true
+		}
+	}
+}
+
+// Versions returns the current versions of names.
+func (m *Map) Versions(names []string) map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]int{}
+	for _, n := range names {
+		if v, ok := m.vars[n]; ok {
+			out[n] = v.Version
+		}
+	}
+	return out
+}
+
+// Change is what a cell did to one name, as the agent reports it.
+type Change struct {
+	Size    int64
+	Hash    string
+	Movable bool
+	Reason  string
+	Kind    string
+	Group   string
+	Uses    []string
+}
+
+// Ran records a cell that ran at loc: changed names get a new version held
+// only at loc; deleted names are gone (and will be deleted at the other
+// locations before a cell runs there).
+func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n, c := range changed {
+		v, ok := m.vars[n]
+		if !ok {
+			v = &Var{Name: n}
+			m.vars[n] = v
+		}
+		for l := range v.At {
+			if l != loc {
+				m.markGone(l, n) // the old copy there is stale; never read it
+			}
+		}
+		v.Version++
+		v.At = map[string]bool{loc: true}
+		v.Size, v.Hash, v.Movable, v.Reason, v.Kind, v.Group, v.Uses = c.Size, c.Hash, c.Movable, c.Reason, c.Kind, c.Group, c.Uses
+		v.Producer = cell
+		delete(m.gone[loc], n)
+	}
+	for _, n := range deleted {
+		v, ok := m.vars[n]
+		if !ok {
+			continue
+		}
+		for l := range v.At {
+			if l != loc {
+				m.markGone(l, n)
+			}
+		}
+		delete(m.vars, n)
+		delete(m.gone[loc], n)
+	}
+}
+
+// Lost forgets every copy held at loc (its kernel died). It returns the
+// names that now have no copy anywhere.
+func (m *Map) Lost(loc string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var lost []string
+	for n, v := range m.vars {
+		if !v.At[loc] {
+			continue
+		}
+		delete(v.At, loc)
+		if len(v.At) == 0 {
+			lost = append(lost, n)
+			delete(m.vars, n)
+		}
+	}
+	delete(m.gone, loc)
+	sort.Strings(lost)
+	return lost
+}
+
+func (m *Map) markGone(loc, name string) {
+	if m.gone[loc] == nil {
+		m.gone[loc] = map[string]bool{}
+	}
+	m.gone[loc][name] = true
+}
+
+// Gone returns the names to delete at loc before a cell runs there, and
+// clears them (the caller deletes them).
+func (m *Map) Gone(loc string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for n := range m.gone[loc] {
+		if v, ok := m.vars[n]; ok && v.At[loc] {
+			continue
+		}
+		out = append(out, n)
+	}
+	delete(m.gone, loc)
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,113 @@
+package state
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestStaleAndArrived(t *testing.T) {
+	m := New()
+	m.Ran("local", "c1", map[string]Change{"x": {Size: 10, Movable: true}, "y": {Size: 5, Movable: true}}, nil)
+	m.Ran("remote", "c2", map[string]Change{"z": {Size: 7, Movable: true}}, nil)
+
+	tests := []struct {
+		loc   string
+		names []string
+		want  map[string][]string
+	}{
+		{"remote", []string{"x", "z"}, map[string][]string{"local": {"x"}}},
+		{"local", []string{"x", "y", "z"}, map[string][]string{"remote": {"z"}}},
+		{"local", []string{"unknown"}, map[string][]string{}},
+	}
+	for _, tt := range tests {
+		if got := m.Stale(tt.loc, tt.names); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("Stale(%s, %v) = %v, want %v", tt.loc, tt.names, got, tt.want)
+		}
+	}
+	m.Arrived("remote", m.Versions([]string{"x"}))
+	if got := m.Stale("remote", []string{"x"}); len(got) != 0 {
+		t.Errorf("x still stale at remote after arriving: %v", got)
+	}
+	// A copy of an older version does not count.
+	old := m.Versions([]string{"y"})
+	m.Ran("local", "c3", map[string]Change{"y": {Size: 6, Movable: true}}, nil)
+	m.Arrived("remote", old)
+	if got := m.Stale("remote", []string{"y"}); !reflect.DeepEqual(got, map[string][]string{"local": {"y"}}) {
+		t.Errorf("old copy of y counted as current: %v", got)
+	}
+}
+
+func TestWritesInvalidateOtherCopies(t *testing.T) {
+	m := New()
+	m.Ran("local", "c1", map[string]Change{"x": {Movable: true}}, nil)
+	m.Arrived("remote", m.Versions([]string{"x"}))
+	m.Ran("remote", "c2", map[string]Change{"x": {Movable: true}}, nil)
+	v, _ := m.Get("x")
+	if !reflect.DeepEqual(v.Locations(), []string{"remote"}) || v.Version != 2 {
+		t.Fatalf("after a remote write x is at %v version %d", v.Locations(), v.Version)
+	}
+	if got := m.Gone("local"); !reflect.DeepEqual(got, []string{"x"}) {
+		t.Fatalf("stale local copy of x not scheduled for deletion: %v", got)
+	}
+	if got := m.Gone("local"); len(got) != 0 {
+		t.Fatalf("Gone does not clear: %v", got)
+	}
+}
+
+func TestDeleteSchedulesDeletionElsewhere(t *testing.T) {
+	m := New()
+	m.Ran("local", "c1", map[string]Change{"x": {Movable: true}}, nil)
+	m.Arrived("remote", m.Versions([]string{"x"}))
+	m.Ran("local", "c2", nil, []string{"x"})
+	if _, ok := m.Get("x"); ok {
+		t.Fatal("deleted x still known")
+	}
+	if got := m.Gone("remote"); !reflect.DeepEqual(got, []string{"x"}) {
+		t.Fatalf("Gone(remote) = %v, want [x]", got)
+	}
+	if got := m.Gone("local"); len(got) != 0 {
+		t.Fatalf("Gone(local) = %v, want none", got)
+	}
+}
+
+func TestNeedsFollowsUsesAndGroups(t *testing.T) {
+	m := New()
+	m.Ran("local", "c1", map[string]Change{
+		"f":    {Movable: true, Uses: []string{"g", "k"}},
+		"g":    {Movable: true, Uses: []string{"data"}},
+		"k":    {Movable: true},
+		"data": {Movable: true},
+		"a":    {Movable: true, Group: "g1"},
+		"b":    {Movable: true, Group: "g1"},
+		"c":    {Movable: true},
+	}, nil)
+	tests := []struct {
+		reads, want []string
+	}{
+		{[]string{"f"}, []string{"data", "f", "g", "k"}},
+		{[]string{"a"}, []string{"a", "b"}},
+		{[]string{"c", "nope"}, []string{"c"}},
+	}
+	for _, tt := range tests {
+		if got := m.Needs(tt.reads); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("Needs(%v) = %v, want %v", tt.reads, got, tt.want)
+		}
+	}
+}
+
+func TestPinnedAndLost(t *testing.T) {
+	m := New()
+	m.Ran("remote", "c1", map[string]Change{"gen": {Movable: false, Reason: "generator"}, "x": {Movable: true}}, nil)
+	m.Ran("local", "c2", map[string]Change{"y": {Movable: true}}, nil)
+	loc, why, ok := m.Pinned([]string{"x", "gen"})
+	if !ok || loc != "remote" || !reflect.DeepEqual(why, []string{"gen (generator)"}) {
+		t.Fatalf("Pinned = %q %v %v", loc, why, ok)
+	}
+	m.Arrived("local", m.Versions([]string{"x"}))
+	if lost := m.Lost("remote"); !reflect.DeepEqual(lost, []string{"gen"}) {
+		t.Fatalf("Lost(remote) = %v, want [gen]", lost)
+	}
+	if v, ok := m.Get("x"); !ok || !reflect.DeepEqual(v.Locations(), []string{"local"}) {
+		t.Fatalf("x after losing remote: %v %v", v.Locations(), ok)
+	}
+}
