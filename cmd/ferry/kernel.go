@@ -12,6 +12,8 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/trace"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -28,9 +30,13 @@ func version() string {
 
 // backendFlags are the flags every command that runs cells shares.
 type backendFlags struct {
-	python string
-	policy string
-	seed   int64
+	python      string
+	policy      string
+	seed        int64
+	tracePath   string
+	bandwidth   string
+	rtt         string
+	remoteSpeed string
 }
 
 func (b *backendFlags) register(fs interface {
@@ -38,8 +44,43 @@ func (b *backendFlags) register(fs interface {
 	Int64Var(*int64, string, int64, string)
 }) {
 	fs.StringVar(&b.python, "python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel for the local kernel (env FERRY_PYTHON)")
-	fs.StringVar(&b.policy, "policy", envOr("FERRY_POLICY", "local"), "placement policy: local, remote, pingpong, random (env FERRY_POLICY)")
+	fs.StringVar(&b.policy, "policy", envOr("FERRY_POLICY", "local"), "placement policy: local, remote, pingpong, random, paper, ferry (env FERRY_POLICY)")
 	fs.Int64Var(&b.seed, "seed", 1, "seed for the random policy")
+	fs.StringVar(&b.tracePath, "trace", "", "write one JSON line per execution to this file (for ferry replay)")
+	fs.StringVar(&b.bandwidth, "bandwidth", "100Mbit", "link rate assumed until measured")
+	fs.StringVar(&b.rtt, "rtt", "20ms", "link round-trip time assumed until measured")
+	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x)")
+}
+
+// config builds the kernel configuration the flags describe. The caller
+// closes the trace writer.
+func (b *backendFlags) config() (kernel.Config, error) {
+	cfg := kernel.Config{Policy: b.policy, Seed: b.seed}
+	var err error
+	if cfg.Link.Bandwidth, err = policy.ParseBandwidth(b.bandwidth); err != nil {
+		return cfg, err
+	}
+	if cfg.Link.RTT, err = policy.ParseRTT(b.rtt); err != nil {
+		return cfg, err
+	}
+	cfg.Link.Compression = 1
+	if b.remoteSpeed != "" {
+		if cfg.RemoteSpeed, err = policy.ParseSpeed(b.remoteSpeed); err != nil {
+			return cfg, err
+		}
+	}
+	if _, err := policy.New(b.policy, b.seed); err != nil {
+		return cfg, err
+	}
+	if cfg.Backends, err = b.backends(); err != nil {
+		return cfg, err
+	}
+	if b.tracePath != "" {
+		if cfg.Trace, err = trace.Create(b.tracePath); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
 }
 
 func (b *backendFlags) backends() (map[string]backend.Backend, error) {
@@ -64,11 +105,13 @@ func runKernel(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	bs, err := bf.backends()
+	cfg, err := bf.config()
 	if err != nil {
 		return err
 	}
-	srv, err := kernel.New(kernel.Config{Conn: info, Backends: bs, Policy: bf.policy, Seed: bf.seed})
+	defer cfg.Trace.Close()
+	cfg.Conn = info
+	srv, err := kernel.New(cfg)
 	if err != nil {
 		return fmt.Errorf("starting kernel on %s: %w", filepath.Base(*file), err)
 	}

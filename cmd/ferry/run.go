@@ -12,7 +12,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ferry-nb/ferry/internal/client"
-	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/notebook"
 )
 
@@ -63,12 +62,13 @@ func runNotebook(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	bs, err := bf.backends()
+	cfg, err := bf.config()
 	if err != nil {
 		return err
 	}
+	defer cfg.Trace.Close()
 	start := time.Now()
-	sess, err := client.StartFerry(ctx, kernel.Config{Backends: bs, Policy: bf.policy, Seed: bf.seed})
+	sess, err := client.StartFerry(ctx, cfg)
 	if err != nil {
 		return err
 	}

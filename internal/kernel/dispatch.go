@@ -261,7 +261,7 @@ func selectHistory(all []historyEntry, access string, start int, stop *int, n in
 		var out []historyEntry
 		seen := map[string]bool{}
 		for _, h := range all {
-			if ok, _ := globMatch(pattern, h.Input); !ok {
+			if !globMatch(pattern, h.Input) {
 				continue
 			}
 			if unique {

@@ -2,13 +2,18 @@ package kernel
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/trace"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -60,10 +65,28 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		return
 	}
 
-	// 2-3. Placement. A %%ferry pin wins over the policy.
-	loc := pin
-	if loc == "" {
-		loc = s.place.next(s)
+	// 2. Analysis: which names the cell reads and writes.
+	code := req.Code
+	if pin != "" {
+		code = body
+	}
+	t0 := time.Now()
+	think := 0.0
+	if !s.lastEnd.IsZero() {
+		think = t0.Sub(s.lastEnd).Seconds()
+	}
+	eff := s.analyze(ctx, code)
+	cell := policy.Cell{Hash: codeHash(code), Index: -1, Reads: eff.Reads, Writes: eff.Writes, Pin: pin, NoRemote: s.backends["remote"] == nil}
+	if loc, why, ok := s.state.Pinned(s.state.Needs(eff.Reads)); ok && pin == "" {
+		cell.Pin = loc
+		s.lastWhy = "pinned to " + loc + " by " + strings.Join(why, ", ")
+	}
+
+	// 3. Policy picks the location.
+	d := s.policy.Decide(cell, s.state, s.model)
+	loc := d.Loc
+	if cell.Pin == "" || s.lastWhy == "" {
+		s.lastWhy = d.Reason
 	}
 	if s.backends[loc] == nil {
 		err := fmt.Errorf("this cell is pinned to %s, but no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", loc, loc)
@@ -75,40 +98,104 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if pin != "" {
 		content = withCode(m.Content, body)
 	}
-
-	// 5. Forward and relay.
 	s.busyLoc.Store(loc)
 	defer s.busyLoc.Store("")
 	if store {
 		s.history = append(s.history, historyEntry{Line: count, Input: req.Code})
 	}
+
+	// 4. Bring every stale variable the cell reads to loc, nothing else.
+	moved, moveSecs, err := s.bring(ctx, loc, eff)
+	if err != nil {
+		// The data stayed where it was; run the cell there instead of
+		// failing it, so nothing is lost.
+		slog.Warn("moving state failed; running where the data is", "to", loc, "err", err)
+		s.lastWhy += fmt.Sprintf("; moving state to %s failed (%v), ran at %s", loc, err, policy.Other(loc))
+		loc = policy.Other(loc)
+		if s.backends[loc] == nil {
+			loc = "local"
+		}
+		s.busyLoc.Store(loc)
+	}
+
+	// 5. Forward and relay.
+	content = s.withReport(content)
+	t1 := time.Now()
 	reply, err := s.forwardAs(ctx, loc, wire.Shell, m, content, count, false)
+	runtime := time.Since(t1).Seconds()
 	if store {
 		s.execCount = count
 	}
 	s.lastLoc = loc
+	s.lastEnd = time.Now()
 	s.Stats.mu.Lock()
 	if loc == "local" {
 		s.Stats.CellsLocal++
 	} else {
 		s.Stats.CellsRemote++
 	}
+	if moved > 0 {
+		s.Stats.Migrations++
+		s.Stats.BytesMoved += moved
+	}
 	s.Stats.mu.Unlock()
 	if err != nil {
 		if errors.Is(err, backend.ErrDied) {
 			st := s.backends[loc].Status()
-			msg := fmt.Sprintf("the %s kernel died while running this cell (%s); Ferry starts a new one for the next cell, and variables that lived only there are lost", loc, orDefault(st.LastExit, "no exit status"))
+			lost := s.state.Lost(loc)
+			msg := fmt.Sprintf("the %s kernel died while running this cell (%s); Ferry starts a new one for the next cell", loc, orDefault(st.LastExit, "no exit status"))
+			if len(lost) > 0 {
+				msg += "; lost with it: " + strings.Join(lost, ", ")
+			}
 			s.publishError(m, "KernelDied", msg)
 			s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": "KernelDied", "evalue": msg, "traceback": []string{}, "execution_count": s.execCount}, nil)
 		}
 		return
 	}
+
+	// 6. The agent's report: what the cell bound, deleted or mutated.
+	reply.Content = s.afterCell(loc, cell.Hash, eff, reply.Content)
+	var rs struct {
+		Status string `json:"status"`
+	}
+	_ = json.Unmarshal(reply.Content, &rs)
 	c := &call{fe: m, count: s.execCount}
 	if !store {
 		c.count = 0
 		reply.Content = setCount(reply.Content, s.execCount)
 	}
 	s.relayReply(wire.Shell, c, reply)
+	s.model.Observe(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: think, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
+	s.seq++
+	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: nonNil(eff.Writes),
+		Sizes: s.sizes(eff.Writes), Loc: loc, Runtime: runtime, BytesMoved: moved, TransferSeconds: moveSecs, Think: think,
+		Status: rs.Status, Pinned: cell.Pin != ""}); err != nil {
+		slog.Warn("writing trace", "err", err)
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// sizes returns the known sizes of names.
+func (s *Server) sizes(names []string) map[string]int64 {
+	out := map[string]int64{}
+	for _, n := range names {
+		if v, ok := s.state.Get(n); ok {
+			out[n] = v.Size
+		}
+	}
+	return out
+}
+
+// codeHash identifies a cell's code in traces and the cost model.
+func codeHash(code string) string {
+	h := sha256.Sum256([]byte(code))
+	return hex.EncodeToString(h[:8])
 }
 
 func orDefault(s, d string) string {
@@ -178,28 +265,34 @@ func (s *Server) ferryCommand(args []string) (string, error) {
 		return s.statusText(), nil
 	case "policy":
 		if len(args) == 1 {
-			return "policy: " + s.place.name() + "\n", nil
+			return "policy: " + s.policy.Name() + "\n", nil
 		}
-		p, err := newPlacer(args[1], s.cfg.Seed)
+		p, err := policy.New(args[1], s.cfg.Seed)
 		if err != nil {
 			return "", err
 		}
-		s.place = p
-		return "policy: " + p.name() + "\n", nil
+		s.policy = p
+		return "policy: " + p.Name() + "\n", nil
+	case "why":
+		if s.lastWhy == "" {
+			return "no cell has run yet\n", nil
+		}
+		return fmt.Sprintf("last cell ran at %s: %s\n", s.lastLoc, s.lastWhy), nil
 	}
 	return "", fmt.Errorf("unknown %%ferry command %q; try %%ferry help", args[0])
 }
 
 const ferryHelp = `Ferry commands:
   %ferry status          backends, interpreter, pid, uptime
-  %ferry policy [NAME]   show or set the placement policy (local, remote, pingpong, random)
+  %ferry policy [NAME]   show or set the placement policy (local, remote, pingpong, random, paper, ferry)
+  %ferry why             where the last cell ran and why
   %%ferry local|remote   first line of a cell: run this cell there
   %ferry help            this text
 `
 
 func (s *Server) statusText() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Ferry %s, policy %s, up %s, %d cells run\n", Version, s.place.name(), time.Since(s.start).Round(time.Second), s.execCount)
+	fmt.Fprintf(&b, "Ferry %s, policy %s, up %s, %d cells run\n", Version, s.policy.Name(), time.Since(s.start).Round(time.Second), s.execCount)
 	for _, loc := range []string{"local", "remote"} {
 		bk := s.backends[loc]
 		if bk == nil {

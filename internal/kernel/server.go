@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/state"
+	"github.com/ferry-nb/ferry/internal/trace"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -29,6 +32,12 @@ type Config struct {
 	Policy string
 	// Seed seeds the random policy.
 	Seed int64
+	// Link is the assumed link until measured; RemoteSpeed the assumed
+	// local/remote speed ratio until cells ran at both places.
+	Link        policy.Link
+	RemoteSpeed float64
+	// Trace, if set, receives one event per execution.
+	Trace *trace.Writer
 }
 
 // Server is one running Ferry kernel.
@@ -56,7 +65,12 @@ type Server struct {
 	execCount int
 	history   []historyEntry
 	lastLoc   string
-	place     placer
+	policy    policy.Policy
+	model     *policy.Model
+	state     *state.Map
+	lastEnd   time.Time // when the previous execution finished, for think time
+	lastWhy   string    // the last placement decision, for %ferry why
+	seq       int
 
 	busyLoc atomic.Value // location of the running cell, for interrupts
 
@@ -117,12 +131,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := newPlacer(cfg.Policy, cfg.Seed)
+	p, err := policy.New(cfg.Policy, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
+	model := policy.NewModel(cfg.Link)
+	model.SpeedPrior = cfg.RemoteSpeed
 	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, start: time.Now(),
-		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", place: p, done: make(chan struct{})}
+		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", policy: p, model: model, state: state.New(), done: make(chan struct{})}
 	s.busyLoc.Store("")
 	binds := []struct {
 		dst  **wire.Socket
