@@ -75,6 +75,7 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	if cfg.Backends, err = b.backends(); err != nil {
 		return cfg, err
 	}
+	cfg.Trace = trace.NewMemory()
 	if b.tracePath != "" {
 		if cfg.Trace, err = trace.Create(b.tracePath); err != nil {
 			return cfg, err

@@ -13,6 +13,8 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/report"
+	"github.com/ferry-nb/ferry/internal/trace"
 )
 
 // summary is the --summary JSON. Field names are stable: scripts read them.
@@ -36,6 +38,7 @@ func runNotebook(ctx context.Context, args []string) error {
 	allowErrors := fs.Bool("allow-errors", false, "run on after a cell raises, recording the error")
 	summaryPath := fs.String("summary", "", "write a JSON summary of the run to this file")
 	timeout := fs.Float64("timeout", 0, "seconds one cell may take before it is interrupted (0: no limit)")
+	reportPath := fs.String("report", "", "write a self-contained HTML report (timeline, decisions, totals) to this file")
 	var bf backendFlags
 	bf.register(fs)
 	// Accept flags after the notebook path too, as users type them.
@@ -91,6 +94,11 @@ func runNotebook(ctx context.Context, args []string) error {
 			sum.Errors++
 		}
 	}
+	if *reportPath != "" {
+		if err := writeReport(*reportPath, sum, cfg.Trace.Events()); err != nil {
+			return err
+		}
+	}
 	if *summaryPath != "" {
 		b, _ := json.MarshalIndent(sum, "", "  ")
 		if err := os.WriteFile(*summaryPath, append(b, '\n'), 0o644); err != nil {
@@ -99,4 +107,20 @@ func runNotebook(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "ran %d cells in %.1fs (%d local, %d remote, %d errors); wrote %s\n", sum.Cells, wall, local, remote, sum.Errors, *out)
 	return runErr
+}
+
+func writeReport(path string, sum summary, evs []trace.Event) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
+	err = report.Write(f, report.Summary{Title: sum.Notebook, Policy: sum.Policy, WallSeconds: sum.WallSeconds, BytesMoved: sum.BytesMoved,
+		Migrations: sum.Migrations, CellsLocal: sum.CellsLocal, CellsRemote: sum.CellsRemote, Errors: sum.Errors}, evs)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing report: %w", err)
+	}
+	return nil
 }

@@ -169,7 +169,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	s.seq++
 	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: nonNil(eff.Writes),
 		Sizes: s.sizes(eff.Writes), Loc: loc, Runtime: runtime, BytesMoved: moved, TransferSeconds: moveSecs, Think: think,
-		Status: rs.Status, Pinned: cell.Pin != ""}); err != nil {
+		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy}); err != nil {
 		slog.Warn("writing trace", "err", err)
 	}
 }

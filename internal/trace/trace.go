@@ -40,14 +40,33 @@ type Event struct {
 	// Deterministic marks cells whose re-run gives the same values (no
 	// RNG without a seed, no I/O); only those may be recomputed.
 	Deterministic bool `json:"deterministic,omitempty"`
+	// Why is the policy's reason for Loc.
+	Why string `json:"why,omitempty"`
+	// Moved names the variables brought to Loc before the cell.
+	Moved []string `json:"moved,omitempty"`
 }
 
-// Writer appends events to a file.
+// Writer appends events to a file (if any) and keeps them in memory for
+// the run's report.
 type Writer struct {
-	mu  sync.Mutex
-	f   *os.File
-	w   *bufio.Writer
-	enc *json.Encoder
+	mu     sync.Mutex
+	f      *os.File
+	w      *bufio.Writer
+	enc    *json.Encoder
+	events []Event
+}
+
+// NewMemory returns a writer that only keeps events in memory.
+func NewMemory() *Writer { return &Writer{} }
+
+// Events returns the events added so far.
+func (t *Writer) Events() []Event {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]Event(nil), t.events...)
 }
 
 // Create opens path for writing a trace.
@@ -67,6 +86,10 @@ func (t *Writer) Add(e Event) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.events = append(t.events, e)
+	if t.enc == nil {
+		return nil
+	}
 	if err := t.enc.Encode(e); err != nil {
 		return fmt.Errorf("writing trace: %w", err)
 	}
@@ -80,6 +103,9 @@ func (t *Writer) Close() error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.f == nil {
+		return nil
+	}
 	if err := t.w.Flush(); err != nil {
 		t.f.Close()
 		return err
