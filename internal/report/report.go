@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/ferry-nb/ferry/internal/trace"
@@ -97,7 +98,7 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 	p.TotalSecs = t
 	for i := 0; i <= 5; i++ {
 		v := total * float64(i) / 5
-		p.Ticks = append(p.Ticks, tick{X: left + v*scale, Label: fmt.Sprintf("%.1fs", v)})
+		p.Ticks = append(p.Ticks, tick{X: left + v*scale, Label: strconv.FormatFloat(v, 'g', 3, 64) + "s"})
 	}
 	return tmpl.Execute(w, p)
 }
