@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -10,6 +11,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/policy"
@@ -37,18 +39,19 @@ type backendFlags struct {
 	bandwidth   string
 	rtt         string
 	remoteSpeed string
+	stateOff    bool
+	localRemote bool
 }
 
-func (b *backendFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-	Int64Var(*int64, string, int64, string)
-}) {
+func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.python, "python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel for the local kernel (env FERRY_PYTHON)")
 	fs.StringVar(&b.policy, "policy", envOr("FERRY_POLICY", "local"), "placement policy: local, remote, pingpong, random, paper, ferry (env FERRY_POLICY)")
 	fs.Int64Var(&b.seed, "seed", 1, "seed for the random policy")
 	fs.StringVar(&b.tracePath, "trace", "", "write one JSON line per execution to this file (for ferry replay)")
 	fs.StringVar(&b.bandwidth, "bandwidth", "100Mbit", "link rate assumed until measured")
 	fs.StringVar(&b.rtt, "rtt", "20ms", "link round-trip time assumed until measured")
+	fs.BoolVar(&b.stateOff, "no-state", false, "do not analyse cells or move state (every cell must run in one place)")
+	fs.BoolVar(&b.localRemote, "local-remote", false, "stand in for the cloud with a second kernel on this machine (tests, demos)")
 	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x)")
 }
 
@@ -75,6 +78,9 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	if cfg.Backends, err = b.backends(); err != nil {
 		return cfg, err
 	}
+	if !b.stateOff {
+		cfg.Analyzer = analysis.New(b.python)
+	}
 	cfg.Trace = trace.NewMemory()
 	if b.tracePath != "" {
 		if cfg.Trace, err = trace.Create(b.tracePath); err != nil {
@@ -85,7 +91,13 @@ func (b *backendFlags) config() (kernel.Config, error) {
 }
 
 func (b *backendFlags) backends() (map[string]backend.Backend, error) {
-	return map[string]backend.Backend{"local": backend.NewLocal(b.python)}, nil
+	bs := map[string]backend.Backend{"local": backend.NewLocal(b.python)}
+	if b.localRemote {
+		r := backend.NewLocal(b.python)
+		r.Loc = "remote"
+		bs["remote"] = r
+	}
+	return bs, nil
 }
 
 func runKernel(ctx context.Context, args []string) error {

@@ -467,8 +467,15 @@ def load(chunks):
             parts.append(dctx.decompress(body))
         else:
             parts.append(body)
-    blob = parts[0] if len(parts) == 1 else b"".join(parts)
-    mv = memoryview(blob).cast("B")
+    # One writable buffer: arrays loaded from it must be writable, as they
+    # were at the source.
+    blob = bytearray(sum(memoryview(p).nbytes for p in parts))
+    off = 0
+    for p in parts:
+        n = memoryview(p).nbytes
+        blob[off:off + n] = p
+        off += n
+    mv = memoryview(blob)
     (n,) = struct.unpack_from("<I", mv, 0)
     sizes = struct.unpack_from("<%dQ" % n, mv, 4)
     off = 4 + 8 * n

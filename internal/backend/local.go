@@ -25,6 +25,10 @@ const DefaultPython = "/usr/bin/python3"
 // Local is an ipykernel on this machine, started from an explicit
 // interpreter in its own process group.
 type Local struct {
+	// Loc is the location this kernel stands for: "local" normally, or
+	// "remote" for a second local kernel standing in for the cloud (tests,
+	// transparency runs).
+	Loc    string
 	Python string
 	// Args are the arguments after the interpreter; the default is
 	// "-m ipykernel_launcher -f {connection_file}".
@@ -54,10 +58,10 @@ func NewLocal(python string) *Local {
 	}
 	d := make(chan struct{})
 	close(d)
-	return &Local{Python: python, StartTimeout: 60 * time.Second, in: make(chan wire.Incoming, 256), died: d}
+	return &Local{Loc: "local", Python: python, StartTimeout: 60 * time.Second, in: make(chan wire.Incoming, 256), died: d}
 }
 
-func (l *Local) Location() string               { return "local" }
+func (l *Local) Location() string               { return l.Loc }
 func (l *Local) Incoming() <-chan wire.Incoming { return l.in }
 
 func (l *Local) Died() <-chan struct{} {
@@ -323,7 +327,7 @@ func (l *Local) Status() Status {
 	l.exitMu.Lock()
 	last := l.lastExit
 	l.exitMu.Unlock()
-	st := Status{Location: "local", Kind: "ipykernel", Interpreter: l.Python, Started: l.started, Restarts: l.restarts, LastExit: last, State: "not started"}
+	st := Status{Location: l.Loc, Kind: "ipykernel", Interpreter: l.Python, Started: l.started, Restarts: l.restarts, LastExit: last, State: "not started"}
 	if l.cmd != nil && l.cmd.Process != nil {
 		st.PID = l.cmd.Process.Pid
 		select {

@@ -108,6 +108,11 @@ func (s *Server) ensure(ctx context.Context, loc string) (backend.Backend, error
 	if err := b.Start(ctx); err != nil {
 		return nil, err
 	}
+	if s.cfg.Analyzer != nil {
+		if err := s.installAgent(ctx, loc, b); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
 }
 

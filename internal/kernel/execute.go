@@ -105,7 +105,10 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 
 	// 4. Bring every stale variable the cell reads to loc, nothing else.
-	moved, moveSecs, err := s.bring(ctx, loc, eff)
+	if note := s.takeLostNote(); note != "" {
+		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
+	}
+	moved, moveSecs, movedNames, err := s.bring(ctx, loc, eff)
 	if err != nil {
 		// The data stayed where it was; run the cell there instead of
 		// failing it, so nothing is lost.
@@ -119,7 +122,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 
 	// 5. Forward and relay.
-	content = s.withReport(content)
+	content = s.withReport(content, eff)
 	t1 := time.Now()
 	reply, err := s.forwardAs(ctx, loc, wire.Shell, m, content, count, false)
 	runtime := time.Since(t1).Seconds()
@@ -154,7 +157,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 
 	// 6. The agent's report: what the cell bound, deleted or mutated.
-	reply.Content = s.afterCell(loc, cell.Hash, eff, reply.Content)
+	reply.Content = s.afterCell(ctx, loc, cell.Hash, eff, reply.Content)
 	var rs struct {
 		Status string `json:"status"`
 	}
@@ -169,7 +172,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	s.seq++
 	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: nonNil(eff.Writes),
 		Sizes: s.sizes(eff.Writes), Loc: loc, Runtime: runtime, BytesMoved: moved, TransferSeconds: moveSecs, Think: think,
-		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy}); err != nil {
+		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: movedNames}); err != nil {
 		slog.Warn("writing trace", "err", err)
 	}
 }

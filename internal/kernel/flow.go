@@ -3,30 +3,428 @@ package kernel
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/agent"
+	"github.com/ferry-nb/ferry/internal/analysis"
+	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/state"
+	"github.com/ferry-nb/ferry/internal/wire"
 )
 
-// effects is what analysis says a cell does.
+// effects is what analysis says a cell does, widened by what the state map
+// knows (functions' globals, alias groups).
 type effects struct {
 	Reads, Writes []string
+	// Maybe are names whose objects the cell may mutate: the agent checks
+	// their contents after the cell, the rest only by identity.
+	Maybe []string
 	// Dynamic means analysis cannot see all names (exec, globals(), …):
-	// every known name counts as read.
+	// every known name counts as read and possibly changed.
 	Dynamic bool
+	Defs    map[string][]string
 }
 
-// analyze returns the cell's effects. Until the analysis helper is wired
-// in, nothing is known and no state moves.
-func (s *Server) analyze(ctx context.Context, code string) effects { return effects{} }
-
-// bring moves the stale variables eff needs to loc.
-func (s *Server) bring(ctx context.Context, loc string, eff effects) (int64, float64, error) {
-	return 0, 0, nil
+// agentState tracks the agent in one backend incarnation.
+type agentState struct {
+	mu     sync.Mutex
+	died   <-chan struct{} // the incarnation the agent was installed in
+	commID string
+	ok     bool
 }
 
-// withReport adds the agent's post-cell report to the request.
-func (s *Server) withReport(content json.RawMessage) json.RawMessage { return content }
+// analyze returns the cell's effects. If the helper fails, the cell is
+// treated as dynamic: correct beats small.
+func (s *Server) analyze(ctx context.Context, code string) effects {
+	if s.cfg.Analyzer == nil {
+		return effects{}
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r, err := s.cfg.Analyzer.Analyze(actx, code)
+	if err != nil {
+		slog.Warn("cell analysis failed; treating the cell as touching everything", "err", err)
+		r = analysis.Result{Dynamic: true}
+	}
+	eff := effects{Reads: r.Reads, Writes: r.Writes, Dynamic: r.Dynamic, Defs: r.Defs}
+	maybe := map[string]bool{}
+	for _, n := range r.Maybe {
+		maybe[n] = true
+	}
+	// Calling a notebook function may mutate what it uses.
+	for _, c := range r.Calls {
+		if v, ok := s.state.Get(c); ok {
+			for _, u := range v.Uses {
+				maybe[u] = true
+			}
+		}
+	}
+	if r.Dynamic {
+		eff.Reads = s.state.Names()
+	}
+	if _, ok := s.state.Get(agent.RNG); ok {
+		eff.Reads = append(eff.Reads, agent.RNG)
+	}
+	for n := range maybe {
+		eff.Maybe = append(eff.Maybe, n)
+	}
+	sort.Strings(eff.Maybe)
+	return eff
+}
 
-// afterCell updates the state map from the agent's report in the reply and
-// returns the reply content without Ferry's own entries.
-func (s *Server) afterCell(loc, cell string, eff effects, reply json.RawMessage) json.RawMessage {
+// installAgent makes sure the agent runs in the current incarnation of the
+// backend at loc: installs it, opens the state comm with the session
+// secret, and forgets what a dead incarnation held.
+func (s *Server) installAgent(ctx context.Context, loc string, b backend.Backend) error {
+	a := s.agents[loc]
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	died := b.Died()
+	if a.died == died && a.ok {
+		return nil
+	}
+	if a.died != nil && a.died != died {
+		if lost := s.state.Lost(loc); len(lost) > 0 {
+			s.noteLost(loc, lost)
+		}
+	}
+	a.died, a.ok = died, false
+	if _, err := s.hiddenExec(ctx, loc, agent.InstallCode(s.secret), nil); err != nil {
+		return fmt.Errorf("installing the agent in the %s kernel: %w", loc, err)
+	}
+	a.commID = wire.NewID()
+	if _, err := s.hidden(ctx, loc, wire.Shell, "comm_open", map[string]any{
+		"comm_id": a.commID, "target_name": "ferry.state", "data": map[string]string{"secret": s.secret},
+	}, nil, false, nil); err != nil {
+		return fmt.Errorf("opening the state channel to the %s kernel: %w", loc, err)
+	}
+	a.ok = true
+	return nil
+}
+
+// noteLost remembers variables lost with a dead kernel, to tell the user
+// in the next cell's output.
+func (s *Server) noteLost(loc string, names []string) {
+	s.lostMu.Lock()
+	defer s.lostMu.Unlock()
+	s.lostNote = append(s.lostNote, fmt.Sprintf("the %s kernel had died; these variables lived only there and are lost: %s", loc, strings.Join(names, ", ")))
+}
+
+// errUnmovable is returned when a needed value cannot be serialised.
+var errUnmovable = errors.New("value cannot be moved")
+
+// bring moves the stale variables eff needs to loc, and deletes there the
+// names removed since. The source copies stay until the target confirmed
+// the payload's hash.
+func (s *Server) bring(ctx context.Context, loc string, eff effects) (int64, float64, []string, error) {
+	if s.cfg.Analyzer == nil {
+		return 0, 0, nil, nil
+	}
+	t0 := time.Now()
+	if gone := s.state.Gone(loc); len(gone) > 0 {
+		if err := s.deleteAt(ctx, loc, gone); err != nil {
+			return 0, 0, nil, err
+		}
+	}
+	var moved int64
+	var names []string
+	for src, group := range s.state.Stale(loc, s.state.Needs(eff.Reads)) {
+		n, unmovable, err := s.transfer(ctx, src, loc, group)
+		if err != nil {
+			return moved, time.Since(t0).Seconds(), names, err
+		}
+		moved += n
+		names = append(names, group...)
+		if len(unmovable) > 0 {
+			return moved, time.Since(t0).Seconds(), names, fmt.Errorf("%w: %s", errUnmovable, strings.Join(unmovable, ", "))
+		}
+	}
+	sort.Strings(names)
+	return moved, time.Since(t0).Seconds(), names, nil
+}
+
+// transfer moves names from src to dst in one payload, streaming chunks
+// through Ferry as they come, and records the new copies.
+func (s *Server) transfer(ctx context.Context, src, dst string, names []string) (int64, []string, error) {
+	var lastErr error
+	for attempt := 0; attempt < 2; attempt++ {
+		n, unmovable, err := s.transferOnce(ctx, src, dst, names)
+		if err == nil {
+			return n, unmovable, nil
+		}
+		lastErr = err
+		if errors.Is(err, backend.ErrDied) || ctx.Err() != nil {
+			break
+		}
+		slog.Warn("state transfer failed; retrying", "from", src, "to", dst, "err", err)
+	}
+	return 0, nil, lastErr
+}
+
+type agentMsg struct {
+	Op        string            `json:"op"`
+	ID        string            `json:"id"`
+	Seq       int               `json:"seq"`
+	Hash      string            `json:"hash"`
+	Size      int64             `json:"size"`
+	Chunks    int               `json:"chunks"`
+	Names     []string          `json:"names"`
+	Unmovable map[string]string `json:"unmovable"`
+	Error     string            `json:"error"`
+}
+
+func commData(m *wire.Message) (agentMsg, bool) {
+	if m.Header.MsgType != "comm_msg" {
+		return agentMsg{}, false
+	}
+	var c struct {
+		Data agentMsg `json:"data"`
+	}
+	if m.Decode(&c) != nil {
+		return agentMsg{}, false
+	}
+	return c.Data, true
+}
+
+func (s *Server) transferOnce(ctx context.Context, src, dst string, names []string) (int64, []string, error) {
+	versions := s.state.Versions(names)
+	for _, loc := range []string{src, dst} {
+		if _, err := s.ensure(ctx, loc); err != nil {
+			return 0, nil, err
+		}
+	}
+	srcComm, dstComm := s.agents[src].commID, s.agents[dst].commID
+	id := wire.NewID()
+	var (
+		mu       sync.Mutex
+		packed   *agentMsg
+		sendErr  error
+		chunks   int
+		agentErr string
+	)
+	dstB := s.backends[dst]
+	// Each chunk goes on to the target as soon as it arrives, so Ferry
+	// never holds the whole payload.
+	onIOPub := func(m *wire.Message) {
+		d, ok := commData(m)
+		if !ok {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch d.Op {
+		case "chunk":
+			if len(m.Buffers) != 1 {
+				agentErr = "chunk without its buffer"
+				return
+			}
+			fw, err := wire.New("comm_msg", backend.Session, "ferry", nil, map[string]any{"comm_id": dstComm, "data": map[string]any{"op": "chunk", "id": id, "seq": d.Seq}})
+			if err == nil {
+				fw.Buffers = m.Buffers
+				err = dstB.Send(wire.Shell, fw)
+			}
+			if err != nil && sendErr == nil {
+				sendErr = err
+			}
+			chunks++
+		case "packed":
+			p := d
+			packed = &p
+		case "error":
+			agentErr = d.Error
+		}
+	}
+	_, err := s.hidden(ctx, src, wire.Shell, "comm_msg", map[string]any{"comm_id": srcComm, "data": map[string]any{
+		"op": "pack", "id": id, "names": names, "compress": true}}, nil, false, onIOPub)
+	mu.Lock()
+	defer mu.Unlock()
+	drop := func() {
+		if m, e := wire.New("comm_msg", backend.Session, "ferry", nil, map[string]any{"comm_id": dstComm, "data": map[string]any{"op": "drop", "id": id}}); e == nil {
+			_ = dstB.Send(wire.Shell, m)
+		}
+	}
+	switch {
+	case err != nil:
+		drop()
+		return 0, nil, fmt.Errorf("packing %s at %s: %w", strings.Join(names, ", "), src, err)
+	case agentErr != "":
+		drop()
+		return 0, nil, fmt.Errorf("packing at %s: %s", src, agentErr)
+	case packed == nil:
+		drop()
+		return 0, nil, fmt.Errorf("packing at %s: the agent did not answer", src)
+	case sendErr != nil:
+		drop()
+		return 0, nil, fmt.Errorf("sending to %s: %w", dst, sendErr)
+	case chunks != packed.Chunks:
+		drop()
+		return 0, nil, fmt.Errorf("packing at %s: %d of %d chunks arrived", src, chunks, packed.Chunks)
+	}
+	var unmovable []string
+	for n, why := range packed.Unmovable {
+		unmovable = append(unmovable, n+" ("+why+")")
+		s.state.SetUnmovable(n, why)
+	}
+	sort.Strings(unmovable)
+	res, err := s.hidden(ctx, dst, wire.Shell, "comm_msg", map[string]any{"comm_id": dstComm, "data": map[string]any{
+		"op": "load", "id": id, "hash": packed.Hash, "chunks": packed.Chunks}}, nil, false, nil)
+	if err != nil {
+		return 0, nil, fmt.Errorf("loading at %s: %w", dst, err)
+	}
+	for _, m := range res.IOPub {
+		d, ok := commData(m)
+		if !ok {
+			continue
+		}
+		switch d.Op {
+		case "loaded":
+			if d.Hash != packed.Hash {
+				return 0, nil, fmt.Errorf("loading at %s: hash %s confirmed, %s sent", dst, d.Hash, packed.Hash)
+			}
+			loaded := map[string]int{}
+			for _, n := range d.Names {
+				if v, ok := versions[n]; ok {
+					loaded[n] = v
+				}
+			}
+			s.state.Arrived(dst, loaded)
+			return packed.Size, unmovable, nil
+		case "error":
+			return 0, nil, fmt.Errorf("loading at %s: %s", dst, d.Error)
+		}
+	}
+	return 0, nil, fmt.Errorf("loading at %s: the agent did not confirm", dst)
+}
+
+// deleteAt removes names at loc whose newest state is "deleted" or whose
+// copy there is stale, so a cell there never sees an old value.
+func (s *Server) deleteAt(ctx context.Context, loc string, names []string) error {
+	if _, err := s.ensure(ctx, loc); err != nil {
+		return err
+	}
+	_, err := s.hidden(ctx, loc, wire.Shell, "comm_msg", map[string]any{"comm_id": s.agents[loc].commID, "data": map[string]any{
+		"op": "delete", "id": wire.NewID(), "names": names}}, nil, false, nil)
+	return err
+}
+
+// withReport asks for the agent's post-cell report in the request's own
+// user_expressions, so it costs no extra round trip.
+func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessage {
+	if s.cfg.Analyzer == nil {
+		return content
+	}
+	var c map[string]json.RawMessage
+	if json.Unmarshal(content, &c) != nil {
+		return content
+	}
+	ue := map[string]json.RawMessage{}
+	if raw, ok := c["user_expressions"]; ok {
+		_ = json.Unmarshal(raw, &ue)
+	}
+	if ue == nil {
+		ue = map[string]json.RawMessage{}
+	}
+	expr, _ := json.Marshal(agent.ReportExpr(eff.Maybe, eff.Dynamic))
+	ue[agent.ReportKey] = expr
+	c["user_expressions"], _ = json.Marshal(ue)
+	out, err := json.Marshal(c)
+	if err != nil {
+		return content
+	}
+	return out
+}
+
+// afterCell updates the state map from the agent's report and returns the
+// reply content without Ferry's entry.
+func (s *Server) afterCell(ctx context.Context, loc, cell string, eff effects, reply json.RawMessage) json.RawMessage {
+	if s.cfg.Analyzer == nil {
+		return reply
+	}
+	var c map[string]json.RawMessage
+	if json.Unmarshal(reply, &c) != nil {
+		return reply
+	}
+	var ue map[string]json.RawMessage
+	_ = json.Unmarshal(c["user_expressions"], &ue)
+	raw, ok := ue[agent.ReportKey]
+	if !ok {
+		// The cell raised, so ipykernel evaluated no expressions; ask now,
+		// as the cell may have changed names before raising.
+		exprs, err := s.hiddenExec(ctx, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(eff.Maybe, eff.Dynamic)})
+		if err == nil {
+			raw = exprs[agent.ReportKey]
+		}
+	}
+	rep, err := parseReport(raw)
+	if err != nil {
+		slog.Warn("no state report from the agent; assuming the cell changed what it writes", "err", err)
+		rep = agent.Report{Changed: map[string]agent.Change{}}
+		for _, w := range eff.Writes {
+			rep.Changed[w] = agent.Change{Movable: true}
+		}
+	}
+	changes := make(map[string]state.Change, len(rep.Changed))
+	for n, ch := range rep.Changed {
+		sc := state.Change{Size: ch.Size, Hash: ch.Hash, Movable: ch.Movable, Reason: ch.Reason, Kind: ch.Kind, Group: ch.Group}
+		if uses, ok := eff.Defs[n]; ok {
+			sc.Uses = uses
+		} else if old, ok := s.state.Get(n); ok && ch.Kind == old.Kind {
+			sc.Uses = old.Uses
+		}
+		changes[n] = sc
+	}
+	s.state.Ran(loc, cell, changes, rep.Deleted)
+	if ue != nil {
+		delete(ue, agent.ReportKey)
+		c["user_expressions"], _ = json.Marshal(ue)
+		if out, err := json.Marshal(c); err == nil {
+			return out
+		}
+	}
 	return reply
+}
+
+// parseReport reads the report from a user_expressions entry (a mime
+// bundle whose text/plain is the report's JSON).
+func parseReport(raw json.RawMessage) (agent.Report, error) {
+	var rep agent.Report
+	if len(raw) == 0 {
+		return rep, errors.New("no report")
+	}
+	var bundle struct {
+		Status string `json:"status"`
+		EName  string `json:"ename"`
+		EValue string `json:"evalue"`
+		Data   struct {
+			Text string `json:"text/plain"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &bundle); err != nil {
+		return rep, err
+	}
+	if bundle.Status != "ok" {
+		return rep, fmt.Errorf("%s: %s", bundle.EName, bundle.EValue)
+	}
+	if err := json.Unmarshal([]byte(bundle.Data.Text), &rep); err != nil {
+		return rep, fmt.Errorf("malformed report: %w", err)
+	}
+	if rep.Error != "" {
+		return rep, errors.New(rep.Error)
+	}
+	return rep, nil
+}
+
+// takeLostNote returns and clears the notices about lost variables.
+func (s *Server) takeLostNote() string {
+	s.lostMu.Lock()
+	defer s.lostMu.Unlock()
+	out := strings.Join(s.lostNote, "\n")
+	s.lostNote = nil
+	return out
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/state"
@@ -38,6 +39,9 @@ type Config struct {
 	RemoteSpeed float64
 	// Trace, if set, receives one event per execution.
 	Trace *trace.Writer
+	// Analyzer tells which names a cell reads and writes. Without it Ferry
+	// moves no state (fine while every cell runs in one place).
+	Analyzer *analysis.Analyzer
 }
 
 // Server is one running Ferry kernel.
@@ -71,6 +75,12 @@ type Server struct {
 	lastEnd   time.Time // when the previous execution finished, for think time
 	lastWhy   string    // the last placement decision, for %ferry why
 	seq       int
+
+	secret string                 // presented by Ferry on the state comm
+	agents map[string]*agentState // per location
+
+	lostMu   sync.Mutex
+	lostNote []string
 
 	busyLoc atomic.Value // location of the running cell, for interrupts
 
@@ -138,7 +148,11 @@ func New(cfg Config) (*Server, error) {
 	model := policy.NewModel(cfg.Link)
 	model.SpeedPrior = cfg.RemoteSpeed
 	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, start: time.Now(),
-		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", policy: p, model: model, state: state.New(), done: make(chan struct{})}
+		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", policy: p, model: model, state: state.New(), done: make(chan struct{}),
+		secret: wire.NewID() + wire.NewID(), agents: map[string]*agentState{}}
+	for loc := range cfg.Backends {
+		s.agents[loc] = &agentState{}
+	}
 	s.busyLoc.Store("")
 	binds := []struct {
 		dst  **wire.Socket

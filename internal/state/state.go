@@ -316,3 +316,13 @@ func (m *Map) Gone(loc string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// SetUnmovable records that name cannot be serialised, so cells reading it
+// are pinned to where it lives.
+func (m *Map) SetUnmovable(name, why string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if v, ok := m.vars[name]; ok {
+		v.Movable, v.Reason = false, why
+	}
+}
