@@ -350,11 +350,37 @@ def _main_function(code, name, defaults, kwdefaults, closure, fdict, qualname, d
     return f
 
 
+def _view_of(root, offset, shape, strides, dtype):
+    import numpy as np
+
+    return np.ndarray(shape, dtype, buffer=root, offset=offset, strides=strides)
+
+
+def _view_reduce(np, a):
+    """A view travels as (its root array, offset, shape, strides), so after a
+    move it is still a view of the same array, as it was at the source."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not root.flags.c_contiguous or root.dtype.hasobject or a.dtype.hasobject:
+        return None
+    offset = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    if offset < 0 or offset > root.nbytes:
+        return None
+    return _view_of, (root, offset, a.shape, a.strides, a.dtype)
+
+
 def _pickler_class():
     import cloudpickle
 
+    np = sys.modules.get("numpy")
+
     class Pickler(cloudpickle.CloudPickler):
         def reducer_override(self, obj):
+            if np is not None and type(obj) is np.ndarray and isinstance(obj.base, np.ndarray):
+                view = _view_reduce(np, obj)
+                if view is not None:
+                    return view
             if isinstance(obj, types.FunctionType) and _shell is not None and obj.__globals__ is _user_ns():
                 return _main_function, (obj.__code__, obj.__name__, obj.__defaults__, obj.__kwdefaults__,
                                         obj.__closure__, obj.__dict__, obj.__qualname__, obj.__doc__,

@@ -56,7 +56,8 @@ func TestAnalyze(t *testing.T) {
 		{name: "cell magic body is analysed", code: "%%time\nw = q * 2", reads: []string{"q"}, writes: []string{"w"}},
 		{name: "shell command", code: "!ls -l", notRd: []string{"ls"}},
 		{name: "shell command expanding a name", code: "!echo $x", dynamic: true},
-		{name: "help query", code: "len?", notRd: []string{"len"}},
+		{name: "help query reads the object", code: "obj.method?", reads: []string{"obj"}},
+		{name: "who lists every name", code: "%who", dynamic: true},
 		{name: "unknown magic is dynamic", code: "%run script.py", dynamic: true},
 		{name: "syntax error", code: "def (:", parseErr: true},
 	}

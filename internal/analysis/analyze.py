@@ -28,7 +28,9 @@ DYNAMIC_CALLS = {"exec", "eval", "globals", "locals", "vars", "__import__", "exe
 # Magics whose argument is Python code run in the user namespace.
 CODE_MAGICS = {"time", "timeit", "prun", "capture"}
 # Magics that touch no user names.
-SAFE_MAGICS = {"matplotlib", "config", "pwd", "ls", "env", "who", "whos", "history", "pip", "conda", "load_ext", "reload_ext", "precision", "xmode", "autoreload", "aimport", "lsmagic", "magic", "pdoc", "pinfo", "pinfo2", "psearch", "page", "cd"}
+SAFE_MAGICS = {"matplotlib", "config", "pwd", "ls", "env", "history", "pip", "conda", "load_ext", "reload_ext", "precision", "xmode", "autoreload", "aimport", "lsmagic", "magic", "cd"}
+# Magics that look at one object, named by their argument (x? is pinfo).
+OBJECT_MAGICS = {"pinfo", "pinfo2", "pdoc", "pdef", "psource", "pfile"}
 
 
 class Result:
@@ -290,6 +292,9 @@ class CellScan(ast.NodeVisitor):
         f = node.func
         if isinstance(f, ast.Name):
             self.res.calls.add(f.id)
+            # Calling a class or function may change it (class attributes,
+            # function attributes, caches).
+            self.res.maybe.add(f.id)
             if f.id in DYNAMIC_CALLS:
                 self.res.dynamic = True
             if f.id in ("setattr", "delattr") and node.args:
@@ -328,6 +333,12 @@ class CellScan(ast.NodeVisitor):
             return
         if name in SAFE_MAGICS:
             return
+        if name in OBJECT_MAGICS and len(args) > 1 and isinstance(args[1], str):
+            head = args[1].strip().split(".")[0].split("(")[0]
+            if head.isidentifier():
+                if head not in self.defined:
+                    self.res.reads.add(head)
+                return
         if name in CODE_MAGICS:
             code = (args[2] if f.attr == "run_cell_magic" and len(args) > 2 else args[1] if len(args) > 1 else "") or ""
             line = args[1] if len(args) > 1 and isinstance(args[1], str) else ""

@@ -1,0 +1,45 @@
+// Package transparency holds the notebooks that check Ferry's central
+// promise: a notebook gives the same outputs whichever cells run where.
+// The tests run each one all-local and under pingpong and random placement
+// and compare outputs.
+package transparency
+
+// Case is a small notebook: its code cells in order.
+type Case struct {
+	Name  string
+	Cells []string
+}
+
+// Cases cover what state migration must get right.
+var Cases = []Case{
+	{"aliasing", []string{"a = [1]\nb = a", "b.append(2)", "print(a, a is b)", "a.append(3)\nprint(b)"}},
+	{"list_mutation", []string{"l = [3, 1, 2]", "l.sort()\nl[0] = 10", "l.extend([7])", "print(l, len(l))"}},
+	{"dict_mutation", []string{"d = {'a': 1}", "d['b'] = 2\nd.update(c=3)", "del d['a']", "print(sorted(d.items()))"}},
+	{"numpy_inplace", []string{"import numpy as np\nx = np.arange(6.0)", "x[3] = 100", "x += 1\nv = x[1:3]", "v[:] = -1\nprint(x)", "print(x.sum(), v)"}},
+	{"pandas_mutation", []string{"import pandas as pd\ndf = pd.DataFrame({'a': [1, 2, 3], 'b': [4.0, 5.0, 6.0]})", "df.loc[1, 'a'] = 20", "df['c'] = df.a * df.b", "print(df.to_string())", "df.drop(columns=['b'], inplace=True)\nprint(df.shape, list(df.columns))"}},
+	{"closures", []string{"def make(n):\n    def add(x):\n        return x + n\n    return add", "f = make(3)", "print(f(2))", "g = make(10)\nprint(f(1), g(1))"}},
+	{"classes", []string{"class Acc:\n    def __init__(self):\n        self.total = 0\n    def add(self, v):\n        self.total += v\n        return self", "acc = Acc()", "acc.add(5).add(6);", "print(acc.total, type(acc).__name__, isinstance(acc, Acc))"}},
+	{"decorators", []string{"registry = {}\ndef register(f):\n    registry[f.__name__] = f\n    return f", "@register\ndef double(x):\n    return 2 * x", "@register\ndef square(x):\n    return x * x", "print(sorted(registry), registry['double'](4), square(5))"}},
+	{"global_through_function", []string{"counter = 0\ndef bump(by=1):\n    global counter\n    counter += by", "bump()", "bump(5)", "print(counter)"}},
+	{"function_uses_later_global", []string{"def scale(v):\n    return v * factor", "factor = 2", "print(scale(3))", "factor = 7", "print(scale(3))"}},
+	{"exec_and_globals", []string{"exec('z = 5')", "print(z)", "globals()['w'] = z * 2", "print(w)"}},
+	{"deletions", []string{"x = 1\ny = 2", "del x", "try:\n    print(x)\nexcept NameError as e:\n    print('NameError:', e)", "print(y)"}},
+	{"rng", []string{"import random\nimport numpy as np\nrandom.seed(42)\nnp.random.seed(7)", "print(random.random())", "print(np.random.rand(3))", "print(random.randint(0, 1000), np.random.randint(0, 1000))"}},
+	{"rng_generator", []string{"import numpy as np\nrng = np.random.default_rng(5)", "a = rng.normal(size=3)", "print(a, rng.integers(0, 100))"}},
+	{"import_aliases", []string{"import numpy as np\nfrom collections import OrderedDict as OD\nimport os.path", "od = OD(a=np.int64(3))", "print(type(od).__name__, od['a'] + 1, os.path.join('a', 'b'))"}},
+	{"generator_pinned", []string{"g = (i * i for i in range(5))", "print(next(g))", "print(next(g), next(g))", "print(list(g))"}},
+	{"open_file_pinned", []string{"import tempfile, os\npath = os.path.join(tempfile.mkdtemp(), 'f.txt')\nfh = open(path, 'w')", "fh.write('hello\\n')", "fh.close()", "print(open(path).read().strip())"}},
+	{"exception_mid_cell", []string{"x = 1", "x = 2\nraise ValueError('boom')\nx = 3", "print(x)"}},
+	{"magics_and_shell", []string{"%%capture\n%time y = 21 * 2", "print(y)", "!echo shell says hi", "%who int"}},
+	{"large_array", []string{"import numpy as np\nbig = np.arange(13_500_000, dtype=np.float64)", "print(big.nbytes > 100e6, big[-1])", "big[::2] = 0\ns = big.sum()", "print(s, big[:4])"}},
+	{"shared_subobjects", []string{"inner = [1]\nouter = {'a': inner, 'b': inner}", "print(outer['a'] is outer['b'], outer['a'] is inner)", "inner.append(2)", "print(outer)"}},
+	{"lambdas_in_containers", []string{"ops = {'inc': lambda v: v + 1, 'neg': lambda v: -v}", "print(ops['inc'](1), ops['neg'](2))", "ops['dbl'] = lambda v: v * 2", "print(sorted(ops), ops['dbl'](21))"}},
+	{"functions_calling_functions", []string{"def a(v):\n    return b(v) + 1", "def b(v):\n    return v * base", "base = 10", "print(a(2))"}},
+	{"comprehension_walrus", []string{"data = [1, 5, 2, 8]", "big = [y for x in data if (y := x * 2) > 4]", "print(big, y)"}},
+	{"immutables", []string{"s = 'abc'\nt = (1, [2])\nb = b'xy'", "s += 'd'\nt[1].append(3)", "print(s, t, b)"}},
+	{"class_attribute", []string{"class K:\n    count = 0\n    def __init__(self):\n        K.count += 1", "k1 = K()", "k2 = K()", "print(K.count, k1.count, type(k2) is K)"}},
+	{"display_outputs", []string{"from IPython.display import display, HTML\nimport pandas as pd\ndf = pd.DataFrame({'x': [1, 2]})", "display(HTML('<b>bold</b>'))", "df", "print(df.x.sum())\ndf.x.sum()"}},
+	{"sets_and_tuples", []string{"s = {1, 2}\nt = (s,)", "s.add(3)", "print(sorted(t[0]), t[0] is s)"}},
+	{"object_into_container_later", []string{"obj = {'v': 1}", "holder = [obj]", "obj['v'] = 2", "print(holder[0]['v'], holder[0] is obj)"}},
+	{"stdout_stderr", []string{"import sys\nprint('out')\nprint('err', file=sys.stderr)", "v = 3", "print(v, file=sys.stderr)"}},
+}

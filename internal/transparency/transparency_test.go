@@ -1,0 +1,121 @@
+package transparency
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/analysis"
+	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/notebook"
+)
+
+const python = "/usr/bin/python3"
+
+// Notebook builds the nbformat notebook of a case.
+func (c Case) Notebook() *notebook.Notebook {
+	cells := make([]any, len(c.Cells))
+	for i, src := range c.Cells {
+		cells[i] = map[string]any{"cell_type": "code", "metadata": map[string]any{}, "source": src, "outputs": []any{}, "execution_count": nil}
+	}
+	b, _ := json.Marshal(map[string]any{"nbformat": 4, "nbformat_minor": 5, "metadata": map[string]any{}, "cells": cells})
+	nb, err := notebook.Parse(b)
+	if err != nil {
+		panic(err)
+	}
+	return nb
+}
+
+// comparable reduces outputs to what a user sees: stream text, result and
+// display text, error name and value (tracebacks differ in file names).
+func comparable(nb *notebook.Notebook) []string {
+	var out []string
+	for i, c := range nb.Cells {
+		outs, _ := c["outputs"].([]any)
+		for _, o := range outs {
+			m, _ := o.(client.Output)
+			if m == nil {
+				m, _ = o.(map[string]any)
+			}
+			switch m["output_type"] {
+			case "stream":
+				var text string
+				switch t := m["text"].(type) {
+				case []string:
+					text = strings.Join(t, "")
+				case string:
+					text = t
+				}
+				out = append(out, fmt.Sprintf("%d %s: %s", i, m["name"], text))
+			case "execute_result", "display_data":
+				d, _ := m["data"].(map[string]any)
+				out = append(out, fmt.Sprintf("%d %s: %v", i, m["output_type"], d["text/plain"]))
+			case "error":
+				out = append(out, fmt.Sprintf("%d error: %s: %s", i, m["ename"], m["evalue"]))
+			}
+		}
+	}
+	return out
+}
+
+// run executes a case under policy with a second local kernel standing in
+// for the remote one, and returns the comparable outputs and the stats.
+func run(t *testing.T, c Case, policy string, seed int64) ([]string, int) {
+	t.Helper()
+	remote := backend.NewLocal(python)
+	remote.Loc = "remote"
+	an := analysis.New(python)
+	defer an.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sess, err := client.StartFerry(ctx, kernel.Config{
+		Backends: map[string]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
+		Policy:   policy, Seed: seed, Analyzer: an,
+	})
+	if err != nil {
+		t.Fatalf("%s under %s: %v", c.Name, policy, err)
+	}
+	defer sess.Close(context.Background())
+	nb := c.Notebook()
+	if _, err := notebook.Run(ctx, nb, sess, notebook.RunOptions{AllowErrors: true}); err != nil {
+		t.Fatalf("%s under %s: %v", c.Name, policy, err)
+	}
+	_, remoteCells, _, _ := sess.Kernel.Stats.Snapshot()
+	return comparable(nb), remoteCells
+}
+
+func TestTransparency(t *testing.T) {
+	if _, err := os.Stat(python); err != nil {
+		t.Fatalf("%s is missing: run 'bash scripts/setup.sh'", python)
+	}
+	placements := []struct {
+		policy string
+		seed   int64
+	}{{"pingpong", 0}, {"random", 1}, {"random", 2}, {"random", 3}}
+	for _, c := range Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			t.Parallel()
+			want, _ := run(t, c, "local", 0)
+			if len(want) == 0 {
+				t.Fatalf("the all-local run printed nothing; the case checks nothing")
+			}
+			remoteCells := 0
+			for _, p := range placements {
+				got, n := run(t, c, p.policy, p.seed)
+				remoteCells += n
+				if strings.Join(got, "\n") != strings.Join(want, "\n") {
+					t.Errorf("%s seed %d: outputs differ from all-local\n--- local\n%s\n--- %s\n%s", p.policy, p.seed, strings.Join(want, "\n"), p.policy, strings.Join(got, "\n"))
+				}
+			}
+			if remoteCells == 0 {
+				t.Errorf("no cell ran remotely under any placement; the case tests no migration")
+			}
+		})
+	}
+}
