@@ -18,16 +18,18 @@ pack / load (over the "ferry.state" comm)
     buffers, never base64):
 
     Ferry -> agent  {"op": "pack", "id", "names": [...], "compress": bool}
-    agent -> Ferry  {"op": "chunk", "id", "seq"} + 1 buffer      (repeated)
+    agent -> Ferry  {"op": "begin", "id", "raw_size"}
+    agent -> Ferry  {"op": "chunk", "id", "seq", "z", "raw"} + 1 buffer  (repeated)
     agent -> Ferry  {"op": "packed", "id", "hash", "size", "raw_size",
                      "chunks", "names", "unmovable": {name: reason}}
-    Ferry -> agent  {"op": "chunk", "id", "seq"} + 1 buffer      (repeated)
-    Ferry -> agent  {"op": "load", "id", "hash", "chunks", "versions"}
+    Ferry -> agent  the same begin and chunk messages, forwarded as they come
+    Ferry -> agent  {"op": "load", "id", "hash", "chunks"}
     agent -> Ferry  {"op": "loaded", "id", "hash", "names"}
                  or {"op": "error", "id", "error"}
     Ferry -> agent  {"op": "delete", "id", "names"} -> {"op": "deleted", "id"}
 
-    The hash is SHA-256 over the chunks as sent. The target checks it before
+    "z" marks a zstd-compressed chunk, "raw" its uncompressed length. The
+    hash is SHA-256 over (b"z" or b"r") + chunk for every chunk as sent. The target checks it before
     unpickling anything; the source keeps its copy whatever happens.
 
 Payload format: one pickle (protocol 5, cloudpickle so functions, lambdas and
@@ -51,7 +53,7 @@ import sys
 import time
 import types
 
-CHUNK = 4 << 20
+CHUNK = 8 << 20
 RNG = "__ferry_rng__"
 # Names IPython itself keeps in the user namespace.
 _IPY = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -59,7 +61,7 @@ _IPY = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _secret = None
 _shell = None
 _prints = {}  # name -> fingerprint after the last cell
-_incoming = {}  # transfer id -> list of chunks
+_incoming = {}  # transfer id -> _Incoming
 
 
 def _user_ns():
@@ -457,7 +459,8 @@ def pack(names):
 
 
 def _chunks(frames, compress):
-    """Split frames into ~CHUNK pieces; each piece is (flag, bytes-like)."""
+    """Split frames into pieces of at most CHUNK bytes: (compressed, piece).
+    A piece is compressed only when a sample shows it pays."""
     cctx = None
     if compress:
         try:
@@ -473,34 +476,74 @@ def _chunks(frames, compress):
             if cctx is not None and piece.nbytes >= 64 << 10:
                 sample = piece[: 64 << 10]
                 if len(cctx.compress(sample)) < 0.8 * sample.nbytes:
-                    yield b"z", cctx.compress(piece)
+                    yield True, cctx.compress(piece), piece.nbytes
                     continue
-            yield b"r", piece
+            yield False, piece, piece.nbytes
 
 
-def load(chunks):
-    """Inverse of pack over the received chunks; assigns into the namespace."""
-    dctx = None
-    parts = []
-    for c in chunks:
-        mv = memoryview(c).cast("B")
-        flag, body = bytes(mv[:1]), mv[1:]
-        if flag == b"z":
-            if dctx is None:
+class _Hasher:
+    """SHA-256 over a stream of pieces, in a worker thread: hashlib drops
+    the GIL on large updates, so hashing overlaps sending or receiving."""
+
+    def __init__(self):
+        import queue
+        import threading
+
+        self._h = hashlib.sha256()
+        self._q = queue.Queue()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            self._h.update(item)
+
+    def update(self, compressed, piece):
+        self._q.put(b"z" if compressed else b"r")
+        self._q.put(piece)
+
+    def hexdigest(self):
+        self._q.put(None)
+        self._t.join()
+        return self._h.hexdigest()
+
+
+class _Incoming:
+    """A payload being received: pieces land in one writable buffer at
+    their offsets as they arrive, and are hashed on the way."""
+
+    def __init__(self, raw_size):
+        self.blob = bytearray(raw_size)
+        self.off = 0
+        self.n = 0
+        self.hasher = _Hasher()
+        self.dctx = None
+
+    def add(self, compressed, buf, raw_len):
+        mv = memoryview(buf).cast("B")
+        self.hasher.update(compressed, mv)
+        if compressed:
+            if self.dctx is None:
                 import zstandard
 
-                dctx = zstandard.ZstdDecompressor()
-            parts.append(dctx.decompress(body))
+                self.dctx = zstandard.ZstdDecompressor()
+            data = self.dctx.decompress(mv, max_output_size=raw_len)
         else:
-            parts.append(body)
-    # One writable buffer: arrays loaded from it must be writable, as they
-    # were at the source.
-    blob = bytearray(sum(memoryview(p).nbytes for p in parts))
-    off = 0
-    for p in parts:
-        n = memoryview(p).nbytes
-        blob[off:off + n] = p
-        off += n
+            data = mv
+        n = memoryview(data).nbytes
+        if n != raw_len or self.off + n > len(self.blob):
+            raise ValueError("chunk %d has %d bytes, expected %d" % (self.n, n, raw_len))
+        self.blob[self.off:self.off + n] = data
+        self.off += n
+        self.n += 1
+
+
+def load(blob):
+    """Inverse of pack over the reassembled payload; assigns into the
+    namespace. blob must be writable: arrays loaded from it are."""
     mv = memoryview(blob)
     (n,) = struct.unpack_from("<I", mv, 0)
     sizes = struct.unpack_from("<%dQ" % n, mv, 4)
@@ -559,30 +602,33 @@ def _handle(comm, d, buffers):
         t0 = time.perf_counter()
         frames, names, unmovable = pack(d.get("names") or [])
         raw = sum(memoryview(f).nbytes for f in frames)
-        h = hashlib.sha256()
+        comm.send({"op": "begin", "id": tid, "raw_size": raw})
+        hasher = _Hasher()
         size = seq = 0
-        for flag, piece in _chunks(frames, bool(d.get("compress"))):
-            h.update(flag)
-            h.update(piece)
-            size += len(flag) + memoryview(piece).nbytes
-            comm.send({"op": "chunk", "id": tid, "seq": seq}, buffers=[_join(flag, piece)])
+        for compressed, piece, raw_len in _chunks(frames, bool(d.get("compress"))):
+            hasher.update(compressed, piece)
+            size += memoryview(piece).nbytes
+            comm.send({"op": "chunk", "id": tid, "seq": seq, "z": compressed, "raw": raw_len}, buffers=[piece])
             seq += 1
-        comm.send({"op": "packed", "id": tid, "hash": h.hexdigest(), "size": size, "raw_size": raw, "chunks": seq,
+        comm.send({"op": "packed", "id": tid, "hash": hasher.hexdigest(), "size": size, "raw_size": raw, "chunks": seq,
                    "names": names, "unmovable": unmovable, "seconds": time.perf_counter() - t0})
+    elif op == "begin":
+        _incoming[tid] = _Incoming(int(d.get("raw_size") or 0))
     elif op == "chunk":
-        if not buffers:
-            raise ValueError("chunk without a buffer")
-        _incoming.setdefault(tid, []).append(buffers[0])
+        inc = _incoming.get(tid)
+        if inc is None or not buffers:
+            raise ValueError("chunk without a begun transfer or without its buffer")
+        inc.add(bool(d.get("z")), buffers[0], int(d.get("raw") or 0))
     elif op == "load":
-        chunks = _incoming.pop(tid, [])
-        h = hashlib.sha256()
-        for c in chunks:
-            h.update(c)
-        got = h.hexdigest()
-        if len(chunks) != d.get("chunks") or not hmac.compare_digest(got, str(d.get("hash"))):
-            comm.send({"op": "error", "id": tid, "error": "payload hash mismatch (%d of %s chunks); nothing was loaded" % (len(chunks), d.get("chunks"))})
+        inc = _incoming.pop(tid, None)
+        if inc is None:
+            comm.send({"op": "error", "id": tid, "error": "no such transfer; nothing was loaded"})
             return
-        names = load(chunks)
+        got = inc.hasher.hexdigest()
+        if inc.n != d.get("chunks") or inc.off != len(inc.blob) or not hmac.compare_digest(got, str(d.get("hash"))):
+            comm.send({"op": "error", "id": tid, "error": "payload hash mismatch (%d of %s chunks); nothing was loaded" % (inc.n, d.get("chunks"))})
+            return
+        names = load(inc.blob)
         comm.send({"op": "loaded", "id": tid, "hash": got, "names": names})
     elif op == "drop":
         _incoming.pop(tid, None)
@@ -591,13 +637,6 @@ def _handle(comm, d, buffers):
         comm.send({"op": "deleted", "id": tid})
     else:
         raise ValueError("unknown op %r" % (op,))
-
-
-def _join(flag, piece):
-    b = bytearray(len(flag) + memoryview(piece).nbytes)
-    b[: len(flag)] = flag
-    b[len(flag):] = piece
-    return b
 
 
 # -------------------------------------------------------------- baseline

@@ -177,19 +177,23 @@ type agentMsg struct {
 	Names     []string          `json:"names"`
 	Unmovable map[string]string `json:"unmovable"`
 	Error     string            `json:"error"`
+	Seconds   float64           `json:"seconds"`
 }
 
-func commData(m *wire.Message) (agentMsg, bool) {
+// commData reads an agent message, returning its raw data too so Ferry
+// can forward it unchanged.
+func commData(m *wire.Message) (agentMsg, json.RawMessage, bool) {
 	if m.Header.MsgType != "comm_msg" {
-		return agentMsg{}, false
+		return agentMsg{}, nil, false
 	}
 	var c struct {
-		Data agentMsg `json:"data"`
+		Data json.RawMessage `json:"data"`
 	}
-	if m.Decode(&c) != nil {
-		return agentMsg{}, false
+	var d agentMsg
+	if m.Decode(&c) != nil || json.Unmarshal(c.Data, &d) != nil {
+		return agentMsg{}, nil, false
 	}
-	return c.Data, true
+	return d, c.Data, true
 }
 
 func (s *Server) transferOnce(ctx context.Context, src, dst string, names []string) (int64, []string, error) {
@@ -207,24 +211,25 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 		sendErr  error
 		chunks   int
 		agentErr string
+		moved    int64
 	)
 	dstB := s.backends[dst]
 	// Each chunk goes on to the target as soon as it arrives, so Ferry
 	// never holds the whole payload.
 	onIOPub := func(m *wire.Message) {
-		d, ok := commData(m)
-		if !ok {
+		d, raw, ok := commData(m)
+		if !ok || d.ID != id {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
 		switch d.Op {
-		case "chunk":
-			if len(m.Buffers) != 1 {
+		case "begin", "chunk":
+			if d.Op == "chunk" && len(m.Buffers) != 1 {
 				agentErr = "chunk without its buffer"
 				return
 			}
-			fw, err := wire.New("comm_msg", backend.Session, "ferry", nil, map[string]any{"comm_id": dstComm, "data": map[string]any{"op": "chunk", "id": id, "seq": d.Seq}})
+			fw, err := wire.New("comm_msg", backend.Session, "ferry", nil, map[string]any{"comm_id": dstComm, "data": raw})
 			if err == nil {
 				fw.Buffers = m.Buffers
 				err = dstB.Send(wire.Shell, fw)
@@ -232,7 +237,10 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 			if err != nil && sendErr == nil {
 				sendErr = err
 			}
-			chunks++
+			if d.Op == "chunk" {
+				chunks++
+				moved += int64(len(m.Buffers[0]))
+			}
 		case "packed":
 			p := d
 			packed = &p
@@ -240,8 +248,14 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 			agentErr = d.Error
 		}
 	}
+	tPack := time.Now()
 	_, err := s.hidden(ctx, src, wire.Shell, "comm_msg", map[string]any{"comm_id": srcComm, "data": map[string]any{
 		"op": "pack", "id": id, "names": names, "compress": true}}, nil, false, onIOPub)
+	if packed != nil {
+		slog.Debug("packed", "from", src, "names", names, "seconds", time.Since(tPack).Seconds(), "agent_seconds", packed.Seconds)
+	}
+	tLoad := time.Now()
+	defer func() { slog.Debug("loaded", "at", dst, "seconds", time.Since(tLoad).Seconds()) }()
 	mu.Lock()
 	defer mu.Unlock()
 	drop := func() {
@@ -278,8 +292,8 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 		return 0, nil, fmt.Errorf("loading at %s: %w", dst, err)
 	}
 	for _, m := range res.IOPub {
-		d, ok := commData(m)
-		if !ok {
+		d, _, ok := commData(m)
+		if !ok || d.ID != id {
 			continue
 		}
 		switch d.Op {
@@ -294,7 +308,7 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 				}
 			}
 			s.state.Arrived(dst, loaded)
-			return packed.Size, unmovable, nil
+			return moved, unmovable, nil
 		case "error":
 			return 0, nil, fmt.Errorf("loading at %s: %s", dst, d.Error)
 		}
