@@ -120,12 +120,12 @@ func (s *Server) ensure(ctx context.Context, loc string) (backend.Backend, error
 // comes back, returning once the backend is idle again. It returns the
 // backend's reply (already relayed) or an error.
 func (s *Server) forward(ctx context.Context, loc string, ch wire.Channel, m *wire.Message) (*wire.Message, error) {
-	return s.forwardAs(ctx, loc, ch, m, m.Content, 0, true)
+	return s.forwardAs(ctx, loc, ch, m, m.Content, 0, true, nil)
 }
 
 // forwardAs is forward with the content and execution count to use.
 // relay=false hands the reply back unrelayed.
-func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *wire.Message, content json.RawMessage, count int, relay bool) (*wire.Message, error) {
+func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *wire.Message, content json.RawMessage, count int, relay bool, result func(string)) (*wire.Message, error) {
 	b, err := s.ensure(ctx, loc)
 	if err != nil {
 		s.failRequest(ch, m, err)
@@ -134,7 +134,7 @@ func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *
 	out := &wire.Message{Header: wire.NewHeader(m.Header.MsgType, backend.Session, "ferry"), Parent: json.RawMessage("{}"),
 		Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
 	out.Header.Extra = m.Header.Extra
-	c := &call{fe: m, count: count, reply: make(chan *wire.Message, 1), idle: make(chan struct{})}
+	c := &call{fe: m, count: count, reply: make(chan *wire.Message, 1), idle: make(chan struct{}), result: result}
 	wantReply := replyTypes[m.Header.MsgType]
 	c.waiter.Store(wantReply)
 	id := out.Header.MsgID
@@ -237,10 +237,16 @@ func (s *Server) historyReply(m *wire.Message) {
 		s.send(wire.Shell, m, "history_reply", map[string]any{"status": "error", "ename": "ValueError", "evalue": err.Error(), "traceback": []string{}}, nil)
 		return
 	}
+	s.histMu.Lock()
+	defer s.histMu.Unlock()
 	hist := selectHistory(s.history, req.AccessType, req.Start, req.Stop, req.N, req.Pattern, req.Unique)
 	items := make([][]any, 0, len(hist))
 	for _, h := range hist {
-		items = append(items, []any{0, h.Line, h.Input})
+		if req.Output {
+			items = append(items, []any{0, h.Line, []any{h.Input, h.Output}})
+		} else {
+			items = append(items, []any{0, h.Line, h.Input})
+		}
 	}
 	s.send(wire.Shell, m, "history_reply", map[string]any{"status": "ok", "history": items}, nil)
 }

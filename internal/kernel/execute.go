@@ -50,7 +50,9 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		out, err := s.ferryCommand(cmd)
 		if store {
 			s.execCount = count
+			s.histMu.Lock()
 			s.history = append(s.history, historyEntry{Line: count, Input: req.Code})
+			s.histMu.Unlock()
 		}
 		if err != nil {
 			s.publishError(m, "FerryUsageError", err.Error())
@@ -100,8 +102,17 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	s.busyLoc.Store(loc)
 	defer s.busyLoc.Store("")
+	var recordResult func(string)
 	if store {
+		s.histMu.Lock()
 		s.history = append(s.history, historyEntry{Line: count, Input: req.Code})
+		hist := len(s.history) - 1
+		s.histMu.Unlock()
+		recordResult = func(text string) {
+			s.histMu.Lock()
+			s.history[hist].Output = &text
+			s.histMu.Unlock()
+		}
 	}
 
 	// 4. Bring every stale variable the cell reads to loc, nothing else.
@@ -124,7 +135,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	// 5. Forward and relay.
 	content = s.withReport(content, eff)
 	t1 := time.Now()
-	reply, err := s.forwardAs(ctx, loc, wire.Shell, m, content, count, false)
+	reply, err := s.forwardAs(ctx, loc, wire.Shell, m, content, count, false, recordResult)
 	runtime := time.Since(t1).Seconds()
 	if store {
 		s.execCount = count

@@ -67,6 +67,7 @@ type Server struct {
 
 	// Only the shell worker touches these.
 	execCount int
+	histMu    sync.Mutex // history is also written by the router (outputs)
 	history   []historyEntry
 	lastLoc   string
 	policy    policy.Policy
@@ -110,8 +111,9 @@ func (s *Stats) Snapshot() (local, remote, migrations int, bytes int64) {
 }
 
 type historyEntry struct {
-	Line  int
-	Input string
+	Line   int
+	Input  string
+	Output *string // text/plain of the execute_result, if any
 }
 
 type pendingInput struct {
@@ -127,6 +129,7 @@ type call struct {
 	idle   chan struct{}
 	once   sync.Once
 	sink   func(*wire.Message) // receives IOPub of hidden calls
+	result func(string)        // receives the text/plain of an execute_result
 	waiter atomic.Bool         // a handler still waits for the reply
 }
 
@@ -404,6 +407,16 @@ func (s *Server) relayIOPub(loc string, c *call, m *wire.Message) {
 		parent = c.fe
 		if c.count > 0 && (t == "execute_input" || t == "execute_result") {
 			content = setCount(content, c.count)
+		}
+		if c.count > 0 && t == "execute_result" && c.result != nil {
+			var r struct {
+				Data struct {
+					Text *string `json:"text/plain"`
+				} `json:"data"`
+			}
+			if m.Decode(&r) == nil && r.Data.Text != nil {
+				c.result(*r.Data.Text)
+			}
 		}
 	}
 	out := &wire.Message{Header: wire.NewHeader(t, s.session, "ferry"), Parent: json.RawMessage("{}"), Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
