@@ -52,6 +52,8 @@ type Client struct {
 	stdin   chan *wire.Message
 	closed  chan struct{}
 	once    sync.Once
+	// statusHook, when set, sees each status of the current request.
+	statusHook func(string)
 }
 
 type waiter struct {
@@ -118,7 +120,27 @@ func (c *Client) Request(ctx context.Context, ch wire.Channel, msgType string, c
 	return c.roundTrip(ctx, ch, m, onIOPub, nil)
 }
 
+// Notify sends a message that gets no reply (comm_open, comm_msg, …) and
+// waits until the kernel is idle again, passing IOPub to onIOPub.
+func (c *Client) Notify(ctx context.Context, m *wire.Message, onIOPub func(*wire.Message)) error {
+	_, err := c.exchange(ctx, wire.Shell, m, onIOPub, nil, false)
+	return err
+}
+
+// NotifyStatus sends m and reports every status the kernel publishes for
+// it until idle (for tests of the busy/idle protocol).
+func (c *Client) NotifyStatus(ctx context.Context, m *wire.Message, onStatus func(string)) error {
+	c.statusHook = onStatus
+	defer func() { c.statusHook = nil }()
+	_, err := c.exchange(ctx, wire.Shell, m, nil, nil, false)
+	return err
+}
+
 func (c *Client) roundTrip(ctx context.Context, ch wire.Channel, m *wire.Message, onIOPub func(*wire.Message), onStdin func(*wire.Message) error) (*wire.Message, error) {
+	return c.exchange(ctx, ch, m, onIOPub, onStdin, true)
+}
+
+func (c *Client) exchange(ctx context.Context, ch wire.Channel, m *wire.Message, onIOPub func(*wire.Message), onStdin func(*wire.Message) error, wantReply bool) (*wire.Message, error) {
 	id := m.Header.MsgID
 	w := &waiter{ch: make(chan *wire.Message, 1024)}
 	rch := make(chan *wire.Message, 1)
@@ -137,7 +159,7 @@ func (c *Client) roundTrip(ctx context.Context, ch wire.Channel, m *wire.Message
 	}
 	var reply *wire.Message
 	idle := false
-	for reply == nil || !idle {
+	for (wantReply && reply == nil) || !idle {
 		select {
 		case r := <-rch:
 			reply = r
@@ -146,8 +168,13 @@ func (c *Client) roundTrip(ctx context.Context, ch wire.Channel, m *wire.Message
 				var st struct {
 					S string `json:"execution_state"`
 				}
-				if msg.Decode(&st) == nil && st.S == "idle" {
-					idle = true
+				if msg.Decode(&st) == nil {
+					if c.statusHook != nil {
+						c.statusHook(st.S)
+					}
+					if st.S == "idle" {
+						idle = true
+					}
 				}
 				continue
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 )
@@ -299,5 +300,31 @@ func Heartbeat(ctx context.Context, addr string) error {
 			_, _ = s.SendMessage(parts...)
 		}
 	}()
+	return nil
+}
+
+// Ping sends one heartbeat to addr and waits for the echo.
+func Ping(addr string, payload []byte, timeout time.Duration) error {
+	s, err := zmq.NewSocket(zmq.REQ)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_ = s.SetLinger(0)
+	_ = s.SetRcvtimeo(timeout)
+	_ = s.SetSndtimeo(timeout)
+	if err := s.Connect(addr); err != nil {
+		return err
+	}
+	if _, err := s.SendBytes(payload, 0); err != nil {
+		return fmt.Errorf("sending heartbeat: %w", err)
+	}
+	got, err := s.RecvBytes(0)
+	if err != nil {
+		return fmt.Errorf("no heartbeat echo within %s: %w", timeout, err)
+	}
+	if string(got) != string(payload) {
+		return fmt.Errorf("heartbeat echoed %q, sent %q", got, payload)
+	}
 	return nil
 }
