@@ -25,6 +25,7 @@ var commands = []command{
 	{"kernel", "run as a Jupyter kernel (Jupyter starts this from the kernelspec)", runKernel},
 	{"install", "write the \"Python 3 (Ferry)\" kernelspec", runInstall},
 	{"run", "execute a notebook headless and write the executed notebook", runNotebook},
+	{"bench", "measure Ferry against its baselines: overhead, state, hybrid", runBench},
 	{"replay", "re-cost a recorded trace under every placement policy", runReplay},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println(version()); return nil }},
 }

@@ -222,22 +222,18 @@ def _children_ids(obj):
 
 
 def _rng_state():
-    parts = []
+    """A cheap fingerprint of the global random generators' state."""
     import random
 
-    parts.append(repr(random.getstate()).encode())
+    parts = [hash(random.getstate())]
     np = sys.modules.get("numpy")
     if np is not None:
         try:
             st = np.random.get_state()
-            parts.append(st[1].tobytes())
-            parts.append(repr(st[2:]).encode())
+            parts.append(hash((st[1].tobytes(),) + tuple(st[2:])))
         except Exception:
             pass
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p)
-    return h.hexdigest()[:32]
+    return "%x" % (hash(tuple(parts)) & 0xFFFFFFFFFFFFFFFF)
 
 
 def report(names=(), dynamic=False):

@@ -85,6 +85,17 @@ func (l *Local) KernelInfo() json.RawMessage {
 	return l.info
 }
 
+// ConnInfo is the running kernel's connection info (it holds the key: never
+// log it), so benchmarks can talk to the same kernel directly.
+func (l *Local) ConnInfo() (wire.ConnInfo, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return wire.ConnInfo{}, false
+	}
+	return l.conn.Info, true
+}
+
 // Send sends a request to the kernel.
 func (l *Local) Send(ch wire.Channel, m *wire.Message) error {
 	l.mu.Lock()
