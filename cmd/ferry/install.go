@@ -18,6 +18,8 @@ func runInstall(ctx context.Context, args []string) error {
 	display := fs.String("display-name", "Python 3 (Ferry)", "name shown in the front end's kernel picker")
 	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter the local kernel runs on")
 	policy := fs.String("policy", "", "placement policy the kernel starts with (default local)")
+	remote := fs.String("remote", "", "Jupyter Server URL of the cloud kernel, written into the kernelspec (the token is not: set FERRY_TOKEN or --token-file)")
+	tokenFile := fs.String("token-file", "", "token file the kernel reads at start, written into the kernelspec")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -51,6 +53,16 @@ func runInstall(ctx context.Context, args []string) error {
 	argv := []string{exe, "kernel", "-f", "{connection_file}", "--python", *python}
 	if *policy != "" {
 		argv = append(argv, "--policy", *policy)
+	}
+	if *remote != "" {
+		argv = append(argv, "--remote", *remote)
+	}
+	if *tokenFile != "" {
+		abs, err := filepath.Abs(*tokenFile)
+		if err != nil {
+			return err
+		}
+		argv = append(argv, "--token-file", abs)
 	}
 	spec := map[string]any{
 		"argv":           argv,

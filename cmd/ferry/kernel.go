@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/ferry-nb/ferry/internal/analysis"
@@ -41,6 +43,12 @@ type backendFlags struct {
 	remoteSpeed string
 	stateOff    bool
 	localRemote bool
+
+	remote         string
+	remoteKernel   string
+	tokenFile      string
+	remoteCA       string
+	remoteInsecure bool
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -50,6 +58,12 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.tracePath, "trace", "", "write one JSON line per execution to this file (for ferry replay)")
 	fs.StringVar(&b.bandwidth, "bandwidth", "100Mbit", "link rate assumed until measured")
 	fs.StringVar(&b.rtt, "rtt", "20ms", "link round-trip time assumed until measured")
+	conf := loadConfig()
+	fs.StringVar(&b.remote, "remote", envOr("FERRY_REMOTE", conf.Remote), "Jupyter Server or Enterprise Gateway URL of the cloud kernel (env FERRY_REMOTE); token from FERRY_TOKEN or --token-file")
+	fs.StringVar(&b.remoteKernel, "remote-kernel", envOr("FERRY_REMOTE_KERNEL", orDefaultStr(conf.RemoteKernel, "python3")), "kernelspec name on the remote server")
+	fs.StringVar(&b.tokenFile, "token-file", envOr("FERRY_TOKEN_FILE", conf.TokenFile), "file holding the remote server's token (env FERRY_TOKEN_FILE)")
+	fs.StringVar(&b.remoteCA, "remote-ca", envOr("FERRY_REMOTE_CA", conf.RemoteCA), "extra CA certificate (PEM) for an https remote")
+	fs.BoolVar(&b.remoteInsecure, "remote-insecure", conf.RemoteInsecure, "accept any TLS certificate from the remote (self-signed test servers only)")
 	fs.BoolVar(&b.stateOff, "no-state", false, "do not analyse cells or move state (every cell must run in one place)")
 	fs.BoolVar(&b.localRemote, "local-remote", false, "stand in for the cloud with a second kernel on this machine (tests, demos)")
 	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x)")
@@ -92,6 +106,20 @@ func (b *backendFlags) config() (kernel.Config, error) {
 
 func (b *backendFlags) backends() (map[string]backend.Backend, error) {
 	bs := map[string]backend.Backend{"local": backend.NewLocal(b.python)}
+	if b.remote != "" && b.localRemote {
+		return nil, errors.New("--remote and --local-remote exclude each other; pick one")
+	}
+	if b.remote != "" {
+		token, err := readToken(b.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		r, err := backend.NewRemote(backend.RemoteConfig{URL: b.remote, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure})
+		if err != nil {
+			return nil, err
+		}
+		bs["remote"] = r
+	}
 	if b.localRemote {
 		r := backend.NewLocal(b.python)
 		r.Loc = "remote"
@@ -131,4 +159,50 @@ func runKernel(ctx context.Context, args []string) error {
 	err = srv.Serve(ctx)
 	_ = os.Stdout.Sync()
 	return err
+}
+
+// readToken reads the remote token from FERRY_TOKEN or a token file; never
+// from argv, where any user could read it in ps.
+func readToken(file string) (string, error) {
+	if t := strings.TrimSpace(os.Getenv("FERRY_TOKEN")); t != "" {
+		return t, nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("reading the token file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// fileConfig is ~/.config/ferry/config.json (or $FERRY_CONFIG): defaults
+// for the flags, so a notebook front end needs none.
+type fileConfig struct {
+	Remote         string `json:"remote"`
+	RemoteKernel   string `json:"remote_kernel"`
+	TokenFile      string `json:"token_file"`
+	RemoteCA       string `json:"remote_ca"`
+	RemoteInsecure bool   `json:"remote_insecure"`
+}
+
+func loadConfig() fileConfig {
+	var c fileConfig
+	path := os.Getenv("FERRY_CONFIG")
+	if path == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return c
+		}
+		path = filepath.Join(dir, "ferry", "config.json")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		fmt.Fprintf(os.Stderr, "ferry: ignoring %s: not valid JSON (%v)\n", path, err)
+	}
+	return c
 }

@@ -18,6 +18,24 @@ import (
 
 const python = "/usr/bin/python3"
 
+// server is the jupyter-server standing in for the cloud; each run gets
+// its own kernel on it.
+var server *backend.JupyterServer
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	s, err := backend.StartJupyterServer(ctx, python, 0)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "transparency tests need jupyter-server: %v (apt-get install jupyter-server)\n", err)
+		os.Exit(1)
+	}
+	server = s
+	code := m.Run()
+	s.Stop()
+	os.Exit(code)
+}
+
 // Notebook builds the nbformat notebook of a case.
 func (c Case) Notebook() *notebook.Notebook {
 	cells := make([]any, len(c.Cells))
@@ -66,10 +84,20 @@ func comparable(nb *notebook.Notebook) []string {
 
 // run executes a case under policy with a second local kernel standing in
 // for the remote one, and returns the comparable outputs and the stats.
-func run(t *testing.T, c Case, policy string, seed int64) ([]string, int) {
+func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]string, int) {
 	t.Helper()
-	remote := backend.NewLocal(python)
-	remote.Loc = "remote"
+	var remote backend.Backend
+	if viaServer {
+		r, err := backend.NewRemote(backend.RemoteConfig{URL: server.URL, Token: server.Token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		remote = r
+	} else {
+		l := backend.NewLocal(python)
+		l.Loc = "remote"
+		remote = l
+	}
 	an := analysis.New(python)
 	defer an.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -94,23 +122,30 @@ func TestTransparency(t *testing.T) {
 	if _, err := os.Stat(python); err != nil {
 		t.Fatalf("%s is missing: run 'bash scripts/setup.sh'", python)
 	}
-	placements := []struct {
-		policy string
-		seed   int64
-	}{{"pingpong", 0}, {"random", 1}, {"random", 2}, {"random", 3}}
+	// Each placement runs with a second local ipykernel as the remote, and
+	// with a kernel on a real jupyter-server (over its WebSocket).
+	type placement struct {
+		policy    string
+		seed      int64
+		viaServer bool
+	}
+	var placements []placement
+	for _, srv := range []bool{false, true} {
+		placements = append(placements, placement{"pingpong", 0, srv}, placement{"random", 1, srv}, placement{"random", 2, srv}, placement{"random", 3, srv})
+	}
 	for _, c := range Cases {
 		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
-			want, _ := run(t, c, "local", 0)
+			want, _ := run(t, c, "local", 0, false)
 			if len(want) == 0 {
 				t.Fatalf("the all-local run printed nothing; the case checks nothing")
 			}
 			remoteCells := 0
 			for _, p := range placements {
-				got, n := run(t, c, p.policy, p.seed)
+				got, n := run(t, c, p.policy, p.seed, p.viaServer)
 				remoteCells += n
 				if strings.Join(got, "\n") != strings.Join(want, "\n") {
-					t.Errorf("%s seed %d: outputs differ from all-local\n--- local\n%s\n--- %s\n%s", p.policy, p.seed, strings.Join(want, "\n"), p.policy, strings.Join(got, "\n"))
+					t.Errorf("%s seed %d (remote via jupyter-server: %v): outputs differ from all-local\n--- local\n%s\n--- %s\n%s", p.policy, p.seed, p.viaServer, strings.Join(want, "\n"), p.policy, strings.Join(got, "\n"))
 				}
 			}
 			if remoteCells == 0 {

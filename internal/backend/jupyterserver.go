@@ -1,0 +1,119 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/wire"
+)
+
+// JupyterServer is a jupyter-server process Ferry started on loopback: the
+// stand-in "cloud" of `ferry demo`, the benchmarks and the tests.
+type JupyterServer struct {
+	URL   string
+	Token string // random; passed by environment, never on argv
+	Port  int
+	cmd   *exec.Cmd
+	dir   string
+	done  chan struct{}
+	log   *tailBuffer
+}
+
+// StartJupyterServer starts jupyter-server with python on a free loopback
+// port (or port, if non-zero) and waits until its API answers. extra are
+// additional --ServerApp options.
+func StartJupyterServer(ctx context.Context, python string, port int, extra ...string) (*JupyterServer, error) {
+	if port == 0 {
+		ps, err := wire.FreePorts("127.0.0.1", 1)
+		if err != nil {
+			return nil, err
+		}
+		port = ps[0]
+	}
+	dir, err := os.MkdirTemp("", "ferry-jupyter-server-")
+	if err != nil {
+		return nil, err
+	}
+	token := wire.NewID() + wire.NewID()
+	args := []string{"-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port=" + strconv.Itoa(port),
+		"--ServerApp.port_retries=0", "--ServerApp.root_dir=" + dir, "--ServerApp.open_browser=False"}
+	if os.Geteuid() == 0 {
+		args = append(args, "--allow-root")
+	}
+	args = append(args, extra...)
+	cmd := exec.Command(python, args...)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Env = append(os.Environ(), "JUPYTER_TOKEN="+token, "JUPYTER_CONFIG_DIR="+filepath.Join(dir, ".config"),
+		"JUPYTER_RUNTIME_DIR="+filepath.Join(dir, ".runtime"), "JUPYTER_DATA_DIR="+filepath.Join(dir, ".data"), "PYDEVD_DISABLE_FILE_VALIDATION=1")
+	log := &tailBuffer{max: 16 << 10}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("starting jupyter-server with %s: %w (apt-get install jupyter-server)", python, err)
+	}
+	s := &JupyterServer{URL: "http://127.0.0.1:" + strconv.Itoa(port), Token: token, Port: port, cmd: cmd, dir: dir, done: make(chan struct{}), log: log}
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/api", nil)
+		req.Header.Set("Authorization", "token "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s, nil
+			}
+		}
+		select {
+		case <-s.done:
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("jupyter-server exited at start: %s", lastLine(log.String()))
+		case <-ctx.Done():
+			s.Stop()
+			return nil, errors.New("jupyter-server did not answer within 60s")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func lastLine(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == ' ') {
+		s = s[:len(s)-1]
+	}
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			return s[i+1:]
+		}
+	}
+	return s
+}
+
+// Log returns the tail of the server's output (it holds no token: the
+// token came by environment and the server only logs a masked URL).
+func (s *JupyterServer) Log() string { return s.log.String() }
+
+// Done is closed when the server process has exited.
+func (s *JupyterServer) Done() <-chan struct{} { return s.done }
+
+// Stop stops the server (SIGTERM, then SIGKILL) and removes its files.
+func (s *JupyterServer) Stop() {
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL) // kernels it started
+	os.RemoveAll(s.dir)
+}

@@ -1,0 +1,632 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/ferry-nb/ferry/internal/wire"
+)
+
+// RemoteConfig says how to reach a kernel on a Jupyter Server or Enterprise
+// Gateway. The token never appears in URLs, logs or errors.
+type RemoteConfig struct {
+	URL        string // http(s)://host:port[/base_url]
+	Token      string
+	KernelName string // kernelspec on the server; default python3
+	CAFile     string // extra CA for https
+	Insecure   bool   // accept any certificate (self-signed test servers)
+	// Legacy forces the JSON framing even if the server offers v1.
+	Legacy bool
+}
+
+// Remote is a kernel on a Jupyter Server, reached over its REST API and
+// the kernel's WebSocket.
+type Remote struct {
+	cfg    RemoteConfig
+	base   *url.URL
+	client *http.Client
+
+	in chan wire.Incoming
+
+	// mu guards the lifecycle: Start and Shutdown, and what they set.
+	mu       sync.Mutex
+	kernelID string
+	session  string
+	started  time.Time
+	restarts int
+	info     json.RawMessage
+	rtt      time.Duration
+
+	// connMu guards the connection, which the reader replaces on reconnect.
+	connMu sync.Mutex
+	ws     *websocket.Conn
+	proto  string
+	died   chan struct{}
+	// dest receives messages: a start-up channel until the kernel answered,
+	// then in.
+	dest chan wire.Incoming
+	// reconnected is closed and replaced each time the socket is reopened.
+	reconnected chan struct{}
+	closing     atomic.Bool
+
+	exitMu   sync.Mutex
+	lastExit string
+
+	wmu sync.Mutex // one writer at a time
+
+	seenMu sync.Mutex
+	seen   map[string]struct{}
+	order  []string
+
+	statMu     sync.Mutex
+	throughput float64 // bytes/s, EWMA over large frames
+}
+
+// NewRemote checks cfg and returns a remote backend; it connects on Start.
+func NewRemote(cfg RemoteConfig) (*Remote, error) {
+	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("remote URL %q is not an http(s) URL like https://host:8888", redact(cfg.URL))
+	}
+	if u.User != nil || u.Query().Get("token") != "" {
+		return nil, errors.New("put the remote token in FERRY_TOKEN or a token file, not in the URL (URLs end up in logs)")
+	}
+	if cfg.KernelName == "" {
+		cfg.KernelName = "python3"
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --remote-ca: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--remote-ca %s holds no PEM certificate", cfg.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tlsCfg.InsecureSkipVerify = cfg.Insecure
+	jar, _ := cookiejar.New(nil)
+	tr := &http.Transport{TLSClientConfig: tlsCfg, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext, TLSHandshakeTimeout: 10 * time.Second}
+	d := make(chan struct{})
+	close(d)
+	return &Remote{cfg: cfg, base: u, client: &http.Client{Transport: tr, Jar: jar, Timeout: 60 * time.Second},
+		in: make(chan wire.Incoming, 256), died: d, seen: map[string]struct{}{},
+		reconnected: make(chan struct{})}, nil
+}
+
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	q := u.Query()
+	if q.Has("token") {
+		q.Set("token", "REDACTED")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func (r *Remote) Location() string               { return "remote" }
+func (r *Remote) Incoming() <-chan wire.Incoming { return r.in }
+
+func (r *Remote) Died() <-chan struct{} {
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	return r.died
+}
+
+func (r *Remote) Alive() bool {
+	select {
+	case <-r.Died():
+		return false
+	default:
+		return true
+	}
+}
+
+func (r *Remote) KernelInfo() json.RawMessage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.info
+}
+
+// api does one REST call and turns HTTP failures into one-line errors.
+func (r *Remote) api(ctx context.Context, method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := *r.base
+	u.Path = strings.TrimRight(u.Path, "/") + path
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return err
+	}
+	r.authorize(req.Header)
+	if method != http.MethodGet {
+		for _, c := range r.client.Jar.Cookies(&u) {
+			if c.Name == "_xsrf" {
+				req.Header.Set("X-XSRFToken", c.Value)
+			}
+		}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return r.netError(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return fmt.Errorf("remote server %s rejected the token (HTTP %d): set FERRY_TOKEN or --token-file to the server's token", redact(r.cfg.URL), resp.StatusCode)
+	case resp.StatusCode == http.StatusNotFound && path == "/api":
+		return fmt.Errorf("%s does not serve the Jupyter Server API (HTTP 404 at /api): check the URL and its base path", redact(r.cfg.URL))
+	case resp.StatusCode >= 300:
+		msg := serverMessage(data)
+		if strings.Contains(msg, "No such kernel") || strings.Contains(msg, "NoSuchKernel") {
+			return fmt.Errorf("remote server has no kernel named %q: pass --remote-kernel with one of its kernelspecs (GET /api/kernelspecs)", r.cfg.KernelName)
+		}
+		return fmt.Errorf("remote server answered %s %s with HTTP %d: %s", method, path, resp.StatusCode, msg)
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("remote server sent malformed JSON for %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+func (r *Remote) authorize(h http.Header) {
+	if r.cfg.Token != "" {
+		h.Set("Authorization", "token "+r.cfg.Token)
+	}
+}
+
+func serverMessage(data []byte) string {
+	var m struct {
+		Message string `json:"message"`
+		Reason  string `json:"reason"`
+	}
+	if json.Unmarshal(data, &m) == nil && (m.Message != "" || m.Reason != "") {
+		return strings.TrimSpace(m.Message + " " + m.Reason)
+	}
+	s := strings.TrimSpace(string(data))
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// netError explains a failure to reach the server.
+func (r *Remote) netError(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	var cerr *tls.CertificateVerificationError
+	var uaerr x509.UnknownAuthorityError
+	var herr x509.HostnameError
+	switch {
+	case errors.As(err, &cerr), errors.As(err, &uaerr), errors.As(err, &herr), strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "x509:"):
+		return fmt.Errorf("TLS handshake with %s failed: %v (pass --remote-ca FILE, or --remote-insecure for a self-signed test server)", redact(r.cfg.URL), err)
+	}
+	return fmt.Errorf("cannot reach remote server %s: %v (is it running? check --remote)", redact(r.cfg.URL), err)
+}
+
+// Start creates a kernel on the server and connects to it, or does nothing
+// if one is running.
+func (r *Remote) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.Alive() {
+		return nil
+	}
+	if r.kernelID != "" {
+		r.restarts++
+	}
+	if err := r.api(ctx, http.MethodGet, "/api", nil, nil); err != nil {
+		return err
+	}
+	var k struct {
+		ID string `json:"id"`
+	}
+	if err := r.api(ctx, http.MethodPost, "/api/kernels", map[string]string{"name": r.cfg.KernelName}, &k); err != nil {
+		return err
+	}
+	if k.ID == "" {
+		return errors.New("remote server created a kernel without an id")
+	}
+	r.kernelID, r.session = k.ID, wire.NewID()
+	r.closing.Store(false)
+	ws, proto, err := r.dial(ctx)
+	if err != nil {
+		_ = r.api(context.Background(), http.MethodDelete, "/api/kernels/"+k.ID, nil, nil)
+		return err
+	}
+	startup := make(chan wire.Incoming, 64)
+	died := make(chan struct{})
+	r.connMu.Lock()
+	r.ws, r.proto, r.died, r.dest = ws, proto, died, startup
+	r.connMu.Unlock()
+	r.started = time.Now()
+	go r.readLoop(ws, died)
+	t0 := time.Now()
+	info, err := r.waitReady(ctx, startup, died)
+	if err != nil {
+		_ = r.shutdownLocked(context.Background())
+		return fmt.Errorf("remote kernel %s did not answer: %w", k.ID, err)
+	}
+	r.info, r.rtt = info, time.Since(t0)
+	r.connMu.Lock()
+	r.dest = r.in
+	r.connMu.Unlock()
+	slog.Debug("remote kernel ready", "kernel", k.ID, "protocol", proto)
+	return nil
+}
+
+// dial opens the kernel's channels WebSocket with this backend's session.
+func (r *Remote) dial(ctx context.Context) (*websocket.Conn, string, error) {
+	u := *r.base
+	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	u.Path = strings.TrimRight(u.Path, "/") + "/api/kernels/" + r.kernelID + "/channels"
+	u.RawQuery = url.Values{"session_id": {r.session}}.Encode()
+	h := http.Header{}
+	r.authorize(h)
+	opts := &websocket.DialOptions{HTTPClient: r.client, HTTPHeader: h, CompressionMode: websocket.CompressionDisabled}
+	if !r.cfg.Legacy {
+		opts.Subprotocols = []string{SubprotocolV1}
+	}
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(dctx, u.String(), opts)
+	if err != nil {
+		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+			return nil, "", fmt.Errorf("remote server %s rejected the token on the kernel channel (HTTP %d): set FERRY_TOKEN or --token-file", redact(r.cfg.URL), resp.StatusCode)
+		}
+		if resp != nil && resp.StatusCode == http.StatusNotFound {
+			return nil, "", fmt.Errorf("remote kernel %s is gone (HTTP 404 on its channels)", r.kernelID)
+		}
+		return nil, "", r.netError(err)
+	}
+	ws.SetReadLimit(-1) // kernel messages carry arrays of any size
+	return ws, ws.Subprotocol(), nil
+}
+
+// waitReady sends kernel_info requests until one is answered and an IOPub
+// message arrived, as for a local kernel.
+func (r *Remote) waitReady(ctx context.Context, startup <-chan wire.Incoming, died <-chan struct{}) (json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	ids := map[string]bool{}
+	var info json.RawMessage
+	iopub := false
+	send := func() error {
+		m, err := wire.New("kernel_info_request", r.session, "ferry", nil, nil)
+		if err != nil {
+			return err
+		}
+		ids[m.Header.MsgID] = true
+		return r.write(ctx, wire.Shell, m)
+	}
+	if err := send(); err != nil {
+		return nil, err
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for info == nil || !iopub {
+		select {
+		case in := <-startup:
+			if !ids[in.Msg.ParentID()] {
+				continue
+			}
+			if in.Channel == wire.Shell && in.Msg.Header.MsgType == "kernel_info_reply" {
+				info = in.Msg.Content
+			} else if in.Channel == wire.IOPub {
+				iopub = true
+			}
+		case <-tick.C:
+			if !iopub {
+				if err := send(); err != nil {
+					return nil, err
+				}
+			}
+		case <-died:
+			return nil, errors.New("connection closed")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return info, nil
+}
+
+// readLoop delivers messages until the kernel is gone; a dropped socket is
+// reopened with the same session, and the server's replay of buffered
+// messages is de-duplicated by msg_id.
+func (r *Remote) readLoop(ws *websocket.Conn, died chan struct{}) {
+	defer close(died)
+	for {
+		typ, data, err := ws.Read(context.Background())
+		if err != nil {
+			if r.closing.Load() {
+				return
+			}
+			slog.Warn("remote kernel connection dropped; reconnecting", "err", err)
+			nws, rerr := r.reconnect()
+			if rerr != nil {
+				r.setExit(rerr.Error())
+				slog.Error("remote kernel lost", "err", rerr)
+				return
+			}
+			ws = nws
+			continue
+		}
+		var ch wire.Channel
+		var m *wire.Message
+		if r.proto == SubprotocolV1 {
+			ch, m, err = decodeV1(data)
+		} else {
+			ch, m, err = decodeLegacy(data, typ == websocket.MessageBinary)
+		}
+		if err != nil {
+			slog.Warn("dropped malformed frame from remote kernel", "err", err)
+			continue
+		}
+		if r.duplicate(m.Header.MsgID) {
+			continue
+		}
+		if len(data) > 1<<20 {
+			r.measure(len(data), 0)
+		}
+		r.connMu.Lock()
+		dest := r.dest
+		r.connMu.Unlock()
+		select {
+		case dest <- wire.Incoming{Channel: ch, Msg: m}:
+		case <-time.After(time.Minute):
+			// Nobody reads the start-up channel any more (Start gave up).
+			slog.Warn("dropped a message nobody waited for", "type", m.Header.MsgType)
+		}
+	}
+}
+
+func (r *Remote) setExit(s string) {
+	r.exitMu.Lock()
+	r.lastExit = s
+	r.exitMu.Unlock()
+}
+
+// reconnect reopens the socket within a bounded time, unless the kernel is
+// gone.
+func (r *Remote) reconnect() (*websocket.Conn, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var k struct {
+			ID string `json:"id"`
+		}
+		err := r.api(ctx, http.MethodGet, "/api/kernels/"+r.kernelID, nil, &k)
+		if err != nil && strings.Contains(err.Error(), "HTTP 404") {
+			cancel()
+			return nil, fmt.Errorf("the remote kernel %s is gone (deleted, or the server restarted)", r.kernelID)
+		}
+		if err == nil {
+			ws, _, derr := r.dial(ctx)
+			if derr == nil {
+				cancel()
+				r.connMu.Lock()
+				r.ws = ws
+				close(r.reconnected)
+				r.reconnected = make(chan struct{})
+				r.connMu.Unlock()
+				slog.Info("remote kernel connection reopened", "attempt", attempt)
+				return ws, nil
+			}
+			err = derr
+		}
+		cancel()
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the remote kernel connection closed and could not be reopened: %w", err)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func (r *Remote) duplicate(id string) bool {
+	if id == "" {
+		return false
+	}
+	r.seenMu.Lock()
+	defer r.seenMu.Unlock()
+	if _, ok := r.seen[id]; ok {
+		return true
+	}
+	const keep = 1 << 14
+	r.seen[id] = struct{}{}
+	r.order = append(r.order, id)
+	if len(r.order) > keep {
+		delete(r.seen, r.order[0])
+		r.order = r.order[1:]
+	}
+	return false
+}
+
+func (r *Remote) measure(n int, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	bps := float64(n) / d.Seconds()
+	r.statMu.Lock()
+	if r.throughput == 0 {
+		r.throughput = bps
+	} else {
+		r.throughput = 0.7*r.throughput + 0.3*bps
+	}
+	r.statMu.Unlock()
+}
+
+// Send sends a request to the remote kernel.
+func (r *Remote) Send(ch wire.Channel, m *wire.Message) error {
+	if !r.Alive() {
+		return fmt.Errorf("remote kernel is not running: %w", ErrDied)
+	}
+	return r.write(context.Background(), ch, m)
+}
+
+// write frames and writes one message; if the socket is being reopened it
+// waits for that (bounded) and writes on the new one.
+func (r *Remote) write(ctx context.Context, ch wire.Channel, m *wire.Message) error {
+	r.connMu.Lock()
+	proto := r.proto
+	r.connMu.Unlock()
+	var data []byte
+	typ := websocket.MessageBinary
+	var err error
+	if proto == SubprotocolV1 {
+		data, err = encodeV1(ch, m)
+	} else {
+		var bin bool
+		data, bin, err = encodeLegacy(ch, m)
+		if !bin {
+			typ = websocket.MessageText
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("encoding %s for the remote kernel: %w", m.Header.MsgType, err)
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		r.connMu.Lock()
+		ws, again, died := r.ws, r.reconnected, r.died
+		r.connMu.Unlock()
+		if ws == nil {
+			return fmt.Errorf("remote kernel is not connected: %w", ErrDied)
+		}
+		// A large payload over a slow link may take long; bound it by size.
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second+time.Duration(len(data)/(256<<10))*time.Second)
+		r.wmu.Lock()
+		t0 := time.Now()
+		err = ws.Write(wctx, typ, data)
+		r.wmu.Unlock()
+		cancel()
+		if err == nil {
+			if len(data) > 1<<20 {
+				r.measure(len(data), time.Since(t0))
+			}
+			return nil
+		}
+		select {
+		case <-again:
+		case <-died:
+			return fmt.Errorf("sending to the remote kernel: %w", ErrDied)
+		case <-time.After(25 * time.Second):
+			return fmt.Errorf("sending to the remote kernel: %w", err)
+		}
+	}
+	return fmt.Errorf("sending to the remote kernel: %w", err)
+}
+
+// Interrupt asks the server to interrupt the kernel.
+func (r *Remote) Interrupt(ctx context.Context) error {
+	r.mu.Lock()
+	id := r.kernelID
+	r.mu.Unlock()
+	if id == "" {
+		return errors.New("remote kernel is not running")
+	}
+	return r.api(ctx, http.MethodPost, "/api/kernels/"+id+"/interrupt", nil, nil)
+}
+
+// Shutdown deletes the kernel on the server and closes the socket.
+func (r *Remote) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.shutdownLocked(ctx)
+}
+
+func (r *Remote) shutdownLocked(ctx context.Context) error {
+	if r.kernelID == "" {
+		return nil
+	}
+	r.closing.Store(true)
+	err := r.api(ctx, http.MethodDelete, "/api/kernels/"+r.kernelID, nil, nil)
+	if err != nil && strings.Contains(err.Error(), "HTTP 404") {
+		err = nil // already gone
+	}
+	r.connMu.Lock()
+	ws, died := r.ws, r.died
+	r.ws = nil
+	r.connMu.Unlock()
+	if ws != nil {
+		_ = ws.Close(websocket.StatusNormalClosure, "ferry shutting down")
+	}
+	select {
+	case <-died:
+	case <-time.After(5 * time.Second):
+	}
+	return err
+}
+
+// Status describes the remote kernel without its token.
+func (r *Remote) Status() Status {
+	r.mu.Lock()
+	st := Status{Location: "remote", Kind: "jupyter-server kernel " + r.cfg.KernelName, URL: redact(r.cfg.URL), KernelID: r.kernelID,
+		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started"}
+	r.mu.Unlock()
+	r.exitMu.Lock()
+	st.LastExit = r.lastExit
+	r.exitMu.Unlock()
+	r.connMu.Lock()
+	proto := r.proto
+	r.connMu.Unlock()
+	if st.KernelID != "" {
+		if r.Alive() {
+			st.State = "connected (" + protoName(proto) + ")"
+		} else {
+			st.State = "disconnected"
+		}
+	}
+	r.statMu.Lock()
+	st.Throughput = r.throughput
+	r.statMu.Unlock()
+	return st
+}
+
+func protoName(p string) string {
+	if p == SubprotocolV1 {
+		return "v1 binary protocol"
+	}
+	return "legacy JSON protocol"
+}
