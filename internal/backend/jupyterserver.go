@@ -54,6 +54,18 @@ func StartJupyterServer(ctx context.Context, python string, port int, extra ...s
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Env = append(os.Environ(), "JUPYTER_TOKEN="+token, "JUPYTER_CONFIG_DIR="+filepath.Join(dir, ".config"),
 		"JUPYTER_RUNTIME_DIR="+filepath.Join(dir, ".runtime"), "JUPYTER_DATA_DIR="+filepath.Join(dir, ".data"), "PYDEVD_DISABLE_FILE_VALIDATION=1")
+	// Tornado refuses WebSocket messages over 10 MiB by default; state
+	// transfers are chunked below that, but users' own messages may not be.
+	cfgDir := filepath.Join(dir, ".config")
+	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	conf := "c.ServerApp.tornado_settings = {'websocket_max_message_size': 4 * 1024 ** 3}\n"
+	if err := os.WriteFile(filepath.Join(cfgDir, "jupyter_server_config.py"), []byte(conf), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	log := &tailBuffer{max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

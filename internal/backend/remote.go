@@ -15,6 +15,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -259,6 +260,20 @@ func (r *Remote) Start(ctx context.Context) error {
 	if err := r.api(ctx, http.MethodGet, "/api", nil, nil); err != nil {
 		return err
 	}
+	// The server answers an unknown name with a bare HTTP 500; ask first.
+	var specs struct {
+		Kernelspecs map[string]json.RawMessage `json:"kernelspecs"`
+	}
+	if err := r.api(ctx, http.MethodGet, "/api/kernelspecs", nil, &specs); err == nil && specs.Kernelspecs != nil {
+		if _, ok := specs.Kernelspecs[r.cfg.KernelName]; !ok {
+			names := make([]string, 0, len(specs.Kernelspecs))
+			for n := range specs.Kernelspecs {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			return fmt.Errorf("remote server has no kernel named %q: pass --remote-kernel with one of %s", r.cfg.KernelName, strings.Join(names, ", "))
+		}
+	}
 	var k struct {
 		ID string `json:"id"`
 	}
@@ -282,6 +297,7 @@ func (r *Remote) Start(ctx context.Context) error {
 	r.connMu.Unlock()
 	r.started = time.Now()
 	go r.readLoop(ws, died)
+	go r.watch(k.ID, died)
 	t0 := time.Now()
 	info, err := r.waitReady(ctx, startup, died)
 	if err != nil {
@@ -425,6 +441,33 @@ func (r *Remote) setExit(s string) {
 	r.exitMu.Lock()
 	r.lastExit = s
 	r.exitMu.Unlock()
+}
+
+// watch notices a kernel deleted on the server (or a restarted server)
+// even when the socket stays open: every few seconds it asks the server,
+// and on 404 closes the socket so the reader finds the kernel gone.
+func (r *Remote) watch(id string, died <-chan struct{}) {
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-died:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := r.api(ctx, http.MethodGet, "/api/kernels/"+id, nil, nil)
+		cancel()
+		if err != nil && strings.Contains(err.Error(), "HTTP 404") {
+			r.connMu.Lock()
+			ws := r.ws
+			r.connMu.Unlock()
+			if ws != nil {
+				_ = ws.CloseNow()
+			}
+			return
+		}
+	}
 }
 
 // reconnect reopens the socket within a bounded time, unless the kernel is
