@@ -26,6 +26,7 @@ var commands = []command{
 	{"install", "write the \"Python 3 (Ferry)\" kernelspec", runInstall},
 	{"run", "execute a notebook headless and write the executed notebook", runNotebook},
 	{"bench", "measure Ferry against its baselines: overhead, state, hybrid", runBench},
+	{"demo", "run a bundled notebook across this machine and a local jupyter-server standing in for the cloud", runDemo},
 	{"replay", "re-cost a recorded trace under every placement policy", runReplay},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println(version()); return nil }},
 }

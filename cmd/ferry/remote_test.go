@@ -126,3 +126,15 @@ func TestTokenNeverOnArgvOrInOutput(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestDemo(t *testing.T) {
+	out, err := exec.Command(ferryBin, "demo", "--python", python).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ferry demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"remote", "local", "trained", "accuracy 0.9", "never left the laptop"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
