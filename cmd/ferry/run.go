@@ -30,6 +30,11 @@ type summary struct {
 	Migrations  int       `json:"migrations"`
 	Errors      int       `json:"errors"`
 	CellSeconds []float64 `json:"cell_seconds"`
+
+	TransferSeconds  float64 `json:"transfer_seconds"`
+	FullStateBytes   int64   `json:"full_state_bytes"`
+	FullStateSeconds float64 `json:"full_state_seconds"`
+	PinnedCells      int     `json:"pinned_cells"`
 }
 
 func runNotebook(ctx context.Context, args []string) error {
@@ -38,6 +43,7 @@ func runNotebook(ctx context.Context, args []string) error {
 	allowErrors := fs.Bool("allow-errors", false, "run on after a cell raises, recording the error")
 	summaryPath := fs.String("summary", "", "write a JSON summary of the run to this file")
 	timeout := fs.Float64("timeout", 0, "seconds one cell may take before it is interrupted (0: no limit)")
+	baseline := fs.Bool("baseline-dump", false, "at each migration also measure a full-session dill dump (the baseline) and report it in the summary")
 	reportPath := fs.String("report", "", "write a self-contained HTML report (timeline, decisions, totals) to this file")
 	var bf backendFlags
 	bf.register(fs)
@@ -70,6 +76,7 @@ func runNotebook(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cfg.Trace.Close()
+	cfg.BaselineDump = *baseline
 	start := time.Now()
 	sess, err := client.StartFerry(ctx, cfg)
 	if err != nil {
@@ -85,9 +92,11 @@ func runNotebook(ctx context.Context, args []string) error {
 	if err := nb.Write(*out); err != nil {
 		return err
 	}
-	local, remote, migrations, moved := sess.Kernel.Stats.Snapshot()
+	tot := sess.Kernel.Stats.Totals()
+	local, remote := tot.CellsLocal, tot.CellsRemote
 	sum := summary{Notebook: in, Output: *out, Policy: bf.policy, Cells: len(runs), CellsLocal: local, CellsRemote: remote,
-		WallSeconds: wall, BytesMoved: moved, Migrations: migrations, CellSeconds: []float64{}}
+		WallSeconds: wall, BytesMoved: tot.BytesMoved, Migrations: tot.Migrations, CellSeconds: []float64{},
+		TransferSeconds: tot.TransferSeconds, FullStateBytes: tot.FullStateBytes, FullStateSeconds: tot.FullStateSeconds, PinnedCells: tot.PinnedCells}
 	for _, r := range runs {
 		sum.CellSeconds = append(sum.CellSeconds, r.Seconds)
 		if r.Status == "error" {

@@ -119,6 +119,9 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if note := s.takeLostNote(); note != "" {
 		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
 	}
+	if s.cfg.BaselineDump {
+		s.baselineDump(ctx, loc, eff)
+	}
 	moved, moveSecs, movedNames, err := s.bring(ctx, loc, eff)
 	if err != nil {
 		// The data stayed where it was; run the cell there instead of
@@ -151,6 +154,10 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if moved > 0 {
 		s.Stats.Migrations++
 		s.Stats.BytesMoved += moved
+	}
+	s.Stats.TransferSeconds += moveSecs
+	if cell.Pin != "" {
+		s.Stats.PinnedCells++
 	}
 	s.Stats.mu.Unlock()
 	if err != nil {

@@ -411,21 +411,11 @@ func parseReport(raw json.RawMessage) (agent.Report, error) {
 	if len(raw) == 0 {
 		return rep, errors.New("no report")
 	}
-	var bundle struct {
-		Status string `json:"status"`
-		EName  string `json:"ename"`
-		EValue string `json:"evalue"`
-		Data   struct {
-			Text string `json:"text/plain"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &bundle); err != nil {
+	text, err := parseBundle(raw)
+	if err != nil {
 		return rep, err
 	}
-	if bundle.Status != "ok" {
-		return rep, fmt.Errorf("%s: %s", bundle.EName, bundle.EValue)
-	}
-	if err := json.Unmarshal([]byte(bundle.Data.Text), &rep); err != nil {
+	if err := json.Unmarshal([]byte(text), &rep); err != nil {
 		return rep, fmt.Errorf("malformed report: %w", err)
 	}
 	if rep.Error != "" {
@@ -441,4 +431,53 @@ func (s *Server) takeLostNote() string {
 	out := strings.Join(s.lostNote, "\n")
 	s.lostNote = nil
 	return out
+}
+
+// baselineDump measures what dump-the-session migration would cost before
+// this cell: a full dill dump of every source that holds state the cell
+// needs at loc. Only called with Config.BaselineDump.
+func (s *Server) baselineDump(ctx context.Context, loc string, eff effects) {
+	for src := range s.state.Stale(loc, s.state.Needs(eff.Reads)) {
+		exprs, err := s.hiddenExec(ctx, src, "", map[string]string{"d": agent.DumpSessionExpr})
+		if err != nil {
+			slog.Warn("baseline dump failed", "at", src, "err", err)
+			continue
+		}
+		var d struct {
+			Bytes   int64   `json:"bytes"`
+			Seconds float64 `json:"seconds"`
+			Error   string  `json:"error"`
+		}
+		rep, err := parseBundle(exprs["d"])
+		if err != nil || json.Unmarshal([]byte(rep), &d) != nil {
+			slog.Warn("baseline dump answered no figure", "err", err)
+			continue
+		}
+		if d.Error != "" {
+			slog.Warn("dill could not dump the session (Ferry moved it anyway)", "err", d.Error)
+		}
+		s.Stats.mu.Lock()
+		s.Stats.FullStateBytes += d.Bytes
+		s.Stats.FullStateSeconds += d.Seconds
+		s.Stats.mu.Unlock()
+	}
+}
+
+// parseBundle returns the text/plain of a user_expressions result.
+func parseBundle(raw json.RawMessage) (string, error) {
+	var bundle struct {
+		Status string `json:"status"`
+		EName  string `json:"ename"`
+		EValue string `json:"evalue"`
+		Data   struct {
+			Text string `json:"text/plain"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &bundle); err != nil {
+		return "", err
+	}
+	if bundle.Status != "ok" {
+		return "", fmt.Errorf("%s: %s", bundle.EName, bundle.EValue)
+	}
+	return bundle.Data.Text, nil
 }

@@ -39,6 +39,9 @@ type Config struct {
 	RemoteSpeed float64
 	// Trace, if set, receives one event per execution.
 	Trace *trace.Writer
+	// BaselineDump measures, at each migration, a full-session dill dump at
+	// the source: the baseline Ferry's transfers are compared with.
+	BaselineDump bool
 	// Analyzer tells which names a cell reads and writes. Without it Ferry
 	// moves no state (fine while every cell runs in one place).
 	Analyzer *analysis.Analyzer
@@ -101,6 +104,27 @@ type Stats struct {
 	CellsRemote int
 	Migrations  int
 	BytesMoved  int64
+	// TransferSeconds is the time spent moving state.
+	TransferSeconds float64
+	// FullStateBytes and FullStateSeconds are what a full-session dill dump
+	// at the same migration points would have cost (with BaselineDump).
+	FullStateBytes   int64
+	FullStateSeconds float64
+	PinnedCells      int
+}
+
+// Totals is a copy of the counters.
+type Totals struct {
+	CellsLocal, CellsRemote, Migrations, PinnedCells int
+	BytesMoved, FullStateBytes                       int64
+	TransferSeconds, FullStateSeconds                float64
+}
+
+// Totals returns a copy of all counters.
+func (s *Stats) Totals() Totals {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Totals{s.CellsLocal, s.CellsRemote, s.Migrations, s.PinnedCells, s.BytesMoved, s.FullStateBytes, s.TransferSeconds, s.FullStateSeconds}
 }
 
 // Snapshot returns a copy of the counters.
