@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/ferry-nb/ferry/internal/backend"
@@ -16,6 +17,7 @@ var benches = []struct {
 	run         func(ctx context.Context, args []string) error
 }{
 	{"overhead", "trivial and 1 MB-output cells through Ferry vs straight to ipykernel", benchOverhead},
+	{"state", "bytes and time of Ferry's migrations vs full-session dill dumps, and serialisation throughput", benchState},
 }
 
 func runBench(ctx context.Context, args []string) error {
@@ -44,4 +46,26 @@ func benchOverhead(ctx context.Context, args []string) error {
 	fmt.Printf("ferry bench overhead: %d interleaved rounds per cell\n", *rounds)
 	_, err := bench.Overhead(ctx, *python, *rounds, os.Stdout)
 	return err
+}
+
+func benchState(ctx context.Context, args []string) error {
+	fs := newFlags("bench state")
+	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel")
+	dir := fs.String("notebooks", "bench/notebooks", "directory of benchmark notebooks")
+	gib := fs.Float64("array-gib", 1, "size of the array for the serialisation figure, in GiB (0 to skip)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	nbs, err := filepath.Glob(filepath.Join(*dir, "*.ipynb"))
+	if err != nil || len(nbs) == 0 {
+		return fmt.Errorf("no notebooks in %s; pass --notebooks DIR", *dir)
+	}
+	fmt.Println("ferry bench state: pingpong placement, a second local kernel as the remote, full-session dill dump at every migration")
+	if _, err := bench.State(ctx, *python, nbs, os.Stdout); err != nil {
+		return err
+	}
+	if *gib > 0 {
+		return bench.Serialisation(ctx, *python, *gib, os.Stdout)
+	}
+	return nil
 }

@@ -678,4 +678,9 @@ def install(secret, shell=None):
     cm = getattr(km, "comm_manager", None)
     if cm is not None:
         cm.register_target("ferry.state", _on_open)
+    global _Pickler
+    try:  # import the serialiser now, not during the first move
+        _Pickler = _pickler_class()
+    except ImportError:
+        pass
     snapshot()

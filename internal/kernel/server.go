@@ -218,12 +218,19 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.closeSockets()
 		return err
 	}
-	// Start the local kernel now so the first cell does not wait for it.
-	go func() {
-		if err := s.backends["local"].Start(ctx); err != nil && ctx.Err() == nil {
-			slog.Error("starting local kernel", "err", err)
+	// Start the local kernel now so the first cell does not wait for it,
+	// and the remote one too unless the policy keeps everything local (a
+	// cloud kernel nobody uses costs money).
+	for loc := range s.backends {
+		if loc != "local" && s.cfg.Policy == "local" {
+			continue
 		}
-	}()
+		go func() {
+			if _, err := s.ensure(ctx, loc); err != nil && ctx.Err() == nil {
+				slog.Warn("starting kernel", "location", loc, "err", err)
+			}
+		}()
+	}
 	for loc, b := range s.backends {
 		go s.route(ctx, loc, b)
 	}
