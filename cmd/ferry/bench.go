@@ -17,6 +17,7 @@ var benches = []struct {
 	run         func(ctx context.Context, args []string) error
 }{
 	{"overhead", "trivial and 1 MB-output cells through Ferry vs straight to ipykernel", benchOverhead},
+	{"remote", "trivial remote cell through Ferry vs a plain WebSocket client, and a large transfer's throughput", benchRemote},
 	{"state", "bytes and time of Ferry's migrations vs full-session dill dumps, and serialisation throughput", benchState},
 }
 
@@ -68,4 +69,16 @@ func benchState(ctx context.Context, args []string) error {
 		return bench.Serialisation(ctx, *python, *gib, os.Stdout)
 	}
 	return nil
+}
+
+func benchRemote(ctx context.Context, args []string) error {
+	fs := newFlags("bench remote")
+	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel and jupyter-server")
+	rounds := fs.Int("rounds", 200, "measured round trips per side")
+	mb := fs.Int("transfer-mb", 200, "size of the transfer for the throughput figure, in MB")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Printf("ferry bench remote: local jupyter-server on loopback, %d interleaved rounds\n", *rounds)
+	return bench.Remote(ctx, *python, *rounds, *mb, os.Stdout)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/report"
+	"github.com/ferry-nb/ferry/internal/session"
 	"github.com/ferry-nb/ferry/internal/trace"
 )
 
@@ -44,6 +45,7 @@ func runNotebook(ctx context.Context, args []string) error {
 	summaryPath := fs.String("summary", "", "write a JSON summary of the run to this file")
 	timeout := fs.Float64("timeout", 0, "seconds one cell may take before it is interrupted (0: no limit)")
 	baseline := fs.Bool("baseline-dump", false, "at each migration also measure a full-session dill dump (the baseline) and report it in the summary")
+	sessionPath := fs.String("session", "", "replay a scripted user session (cells, think times, edits) instead of running all cells")
 	reportPath := fs.String("report", "", "write a self-contained HTML report (timeline, decisions, totals) to this file")
 	var bf backendFlags
 	bf.register(fs)
@@ -71,6 +73,14 @@ func runNotebook(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var steps []notebook.Step
+	if *sessionPath != "" {
+		sc, err := session.Load(*sessionPath)
+		if err != nil {
+			return err
+		}
+		steps = session.Steps(sc)
+	}
 	cfg, err := bf.config()
 	if err != nil {
 		return err
@@ -84,10 +94,14 @@ func runNotebook(ctx context.Context, args []string) error {
 	}
 	defer sess.Close(context.Background())
 	isTTY := term.IsTerminal(int(os.Stderr.Fd()))
-	runs, runErr := notebook.Run(ctx, nb, sess, notebook.RunOptions{
-		AllowErrors: *allowErrors, CellTimeout: time.Duration(*timeout * float64(time.Second)),
-		Progress: os.Stderr, Terminal: isTTY,
-	})
+	ropt := notebook.RunOptions{AllowErrors: *allowErrors, CellTimeout: time.Duration(*timeout * float64(time.Second)), Progress: os.Stderr, Terminal: isTTY}
+	var runs []notebook.CellRun
+	var runErr error
+	if steps != nil {
+		runs, runErr = notebook.RunSteps(ctx, nb, sess, steps, ropt)
+	} else {
+		runs, runErr = notebook.Run(ctx, nb, sess, ropt)
+	}
 	wall := time.Since(start).Seconds()
 	if err := nb.Write(*out); err != nil {
 		return err

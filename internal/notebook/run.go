@@ -141,3 +141,63 @@ func progress(opt RunOptions, done, total int, start time.Time, label string) {
 	bar := strings.Repeat("█", fill) + strings.Repeat("░", width-fill)
 	fmt.Fprintf(opt.Progress, "\r\x1b[K%s %d/%d cells %s  %s", bar, done, total, el, label)
 }
+
+// Step is one execution of a scripted session (see internal/session).
+type Step struct {
+	Cell  int
+	Think time.Duration
+	// Old and New, if Old is set, edit the cell's source before the run.
+	Old, New string
+}
+
+// RunSteps executes a scripted session: for each step it waits the user's
+// think time, applies the edit and runs the cell, keeping the cell's last
+// outputs in the notebook.
+func RunSteps(ctx context.Context, nb *Notebook, ex Executor, steps []Step, opt RunOptions) ([]CellRun, error) {
+	var runs []CellRun
+	start := time.Now()
+	for n, st := range steps {
+		if st.Cell < 0 || st.Cell >= len(nb.Cells) || nb.Cells[st.Cell].Type() != "code" {
+			return runs, fmt.Errorf("step %d: cell %d is not a code cell of this notebook", n+1, st.Cell)
+		}
+		c := nb.Cells[st.Cell]
+		if st.Old != "" {
+			src := c.Source()
+			if !strings.Contains(src, st.Old) {
+				return runs, fmt.Errorf("step %d: cell %d does not contain %q to edit", n+1, st.Cell, st.Old)
+			}
+			c["source"] = strings.Replace(src, st.Old, st.New, 1)
+		}
+		select {
+		case <-time.After(st.Think):
+		case <-ctx.Done():
+			return runs, ctx.Err()
+		}
+		progress(opt, n, len(steps), start, fmt.Sprintf("cell %d: %s", st.Cell, firstLine(c.Source())))
+		t0 := time.Now()
+		res, err := ex.Execute(ctx, c.Source(), client.ExecOptions{})
+		if err != nil {
+			return runs, fmt.Errorf("step %d (cell %d): %w", n+1, st.Cell, err)
+		}
+		outs := make([]any, 0, len(res.Outputs))
+		for _, o := range res.Outputs {
+			if t, ok := o["text"].(string); ok {
+				o["text"] = SplitLines(t)
+			}
+			outs = append(outs, o)
+		}
+		c["outputs"] = outs
+		if res.Count > 0 {
+			c["execution_count"] = res.Count
+		}
+		runs = append(runs, CellRun{Index: st.Cell, Seconds: time.Since(t0).Seconds(), Status: res.Status})
+		if res.Status == "error" && !opt.AllowErrors {
+			return runs, &CellError{Index: st.Cell, EName: res.EName, EValue: res.EValue}
+		}
+	}
+	progress(opt, len(steps), len(steps), start, "")
+	if opt.Progress != nil && opt.Terminal {
+		fmt.Fprintln(opt.Progress)
+	}
+	return runs, nil
+}
