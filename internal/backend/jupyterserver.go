@@ -31,6 +31,13 @@ type JupyterServer struct {
 // port (or port, if non-zero) and waits until its API answers. extra are
 // additional --ServerApp options.
 func StartJupyterServer(ctx context.Context, python string, port int, extra ...string) (*JupyterServer, error) {
+	return StartJupyterServerIn(ctx, python, "127.0.0.1", nil, port, extra...)
+}
+
+// StartJupyterServerIn is StartJupyterServer listening on ip, with the
+// command run under prefix (e.g. "ip netns exec NS" for the test bed's
+// cloud namespace).
+func StartJupyterServerIn(ctx context.Context, python, ip string, prefix []string, port int, extra ...string) (*JupyterServer, error) {
 	if port == 0 {
 		ps, err := wire.FreePorts("127.0.0.1", 1)
 		if err != nil {
@@ -43,13 +50,14 @@ func StartJupyterServer(ctx context.Context, python string, port int, extra ...s
 		return nil, err
 	}
 	token := wire.NewID() + wire.NewID()
-	args := []string{"-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.port=" + strconv.Itoa(port),
+	args := []string{"-m", "jupyter_server", "--no-browser", "--ServerApp.ip=" + ip, "--ServerApp.port=" + strconv.Itoa(port),
 		"--ServerApp.port_retries=0", "--ServerApp.root_dir=" + dir, "--ServerApp.open_browser=False"}
 	if os.Geteuid() == 0 {
 		args = append(args, "--allow-root")
 	}
 	args = append(args, extra...)
-	cmd := exec.Command(python, args...)
+	argv := append(append(append([]string(nil), prefix...), python), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Env = append(os.Environ(), "JUPYTER_TOKEN="+token, "JUPYTER_CONFIG_DIR="+filepath.Join(dir, ".config"),
@@ -72,7 +80,7 @@ func StartJupyterServer(ctx context.Context, python string, port int, extra ...s
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting jupyter-server with %s: %w (apt-get install jupyter-server)", python, err)
 	}
-	s := &JupyterServer{URL: "http://127.0.0.1:" + strconv.Itoa(port), Token: token, Port: port, cmd: cmd, dir: dir, done: make(chan struct{}), log: log}
+	s := &JupyterServer{URL: "http://" + ip + ":" + strconv.Itoa(port), Token: token, Port: port, cmd: cmd, dir: dir, done: make(chan struct{}), log: log}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

@@ -35,6 +35,9 @@ type Local struct {
 	Args []string
 	// StartTimeout bounds how long a kernel may take to answer.
 	StartTimeout time.Duration
+	// OnStart, if set, is called with each new kernel's pid (the test bed
+	// moves it into a CPU-quota cgroup).
+	OnStart func(pid int) error
 
 	in chan wire.Incoming
 
@@ -159,6 +162,11 @@ func (l *Local) Start(ctx context.Context) error {
 	}
 	died := make(chan struct{})
 	l.cmd, l.dir, l.died, l.stderr, l.started = cmd, dir, died, tail, time.Now()
+	if l.OnStart != nil {
+		if err := l.OnStart(cmd.Process.Pid); err != nil {
+			slog.Warn("start hook for the local kernel failed", "err", err)
+		}
+	}
 	go func() {
 		err := cmd.Wait()
 		l.exitMu.Lock()

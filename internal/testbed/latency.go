@@ -1,0 +1,150 @@
+// Package testbed builds the emulated laptop/cloud set-up of the hybrid
+// benchmark from real OS mechanisms: a cgroup v1 CPU quota slows the laptop
+// kernel, a network namespace behind a veth pair with tc tbf limits the
+// link rate, and a user-space proxy adds latency (tc netem does not work on
+// these machines).
+package testbed
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// LatencyProxy forwards TCP from a loopback listener to a target, delaying
+// every chunk by half the round-trip time in each direction.
+type LatencyProxy struct {
+	ln     net.Listener
+	target string
+	half   time.Duration
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// NewLatencyProxy listens on a free loopback port.
+func NewLatencyProxy(target string, rtt time.Duration) (*LatencyProxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &LatencyProxy{ln: ln, target: target, half: rtt / 2, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	return p, nil
+}
+
+// Addr is the proxy's listening address.
+func (p *LatencyProxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *LatencyProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		u, err := net.DialTimeout("tcp", p.target, 10*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		if !p.track(c, u) {
+			return
+		}
+		p.wg.Add(2)
+		go p.pipe(u, c)
+		go p.pipe(c, u)
+	}
+}
+
+func (p *LatencyProxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		for _, c := range cs {
+			c.Close()
+		}
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+type chunk struct {
+	at   time.Time
+	data []byte
+}
+
+// pipe copies src to dst, each chunk released half an RTT after it was
+// read. The queue is bounded, so a slow reader slows the sender (as TCP
+// would) instead of growing memory.
+func (p *LatencyProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	q := make(chan chunk, 256)
+	go func() {
+		defer close(q)
+		for {
+			buf := make([]byte, 64<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				q <- chunk{time.Now().Add(p.half), buf[:n]}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for c := range q {
+		if d := time.Until(c.at); d > 0 {
+			time.Sleep(d)
+		}
+		if _, err := dst.Write(c.data); err != nil {
+			break
+		}
+	}
+	for range q { // drain so the reader goroutine ends
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	} else {
+		dst.Close()
+	}
+}
+
+// Close stops the proxy and every connection through it.
+func (p *LatencyProxy) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	err := p.ln.Close()
+	p.wg.Wait()
+	return err
+}
+
+// echo is a helper for tests: an echo server on loopback.
+func echo(ctx context.Context) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return ln.Addr().String(), func() { ln.Close() }, nil
+}
+

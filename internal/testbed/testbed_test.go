@@ -1,0 +1,163 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func roundTrip(t *testing.T, addr string) time.Duration {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := []byte("ping")
+	best := time.Hour
+	for range 5 {
+		t0 := time.Now()
+		if _, err := c.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		best = min(best, time.Since(t0))
+	}
+	return best
+}
+
+func TestLatencyProxyAddsRTTAndKeepsData(t *testing.T) {
+	addr, stop, err := echo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	const rtt = 40 * time.Millisecond
+	p, err := NewLatencyProxy(addr, rtt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	direct, delayed := roundTrip(t, addr), roundTrip(t, p.Addr())
+	if delayed < rtt || delayed > rtt+direct+30*time.Millisecond {
+		t.Fatalf("round trip through the proxy %s (direct %s), want about %s", delayed, direct, rtt)
+	}
+	// 50 MB through it, intact.
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := make([]byte, 50<<20)
+	for i := range want {
+		want[i] = byte(i * 31)
+	}
+	go func() { _, _ = c.Write(want); _ = c.(*net.TCPConn).CloseWrite() }()
+	got, err := io.ReadAll(c)
+	if err != nil || len(got) != len(want) || string(got[:1<<20]) != string(want[:1<<20]) || string(got[len(got)-1<<20:]) != string(want[len(want)-1<<20:]) {
+		t.Fatalf("50 MB through the proxy: %d bytes, %v", len(got), err)
+	}
+}
+
+func TestRateLimitedNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("LOUD SKIP: the test bed needs root for network namespaces and tc; CI runs as root")
+	}
+	tb, err := Up(Config{Rate: "50mbit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		tb.Down()
+		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), tb.NS) {
+			t.Errorf("namespace %s left behind", tb.NS)
+		}
+	}()
+	if tb.NS == "" {
+		t.Fatalf("no namespace: %v", tb.Notes)
+	}
+	// A sink inside the namespace: python reads and discards what arrives.
+	srv := exec.Command("ip", "netns", "exec", tb.NS, "/usr/bin/python3", "-c", `import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("`+tb.NSIP+`", 7999)); s.listen(1)
+c, _ = s.accept()
+n = 0
+while True:
+    b = c.recv(1 << 20)
+    if not b: break
+    n += len(b)
+c.sendall(str(n).encode()); c.close()`)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	var c net.Conn
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := waitPort(ctx, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", tb.NSIP+":7999", time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const size = 12 << 20
+	t0 := time.Now()
+	if _, err := c.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	ack, _ := io.ReadAll(c)
+	secs := time.Since(t0).Seconds()
+	mbit := float64(size) * 8 / secs / 1e6
+	if string(ack) != "12582912" {
+		t.Fatalf("sink got %q bytes", ack)
+	}
+	if mbit < 0.70*50 || mbit > 1.05*50 {
+		t.Fatalf("throughput %.1f Mbit/s through a 50mbit tbf", mbit)
+	}
+	t.Logf("throughput %.1f Mbit/s through tbf 50mbit", mbit)
+}
+
+func TestCPUQuota(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("LOUD SKIP: cgroups need root; CI runs as root")
+	}
+	tb, err := Up(Config{LocalCPU: 0.25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Down()
+	if tb.cgroup == "" {
+		t.Fatalf("no cgroup: %v", tb.Notes)
+	}
+	busy := exec.Command("/usr/bin/python3", "-c", "import time\nt=time.time()\nwhile time.time()-t < 2: pass\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_utime)")
+	out, err := busy.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := busy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.SlowLocal(busy.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(out)
+	_ = busy.Wait()
+	var cpu float64
+	if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &cpu); err != nil {
+		t.Fatalf("busy loop printed %q", b)
+	}
+	// 2 s of wall time at 25% of a core is about 0.5 s of CPU.
+	if cpu < 0.3 || cpu > 0.8 {
+		t.Fatalf("busy loop used %.2fs CPU in 2s under a 25%% quota", cpu)
+	}
+}
