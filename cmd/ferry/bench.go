@@ -18,6 +18,7 @@ var benches = []struct {
 }{
 	{"overhead", "trivial and 1 MB-output cells through Ferry vs straight to ipykernel", benchOverhead},
 	{"remote", "trivial remote cell through Ferry vs a plain WebSocket client, and a large transfer's throughput", benchRemote},
+	{"hybrid", "local, remote, paper, ferry and oracle on the emulated laptop/cloud test bed", benchHybrid},
 	{"state", "bytes and time of Ferry's migrations vs full-session dill dumps, and serialisation throughput", benchState},
 }
 
@@ -81,4 +82,45 @@ func benchRemote(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("ferry bench remote: local jupyter-server on loopback, %d interleaved rounds\n", *rounds)
 	return bench.Remote(ctx, *python, *rounds, *mb, os.Stdout)
+}
+
+func benchHybrid(ctx context.Context, args []string) error {
+	fs := newFlags("bench hybrid")
+	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel and jupyter-server")
+	sessions := fs.String("sessions", "bench/sessions", "directory of session scripts")
+	only := fs.String("settings", "", "comma-separated subset of the link settings (default all: "+settingNames()+")")
+	think := fs.Float64("think-scale", 0.3, "multiply the scripts' think times (they are waited for real)")
+	md := fs.String("md", "bench/hybrid.md", "write the table as Markdown here")
+	js := fs.String("json", "bench/hybrid.json", "write the rows as JSON here")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	paths, err := filepath.Glob(filepath.Join(*sessions, "*.json"))
+	if err != nil || len(paths) == 0 {
+		return fmt.Errorf("no session scripts in %s; pass --sessions DIR", *sessions)
+	}
+	var settings []bench.LinkSetting
+	for _, st := range bench.DefaultSettings {
+		if *only == "" || strings.Contains(","+*only+",", ","+st.Name+",") {
+			settings = append(settings, st)
+		}
+	}
+	if len(settings) == 0 {
+		return fmt.Errorf("no link setting matches %q; choose from %s", *only, settingNames())
+	}
+	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Out: os.Stdout, Progress: os.Stderr})
+	if len(rows) > 0 {
+		if werr := bench.WriteHybrid(rows, *md, *js, os.Stdout); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+func settingNames() string {
+	var n []string
+	for _, st := range bench.DefaultSettings {
+		n = append(n, st.Name)
+	}
+	return strings.Join(n, ",")
 }

@@ -156,6 +156,15 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		s.Stats.BytesMoved += moved
 	}
 	s.Stats.TransferSeconds += moveSecs
+	if moved > 1<<20 && moveSecs > 0 {
+		// Passive link measurement from the transfer just made.
+		bw := float64(moved) / moveSecs
+		if s.model.Link.Bandwidth <= 0 {
+			s.model.Link.Bandwidth = bw
+		} else {
+			s.model.Link.Bandwidth = 0.7*s.model.Link.Bandwidth + 0.3*bw
+		}
+	}
 	if cell.Pin != "" {
 		s.Stats.PinnedCells++
 	}

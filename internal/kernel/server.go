@@ -31,6 +31,9 @@ type Config struct {
 	Backends map[string]backend.Backend
 	// Policy names the initial placement policy.
 	Policy string
+	// PolicyImpl, if set, is used instead of the named policy (the
+	// benchmark runs the oracle's placement this way).
+	PolicyImpl policy.Policy
 	// Seed seeds the random policy.
 	Seed int64
 	// Link is the assumed link until measured; RemoteSpeed the assumed
@@ -168,9 +171,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := policy.New(cfg.Policy, cfg.Seed)
-	if err != nil {
-		return nil, err
+	p := cfg.PolicyImpl
+	if p == nil {
+		var err error
+		if p, err = policy.New(cfg.Policy, cfg.Seed); err != nil {
+			return nil, err
+		}
 	}
 	model := policy.NewModel(cfg.Link)
 	model.SpeedPrior = cfg.RemoteSpeed

@@ -19,6 +19,14 @@ func nowMicros() float64 { return float64(time.Now().UnixNano()) / 1e3 }
 // overlap, so a policy that prefetches can come in under it.
 func Oracle(evs []trace.Event, s Settings) Policy {
 	rl, rr := runtimes(evs, s)
+	return OracleFrom(evs, rl, rr, s.Link)
+}
+
+// OracleFrom is Oracle with each execution's runtime at both locations
+// given (e.g. measured by an all-local and an all-remote run of the same
+// session).
+func OracleFrom(evs []trace.Event, rl, rr []float64, link Link) Policy {
+	s := Settings{Link: link}
 	n := len(evs)
 	type version struct {
 		members []int

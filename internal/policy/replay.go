@@ -201,6 +201,18 @@ func ByName(evs []trace.Event, name string, s Settings, seed int64) (Result, err
 	return Replay(evs, p, s), nil
 }
 
+// Fixed returns a policy that places the i-th execution at locs[i] (local
+// past the end): it runs the oracle's placement live.
+func Fixed(name string, locs []string) Policy { return &assignment{name: name, locs: locs} }
+
+// Placement returns the placement a Fixed policy follows.
+func Placement(p Policy) []string {
+	if a, ok := p.(*assignment); ok {
+		return a.locs
+	}
+	return nil
+}
+
 // assignment replays a precomputed placement.
 type assignment struct {
 	name string
@@ -210,10 +222,14 @@ type assignment struct {
 
 func (a *assignment) Name() string { return a.name }
 func (a *assignment) Decide(c Cell, v View, m *Model) Decision {
+	if d, ok := pinned(c, v); ok {
+		a.i++
+		return d
+	}
 	loc := Local
 	if a.i < len(a.locs) {
 		loc = a.locs[a.i]
 	}
 	a.i++
-	return Decision{Loc: loc, Reason: fmt.Sprintf("%s placement", a.name)}
+	return place(c, v, m, loc, fmt.Sprintf("%s placement", a.name))
 }

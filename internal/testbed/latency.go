@@ -147,4 +147,3 @@ func echo(ctx context.Context) (string, func(), error) {
 	}()
 	return ln.Addr().String(), func() { ln.Close() }, nil
 }
-

@@ -1,0 +1,222 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/analysis"
+	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/session"
+	"github.com/ferry-nb/ferry/internal/testbed"
+	"github.com/ferry-nb/ferry/internal/trace"
+)
+
+// LinkSetting is one emulated laptop/cloud set-up.
+type LinkSetting struct {
+	Name     string
+	Rate     string // tc rate
+	RTT      time.Duration
+	LocalCPU float64 // laptop kernel's share of a core
+}
+
+// DefaultSettings are the set-ups of the hybrid benchmark: the remote is
+// about 4x faster than the throttled laptop kernel.
+var DefaultSettings = []LinkSetting{
+	{"1Gbit/1ms", "1gbit", time.Millisecond, 0.25},
+	{"100Mbit/20ms", "100mbit", 20 * time.Millisecond, 0.25},
+	{"20Mbit/50ms", "20mbit", 50 * time.Millisecond, 0.25},
+}
+
+// HybridRow is one notebook session under one setting and policy.
+type HybridRow struct {
+	Setting    string  `json:"setting"`
+	Notebook   string  `json:"notebook"`
+	Policy     string  `json:"policy"`
+	Seconds    float64 `json:"seconds"` // time the user waited: cells and transfers, not think time
+	BytesMoved int64   `json:"bytes_moved"`
+	Remote     int     `json:"cells_remote"`
+	Executions int     `json:"executions"`
+}
+
+// HybridOptions control the run.
+type HybridOptions struct {
+	Python     string
+	Sessions   []string // session scripts
+	Settings   []LinkSetting
+	ThinkScale float64
+	Out        io.Writer
+	Progress   io.Writer
+}
+
+// Hybrid measures every session under local, remote, paper, ferry and the
+// oracle's placement (computed by min-cut from the local and remote runs of
+// the same session, then run live), side by side in one run.
+func Hybrid(ctx context.Context, o HybridOptions) ([]HybridRow, error) {
+	var rows []HybridRow
+	for _, st := range o.Settings {
+		tb, err := testbed.Up(testbed.Config{Rate: st.Rate, RTT: st.RTT, LocalCPU: st.LocalCPU})
+		if err != nil {
+			return rows, err
+		}
+		for _, n := range tb.Notes {
+			fmt.Fprintf(o.Progress, "[%s] %s\n", st.Name, n)
+		}
+		r, err := hybridSetting(ctx, o, st, tb)
+		tb.Down()
+		rows = append(rows, r...)
+		if err != nil {
+			return rows, err
+		}
+	}
+	return rows, nil
+}
+
+func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *testbed.Testbed) ([]HybridRow, error) {
+	srv, err := backend.StartJupyterServerIn(ctx, o.Python, tb.CloudIP(), tb.Prefix(), 0)
+	if err != nil {
+		return nil, fmt.Errorf("starting the cloud's jupyter-server: %w", err)
+	}
+	defer srv.Stop()
+	proxy, err := testbed.NewLatencyProxy(strings.TrimPrefix(srv.URL, "http://"), st.RTT)
+	if err != nil {
+		return nil, err
+	}
+	defer proxy.Close()
+	url := "http://" + proxy.Addr()
+	bw, _ := policy.ParseBandwidth(st.Rate)
+	link := policy.Link{Bandwidth: bw, RTT: st.RTT.Seconds(), Compression: 1}
+	speed := 1 / st.LocalCPU
+
+	var rows []HybridRow
+	for _, path := range o.Sessions {
+		sc, err := session.Load(path)
+		if err != nil {
+			return rows, err
+		}
+		sc.ThinkScale *= o.ThinkScale
+		nbPath := filepath.Join(filepath.Dir(path), sc.Notebook)
+		name := strings.TrimSuffix(filepath.Base(nbPath), ".ipynb")
+		traces := map[string][]trace.Event{}
+		for _, pol := range []string{"local", "remote", "paper", "ferry", "oracle"} {
+			var impl policy.Policy
+			if pol == "oracle" {
+				impl = oraclePlacement(traces["local"], traces["remote"], link)
+				if impl == nil {
+					return rows, fmt.Errorf("%s: the local and remote runs differ in length; no oracle", name)
+				}
+			}
+			fmt.Fprintf(o.Progress, "[%s] %s under %s …\n", st.Name, name, pol)
+			row, evs, err := hybridRun(ctx, o.Python, nbPath, sc, url, srv.Token, pol, impl, link, speed, tb)
+			if err != nil {
+				return rows, fmt.Errorf("%s under %s: %w", name, pol, err)
+			}
+			row.Setting, row.Notebook = st.Name, name
+			traces[pol] = evs
+			rows = append(rows, row)
+		}
+	}
+	return rows, nil
+}
+
+// oraclePlacement computes the optimal placement for the session from its
+// all-local and all-remote runs.
+func oraclePlacement(local, remote []trace.Event, link policy.Link) policy.Policy {
+	if len(local) == 0 || len(local) != len(remote) {
+		return nil
+	}
+	rl, rr := make([]float64, len(local)), make([]float64, len(local))
+	for i := range local {
+		rl[i], rr[i] = local[i].Runtime, remote[i].Runtime
+	}
+	// The first execution of every run is the warm-up cell, pinned remote.
+	return policy.Fixed("oracle", append([]string{policy.Remote}, policy.Placement(policy.OracleFrom(local, rl, rr, link))...))
+}
+
+func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, url, token, pol string, impl policy.Policy,
+	link policy.Link, speed float64, tb *testbed.Testbed) (HybridRow, []trace.Event, error) {
+	nb, err := notebook.Read(nbPath)
+	if err != nil {
+		return HybridRow{}, nil, err
+	}
+	local := backend.NewLocal(python)
+	local.OnStart = tb.SlowLocal
+	remote, err := backend.NewRemote(backend.RemoteConfig{URL: url, Token: token})
+	if err != nil {
+		return HybridRow{}, nil, err
+	}
+	an := analysis.New(python)
+	defer an.Close()
+	tr := trace.NewMemory()
+	cfg := kernel.Config{Backends: map[string]backend.Backend{"local": local, "remote": remote}, Policy: pol, PolicyImpl: impl,
+		Analyzer: an, Trace: tr, Link: link, RemoteSpeed: speed}
+	if impl != nil {
+		cfg.Policy = ""
+	}
+	sess, err := client.StartFerry(ctx, cfg)
+	if err != nil {
+		return HybridRow{}, nil, err
+	}
+	defer sess.Close(context.Background())
+	// Both kernels must be up before timing starts.
+	if _, err := sess.Execute(ctx, "%%ferry remote\npass", client.ExecOptions{}); err != nil {
+		return HybridRow{}, nil, err
+	}
+	_, runErr := notebook.RunSteps(ctx, nb, sess, session.Steps(sc), notebook.RunOptions{})
+	evs := tr.Events()[1:] // without the warm-up cell
+	row := HybridRow{Policy: pol, Executions: len(evs)}
+	for _, e := range evs {
+		row.Seconds += e.Runtime + e.TransferSeconds
+		row.BytesMoved += e.BytesMoved
+		if e.Loc == policy.Remote {
+			row.Remote++
+		}
+	}
+	return row, evs, runErr
+}
+
+// WriteHybrid prints the table and writes it as Markdown and JSON.
+func WriteHybrid(rows []HybridRow, mdPath, jsonPath string, out io.Writer) error {
+	var b strings.Builder
+	b.WriteString("| setting | notebook | local s | remote s | paper s | ferry s | oracle s | ferry vs local | ferry vs oracle | ferry vs best fixed | ferry MB moved |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	type key struct{ s, n string }
+	by := map[key]map[string]HybridRow{}
+	var order []key
+	for _, r := range rows {
+		k := key{r.Setting, r.Notebook}
+		if by[k] == nil {
+			by[k] = map[string]HybridRow{}
+			order = append(order, k)
+		}
+		by[k][r.Policy] = r
+	}
+	for _, k := range order {
+		m := by[k]
+		l, rm, p, f, or := m["local"].Seconds, m["remote"].Seconds, m["paper"].Seconds, m["ferry"].Seconds, m["oracle"].Seconds
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx faster | %+.1f%% | %+.1f%% | %.1f |\n",
+			k.s, k.n, l, rm, p, f, or, l/f, 100*(f-or)/or, 100*(f-min(l, rm))/min(l, rm), float64(m["ferry"].BytesMoved)/1e6)
+	}
+	fmt.Fprint(out, b.String())
+	if mdPath != "" {
+		if err := os.WriteFile(mdPath, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	if jsonPath != "" {
+		js, _ := json.MarshalIndent(rows, "", "  ")
+		if err := os.WriteFile(jsonPath, append(js, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
