@@ -104,13 +104,18 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 			return rows, err
 		}
 		sc.ThinkScale *= o.ThinkScale
-		nbPath := filepath.Join(filepath.Dir(path), sc.Notebook)
+		nbPath := sc.Notebook
+		if !filepath.IsAbs(nbPath) {
+			nbPath = filepath.Join(filepath.Dir(path), nbPath)
+		}
 		name := strings.TrimSuffix(filepath.Base(nbPath), ".ipynb")
 		traces := map[string][]trace.Event{}
 		for _, pol := range []string{"local", "remote", "paper", "ferry", "oracle"} {
 			var impl policy.Policy
 			if pol == "oracle" {
-				impl = oraclePlacement(traces["local"], traces["remote"], link)
+				l := link
+				l.PerTransfer = perTransfer(append(append([]trace.Event(nil), traces["paper"]...), traces["ferry"]...), link)
+				impl = oraclePlacement(traces["local"], traces["remote"], l)
 				if impl == nil {
 					return rows, fmt.Errorf("%s: the local and remote runs differ in length; no oracle", name)
 				}
@@ -126,6 +131,22 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 		}
 	}
 	return rows, nil
+}
+
+// perTransfer estimates the fixed cost of one move from a run's transfers.
+func perTransfer(evs []trace.Event, link policy.Link) float64 {
+	var sum float64
+	n := 0
+	for _, e := range evs {
+		if e.BytesMoved > 0 {
+			sum += max(e.TransferSeconds-link.TransferTime(e.BytesMoved), 0)
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }
 
 // oraclePlacement computes the optimal placement for the session from its

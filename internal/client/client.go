@@ -39,6 +39,9 @@ type ExecOptions struct {
 	OnOutput func(Output)
 	// UserExpressions are evaluated after the code.
 	UserExpressions map[string]string
+	// CellID identifies the notebook cell across edits, sent as metadata
+	// "cellId" the way JupyterLab and VS Code send it.
+	CellID string
 }
 
 // Client talks to one kernel. Requests are sent one at a time (like
@@ -236,6 +239,9 @@ func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Re
 	m, err := c.conn.NewMessage("execute_request", content)
 	if err != nil {
 		return nil, err
+	}
+	if opt.CellID != "" {
+		m.Metadata, _ = json.Marshal(map[string]string{"cellId": opt.CellID})
 	}
 	res := &Result{}
 	onIOPub := func(msg *wire.Message) {

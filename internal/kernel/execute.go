@@ -78,7 +78,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		think = t0.Sub(s.lastEnd).Seconds()
 	}
 	eff := s.analyze(ctx, code)
-	cell := policy.Cell{Hash: codeHash(code), Index: -1, Reads: eff.Reads, Writes: eff.Writes, Pin: pin, NoRemote: s.backends["remote"] == nil}
+	cell := policy.Cell{Hash: cellKey(m.Metadata, code), Index: -1, Reads: eff.Reads, Writes: eff.Writes, Pin: pin, NoRemote: s.backends["remote"] == nil}
 	if loc, why, ok := s.state.Pinned(s.state.Needs(eff.Reads)); ok && pin == "" {
 		cell.Pin = loc
 		s.lastWhy = "pinned to " + loc + " by " + strings.Join(why, ", ")
@@ -156,14 +156,19 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		s.Stats.BytesMoved += moved
 	}
 	s.Stats.TransferSeconds += moveSecs
-	if moved > 1<<20 && moveSecs > 0 {
+	switch {
+	case moved > 4<<20 && moveSecs > 0:
 		// Passive link measurement from the transfer just made.
-		bw := float64(moved) / moveSecs
+		bw := float64(moved) / max(moveSecs-s.model.Link.PerTransfer, 1e-3)
 		if s.model.Link.Bandwidth <= 0 {
 			s.model.Link.Bandwidth = bw
 		} else {
 			s.model.Link.Bandwidth = 0.7*s.model.Link.Bandwidth + 0.3*bw
 		}
+	case moved > 0 && moveSecs > 0:
+		// A small move costs mostly its fixed overhead.
+		over := max(moveSecs-s.model.Link.TransferTime(moved)+s.model.Link.PerTransfer, 0)
+		s.model.Link.PerTransfer = 0.7*s.model.Link.PerTransfer + 0.3*over
 	}
 	if cell.Pin != "" {
 		s.Stats.PinnedCells++
@@ -220,6 +225,20 @@ func (s *Server) sizes(names []string) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// cellKey identifies a cell for the cost and interaction models: the
+// front end's cellId when it sends one (JupyterLab, VS Code and ferry run
+// do), so a hot spot keeps its history while the user edits it; else the
+// code's hash.
+func cellKey(meta json.RawMessage, code string) string {
+	var md struct {
+		CellID string `json:"cellId"`
+	}
+	if json.Unmarshal(meta, &md) == nil && md.CellID != "" {
+		return "id:" + md.CellID
+	}
+	return codeHash(code)
 }
 
 // codeHash identifies a cell's code in traces and the cost model.

@@ -22,6 +22,14 @@ type Cell map[string]any
 // Type is the cell_type.
 func (c Cell) Type() string { s, _ := c["cell_type"].(string); return s }
 
+// ID is the cell's nbformat id, or one made from its position.
+func (c Cell) ID(index int) string {
+	if id, ok := c["id"].(string); ok && id != "" {
+		return id
+	}
+	return fmt.Sprintf("cell-%d", index)
+}
+
 // Source joins the cell's source, which nbformat allows as a string or a
 // list of lines.
 func (c Cell) Source() string {

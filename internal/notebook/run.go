@@ -71,7 +71,7 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 			cctx, cancel = context.WithTimeout(ctx, opt.CellTimeout)
 		}
 		t0 := time.Now()
-		res, err := ex.Execute(cctx, src, client.ExecOptions{})
+		res, err := ex.Execute(cctx, src, client.ExecOptions{CellID: c.ID(i)})
 		cancel()
 		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
@@ -175,7 +175,7 @@ func RunSteps(ctx context.Context, nb *Notebook, ex Executor, steps []Step, opt 
 		}
 		progress(opt, n, len(steps), start, fmt.Sprintf("cell %d: %s", st.Cell, firstLine(c.Source())))
 		t0 := time.Now()
-		res, err := ex.Execute(ctx, c.Source(), client.ExecOptions{})
+		res, err := ex.Execute(ctx, c.Source(), client.ExecOptions{CellID: c.ID(st.Cell)})
 		if err != nil {
 			return runs, fmt.Errorf("step %d (cell %d): %w", n+1, st.Cell, err)
 		}

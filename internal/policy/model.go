@@ -30,6 +30,9 @@ type Link struct {
 	RTT       float64 // seconds
 	// Compression is compressed/raw size of payloads (1 = none).
 	Compression float64
+	// PerTransfer is the fixed cost of one move beyond the round trip:
+	// packing, the agent's messages, loading (seconds, measured).
+	PerTransfer float64
 }
 
 // TransferTime estimates the time to move n bytes in one payload.
@@ -45,7 +48,7 @@ func (l Link) TransferTime(n int64) float64 {
 	if c <= 0 || c > 1 {
 		c = 1
 	}
-	return l.RTT + float64(n)*c/bw
+	return l.RTT + l.PerTransfer + float64(n)*c/bw
 }
 
 // Model is what the policies know: measured runtimes, the link and the
@@ -146,8 +149,10 @@ func (m *Model) SpeedRatio() float64 {
 }
 
 // Runtime estimates a cell's runtime at loc: measured there, else scaled
-// from the other location by the speed ratio, else 0 (unknown: assume a
-// quick cell, which keeps an unseen cell where the data is).
+// from the other location by the speed ratio, else the median runtime of
+// the cells seen so far at the laptop, scaled to loc (a typical cell: so
+// an unseen cell with small inputs goes where cells run fastest, and one
+// reading large data stays where the data is).
 func (m *Model) Runtime(cell, loc string) (float64, bool) {
 	r := m.runtimes[cell]
 	if v, ok := r[loc]; ok {
@@ -160,7 +165,29 @@ func (m *Model) Runtime(cell, loc string) (float64, bool) {
 		}
 		return v * ratio, false
 	}
-	return 0, false
+	typical := m.typicalLocal()
+	if loc == Remote {
+		return typical / m.SpeedRatio(), false
+	}
+	return typical, false
+}
+
+// typicalLocal is the median laptop runtime of the cells seen so far.
+func (m *Model) typicalLocal() float64 {
+	var rs []float64
+	ratio := m.SpeedRatio()
+	for _, r := range m.runtimes {
+		if v, ok := r[Local]; ok {
+			rs = append(rs, v)
+		} else if v, ok := r[Remote]; ok {
+			rs = append(rs, v*ratio)
+		}
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	sort.Float64s(rs)
+	return rs[len(rs)/2]
 }
 
 // Runs is how often a cell ran; a cell run again and again is a hot spot.
