@@ -10,8 +10,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
@@ -156,7 +158,13 @@ func runKernel(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("starting kernel on %s: %w", filepath.Base(*file), err)
 	}
-	err = srv.Serve(ctx)
+	// Like ipykernel's parent poller: if the process that started us (the
+	// front end's kernel manager) goes away without shutting us down, stop,
+	// so no kernel is left behind.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go watchParent(wctx, cancel)
+	err = srv.Serve(wctx)
 	_ = os.Stdout.Sync()
 	return err
 }
@@ -205,4 +213,30 @@ func loadConfig() fileConfig {
 		fmt.Fprintf(os.Stderr, "ferry: ignoring %s: not valid JSON (%v)\n", path, err)
 	}
 	return c
+}
+
+// watchParent cancels when the parent process changes (it died and we were
+// re-parented), or when JPY_PARENT_PID names a process that is gone.
+func watchParent(ctx context.Context, cancel context.CancelFunc) {
+	parent := os.Getppid()
+	if v, err := strconv.Atoi(os.Getenv("JPY_PARENT_PID")); err == nil && v > 1 {
+		parent = v
+	}
+	if parent <= 1 {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if syscall.Kill(parent, 0) != nil || (os.Getppid() != parent && os.Getenv("JPY_PARENT_PID") == "") {
+			fmt.Fprintln(os.Stderr, "ferry kernel: the front end's process went away; shutting down")
+			cancel()
+			return
+		}
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -424,4 +425,45 @@ func TestShutdownLeavesNoProcess(t *testing.T) {
 			waitGone(t, pid, 10*time.Second)
 		})
 	}
+}
+
+// The front end's kernel manager dies without shutting the kernel down:
+// Ferry notices its parent is gone and stops, with its ipykernel.
+func TestFrontEndVanishes(t *testing.T) {
+	info, err := wire.NewLocalConnInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf := filepath.Join(t.TempDir(), "kernel.json")
+	if err := info.Write(cf); err != nil {
+		t.Fatal(err)
+	}
+	manager := exec.Command("sh", "-c", `"$0" kernel -f "$1" --python "$2" & echo $!; wait`, ferryBin, cf, python)
+	out, err := manager.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := manager.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var ferryPID int
+	if _, err := fmt.Fscan(out, &ferryPID); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Connect(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := c.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k := &kernelProc{c: c}
+	pid := k.backendPID(t)
+	_ = manager.Process.Kill()
+	_ = manager.Wait()
+	waitGone(t, ferryPID, 10*time.Second)
+	waitGone(t, pid, 10*time.Second)
 }

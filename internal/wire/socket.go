@@ -198,7 +198,12 @@ func (w *Socket) loop() {
 	poller.Add(w.sock, zmq.POLLIN)
 	poller.Add(w.pipe, zmq.POLLIN)
 	for {
-		polled, err := poller.PollAll(-1)
+		// With sends held back (a DEALER with no peer yet), retry soon.
+		timeout := time.Duration(-1)
+		if w.held() {
+			timeout = 10 * time.Millisecond
+		}
+		polled, err := poller.PollAll(timeout)
 		if err != nil {
 			if zmq.AsErrno(err) == zmq.Errno(4) { // EINTR
 				continue
@@ -218,6 +223,8 @@ func (w *Socket) loop() {
 			w.drain()
 		}
 		if w.closed.Load() {
+			// Close flushes what can go now; a message for a peer that
+			// never came is dropped rather than hanging the close.
 			w.flush()
 			break
 		}
@@ -230,21 +237,47 @@ func (w *Socket) loop() {
 	w.sock.Close()
 }
 
+// held reports whether sends are waiting for the socket to accept them.
+func (w *Socket) held() bool {
+	w.outMu.Lock()
+	defer w.outMu.Unlock()
+	return len(w.out) > 0
+}
+
+// flush sends queued messages without blocking: a DEALER with no peer (a
+// kernel that is not up yet, or died) would block a plain send forever and
+// with it the whole socket. What cannot go now stays queued, in order.
 func (w *Socket) flush() {
 	w.outMu.Lock()
 	out := w.out
 	w.out = nil
 	w.outMu.Unlock()
-	for _, f := range out {
+	for i, f := range out {
 		if len(f) == 0 {
 			continue
 		}
-		parts := make([]any, len(f))
-		for i, p := range f {
-			parts[i] = p
+		if _, err := w.sock.SendBytes(f[0], zmq.DONTWAIT|sndmore(len(f) > 1)); err != nil {
+			if zmq.AsErrno(err) == zmq.Errno(11) { // EAGAIN: try again later
+				w.outMu.Lock()
+				w.out = append(out[i:], w.out...)
+				w.outMu.Unlock()
+				return
+			}
+			continue // this message cannot be sent at all; go on with the next
 		}
-		_, _ = w.sock.SendMessage(parts...)
+		// The rest of a multipart message cannot block once the first
+		// part was accepted.
+		for j, p := range f[1:] {
+			_, _ = w.sock.SendBytes(p, sndmore(j < len(f)-2))
+		}
 	}
+}
+
+func sndmore(more bool) zmq.Flag {
+	if more {
+		return zmq.SNDMORE
+	}
+	return 0
 }
 
 func (w *Socket) drain() {
