@@ -46,6 +46,7 @@ func runNotebook(ctx context.Context, args []string) error {
 	timeout := fs.Float64("timeout", 0, "seconds one cell may take before it is interrupted (0: no limit)")
 	baseline := fs.Bool("baseline-dump", false, "at each migration also measure a full-session dill dump (the baseline) and report it in the summary")
 	sessionPath := fs.String("session", "", "replay a scripted user session (cells, think times, edits) instead of running all cells")
+	thinkScale := fs.Float64("think-scale", 1, "with --session: multiply the script's think times")
 	reportPath := fs.String("report", "", "write a self-contained HTML report (timeline, decisions, totals) to this file")
 	var bf backendFlags
 	bf.register(fs)
@@ -79,6 +80,10 @@ func runNotebook(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *thinkScale < 0 {
+			return errors.New("--think-scale must not be negative")
+		}
+		sc.ThinkScale *= *thinkScale
 		steps = session.Steps(sc)
 	}
 	cfg, err := bf.config()

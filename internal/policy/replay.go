@@ -233,3 +233,45 @@ func (a *assignment) Decide(c Cell, v View, m *Model) Decision {
 	a.i++
 	return place(c, v, m, loc, fmt.Sprintf("%s placement", a.name))
 }
+
+// Calibrate estimates the link from a trace's own transfers: the fixed
+// cost per move (from small moves) and the bandwidth (from large ones), so
+// a replay under the recorded conditions predicts the recorded run.
+func Calibrate(evs []trace.Event, base Link) Link {
+	l := base
+	var small, large []trace.Event
+	for _, e := range evs {
+		switch {
+		case e.BytesMoved > 4<<20:
+			large = append(large, e)
+		case e.BytesMoved > 0:
+			small = append(small, e)
+		}
+	}
+	if len(small) > 0 {
+		var sum float64
+		for _, e := range small {
+			sum += e.TransferSeconds
+		}
+		l.PerTransfer = max(sum/float64(len(small))-l.RTT, 0)
+	}
+	if len(large) > 0 {
+		var bytes, secs float64
+		for _, e := range large {
+			bytes += float64(e.BytesMoved)
+			secs += max(e.TransferSeconds-l.RTT-l.PerTransfer, 1e-3)
+		}
+		l.Bandwidth = bytes / secs
+	}
+	return l
+}
+
+// Recorded returns a policy that places every execution where the trace
+// says it ran: replaying it predicts the recorded run.
+func Recorded(evs []trace.Event) Policy {
+	locs := make([]string, len(evs))
+	for i, e := range evs {
+		locs[i] = e.Loc
+	}
+	return Fixed("recorded", locs)
+}
