@@ -14,11 +14,12 @@ import (
 
 func runReplay(ctx context.Context, args []string) error {
 	fs := newFlags("replay")
-	pol := fs.String("policy", "all", "policy to re-cost under: "+joinNames()+", oracle, or all")
+	pol := fs.String("policy", "all", "policy to re-cost under: "+joinNames()+", oracle, recorded (the trace's own placement), or all")
 	bw := fs.String("bandwidth", "100Mbit", "link rate, e.g. 1Gbit, 100Mbit, 20Mbit, 50MB/s")
 	rtt := fs.String("rtt", "20ms", "link round-trip time")
 	speed := fs.String("remote-speed", "", "how many times faster the remote runs cells, e.g. 4x (default: as measured in the trace)")
 	asJSON := fs.Bool("json", false, "print a JSON list instead of a table")
+	calibrate := fs.Bool("calibrate", false, "estimate the link (per-move cost, bandwidth) from the trace's own transfers")
 	seed := fs.Int64("seed", 1, "seed for the random policy")
 	var paths []string
 	rest := args
@@ -47,6 +48,9 @@ func runReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	s.Link.Compression = 1
+	if *calibrate {
+		s.Link = policy.Calibrate(evs, s.Link)
+	}
 	if *speed != "" {
 		if s.RemoteSpeed, err = policy.ParseSpeed(*speed); err != nil {
 			return err

@@ -191,8 +191,11 @@ func ReplayAll(evs []trace.Event, s Settings, seed int64) []Result {
 
 // ByName re-costs under one named policy (oracle included).
 func ByName(evs []trace.Event, name string, s Settings, seed int64) (Result, error) {
-	if name == "oracle" {
+	switch name {
+	case "oracle":
 		return Replay(evs, Oracle(evs, s), s), nil
+	case "recorded":
+		return Replay(evs, Recorded(evs), s), nil
 	}
 	p, err := New(name, seed)
 	if err != nil {
