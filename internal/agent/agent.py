@@ -371,10 +371,9 @@ def _view_reduce(np, a):
 def _pickler_class():
     import cloudpickle
 
-    np = sys.modules.get("numpy")
-
     class Pickler(cloudpickle.CloudPickler):
         def reducer_override(self, obj):
+            np = sys.modules.get("numpy")  # looked up now: numpy may be imported after install
             if np is not None and type(obj) is np.ndarray and isinstance(obj.base, np.ndarray):
                 view = _view_reduce(np, obj)
                 if view is not None:

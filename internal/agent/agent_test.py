@@ -72,6 +72,7 @@ class AgentTests(unittest.TestCase):
         ns["f"].close()
 
     def test_roundtrip_keeps_identity_views_functions_rng(self):
+        agent._Pickler = agent._pickler_class()  # made before numpy is imported, as in a fresh kernel
         import numpy as np
 
         ns = self.a.user_ns
