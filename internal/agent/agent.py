@@ -275,6 +275,8 @@ def _report(maybe, dynamic):
     if _prints.get(RNG) != rng:
         _prints[RNG] = rng
         changed[RNG] = {"size": 5000, "hash": rng, "kind": "rng", "movable": True, "reason": ""}
+    if not changed:
+        return {"changed": changed, "deleted": sorted(deleted)}
     groups = _alias_groups(ns, current, set(changed))
     for n, g in groups.items():
         if n in changed:

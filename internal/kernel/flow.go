@@ -29,6 +29,8 @@ type effects struct {
 	// every known name counts as read and possibly changed.
 	Dynamic bool
 	Defs    map[string][]string
+	// Inert cells cannot change any name.
+	Inert bool
 }
 
 // agentState tracks the agent in one backend incarnation.
@@ -53,6 +55,9 @@ func (s *Server) analyze(ctx context.Context, code string) effects {
 		r = analysis.Result{Dynamic: true}
 	}
 	eff := effects{Reads: r.Reads, Writes: r.Writes, Dynamic: r.Dynamic, Defs: r.Defs}
+	// A cell that binds, deletes, calls and mutates nothing cannot change
+	// the namespace: it needs no report (pass, a bare name, x.shape).
+	eff.Inert = r.Error == "" && !r.Dynamic && len(r.Writes) == 0 && len(r.Deleted) == 0 && len(r.Calls) == 0 && len(r.Maybe) == 0
 	maybe := map[string]bool{}
 	for _, n := range r.Maybe {
 		maybe[n] = true
@@ -330,7 +335,7 @@ func (s *Server) deleteAt(ctx context.Context, loc string, names []string) error
 // withReport asks for the agent's post-cell report in the request's own
 // user_expressions, so it costs no extra round trip.
 func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessage {
-	if s.cfg.Analyzer == nil {
+	if s.cfg.Analyzer == nil || eff.Inert {
 		return content
 	}
 	var c map[string]json.RawMessage
@@ -357,7 +362,7 @@ func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessag
 // afterCell updates the state map from the agent's report and returns the
 // reply content without Ferry's entry.
 func (s *Server) afterCell(ctx context.Context, loc, cell string, eff effects, reply json.RawMessage) json.RawMessage {
-	if s.cfg.Analyzer == nil {
+	if s.cfg.Analyzer == nil || eff.Inert {
 		return reply
 	}
 	var c map[string]json.RawMessage
