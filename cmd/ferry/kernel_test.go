@@ -467,3 +467,47 @@ func TestFrontEndVanishes(t *testing.T) {
 	waitGone(t, ferryPID, 10*time.Second)
 	waitGone(t, pid, 10*time.Second)
 }
+
+// The target kernel dies in the middle of a state transfer: the variable
+// is intact at the source and the session goes on.
+func TestTargetKilledMidTransfer(t *testing.T) {
+	k := startKernel(t, "--local-remote")
+	remotePID, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nimport os\nprint(os.getpid())", client.ExecOptions{}).Text()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.exec(t, "import numpy as np\nbig = np.random.default_rng(0).random(60_000_000)\nexpect = float(big.sum())", client.ExecOptions{})
+	res := make(chan *client.Result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		defer cancel()
+		r, err := k.c.Execute(ctx, "%%ferry remote\nprint(big.shape)", client.ExecOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		res <- r
+	}()
+	time.Sleep(400 * time.Millisecond) // the 480 MB transfer is under way
+	if err := syscall.Kill(remotePID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-res:
+		// Either the cell ran where the data is, or it failed with a clear
+		// message; it must not hang, and the data must survive.
+		if r == nil {
+			t.Fatal("no result")
+		}
+		if r.Status == "error" && !strings.Contains(r.EValue, "died") {
+			t.Fatalf("unexpected error: %s: %s", r.EName, r.EValue)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("the cell hung after its target kernel died")
+	}
+	if got := k.exec(t, "%%ferry local\nprint(float(big.sum()) == expect)", client.ExecOptions{}).Text(); got != "True\n" {
+		t.Fatalf("the source copy after the failed transfer: %q", got)
+	}
+	if got := k.exec(t, "%%ferry remote\nprint(big.shape)", client.ExecOptions{}).Text(); got != "(60000000,)\n" {
+		t.Fatalf("a new remote kernel got: %q", got)
+	}
+}
