@@ -27,6 +27,7 @@ var commands = []command{
 	{"run", "execute a notebook headless and write the executed notebook", runNotebook},
 	{"bench", "measure Ferry against its baselines: overhead, state, hybrid", runBench},
 	{"demo", "run a bundled notebook across this machine and a local jupyter-server standing in for the cloud", runDemo},
+	{"testbed", "set up the emulated laptop/cloud test bed until Ctrl-C (netns + tc, latency proxy, CPU quota)", runTestbed},
 	{"replay", "re-cost a recorded trace under every placement policy", runReplay},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println(version()); return nil }},
 }
@@ -47,7 +48,13 @@ func main() {
 		}
 		return
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP)
+	sigs := []os.Signal{syscall.SIGTERM, syscall.SIGHUP}
+	if len(os.Args) > 1 && os.Args[1] != "kernel" {
+		// Ctrl-C stops a command cleanly (the kernel ignores it: Jupyter
+		// interrupts cells with interrupt_request).
+		sigs = append(sigs, os.Interrupt)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	defer stop()
 	for _, c := range commands {
 		if c.name == os.Args[1] {

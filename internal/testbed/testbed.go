@@ -135,6 +135,9 @@ func (tb *Testbed) cpu() error {
 	return nil
 }
 
+// CgroupDir is the laptop's CPU-quota cgroup ("" if none).
+func (tb *Testbed) CgroupDir() string { return tb.cgroup }
+
 // SlowLocal moves a process (the laptop kernel) into the quota group.
 func (tb *Testbed) SlowLocal(pid int) error {
 	if tb.cgroup == "" {
