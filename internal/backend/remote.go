@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -110,7 +111,15 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 	}
 	tlsCfg.InsecureSkipVerify = cfg.Insecure
 	jar, _ := cookiejar.New(nil)
-	tr := &http.Transport{TLSClientConfig: tlsCfg, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext, TLSHandshakeTimeout: 10 * time.Second}
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	tr := &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if tc, ok := c.(*net.TCPConn); ok && err == nil {
+				return &quickAckConn{TCPConn: tc}, nil
+			}
+			return c, err
+		}}
 	d := make(chan struct{})
 	close(d)
 	return &Remote{cfg: cfg, base: u, client: &http.Client{Transport: tr, Jar: jar, Timeout: 60 * time.Second},
@@ -672,4 +681,23 @@ func protoName(p string) string {
 		return "v1 binary protocol"
 	}
 	return "legacy JSON protocol"
+}
+
+// quickAckConn acknowledges every read at once. A kernel's messages come
+// as bursts of small WebSocket frames; with the server's Nagle algorithm
+// holding the second frame until the first is acknowledged, Linux's
+// delayed ACK would add 40 ms to every cell. TCP_QUICKACK is reset by the
+// kernel after use, so it is set again after each read.
+type quickAckConn struct {
+	*net.TCPConn
+}
+
+func (c *quickAckConn) Read(b []byte) (int, error) {
+	n, err := c.TCPConn.Read(b)
+	if raw, rerr := c.TCPConn.SyscallConn(); rerr == nil {
+		_ = raw.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
+		})
+	}
+	return n, err
 }
