@@ -84,7 +84,11 @@ func State(ctx context.Context, python string, notebooks []string, out io.Writer
 	}
 	if len(reds) > 0 {
 		sort.Float64s(reds)
-		fmt.Fprintf(out, "state reduction: max %.1fx, median %.1fx\n", reds[len(reds)-1], reds[len(reds)/2])
+		med := reds[len(reds)/2]
+		if len(reds)%2 == 0 {
+			med = (reds[len(reds)/2-1] + reds[len(reds)/2]) / 2
+		}
+		fmt.Fprintf(out, "state reduction: max %.1fx, median %.1fx\n", reds[len(reds)-1], med)
 	}
 	return res, nil
 }
