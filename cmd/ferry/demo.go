@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/trace"
 )
 
@@ -69,7 +70,7 @@ func runDemo(ctx context.Context, args []string) error {
 		i++
 		moved := "-"
 		if e.BytesMoved > 0 {
-			moved = fmt.Sprintf("%s (%s)", humanBytes(e.BytesMoved), strings.Join(e.Moved, ", "))
+			moved = fmt.Sprintf("%s (%s)", report.HumanBytes(e.BytesMoved), strings.Join(e.Moved, ", "))
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%.3f\t%s\t%s\n", n, e.Loc, e.Runtime+e.TransferSeconds, moved, firstOutput(c))
 	}
@@ -79,7 +80,7 @@ func runDemo(ctx context.Context, args []string) error {
 		total += e.BytesMoved
 	}
 	fmt.Printf("\n%d cells in %.1fs; %s of state moved. raw_log (%s) never left the laptop: no cell in the cloud reads it.\n",
-		len(evs), wall.Seconds(), humanBytes(total), humanBytes(5_000_000*8))
+		len(evs), wall.Seconds(), report.HumanBytes(total), report.HumanBytes(5_000_000*8))
 	if *out != "" {
 		if err := nb.Write(*out); err != nil {
 			return err

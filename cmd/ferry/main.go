@@ -107,3 +107,19 @@ func envOr(key, def string) string {
 	}
 	return def
 }
+
+// parseInterleaved parses flags given before and after positional
+// arguments (ferry run NB.ipynb -o OUT), returning the positionals.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parse(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/trace"
 )
 
@@ -21,17 +22,9 @@ func runReplay(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print a JSON list instead of a table")
 	calibrate := fs.Bool("calibrate", false, "estimate the link (per-move cost, bandwidth) from the trace's own transfers")
 	seed := fs.Int64("seed", 1, "seed for the random policy")
-	var paths []string
-	rest := args
-	for {
-		if err := parse(fs, rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		paths = append(paths, fs.Arg(0))
-		rest = fs.Args()[1:]
+	paths, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(paths) != 1 {
 		return errors.New("give exactly one trace: ferry replay TRACE.jsonl [--policy P]")
@@ -78,7 +71,7 @@ func runReplay(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "policy\tseconds\twall s\tbytes moved\tmigrations\tremote cells\tdecide µs/cell\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%s\t%d\t%d\t%.1f\t\n", r.Policy, r.Seconds, r.WallSeconds, humanBytes(r.BytesMoved), r.Migrations, r.CellsRemote, r.DecideMicros)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%s\t%d\t%d\t%.1f\t\n", r.Policy, r.Seconds, r.WallSeconds, report.HumanBytes(r.BytesMoved), r.Migrations, r.CellsRemote, r.DecideMicros)
 	}
 	return tw.Flush()
 }
@@ -99,16 +92,4 @@ func orDefaultStr(s, d string) string {
 		return d
 	}
 	return s
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

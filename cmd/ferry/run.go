@@ -51,17 +51,9 @@ func runNotebook(ctx context.Context, args []string) error {
 	var bf backendFlags
 	bf.register(fs)
 	// Accept flags after the notebook path too, as users type them.
-	var paths []string
-	rest := args
-	for {
-		if err := parse(fs, rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		paths = append(paths, fs.Arg(0))
-		rest = fs.Args()[1:]
+	paths, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(paths) != 1 {
 		return errors.New("give exactly one notebook: ferry run NOTEBOOK.ipynb [-o OUT.ipynb]")

@@ -83,19 +83,7 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 			return runs, fmt.Errorf("running cell %d: %w", i+1, err)
 		}
 		secs := time.Since(t0).Seconds()
-		outs := make([]any, 0, len(res.Outputs))
-		for _, o := range res.Outputs {
-			if t, ok := o["text"].(string); ok {
-				o["text"] = SplitLines(t)
-			}
-			outs = append(outs, o)
-		}
-		c["outputs"] = outs
-		if res.Count > 0 {
-			c["execution_count"] = res.Count
-		} else {
-			c["execution_count"] = nil
-		}
+		store(c, res)
 		runs = append(runs, CellRun{Index: i, Seconds: secs, Status: res.Status})
 		if res.Status == "error" && firstErr == nil {
 			firstErr = &CellError{Index: i, EName: res.EName, EValue: res.EValue}
@@ -179,17 +167,7 @@ func RunSteps(ctx context.Context, nb *Notebook, ex Executor, steps []Step, opt 
 		if err != nil {
 			return runs, fmt.Errorf("step %d (cell %d): %w", n+1, st.Cell, err)
 		}
-		outs := make([]any, 0, len(res.Outputs))
-		for _, o := range res.Outputs {
-			if t, ok := o["text"].(string); ok {
-				o["text"] = SplitLines(t)
-			}
-			outs = append(outs, o)
-		}
-		c["outputs"] = outs
-		if res.Count > 0 {
-			c["execution_count"] = res.Count
-		}
+		store(c, res)
 		runs = append(runs, CellRun{Index: st.Cell, Seconds: time.Since(t0).Seconds(), Status: res.Status})
 		if res.Status == "error" && !opt.AllowErrors {
 			return runs, &CellError{Index: st.Cell, EName: res.EName, EValue: res.EValue}
@@ -200,4 +178,21 @@ func RunSteps(ctx context.Context, nb *Notebook, ex Executor, steps []Step, opt 
 		fmt.Fprintln(opt.Progress)
 	}
 	return runs, nil
+}
+
+// store writes a result into the cell as nbformat keeps it.
+func store(c Cell, res *client.Result) {
+	outs := make([]any, 0, len(res.Outputs))
+	for _, o := range res.Outputs {
+		if t, ok := o["text"].(string); ok {
+			o["text"] = SplitLines(t)
+		}
+		outs = append(outs, o)
+	}
+	c["outputs"] = outs
+	if res.Count > 0 {
+		c["execution_count"] = res.Count
+	} else {
+		c["execution_count"] = nil
+	}
 }

@@ -68,7 +68,7 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 		total = 1
 	}
 	scale := (width - left - 10) / total
-	p := page{Summary: s, Bytes: human(s.BytesMoved), Width: width, Height: 2*laneH + 60}
+	p := page{Summary: s, Bytes: HumanBytes(s.BytesMoved), Width: width, Height: 2*laneH + 60}
 	lane := map[string]float64{"local": 20, "remote": 20 + laneH}
 	t := 0.0
 	for _, e := range evs {
@@ -80,7 +80,7 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 		p.ThinkSecs += e.Think
 		if e.TransferSeconds > 0 || e.BytesMoved > 0 {
 			p.Bars = append(p.Bars, bar{X: left + t*scale, W: max(e.TransferSeconds*scale, 1), Y: y, Class: "xfer",
-				Title: fmt.Sprintf("moved %s to %s in %.2fs: %s", human(e.BytesMoved), e.Loc, e.TransferSeconds, strings.Join(e.Moved, ", "))})
+				Title: fmt.Sprintf("moved %s to %s in %.2fs: %s", HumanBytes(e.BytesMoved), e.Loc, e.TransferSeconds, strings.Join(e.Moved, ", "))})
 		}
 		t += e.TransferSeconds
 		p.XferSecs += e.TransferSeconds
@@ -93,7 +93,7 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 		t += e.Runtime
 		p.ComputeSec += e.Runtime
 		p.Rows = append(p.Rows, row{Seq: e.Seq, Cell: e.Cell, Loc: e.Loc, Status: e.Status, Why: e.Why, Moved: strings.Join(e.Moved, ", "),
-			Runtime: e.Runtime, Transfer: e.TransferSeconds, Think: e.Think, Bytes: human(e.BytesMoved)})
+			Runtime: e.Runtime, Transfer: e.TransferSeconds, Think: e.Think, Bytes: HumanBytes(e.BytesMoved)})
 	}
 	p.TotalSecs = t
 	for i := 0; i <= 5; i++ {
@@ -103,7 +103,8 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 	return tmpl.Execute(w, p)
 }
 
-func human(n int64) string {
+// HumanBytes formats a byte count for people.
+func HumanBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
