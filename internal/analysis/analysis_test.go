@@ -2,8 +2,12 @@ package analysis
 
 import (
 	"context"
+	"errors"
 	"os"
 	"slices"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,46 +24,165 @@ func newAnalyzer(t *testing.T) *Analyzer {
 	return a
 }
 
+// names is a test's expectation for one list: what it must and must not hold.
+type names struct{ has, not []string }
+
+func (n names) check(t *testing.T, what string, got []string) {
+	t.Helper()
+	for _, w := range n.has {
+		if !slices.Contains(got, w) {
+			t.Errorf("%s = %v, missing %q", what, got, w)
+		}
+	}
+	for _, w := range n.not {
+		if slices.Contains(got, w) {
+			t.Errorf("%s = %v, should not contain %q", what, got, w)
+		}
+	}
+}
+
+func has(s ...string) names { return names{has: s} }
+
 func TestAnalyze(t *testing.T) {
 	a := newAnalyzer(t)
 	tests := []struct {
-		name                        string
-		code                        string
-		reads, writes, maybe, notRd []string
-		deleted                     []string
-		dynamic, parseErr           bool
+		name                          string
+		code                          string
+		reads, writes, maybe, deleted names
+		calls, magics                 names
+		defs                          map[string]names
+		dynamic, unparsable, shell    bool
 	}{
-		{name: "assign then read is not a read", code: "x = 1\ny = x + z", reads: []string{"z"}, writes: []string{"x", "y"}, notRd: []string{"x"}},
-		{name: "augmented assignment reads", code: "n += 1", reads: []string{"n"}, writes: []string{"n"}, maybe: []string{"n"}},
-		{name: "item and attribute assignment mutate", code: "a[3] = 1\nb.c = 2\nd[k].e = v", reads: []string{"a", "b", "d", "k", "v"}, maybe: []string{"a", "b", "d"}},
-		{name: "method call may mutate", code: "lst.append(1)\ndf.loc[0, 'a'] = 3", reads: []string{"lst", "df"}, maybe: []string{"lst", "df"}},
-		{name: "comprehension scope", code: "r = [i * k for i in items if i > lim]", reads: []string{"items", "k", "lim"}, writes: []string{"r"}, notRd: []string{"i"}},
-		{name: "walrus in comprehension leaks", code: "[y := f(x) for x in xs]", reads: []string{"f", "xs"}, writes: []string{"y"}, notRd: []string{"x"}},
-		{name: "del", code: "del a, b[0]", reads: []string{"a", "b"}, deleted: []string{"a"}, maybe: []string{"b"}},
-		{name: "nonlocal inside function", code: "def outer():\n    c = 0\n    def inner():\n        nonlocal c\n        c += g\n    return inner", writes: []string{"outer"}, notRd: []string{"c", "g"}},
-		{name: "f-string", code: "s = f'{name!r:>{width}}'", reads: []string{"name", "width"}, writes: []string{"s"}},
-		{name: "decorators and defaults run at definition", code: "@deco(opt)\ndef f(a=default, *args, **kw):\n    return a + glob", reads: []string{"deco", "opt", "default"}, writes: []string{"f"}, notRd: []string{"glob", "args", "kw"}},
-		{name: "calling a function defined here reads its globals", code: "def f():\n    return glob\nf()", reads: []string{"glob"}, writes: []string{"f"}},
-		{name: "star args", code: "out = g(*xs, **opts)", reads: []string{"g", "xs", "opts"}, maybe: []string{"xs", "opts"}},
-		{name: "global in function", code: "def setg():\n    global G\n    G = 1\nsetg()", writes: []string{"G", "setg"}},
-		{name: "conditional binding still reads", code: "if c:\n    x = 1\nprint(x)", reads: []string{"c", "x"}},
-		{name: "for target and with as", code: "for i in range(n):\n    t = i\nwith open(p) as fh:\n    data = fh.read()", reads: []string{"n", "p"}, writes: []string{"i", "t", "fh", "data"}},
-		{name: "try except name", code: "try:\n    v = risky()\nexcept ValueError as e:\n    v = None", reads: []string{"risky"}, writes: []string{"v", "e"}},
-		{name: "import aliases", code: "import numpy as np, os.path\nfrom math import sqrt as s", writes: []string{"np", "os", "s"}},
-		{name: "class body", code: "class C(Base):\n    k = K\n    def m(self):\n        return self.k + G", reads: []string{"Base", "K"}, writes: []string{"C"}},
-		{name: "lambda", code: "f = lambda q, r=dflt: q + outer", reads: []string{"dflt", "outer"}, writes: []string{"f"}, notRd: []string{"q", "r"}},
-		{name: "match", code: "match cmd:\n    case [x, y]:\n        out = x\n    case {'k': v, **rest}:\n        out = v", reads: []string{"cmd"}, writes: []string{"x", "y", "out", "v", "rest"}},
+		// Flow at module level.
+		{name: "assign then read is not a read", code: "x = 1\ny = x + z",
+			reads: names{has: []string{"z"}, not: []string{"x", "y"}}, writes: has("x", "y")},
+		{name: "conditional binding still reads", code: "if c:\n    x = 1\nprint(x)", reads: has("c", "x")},
+		{name: "short-circuit walrus still reads", code: "ok and (v := 1)\nprint(v)", reads: has("ok", "v"), writes: has("v")},
+		{name: "while body may not run", code: "while cond():\n    w = 1\nw", reads: has("cond", "w")},
+		{name: "exception mid-cell keeps later names", code: "x = 1\nraise ValueError\ny = x", reads: names{not: []string{"x"}}, writes: has("x", "y")},
+
+		// Assignment forms.
+		{name: "augmented assignment reads and mutates", code: "n += 1\nlst += [2]", reads: has("n", "lst"), writes: has("n", "lst"), maybe: has("n", "lst")},
+		{name: "augmented item assignment", code: "counts[k] += 1", reads: has("counts", "k"), maybe: has("counts"), writes: names{not: []string{"counts"}}},
+		{name: "item and attribute assignment mutate", code: "a[3] = 1\nb.c = 2\nd[k].e = v",
+			reads: has("a", "b", "d", "k", "v"), maybe: has("a", "b", "d"), writes: names{not: []string{"a", "b", "d"}}},
+		{name: "unpacking and starred targets", code: "first, *rest = seq\n(p, q), r = pairs",
+			reads: has("seq", "pairs"), writes: has("first", "rest", "p", "q", "r")},
+		{name: "annotated assignment", code: "x: int = y\nz: float", reads: has("y", "int", "float"), writes: names{has: []string{"x"}, not: []string{"z"}}},
+		{name: "method call may mutate", code: "lst.append(1)\ndf.loc[0, 'a'] = 3", reads: has("lst", "df"), maybe: has("lst", "df")},
+		{name: "arguments may be mutated", code: "np.random.shuffle(arr)\nf(key=d)", maybe: has("arr", "d", "np", "f")},
+		{name: "pure builtins do not mutate their arguments", code: "print(big)\nn = len(big)", reads: has("big"), maybe: names{not: []string{"big"}}},
+		{name: "mutation through an in-cell alias", code: "row = table['a'][0]\nrow.append(1)", maybe: has("row", "table")},
+		{name: "iterating may consume or mutate items", code: "for r in rows:\n    r.append(0)", maybe: has("rows")},
+
+		// del.
+		{name: "del", code: "del a, b[0]", reads: has("a", "b"), deleted: has("a"), writes: has("a"), maybe: has("b")},
+		{name: "del of a name bound in the cell does not read", code: "t = 1\ndel t\nt", reads: has("t"), deleted: has("t")},
+		{name: "del of attribute", code: "del obj.attr", reads: has("obj"), maybe: has("obj"), deleted: names{not: []string{"obj"}}},
+
+		// Comprehension scopes and walrus.
+		{name: "comprehension scope", code: "r = [i * k for i in items if i > lim]",
+			reads: names{has: []string{"items", "k", "lim"}, not: []string{"i"}}, writes: names{has: []string{"r"}, not: []string{"i"}}},
+		{name: "nested comprehension", code: "flat = [c for row in grid for c in row if c != skip]",
+			reads: names{has: []string{"grid", "skip"}, not: []string{"row", "c"}}},
+		{name: "dict and set comprehensions and generator", code: "m = {k: v for k, v in pairs}\ns = {x for x in xs}\ng = sum(y for y in ys)",
+			reads: names{has: []string{"pairs", "xs", "ys"}, not: []string{"k", "v", "x", "y"}}, writes: names{not: []string{"k", "v", "x", "y"}}},
+		{name: "comprehension variable does not leak", code: "[i for i in range(3)]\nprint(i)", reads: has("i")},
+		{name: "walrus in comprehension leaks", code: "[y := f(x) for x in xs]", reads: names{has: []string{"f", "xs"}, not: []string{"x"}}, writes: has("y")},
+		{name: "walrus at module level binds", code: "(n := 10)\nprint(n)", reads: names{not: []string{"n"}}, writes: has("n")},
+
+		// Functions, closures, globals.
+		{name: "nonlocal inside function", code: "def outer():\n    c = 0\n    def inner():\n        nonlocal c\n        c += g\n    return inner",
+			writes: has("outer"), reads: names{not: []string{"c", "g"}}, defs: map[string]names{"outer": {has: []string{"g"}, not: []string{"c"}}}},
+		{name: "name bound only in a nested function is global in the outer", code: "def f():\n    def g():\n        x = 1\n    return x\nf()",
+			reads: has("x"), defs: map[string]names{"f": has("x")}},
+		{name: "decorators and defaults run at definition", code: "@deco(opt)\ndef f(a=default, *args, b: Ann = kwd, **kw):\n    return a + glob",
+			reads: names{has: []string{"deco", "opt", "default", "kwd", "Ann"}, not: []string{"args", "kw", "a"}}, writes: has("f"),
+			defs: map[string]names{"f": has("glob")}},
+		{name: "defaults and annotations run at definition, the body later", code: "def f(a=default, *args, b: Ann = kwd, **kw) -> Ret:\n    return a + glob",
+			reads: names{has: []string{"default", "kwd", "Ann", "Ret"}, not: []string{"glob", "args", "kw", "a", "b"}}},
+		{name: "a decorator may call the function", code: "@register\ndef f():\n    return glob", reads: has("register", "glob"), calls: has("register")},
+		{name: "calling a function defined here reads its globals", code: "def f():\n    return glob\nf()", reads: has("glob"), writes: has("f"), calls: has("f")},
+		{name: "passing a function defined here reads its globals", code: "def f(v):\n    return v + off\nout = list(map(f, xs))", reads: has("off", "xs")},
+		{name: "globals bound before the call are not read", code: "def f():\n    return g\ng = 1\nf()", reads: names{not: []string{"g"}}},
+		{name: "a defined but unused function reads nothing yet", code: "def f():\n    return glob", reads: names{not: []string{"glob"}}, defs: map[string]names{"f": has("glob")}},
+		{name: "global in function", code: "def setg():\n    global G\n    G = 1\nsetg()", writes: has("G", "setg"), reads: names{not: []string{"G"}},
+			defs: map[string]names{"setg": has("G")}},
+		{name: "global mutated in function", code: "def add(v):\n    results.append(v)\nadd(1)", maybe: has("results"), reads: has("results")},
+		{name: "functions calling functions defined here", code: "def a(v):\n    return b(v) + 1\ndef b(v):\n    return v * base\na(2)",
+			reads: has("base"), calls: has("a", "b")},
+		{name: "recursion terminates", code: "def f(n):\n    return f(n - 1) if n else z\nf(3)", reads: has("z")},
+
+		// Lambdas.
+		{name: "lambda", code: "f = lambda q, r=dflt: q + outer", reads: names{has: []string{"dflt", "outer"}, not: []string{"q", "r"}}, writes: has("f"),
+			defs: map[string]names{"f": has("outer")}},
+		{name: "lambda as sort key", code: "s = sorted(xs, key=lambda v: w[v])", reads: names{has: []string{"xs", "w"}, not: []string{"v"}}},
+		{name: "lambda default", code: "fs = [lambda i=i: i * m for i in range(3)]", reads: names{has: []string{"m", "range"}, not: []string{"i"}}},
+
+		// Classes.
+		{name: "class body", code: "class C(Base, metaclass=Meta):\n    k = K\n    j = k + 1\n    def m(self):\n        return self.k + G",
+			reads: names{has: []string{"Base", "Meta", "K"}, not: []string{"k", "j", "self", "G"}}, writes: names{has: []string{"C"}, not: []string{"k", "j", "m"}},
+			defs: map[string]names{"C": has("G")}},
+		{name: "instantiating a class defined here reads its methods' globals", code: "class C:\n    def __init__(self):\n        self.v = G\nc = C()",
+			reads: has("G"), writes: has("C", "c")},
+		{name: "class attribute mutated through the class", code: "class K:\n    n = 0\n    def __init__(self):\n        K.n += 1\nk = K()", maybe: has("K")},
+		{name: "class body comprehension cannot see class names", code: "class C:\n    a = 1\n    b = [a for _ in range(2)]", reads: has("a")},
+
+		// try / for / with / match.
+		{name: "try except name", code: "try:\n    v = risky()\nexcept ValueError as e:\n    print(e)\n    v = None\nfinally:\n    done = True\ndone",
+			reads: names{has: []string{"risky", "ValueError"}, not: []string{"done"}}, writes: has("v", "e", "done"), deleted: has("e")},
+		{name: "except name is gone after the handler", code: "try:\n    pass\nexcept Exception as err:\n    pass\nerr", reads: has("err")},
+		{name: "for target", code: "for i in range(n):\n    t = i\nprint(i)", reads: has("n", "i"), writes: has("i", "t")},
+		{name: "for target is bound inside the body", code: "for i in range(3):\n    print(i)", reads: names{not: []string{"i"}}},
+		{name: "with as", code: "with open(p) as fh:\n    data = fh.read()\nprint(fh.closed)", reads: names{has: []string{"p", "open"}, not: []string{"fh"}}, writes: has("fh", "data")},
+		{name: "with body may be suppressed", code: "with suppress(E):\n    x = 1\nx", reads: has("x", "suppress", "E")},
+		{name: "match", code: "match cmd:\n    case [x, y] if x > lim:\n        out = x\n    case {'k': v, **rest}:\n        out = v\n    case Point(x=0, y=yy):\n        pass\n    case Color.RED:\n        pass",
+			reads: names{has: []string{"cmd", "lim", "Point", "Color"}, not: []string{"x", "v", "yy"}}, writes: has("x", "y", "out", "v", "rest", "yy")},
+
+		// f-strings, star-args, imports.
+		{name: "f-string", code: "s = f'{name!r:>{width}} {obj.attr}'", reads: has("name", "width", "obj"), writes: has("s")},
+		{name: "star args", code: "out = g(*xs, **opts)", reads: has("g", "xs", "opts"), maybe: has("xs", "opts")},
+		{name: "import aliases", code: "import numpy as np, os.path\nfrom math import sqrt as s, pi\nnp.zeros(1)",
+			writes: has("np", "os", "s", "pi"), reads: names{not: []string{"np", "numpy", "math", "sqrt"}}},
+		{name: "import in a function binds a local", code: "def f():\n    import json\n    return json.dumps(1)\nf()", reads: names{not: []string{"json"}}},
+		{name: "top-level await", code: "r = await fetch(url)", reads: has("fetch", "url"), writes: has("r")},
+
+		// Dynamic code.
 		{name: "exec is dynamic", code: "exec('z = 1')", dynamic: true},
+		{name: "eval in a function is dynamic", code: "def f(s):\n    return eval(s)", dynamic: true},
 		{name: "globals() is dynamic", code: "globals()['q'] = 3", dynamic: true},
+		{name: "vars() without arguments is dynamic", code: "print(vars())", dynamic: true},
+		{name: "vars(obj) is not dynamic", code: "d = vars(obj)", maybe: has("obj")},
+		{name: "locals() in a function is not dynamic", code: "def f(a):\n    return locals()"},
+		{name: "locals() at top level is dynamic", code: "l = locals()", dynamic: true},
 		{name: "star import is dynamic", code: "from os.path import *", dynamic: true},
-		{name: "time magic is analysed", code: "%time w = q * 2", reads: []string{"q"}, writes: []string{"w"}},
-		{name: "cell magic body is analysed", code: "%%time\nw = q * 2", reads: []string{"q"}, writes: []string{"w"}},
-		{name: "shell command", code: "!ls -l", notRd: []string{"ls"}},
-		{name: "shell command expanding a name", code: "!echo $x", dynamic: true},
-		{name: "help query reads the object", code: "obj.method?", reads: []string{"obj"}},
-		{name: "who lists every name", code: "%who", dynamic: true},
-		{name: "unknown magic is dynamic", code: "%run script.py", dynamic: true},
-		{name: "syntax error", code: "def (:", parseErr: true},
+		{name: "__import__ is dynamic", code: "m = __import__('os')", dynamic: true},
+		{name: "sys.modules reaches the namespace", code: "import sys\nv = getattr(sys.modules['__main__'], name)", dynamic: true},
+		{name: "__main__ import is dynamic", code: "import __main__\n__main__.x = 1", dynamic: true},
+		{name: "get_ipython internals are dynamic", code: "get_ipython().user_ns['x'] = 1", dynamic: true},
+
+		// Magics, shell and help.
+		{name: "time magic is analysed", code: "%time w = q * 2", reads: has("q"), writes: has("w"), magics: has("time")},
+		{name: "timeit with options", code: "%timeit -n1 -r 3 y = -x", reads: has("x"), magics: has("timeit")},
+		{name: "timeit bindings are not for sure", code: "%timeit t = 1\nt", reads: has("t")},
+		{name: "cell magic body is analysed", code: "%%time\nw = q * 2\nprint(w)", reads: names{has: []string{"q"}, not: []string{"w"}}, writes: has("w"), magics: has("time")},
+		{name: "capture binds its name", code: "%%capture out\nx = q", reads: has("q"), writes: has("out", "x"), magics: has("capture")},
+		{name: "capture around a line magic", code: "%%capture\n%time y = 21 * 2", writes: has("y"), magics: has("capture", "time")},
+		{name: "safe magic", code: "%matplotlib inline\nimport matplotlib.pyplot as plt", magics: has("matplotlib"), writes: has("plt")},
+		{name: "magic assigned", code: "home = %env HOME", writes: has("home"), magics: has("env")},
+		{name: "shell command", code: "!ls -l", reads: names{not: []string{"ls"}}, shell: true},
+		{name: "shell output assigned", code: "files = !ls", writes: has("files"), shell: true},
+		{name: "shell command expanding names", code: "!echo $x {y + 1} $$HOME", reads: has("x", "y"), shell: true},
+		{name: "bash cell magic", code: "%%bash\necho hi", shell: true, magics: has("bash")},
+		{name: "help query reads the object", code: "obj.method?", reads: has("obj"), magics: has("pinfo")},
+		{name: "double help query", code: "func??", reads: has("func"), magics: has("pinfo2")},
+		{name: "xdel deletes", code: "%xdel big", deleted: has("big"), magics: has("xdel")},
+		{name: "who lists every name", code: "%who", dynamic: true, magics: has("who")},
+		{name: "unknown magic is dynamic", code: "%run script.py", dynamic: true, magics: has("run")},
+		{name: "ferry cell magic body is analysed", code: "%%ferry remote\nm = big.mean()", reads: has("big"), writes: has("m"), magics: has("ferry")},
+
+		{name: "syntax error", code: "def (:", unparsable: true},
+		{name: "indentation error", code: "x = 1\n  y = 2", unparsable: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,29 +192,75 @@ func TestAnalyze(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			check := func(what string, got, want []string) {
-				for _, w := range want {
-					if !slices.Contains(got, w) {
-						t.Errorf("%s = %v, missing %q", what, got, w)
-					}
+			tt.reads.check(t, "reads", r.Reads)
+			tt.writes.check(t, "writes", r.Writes)
+			tt.maybe.check(t, "maybe", r.Maybe)
+			tt.deleted.check(t, "deleted", r.Deleted)
+			tt.calls.check(t, "calls", r.Calls)
+			tt.magics.check(t, "magics", r.Magics)
+			for def, want := range tt.defs {
+				got, ok := r.Defs[def]
+				if !ok {
+					t.Errorf("defs = %v, missing %q", r.Defs, def)
+				}
+				want.check(t, "defs["+def+"]", got)
+				if _, ok := r.DefEffects[def]; !ok {
+					t.Errorf("def_effects = %v, missing %q", r.DefEffects, def)
 				}
 			}
-			check("reads", r.Reads, tt.reads)
-			check("writes", r.Writes, tt.writes)
-			check("maybe", r.Maybe, tt.maybe)
-			check("deleted", r.Deleted, tt.deleted)
-			for _, n := range tt.notRd {
-				if slices.Contains(r.Reads, n) {
-					t.Errorf("reads = %v, should not contain %q", r.Reads, n)
+			for _, w := range r.Writes {
+				if !slices.Contains(r.Maybe, w) {
+					t.Errorf("written %q is not in maybe %v", w, r.Maybe)
 				}
 			}
 			if r.Dynamic != tt.dynamic {
 				t.Errorf("dynamic = %v, want %v", r.Dynamic, tt.dynamic)
 			}
-			if (r.Error != "") != tt.parseErr {
-				t.Errorf("error = %q, want error: %v", r.Error, tt.parseErr)
+			if r.Shell != tt.shell {
+				t.Errorf("shell = %v, want %v", r.Shell, tt.shell)
+			}
+			if r.Unparsable != tt.unparsable || (r.Error != "") != tt.unparsable {
+				t.Errorf("unparsable = %v, error = %q, want unparsable %v", r.Unparsable, r.Error, tt.unparsable)
 			}
 		})
+	}
+}
+
+func TestDefEffects(t *testing.T) {
+	a := newAnalyzer(t)
+	r, err := a.Analyze(context.Background(), "def bump(by=1):\n    global counter, gone\n    counter += by\n    log.append(by)\n    del gone\n    return helper(by)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := r.DefEffects["bump"]
+	has("counter", "log", "helper").check(t, "reads", e.Reads)
+	has("counter", "gone").check(t, "writes", e.Writes)
+	has("log").check(t, "maybe", e.Maybe)
+	has("helper").check(t, "calls", e.Calls)
+	names{has: []string{"counter", "log", "helper", "gone"}, not: []string{"by", "bump"}}.check(t, "defs", r.Defs["bump"])
+	// Defining it writes the globals it assigns (when called) but reads none.
+	has("bump", "counter", "gone").check(t, "writes", r.Writes)
+	names{not: []string{"counter", "log"}}.check(t, "reads", r.Reads)
+}
+
+func TestAnalyzeCachesByCode(t *testing.T) {
+	a := newAnalyzer(t)
+	ctx := context.Background()
+	first, err := a.Analyze(ctx, "cached = source")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close() // a cached answer needs no helper
+	a.sem <- struct{}{}
+	a.cmd = nil
+	a.python = "/nonexistent/python"
+	<-a.sem
+	again, err := a.Analyze(ctx, "cached = source")
+	if err != nil || !slices.Equal(first.Reads, again.Reads) {
+		t.Fatalf("cached result: %+v, %v; first %+v", again, err, first)
+	}
+	if _, err := a.Analyze(ctx, "not cached"); err == nil || !strings.Contains(err.Error(), "/nonexistent/python") {
+		t.Fatalf("uncached with a missing interpreter: err = %v", err)
 	}
 }
 
@@ -101,15 +270,59 @@ func TestAnalyzerRestartsAfterHelperDies(t *testing.T) {
 	if _, err := a.Analyze(ctx, "x = 1"); err != nil {
 		t.Fatal(err)
 	}
-	a.mu.Lock()
+	a.sem <- struct{}{}
 	_ = a.cmd.Process.Kill()
-	a.mu.Unlock()
-	// The first call after the death may fail; the helper is then restarted.
-	if _, err := a.Analyze(ctx, "y = 2"); err == nil {
-		return
+	<-a.sem
+	// The first call after the death fails (and is marked dynamic); the
+	// helper is then restarted.
+	if r, err := a.Analyze(ctx, "y = 2"); err != nil && !r.Dynamic {
+		t.Fatalf("failed analysis not marked dynamic: %+v", r)
 	}
 	r, err := a.Analyze(ctx, "z = w")
 	if err != nil || !slices.Contains(r.Reads, "w") {
 		t.Fatalf("after restart: %+v, %v", r, err)
 	}
+}
+
+func TestAnalyzeHonoursContext(t *testing.T) {
+	a := newAnalyzer(t)
+	if _, err := a.Analyze(context.Background(), "warm = 1"); err != nil {
+		t.Fatal(err)
+	}
+	// A helper that never answers: the call returns when ctx ends.
+	a.sem <- struct{}{}
+	_ = a.cmd.Process.Signal(syscall.SIGSTOP)
+	<-a.sem
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r, err := a.Analyze(ctx, "stuck = 1")
+	if !errors.Is(err, context.DeadlineExceeded) || !r.Dynamic {
+		t.Fatalf("stuck helper: %+v, %v", r, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("returned after %v", d)
+	}
+	// Waiting callers honour their context too, and the helper recovers.
+	r, err = a.Analyze(context.Background(), "after = before")
+	if err != nil || !slices.Contains(r.Reads, "before") {
+		t.Fatalf("after a stuck helper: %+v, %v", r, err)
+	}
+}
+
+func TestAnalyzeConcurrent(t *testing.T) {
+	a := newAnalyzer(t)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code := "v" + strings.Repeat("x", i) + " = src"
+			r, err := a.Analyze(context.Background(), code)
+			if err != nil || !slices.Contains(r.Reads, "src") {
+				t.Errorf("%q: %+v, %v", code, r, err)
+			}
+		}()
+	}
+	wg.Wait()
 }
