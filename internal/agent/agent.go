@@ -1,5 +1,7 @@
 // Package agent embeds Ferry's Python agent (agent.py) and builds the hidden
-// code Ferry runs in a backend kernel to install and query it.
+// code Ferry runs in a backend kernel to install and query it. The agent's
+// docstring documents its entry points, payload format and the comm
+// protocol (target CommTarget) Ferry moves variables over.
 package agent
 
 import (
@@ -12,6 +14,10 @@ import (
 //
 //go:embed agent.py
 var Source string
+
+// CommTarget is the comm target the agent registers; a comm_open to it must
+// carry {"secret": secret} as its data.
+const CommTarget = "ferry.state"
 
 // InstallCode returns code that installs the agent as
 // sys.modules["_ferry_agent"] without binding any name in the user's
@@ -52,6 +58,8 @@ type Change struct {
 	Movable bool   `json:"movable"`
 	Reason  string `json:"reason"`
 	Group   string `json:"group"`
+	// Module is the module's name for kind "module": it moves as an import.
+	Module string `json:"module,omitempty"`
 }
 
 // Report is what the agent says a cell changed.

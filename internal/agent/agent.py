@@ -1,51 +1,101 @@
 """Ferry's agent: the small part of Ferry that lives inside each backend kernel.
 
 Ferry (the Go kernel the front end talks to) installs this module silently in
-every ipykernel it runs cells on, as sys.modules["_ferry_agent"]; nothing is
-added to the user's namespace, history or execution count. It does four jobs:
+every ipykernel it runs cells on, as sys.modules["_ferry_agent"], with a
+hidden execute_request (silent, store_history=False): nothing is added to
+the user's namespace, history, ``_``/``Out`` or execution count. All of its
+state lives in this module object.
 
-report(names, dynamic)
-    Evaluated as a ``user_expressions`` entry of the user's own
-    execute_request, right after the cell, so it costs no extra round trip.
-    It returns (as JSON in its repr) which names the cell bound, deleted or
-    mutated, with sizes, whether each can move, and alias groups.
+Entry points
+------------
+install(secret, shell=None)
+    Register the "ferry.state" comm target guarded by secret and take a
+    first fingerprint of the namespace.
 
-pack / load (over the "ferry.state" comm)
-    Ferry opens a comm with target "ferry.state", presenting the session
-    secret it installed the agent with; a comm without it is closed and
-    ignored, so another client of the same Jupyter Server cannot inject
-    pickles. Messages (``data`` dicts; payload bytes travel as binary
-    buffers, never base64):
+report(names=(), dynamic=False) -> object whose repr is JSON
+    Meant as a ``user_expressions`` entry of the user's own execute_request:
+    evaluated right after the cell, its answer rides on the execute_reply,
+    so the post-cell report costs no extra round trip. It never raises.
+    names are those the cell may have mutated (from Ferry's analysis);
+    their contents are hashed, the other names are compared by identity,
+    type and a shallow signature (length, shape) only; dynamic checks all
+    contents. The JSON is::
 
-    Ferry -> agent  {"op": "pack", "id", "names": [...], "compress": bool}
-    agent -> Ferry  {"op": "begin", "id", "raw_size"}
-    agent -> Ferry  {"op": "chunk", "id", "seq", "z", "raw"} + 1 buffer  (repeated)
-    agent -> Ferry  {"op": "packed", "id", "hash", "size", "raw_size",
-                     "chunks", "names", "unmovable": {name: reason}}
-    Ferry -> agent  the same begin and chunk messages, forwarded as they come
-    Ferry -> agent  {"op": "load", "id", "hash", "chunks"}
-    agent -> Ferry  {"op": "loaded", "id", "hash", "names"}
-                 or {"op": "error", "id", "error"}
-    Ferry -> agent  {"op": "delete", "id", "names"} -> {"op": "deleted", "id"}
+        {"changed": {name: {"size", "hash", "kind", "movable", "reason",
+                            "group", "module"}},
+         "deleted": [name, ...], "error": "..." (only on failure)}
 
-    "z" marks a zstd-compressed chunk, "raw" its uncompressed length. The
-    hash is SHA-256 over (b"z" or b"r") + chunk for every chunk as sent. The target checks it before
-    unpickling anything; the source keeps its copy whatever happens.
+    "hash" is a content hash ("" when it could not be computed within the
+    cost bound: such a value is reported as changed whenever checked, since
+    correct beats small). "group" names the alias group: names sharing
+    objects (a is b, a list holding an array another name holds, views of
+    one array) share a group and must move together. "__ferry_rng__" is the
+    pseudo-name of the random and numpy.random global generator states.
 
-Payload format: one pickle (protocol 5, cloudpickle so functions, lambdas and
-classes defined in the notebook travel by value) of a dict {name: value} for
+serialise(names) -> (payload bytes, hash, unmovable)
+deserialise(payload, hash) -> names
+    In-process forms of pack and load, for tests and tools: one payload for
+    the whole group, its hash checked before anything is unpickled.
+
+dump_session_size() -> {"bytes", "seconds", "error"} (as JSON repr)
+    The baseline Ferry is compared against: a full-session dill dump
+    written to a byte counter, and how long it took.
+
+Comm protocol (target "ferry.state")
+------------------------------------
+Ferry opens a comm with target_name "ferry.state" and data
+{"secret": <session secret>}; a comm without the secret the agent was
+installed with is closed with {"error": "unauthorised"} and ignored, so
+another client of the same Jupyter Server cannot inject pickles. Messages
+are ``data`` dicts; payload bytes travel as binary buffers of the comm
+messages, never base64:
+
+    Ferry -> source  {"op": "pack", "id", "names": [...], "compress": bool}
+    source -> Ferry  {"op": "begin", "id", "raw_size"}
+    source -> Ferry  {"op": "chunk", "id", "seq", "z", "raw"} + 1 buffer  (repeated)
+    source -> Ferry  {"op": "packed", "id", "hash", "size", "raw_size",
+                      "chunks", "names", "unmovable": {name: reason},
+                      "seconds"}
+    Ferry -> target  the same begin and chunk messages, forwarded as they
+                     come (Ferry never holds the whole payload)
+    Ferry -> target  {"op": "load", "id", "hash", "chunks"}
+    target -> Ferry  {"op": "loaded", "id", "hash", "names"}
+                  or {"op": "error", "id", "error"}  (nothing was loaded)
+    Ferry -> target  {"op": "drop", "id"}     (abandon a partial transfer)
+    Ferry -> agent   {"op": "delete", "id", "names"} -> {"op": "deleted", "id"}
+
+Chunks are at most CHUNK bytes of the payload (a few MiB, so a transfer
+never needs one huge message); "z" marks a zstd-compressed chunk (sent
+only where a sample shows compression pays), "raw" its uncompressed
+length. The hash is a SHA-256 tree hash: SHA-256 over TREE_TAG and, for
+every chunk as sent, its tag (b"z" or b"r") and its SHA-256, so both ends
+hash chunks on all cores while sending or receiving. The target checks the
+chunk count, length and hash before unpickling anything; the source keeps
+its copy whatever happens. Any failure answers {"op": "error"}; nothing is
+ever raised into the user's output.
+
+Payload
+-------
+frames: a 64-byte-aligned header (MAGIC, buffer count, pickle length,
+buffer lengths), the pickle, then each out-of-band buffer, each padded to
+64 bytes so arrays loaded in place are aligned. The pickle (protocol 5,
+cloudpickle so functions, lambdas and classes defined in the notebook
+travel by value) holds (FORMAT, {name: value}, {name: content hash}) for
 the whole group, so aliases and shared sub-objects keep their identity.
-Large buffers (numpy, pandas) go out of band without copies. Functions
-defined in the notebook are rebuilt at the target with the target's
+Large buffers (numpy, pandas) go out of band without copies and land in
+place at the target: loaded arrays are writable views of the received
+buffer. Functions defined in the notebook are rebuilt with the target's
 namespace as their globals, so they see later changes as they would have.
-Modules travel as imports by name; "__ferry_rng__" carries the state of
-``random`` and ``numpy.random``.
+numpy views travel as views of their root array. Modules travel as imports
+by name (an alias like np keeps its name); "__ferry_rng__" carries the
+state of random and numpy.random.
 """
 
 import hashlib
 import hmac
 import io
 import json
+import os
 import pickle
 import re
 import struct
@@ -55,20 +105,28 @@ import types
 
 CHUNK = 8 << 20
 RNG = "__ferry_rng__"
+MAGIC = b"FRY1"
+FORMAT = "ferry-payload-1"
+TREE_TAG = b"ferry-tree-sha256-1"
+ALIGN = 64
+# Bounds of the fingerprint: pickled bytes hashed per value, objects walked
+# for alias groups and for unmovable contents.
+PICKLE_BUDGET = 32 << 20
+REACH_LIMIT = 2000
+REACH_DEPTH = 3
 # Names IPython itself keeps in the user namespace.
-_IPY = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_IPY = {"In", "Out", "get_ipython", "exit", "quit"}
+_IPY_RE = re.compile(r"^(_+|_i+|_i\d+|_\d+|_dh|_oh|_ih|_exit_code|__.*__)$")
 
 _secret = None
 _shell = None
-_prints = {}  # name -> fingerprint after the last cell
+_prints = {}  # name -> _FP after the last report or load
 _incoming = {}  # transfer id -> _Incoming
+_pool = None
 
 
 def _user_ns():
     return _shell.user_ns
-
-
-_IPY_RE = re.compile(r"^(_+|_i+|_i\d+|_\d+|_dh|_oh|_ih|_exit_code|__.*__)$")
 
 
 def _is_user_name(name, ns):
@@ -91,86 +149,242 @@ class _JSON:
         p.text(repr(self))
 
 
+def _workers():
+    """A shared pool for hashing: hashlib releases the GIL on large
+    updates, so big buffers hash on every core."""
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="ferry-hash")
+    return _pool
+
+
+def _sha256(b):
+    return hashlib.sha256(b).digest()
+
+
 # ---------------------------------------------------------------- movability
 
-_UNMOVABLE = (
+_UNMOVABLE_TYPES = [
     (types.GeneratorType, "generator"),
     (types.CoroutineType, "coroutine"),
     (types.AsyncGeneratorType, "async generator"),
-    (io.IOBase, "open file or stream"),
     (types.FrameType, "frame"),
-)
+    (types.TracebackType, "traceback"),
+]
+# (module prefix, type name or None for any, reason)
+_UNMOVABLE_NAMES = [
+    ("_thread", None, "lock"),
+    ("threading", "Thread", "thread"),
+    ("threading", None, "lock"),
+    ("socket", None, "socket"),
+    ("ssl", None, "socket"),
+    ("mmap", None, "memory map"),
+    ("select", None, "selector"),
+    ("selectors", None, "selector"),
+    ("subprocess", "Popen", "subprocess"),
+    ("multiprocessing", None, "process or pipe"),
+    ("concurrent.futures", None, "executor or future"),
+    ("asyncio", None, "event loop object"),
+    ("weakref", None, "weak reference"),
+    ("_weakref", None, "weak reference"),
+    ("sqlite3", "Connection", "database connection"),
+    ("sqlite3", "Cursor", "database cursor"),
+    ("psycopg", None, "database connection"),
+    ("psycopg2", None, "database connection"),
+    ("pymysql", None, "database connection"),
+    ("sqlalchemy.engine", None, "database connection"),
+    ("h5py", None, "HDF5 file handle"),
+    ("rasterio", "DatasetReader", "open raster dataset"),
+    ("rasterio.io", None, "open raster dataset"),
+    ("ctypes", None, "C pointer"),
+    ("_ctypes", None, "C pointer"),
+]
 
 
 def _unmovable_reason(obj):
-    for t, why in _UNMOVABLE:
+    """Why obj itself cannot move, or None."""
+    for t, why in _UNMOVABLE_TYPES:
         if isinstance(obj, t):
             return why
-    mod = type(obj).__module__ or ""
-    name = type(obj).__name__
-    if mod in ("_thread", "threading") and "lock" in name.lower():
-        return "lock"
-    if mod == "socket" or name == "socket":
-        return "socket"
-    if mod == "mmap":
-        return "memory map"
-    if mod in ("sqlite3",) and name in ("Connection", "Cursor"):
-        return "database connection"
-    if mod.startswith(("psycopg", "pymysql", "sqlalchemy.engine")):
-        return "database connection"
+    if isinstance(obj, io.IOBase) and not isinstance(obj, (io.BytesIO, io.StringIO)):
+        return "open file or stream"
+    if isinstance(obj, types.ModuleType):
+        name = getattr(obj, "__name__", None)
+        if not isinstance(name, str) or sys.modules.get(name) is not obj:
+            return "module not importable by name"
+        return None
+    t = type(obj)
+    mod = t.__module__ or ""
+    for prefix, name, why in _UNMOVABLE_NAMES:
+        if (mod == prefix or mod.startswith(prefix + ".")) and (name is None or t.__name__ == name):
+            if prefix == "threading" and name is None and "lock" not in t.__name__.lower() and t.__name__ not in (
+                    "Condition", "Semaphore", "BoundedSemaphore", "Event", "Barrier"):
+                continue
+            if prefix == "weakref" and t.__name__ in ("WeakValueDictionary", "WeakKeyDictionary", "WeakSet"):
+                continue
+            return why
     if mod.startswith("torch") and getattr(obj, "is_cuda", False):
         return "GPU tensor"
     return None
 
 
+def _contained_unmovable(obj):
+    """Why obj cannot move, looking a few levels into containers and
+    instance attributes (bounded); pack still finds anything missed."""
+    seen = set()
+    stack = [(obj, 0, "")]
+    while stack and len(seen) < REACH_LIMIT:
+        o, depth, path = stack.pop()
+        if isinstance(o, _ATOMIC) or id(o) in seen:
+            continue
+        seen.add(id(o))
+        why = _unmovable_reason(o)
+        if why:
+            return why if not path else "holds a %s (at %s)" % (why, path)
+        if depth < REACH_DEPTH:
+            for label, child in _children(o):
+                stack.append((child, depth + 1, path + label))
+    return None
+
+
 # --------------------------------------------------------------- fingerprint
 
+_ATOMIC = (int, float, complex, str, bool, type(None), range, bytes)
+_SIZED = (list, dict, set, bytearray)
 
-def _buffers_of(obj):
-    """Raw buffers that fully describe obj's contents, if it is array-like."""
+
+def _children(o):
+    """(label, object) pairs o holds directly, bounded; not inside arrays,
+    modules, classes or functions."""
     try:
-        import numpy as np
-    except ImportError:
-        np = None
+        if isinstance(o, dict):
+            return [("[%r]" % (k,), v) for k, v in list(o.items())[:1000]]
+        if isinstance(o, (list, tuple, set, frozenset)):
+            return [("[%d]" % i, v) for i, v in enumerate(list(o)[:1000])]
+        if isinstance(o, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+            return []
+        np = sys.modules.get("numpy")
+        if np is not None and isinstance(o, np.ndarray):
+            return [(".base", o.base)] if o.base is not None else []
+        mgr = getattr(o, "_mgr", None)
+        if mgr is not None and type(o).__module__.startswith("pandas"):
+            arrays = getattr(mgr, "arrays", None)
+            return [(".values", a) for a in list(arrays or [])[:1000]]
+        d = getattr(o, "__dict__", None)
+        if isinstance(d, dict):
+            return [("." + str(k), v) for k, v in list(d.items())[:1000]]
+    except Exception:
+        pass
+    return []
+
+
+def _buffer(obj):
+    """(description, contiguous memoryview) fully describing obj's
+    contents if it is array-like, else None."""
+    np = sys.modules.get("numpy")
     if np is not None and isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             return None
         a = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
-        return [str((obj.shape, obj.dtype.str)).encode(), memoryview(a).cast("B")]
+        return ("ndarray %s %s" % (obj.shape, obj.dtype.str)).encode(), memoryview(a).cast("B")
     if isinstance(obj, (bytes, bytearray, memoryview)):
-        return [bytes(type(obj).__name__, "ascii"), memoryview(obj).cast("B")]
+        mv = memoryview(obj)
+        if not mv.c_contiguous:
+            mv = memoryview(mv.tobytes())
+        return type(obj).__name__.encode(), mv.cast("B")
     return None
 
 
+def _is_buffer_like(obj):
+    """Whether _buffer(obj) describes obj, without building it."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, np.ndarray):
+        return not obj.dtype.hasobject
+    return isinstance(obj, (bytes, bytearray, memoryview))
+
+
+def _buffer_digest(mv):
+    """SHA-256 tree hash of a buffer, in parallel for large ones."""
+    n = mv.nbytes
+    if n <= CHUNK:
+        return _sha256(mv)
+    parts = list(_workers().map(_sha256, (mv[o:o + CHUNK] for o in range(0, n, CHUNK))))
+    return _sha256(struct.pack("<Q", n) + b"".join(parts))
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _HashSink:
+    """A write-only file that hashes what is written and gives up after
+    PICKLE_BUDGET bytes."""
+
+    def __init__(self, h):
+        self.h, self.n = h, 0
+
+    def write(self, b):
+        self.n += len(b)
+        if self.n > PICKLE_BUDGET:
+            raise _TooBig()
+        self.h.update(b)
+        return len(b)
+
+
 def _content_hash(obj):
-    """A hash of obj's value, or None if it cannot be computed."""
+    """A hash of obj's value, or "" if it cannot be had within bounds."""
+    buf = _buffer(obj)
     h = hashlib.sha256()
-    bufs = _buffers_of(obj)
-    if bufs is not None:
-        for b in bufs:
-            h.update(b)
+    if buf is not None:
+        h.update(buf[0])
+        h.update(_buffer_digest(buf[1]))
         return h.hexdigest()[:32]
+    bufs = []
     try:
-        oob = []
-        data = _dumps(obj, oob.append)
-    except Exception:
-        return None
-    h.update(data)
-    for b in oob:
-        h.update(b.raw())
+        _pickler(_HashSink(h), bufs.append).dump(obj)
+        for b in bufs:
+            h.update(_buffer_digest(b.raw()))
+    except Exception:  # too big, unpicklable, or a buffer that will not show its bytes
+        return ""
     return h.hexdigest()[:32]
 
 
-_IMMUTABLE = (int, float, complex, str, bool, type(None), range, bytes, frozenset)
+def _shallow(obj):
+    """A signature costing O(1): catches appends, inserts, new attributes,
+    new columns and reshapes even for names the cell was not expected to
+    touch (a method of an instance mutating a global, a defaultdict read)."""
+    try:
+        if isinstance(obj, _SIZED):
+            return len(obj)
+        shape = getattr(type(obj), "shape", None)
+        if shape is not None and type(obj).__module__.split(".")[0] in ("numpy", "pandas"):
+            return str(obj.shape)
+        d = getattr(obj, "__dict__", None)
+        if isinstance(d, dict) and not isinstance(obj, (type, types.ModuleType)):
+            return len(d)
+    except Exception:
+        pass
+    return None
 
 
-def _fingerprint(obj, deep):
-    """(id, type, content) — content only when deep, or for small immutables."""
+class _FP:
+    """A name's fingerprint: identity, type, shallow signature, content."""
+
+    __slots__ = ("id", "type", "shallow", "content")
+
+    def __init__(self, obj, content):
+        self.id, self.type, self.shallow, self.content = id(obj), type(obj), _shallow(obj), content
+
+    def same_object(self, obj):
+        return self.id == id(obj) and self.type is type(obj) and self.shallow == _shallow(obj)
+
+
+def _fingerprint(obj):
     if isinstance(obj, types.ModuleType):
-        return [id(obj), "module", obj.__name__]
-    if isinstance(obj, _IMMUTABLE) and not isinstance(obj, (bytes, frozenset)):
-        return [id(obj), type(obj).__name__, None]
-    return [id(obj), type(obj).__name__, _content_hash(obj) if deep else "?"]
+        return _FP(obj, "module:" + str(getattr(obj, "__name__", "")))
+    return _FP(obj, _content_hash(obj))
 
 
 def _size(obj):
@@ -187,7 +401,8 @@ def _size(obj):
             items = obj.items() if isinstance(obj, dict) else obj
             for i, x in enumerate(items):
                 if i >= 1000:
-                    break
+                    # Extrapolate from the first 1000 items.
+                    return int(n * len(obj) / 1000)
                 n += sys.getsizeof(x)
             return n
         return sys.getsizeof(obj)
@@ -195,133 +410,142 @@ def _size(obj):
         return 0
 
 
-def _children_ids(obj):
-    """ids of obj and the objects it holds directly (bounded), for aliasing."""
-    ids = {id(obj)}
-    base = getattr(obj, "base", None)
-    if base is not None and not isinstance(obj, type):
-        ids.add(id(base))
-    try:
-        if isinstance(obj, dict):
-            items = list(obj.values())[:1000]
-        elif isinstance(obj, (list, tuple, set)):
-            items = list(obj)[:1000]
-        elif hasattr(obj, "__dict__") and not isinstance(obj, (type, types.ModuleType, types.FunctionType)):
-            items = list(vars(obj).values())[:1000]
-        else:
-            items = []
-    except Exception:
-        items = []
-    for x in items:
-        if not isinstance(x, _IMMUTABLE):
-            ids.add(id(x))
-            b = getattr(x, "base", None)
-            if b is not None and not isinstance(x, type):
-                ids.add(id(b))
-    return ids
-
-
 def _rng_state():
     """A cheap fingerprint of the global random generators' state."""
     import random
 
-    parts = [hash(random.getstate())]
+    h = hashlib.sha256(repr(random.getstate()).encode())
     np = sys.modules.get("numpy")
     if np is not None:
         try:
             st = np.random.get_state()
-            parts.append(hash((st[1].tobytes(),) + tuple(st[2:])))
+            h.update(st[1].tobytes())
+            h.update(repr(st[2:]).encode())
         except Exception:
             pass
-    return "%x" % (hash(tuple(parts)) & 0xFFFFFFFFFFFFFFFF)
+    return h.hexdigest()[:32]
 
 
 def report(names=(), dynamic=False):
     """What the cell just run changed. names: those it may have mutated."""
     try:
         return _JSON(_report(set(names), dynamic))
-    except Exception as e:  # never disturb the user's cell
+    except BaseException as e:  # never disturb the user's cell, not even on KeyboardInterrupt
         return _JSON({"error": "%s: %s" % (type(e).__name__, e), "changed": {}, "deleted": []})
+
+
+def _describe(obj, fp):
+    why = _contained_unmovable(obj)
+    d = {"size": _size(obj), "hash": fp.content, "kind": type(obj).__name__, "movable": why is None, "reason": why or ""}
+    if isinstance(obj, types.ModuleType):
+        d["module"] = obj.__name__
+    return d
 
 
 def _report(maybe, dynamic):
     ns = _user_ns()
-    current = {n for n in ns if _is_user_name(n, ns)}
+    current = [n for n in list(ns) if _is_user_name(n, ns)]
     changed, deleted = {}, []
+    cur = set(current)
     for n in list(_prints):
-        if n != RNG and n not in current:
+        if n != RNG and n not in cur:
             deleted.append(n)
             del _prints[n]
     for n in current:
         obj = ns[n]
         old = _prints.get(n)
-        if old is not None and old[0] == id(obj) and old[1] == type(obj).__name__ and not dynamic and n not in maybe:
-            continue  # same object, and the cell cannot have touched it
-        fp = _fingerprint(obj, deep=True)
-        if old is not None and fp == old:
+        if old is not None and old.same_object(obj):
+            if not dynamic and n not in maybe:
+                continue  # same object, and the cell is not known to touch it
+            if old.content.startswith("module:"):
+                continue
+            np = sys.modules.get("numpy")
+            if np is not None and isinstance(obj, np.ndarray) and not obj.flags.writeable and obj.base is None:
+                continue  # a read-only array owning its data cannot change
+        fp = _fingerprint(obj)
+        if old is not None and old.id == fp.id and old.type is fp.type and fp.content and fp.content == old.content:
+            _prints[n] = fp
             continue
-        if old is not None and old[2] is None and fp[2] is None and old[0] == fp[0]:
-            continue  # immutable, same object
         _prints[n] = fp
-        why = _unmovable_reason(obj)
-        changed[n] = {
-            "size": _size(obj),
-            "hash": fp[2] or "",
-            "kind": type(obj).__name__,
-            "movable": why is None,
-            "reason": why or "",
-        }
+        changed[n] = _describe(obj, fp)
     rng = _rng_state()
     if _prints.get(RNG) != rng:
         _prints[RNG] = rng
         changed[RNG] = {"size": 5000, "hash": rng, "kind": "rng", "movable": True, "reason": ""}
     if not changed:
         return {"changed": changed, "deleted": sorted(deleted)}
-    groups = _alias_groups(ns, current, set(changed))
+    groups = _alias_groups(ns, current, set(changed) - {RNG})
     for n, g in groups.items():
         if n in changed:
             changed[n]["group"] = g
     # A mutation through an alias changes the other names too.
+    touched = {changed[n].get("group") for n in changed if n != RNG}
     for n, g in groups.items():
-        if n not in changed and g and any(changed.get(m, {}).get("group") == g for m in changed):
+        if n not in changed and g in touched:
             obj = ns[n]
-            _prints[n] = _fingerprint(obj, deep=True)
-            changed[n] = {"size": _size(obj), "hash": _prints[n][2] or "", "kind": type(obj).__name__,
-                          "movable": _unmovable_reason(obj) is None, "reason": _unmovable_reason(obj) or "", "group": g}
+            fp = _prints[n] = _fingerprint(obj)
+            changed[n] = _describe(obj, fp)
+            changed[n]["group"] = g
     return {"changed": changed, "deleted": sorted(deleted)}
 
 
-def _alias_groups(ns, names, changed):
-    """Groups of names that share mutable objects: union-find over ids."""
-    parent = {}
-
-    def find(x):
-        while parent.get(x, x) != x:
-            parent[x] = parent.get(parent[x], parent[x])
-            x = parent[x]
-        return x
-
-    owner = {}
-    for n in sorted(names):
-        obj = ns[n]
-        if isinstance(obj, _IMMUTABLE) or isinstance(obj, types.ModuleType):
+def _reach(obj):
+    """ids of the mutable objects obj holds, a few levels deep (bounded):
+    names whose sets meet share objects."""
+    np = sys.modules.get("numpy")
+    ids, stack = set(), [(obj, 0)]
+    while stack and len(ids) < REACH_LIMIT:
+        o, depth = stack.pop()
+        if isinstance(o, _ATOMIC) or isinstance(o, (type, types.ModuleType)) or id(o) in ids:
             continue
-        for i in _children_ids(obj):
-            if i in owner:
-                a, b = find(owner[i]), find(n)
-                if a != b:
-                    parent[b] = a
-            else:
-                owner[i] = n
-    out = {}
-    members = {}
-    for n in names:
-        if n in parent or any(parent.get(m) == n for m in parent):
-            members.setdefault(find(n), []).append(n)
-    for root, ms in members.items():
-        if len(ms) > 1:
-            for m in ms:
-                out[m] = "g:" + root
+        if np is not None and isinstance(o, np.ndarray):
+            while isinstance(o.base, np.ndarray):  # views of one array meet at its root
+                o = o.base
+            if o.base is not None:
+                ids.add(id(o.base))
+        ids.add(id(o))
+        if depth < REACH_DEPTH:
+            stack.extend((c, depth + 1) for _, c in _children(o))
+    return ids
+
+
+_reaches = {}  # name -> (id, shallow signature, reach set), reused while unchanged
+
+
+def _reach_of(n, obj, fresh):
+    hit = _reaches.get(n)
+    if hit is not None and n not in fresh and hit[0] == id(obj) and hit[1] == _shallow(obj):
+        return hit[2]
+    r = set() if isinstance(obj, _ATOMIC) or isinstance(obj, types.ModuleType) else _reach(obj)
+    _reaches[n] = (id(obj), _shallow(obj), r)
+    return r
+
+
+def _alias_groups(ns, names, changed):
+    """Alias groups (name -> "g:" + its first member) of the changed names:
+    the names connected to them by shared objects. Only these are
+    computed; untouched groups keep the labels they were reported with."""
+    for n in list(_reaches):
+        if n not in ns:
+            del _reaches[n]
+    reach = {n: _reach_of(n, ns[n], changed) for n in names}
+    live = [n for n in names if reach[n]]
+    out, done = {}, set()
+    for c in sorted(changed):
+        if c in done or not reach.get(c):
+            continue
+        comp, todo = {c}, [c]
+        while todo:
+            x = reach[todo.pop()]
+            for n in live:
+                if n not in comp and not x.isdisjoint(reach[n]):
+                    comp.add(n)
+                    todo.append(n)
+        done |= comp
+        if len(comp) > 1:
+            g = "g:" + min(comp)
+            for m in comp:
+                out[m] = g
     return out
 
 
@@ -392,13 +616,17 @@ def _pickler_class():
 _Pickler = None
 
 
-def _dumps(obj, buffer_callback):
+def _pickler(f, buffer_callback):
     global _Pickler
     if _Pickler is None:
         _Pickler = _pickler_class()
+    return _Pickler(f, protocol=5, buffer_callback=buffer_callback)
+
+
+def _dumps(obj, buffer_callback):
     f = io.BytesIO()
-    _Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(obj)
-    return f.getvalue()
+    _pickler(f, buffer_callback).dump(obj)
+    return f.getbuffer()
 
 
 def _get_rng():
@@ -421,10 +649,15 @@ def _set_rng(st):
         np.random.set_state(st["numpy"])
 
 
+def _pad(n):
+    return b"\0" * (-n % ALIGN)
+
+
 def pack(names):
-    """Serialise names into (frames, unmovable). frames[0] is a header."""
+    """Serialise names into (frames, packed names, {name: why unmovable}).
+    frames are the payload, in order, without copies of large buffers."""
     ns = _user_ns()
-    group, unmovable = {}, {}
+    group, unmovable, hashes = {}, {}, {}
     for n in names:
         if n == RNG:
             group[n] = _get_rng()
@@ -436,9 +669,15 @@ def pack(names):
             unmovable[n] = why
             continue
         group[n] = ns[n]
+    # Content hashes of buffer-like values travel along, so the target
+    # need not hash what it just verified.
+    for n, v in group.items():
+        fp = _prints.get(n)
+        if n != RNG and isinstance(fp, _FP) and fp.content and _is_buffer_like(v) and fp.same_object(v):
+            hashes[n] = fp.content
     oob = []
     try:
-        data = _dumps(group, oob.append)
+        data = _dumps((FORMAT, group, hashes), oob.append)
     except Exception:
         # Find the culprits, report them, and pack the rest.
         ok = {}
@@ -449,15 +688,20 @@ def pack(names):
             except Exception as e:
                 unmovable[n] = "cannot be serialised (%s: %s)" % (type(e).__name__, str(e)[:200])
         group, oob = ok, []
-        data = _dumps(group, oob.append)
+        hashes = {n: h for n, h in hashes.items() if n in group}
+        data = _dumps((FORMAT, group, hashes), oob.append)
     raws = [b.raw() for b in oob]
-    header = struct.pack("<I", len(raws)) + b"".join(struct.pack("<Q", r.nbytes) for r in raws)
-    return [header, memoryview(data)] + raws, sorted(group), unmovable
+    header = MAGIC + struct.pack("<IQ", len(raws), data.nbytes) + b"".join(struct.pack("<Q", r.nbytes) for r in raws)
+    frames = [header + _pad(len(header)), data, _pad(data.nbytes)]
+    for r in raws:
+        frames += [r, _pad(r.nbytes)]
+    return [f for f in frames if memoryview(f).nbytes], sorted(group), unmovable
 
 
 def _chunks(frames, compress):
-    """Split frames into pieces of at most CHUNK bytes: (compressed, piece).
-    A piece is compressed only when a sample shows it pays."""
+    """Split frames into pieces of at most CHUNK bytes: (compressed, piece,
+    raw length). Small frames are coalesced; a piece is compressed only
+    when a sample shows it pays."""
     cctx = None
     if compress:
         try:
@@ -466,9 +710,18 @@ def _chunks(frames, compress):
             cctx = zstandard.ZstdCompressor(level=1, threads=-1)
         except ImportError:
             cctx = None
+    small = bytearray()
     for fr in frames:
         mv = memoryview(fr).cast("B")
-        for off in range(0, max(mv.nbytes, 1), CHUNK):
+        if mv.nbytes < (64 << 10):
+            small += mv
+            if len(small) < CHUNK:
+                continue
+            mv, small = memoryview(bytes(small)), bytearray()
+        elif small:
+            yield False, bytes(small), len(small)
+            small = bytearray()
+        for off in range(0, mv.nbytes, CHUNK):
             piece = mv[off:off + CHUNK]
             if cctx is not None and piece.nbytes >= 64 << 10:
                 sample = piece[: 64 << 10]
@@ -476,36 +729,26 @@ def _chunks(frames, compress):
                     yield True, cctx.compress(piece), piece.nbytes
                     continue
             yield False, piece, piece.nbytes
+    if small:
+        yield False, bytes(small), len(small)
 
 
 class _Hasher:
-    """SHA-256 over a stream of pieces, in a worker thread: hashlib drops
-    the GIL on large updates, so hashing overlaps sending or receiving."""
+    """The payload's tree hash: chunks are hashed on the worker pool while
+    the caller sends or receives the next ones."""
 
     def __init__(self):
-        import queue
-        import threading
-
-        self._h = hashlib.sha256()
-        self._q = queue.Queue()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self):
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            self._h.update(item)
+        self._parts = []
 
     def update(self, compressed, piece):
-        self._q.put(b"z" if compressed else b"r")
-        self._q.put(piece)
+        self._parts.append((b"z" if compressed else b"r", _workers().submit(_sha256, piece)))
 
     def hexdigest(self):
-        self._q.put(None)
-        self._t.join()
-        return self._h.hexdigest()
+        h = hashlib.sha256(TREE_TAG)
+        for tag, f in self._parts:
+            h.update(tag)
+            h.update(f.result())
+        return h.hexdigest()
 
 
 class _Incoming:
@@ -538,23 +781,33 @@ class _Incoming:
         self.n += 1
 
 
-def load(blob):
-    """Inverse of pack over the reassembled payload; assigns into the
-    namespace. blob must be writable: arrays loaded from it are."""
-    mv = memoryview(blob)
-    (n,) = struct.unpack_from("<I", mv, 0)
-    sizes = struct.unpack_from("<%dQ" % n, mv, 4)
-    off = 4 + 8 * n
-    # The pickle's length is what remains after the buffers.
-    total_bufs = sum(sizes)
-    plen = mv.nbytes - off - total_bufs
+def _unframe(blob):
+    """The pickle and the buffers of a payload, as views of blob."""
+    mv = memoryview(blob).cast("B")
+    if bytes(mv[:4]) != MAGIC:
+        raise ValueError("not a Ferry payload")
+    n, plen = struct.unpack_from("<IQ", mv, 4)
+    sizes = struct.unpack_from("<%dQ" % n, mv, 16)
+    off = 16 + 8 * n
+    off += -off % ALIGN
     data = mv[off:off + plen]
-    off += plen
+    off += plen + (-plen % ALIGN)
     bufs = []
     for s in sizes:
+        if off + s > mv.nbytes:
+            raise ValueError("payload truncated")
         bufs.append(mv[off:off + s])
-        off += s
-    group = pickle.loads(data, buffers=bufs)
+        off += s + (-s % ALIGN)
+    return data, bufs
+
+
+def load(blob):
+    """Inverse of pack over the reassembled, verified payload; assigns into
+    the namespace. blob must be writable: arrays loaded from it are."""
+    data, bufs = _unframe(blob)
+    fmt, group, hashes = pickle.loads(data, buffers=bufs)
+    if fmt != FORMAT:
+        raise ValueError("payload format %r, want %r" % (fmt, FORMAT))
     ns = _user_ns()
     for k, v in group.items():
         if k == RNG:
@@ -562,8 +815,33 @@ def load(blob):
             _prints[RNG] = _rng_state()
             continue
         ns[k] = v
-        _prints[k] = _fingerprint(v, deep=True)
+        h = hashes.get(k)
+        _prints[k] = _FP(v, h) if h else _fingerprint(v)
     return sorted(group)
+
+
+def serialise(names):
+    """names -> (payload bytes, hash, {name: why unmovable}): pack in one
+    piece, for callers in this process."""
+    frames, _, unmovable = pack(names)
+    h = _Hasher()
+    out = bytearray()
+    for z, piece, _ in _chunks(frames, False):
+        h.update(z, piece)
+        out += piece
+    return bytes(out), h.hexdigest(), unmovable
+
+
+def deserialise(payload, hexhash):
+    """Load a serialise() payload after checking its hash; nothing is
+    loaded on a mismatch (ValueError)."""
+    inc = _Incoming(len(payload))
+    mv = memoryview(payload).cast("B")
+    for off in range(0, max(mv.nbytes, 1), CHUNK):
+        inc.add(False, mv[off:off + CHUNK], min(CHUNK, mv.nbytes - off))
+    if not hmac.compare_digest(inc.hasher.hexdigest(), str(hexhash)):
+        raise ValueError("payload hash mismatch; nothing was loaded")
+    return load(inc.blob)
 
 
 def delete(names):
@@ -588,7 +866,10 @@ def _on_open(comm, msg):
         try:
             _handle(comm, d, m.get("buffers") or [])
         except Exception as e:
-            comm.send({"op": "error", "id": d.get("id"), "error": "%s: %s" % (type(e).__name__, e)})
+            try:
+                comm.send({"op": "error", "id": d.get("id"), "error": "%s: %s" % (type(e).__name__, e)})
+            except Exception:
+                pass
 
     comm.on_msg(on_msg)
 
@@ -615,7 +896,11 @@ def _handle(comm, d, buffers):
         inc = _incoming.get(tid)
         if inc is None or not buffers:
             raise ValueError("chunk without a begun transfer or without its buffer")
-        inc.add(bool(d.get("z")), buffers[0], int(d.get("raw") or 0))
+        try:
+            inc.add(bool(d.get("z")), buffers[0], int(d.get("raw") or 0))
+        except Exception:
+            _incoming.pop(tid, None)  # the load will answer that nothing was loaded
+            raise
     elif op == "load":
         inc = _incoming.pop(tid, None)
         if inc is None:
@@ -653,11 +938,11 @@ def dump_session_size():
             self.n += n
             return n
 
-    import dill
-
     c = Counter()
     t0 = time.perf_counter()
     try:
+        import dill
+
         main = sys.modules["__main__"]
         dill.dump_module(c, module=main) if hasattr(dill, "dump_module") else dill.dump_session(c, main=main)
         err = ""
@@ -668,7 +953,7 @@ def dump_session_size():
 
 def install(secret, shell=None):
     """Register the comm target and take a first fingerprint of everything."""
-    global _secret, _shell
+    global _secret, _shell, _Pickler
     _secret = secret
     if shell is None:
         from IPython import get_ipython
@@ -679,7 +964,6 @@ def install(secret, shell=None):
     cm = getattr(km, "comm_manager", None)
     if cm is not None:
         cm.register_target("ferry.state", _on_open)
-    global _Pickler
     try:  # import the serialiser now, not during the first move
         _Pickler = _pickler_class()
     except ImportError:

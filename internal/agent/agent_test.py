@@ -1,10 +1,12 @@
 """Unit tests of agent.py in-process, with a stand-in shell namespace.
 Run by agent_test.go with /usr/bin/python3."""
 
+import collections
 import json
 import os
 import random
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -17,59 +19,219 @@ class Shell:
         self.user_ns_hidden = {}
 
 
-def move(src, dst, names):
+def move(src, dst, names, compress=True):
     """Pack names in src and load them in dst, as two kernels would."""
     agent._shell = src
     frames, packed, unmovable = agent.pack(names)
     raw = sum(memoryview(f).nbytes for f in frames)
     inc = agent._Incoming(raw)
-    for z, piece, n in agent._chunks(frames, True):
+    for z, piece, n in agent._chunks(frames, compress):
         inc.add(z, piece, n)
     inc.hasher.hexdigest()
     agent._shell = dst
     return agent.load(inc.blob), unmovable
 
 
+class Comm:
+    """Records what the agent sends on a comm."""
+
+    def __init__(self):
+        self.sent = []
+        self.closed = None
+
+    def send(self, data, buffers=None):
+        self.sent.append((data, buffers or []))
+
+    def close(self, data=None):
+        self.closed = data
+
+    def on_msg(self, f):
+        self.handler = f
+
+
 class AgentTests(unittest.TestCase):
     def setUp(self):
         agent._prints.clear()
+        agent._reaches.clear()
         self.a, self.b = Shell(), Shell()
         agent._shell = self.a
 
     def report(self, maybe=(), dynamic=False):
         return json.loads(repr(agent.report(list(maybe), dynamic)))
 
+    def changed(self, maybe=(), dynamic=False):
+        return set(self.report(maybe, dynamic)["changed"]) - {agent.RNG}
+
+    # -------------------------------------------------------------- report
+
     def test_report_new_changed_deleted(self):
         ns = self.a.user_ns
-        ns.update(x=1, l=[1], _private=2, _=5, In=[], _i3="code")
+        ns.update(x=1, l=[1], _private=2, _=5, In=[], _i3="code", __name__="__main__")
+        self.assertEqual(self.changed(), {"x", "l", "_private"})
+        self.assertEqual(self.changed(), set(), "nothing changed")
+        ns["x"] = 2
+        self.assertEqual(self.changed(), {"x"}, "rebinding is seen without analysis")
+        ns["l"][0] = 5
+        self.assertEqual(self.changed(), set(), "not in maybe, same length: checked by identity only")
+        self.assertEqual(self.changed(["l"]), {"l"}, "in maybe: checked by content against the last baseline")
+
+    def test_in_place_mutations_are_caught(self):
+        import numpy as np
+        import pandas as pd
+
+        ns = self.a.user_ns
+        ns.update(arr=np.zeros(10), lst=[1, 2], d={"a": {"b": [1]}}, df=pd.DataFrame({"a": [1, 2, 3]}),
+                  s={1}, ba=bytearray(b"xy"), obj=type("O", (), {})())
+        self.report()
+        mutations = [
+            ("arr", lambda: ns["arr"].__setitem__(3, 1.0)),
+            ("lst", lambda: ns["lst"].__setitem__(0, 9)),
+            ("lst", lambda: ns["lst"].append(3)),
+            ("d", lambda: ns["d"].update(c=1)),
+            ("d", lambda: ns["d"]["a"]["b"].append(2)),  # nested
+            ("df", lambda: ns["df"].loc.__setitem__((1, "a"), 20)),
+            ("s", lambda: ns["s"].add(2)),
+            ("ba", lambda: ns["ba"].__setitem__(0, 0)),
+            ("obj", lambda: setattr(ns["obj"], "v", 1)),
+            ("obj", lambda: setattr(ns["obj"], "v", 2)),
+        ]
+        for name, mutate in mutations:
+            mutate()
+            self.assertIn(name, self.changed([name]), "mutation of %s missed" % name)
+            self.assertEqual(self.changed([name]), set(), "%s reported twice" % name)
+
+    def test_shallow_signature_catches_growth_outside_maybe(self):
+        import numpy as np
+
+        ns = self.a.user_ns
+        ns.update(lst=[1], counts=collections.defaultdict(int), obj=type("O", (), {})(), arr=np.zeros((2, 2)))
+        self.report()
+        ns["lst"].append(2)
+        ns["counts"]["new"]  # a defaultdict read inserts
+        ns["obj"].attr = 1
+        ns["arr"].resize((4,), refcheck=False)
+        self.assertEqual(self.changed(), {"lst", "counts", "obj", "arr"})
+
+    def test_immutable_rebound_at_same_address_is_caught_by_content(self):
+        ns = self.a.user_ns
+        ns["t"] = (1, 2)
+        self.report()
+        fp = agent._prints["t"]
+        fp.content = "stale"  # as if a new tuple had reused the old one's address
+        self.assertIn("t", self.changed(["t"]))
+
+    def test_too_expensive_to_hash_is_maybe_changed(self):
+        ns = self.a.user_ns
+        old = agent.PICKLE_BUDGET
+        agent.PICKLE_BUDGET = 1000
+        try:
+            ns["big"] = list(range(10000))
+            r = self.report()
+            self.assertEqual(r["changed"]["big"]["hash"], "")
+            self.assertIn("big", self.changed(["big"]), "unknown content must count as changed when checked")
+            self.assertNotIn("big", self.changed(), "but identity alone says unchanged")
+        finally:
+            agent.PICKLE_BUDGET = old
+
+    def test_big_array_hash_is_fast_and_content_based(self):
+        import time
+
+        import numpy as np
+
+        ns = self.a.user_ns
+        ns["x"] = np.ones(100 << 17)  # 100 MiB
+        t0 = time.perf_counter()
         r = self.report()
-        self.assertEqual(set(r["changed"]) - {agent.RNG}, {"x", "l", "_private"})
-        ns["l"].append(2)
-        self.assertNotIn("l", self.report()["changed"], "not in maybe: checked by identity only")
-        ns["l"].append(3)
-        self.assertIn("l", self.report(["l"])["changed"])
-        del ns["x"]
-        self.assertEqual(self.report()["deleted"], ["x"])
+        dt = time.perf_counter() - t0
+        h = r["changed"]["x"]["hash"]
+        self.assertEqual(h, agent._content_hash(np.ones(100 << 17)), "same content, same hash")
+        ns["x"][-1] = 2
+        self.assertNotEqual(self.report(["x"])["changed"]["x"]["hash"], h)
+        print("report of a new 100 MiB array: %.3fs" % dt, file=sys.stderr)
+
+    def test_sizes(self):
+        import numpy as np
+
+        ns = self.a.user_ns
+        ns.update(a=np.zeros(1000), l=list(range(5000)))
+        ch = self.report()["changed"]
+        self.assertEqual(ch["a"]["size"], 8000)
+        self.assertGreater(ch["l"]["size"], 5000 * 8)
+
+    def test_modules_and_rng(self):
+        import numpy
+
+        ns = self.a.user_ns
+        ns["np"] = numpy
+        r = self.report()
+        self.assertEqual(r["changed"]["np"]["kind"], "module")
+        self.assertEqual(r["changed"]["np"]["module"], "numpy")
+        self.assertTrue(r["changed"]["np"]["movable"])
+        self.assertNotIn(agent.RNG, self.report()["changed"])
+        random.random()
+        self.assertIn(agent.RNG, self.report()["changed"])
+        numpy.random.rand()
+        self.assertIn(agent.RNG, self.report()["changed"])
 
     def test_alias_group_marks_partner_changed(self):
+        import numpy as np
+
         ns = self.a.user_ns
         inner = [1]
-        ns.update(a=inner, holder={"k": inner})
+        x = np.arange(10.0)
+        ns.update(a=inner, holder={"k": {"deep": [inner]}}, x=x, v=x[2:5], lone=[7])
         r = self.report()
         self.assertEqual(r["changed"]["a"]["group"], r["changed"]["holder"]["group"])
+        self.assertEqual(r["changed"]["x"]["group"], r["changed"]["v"]["group"])
+        self.assertNotIn("group", r["changed"]["lone"])
         inner.append(2)
-        self.assertIn("holder", self.report(["a"])["changed"])
+        self.assertIn("holder", self.changed(["a"]), "a mutation through an alias changes its partners")
+        ns["v"][0] = -1
+        self.assertEqual(self.changed(["v"]), {"v", "x"})
 
     def test_unmovable(self):
+        import socket
+
         ns = self.a.user_ns
         ns["g"] = (i for i in range(3))
         ns["f"] = open(os.devnull)
-        r = self.report()
-        self.assertFalse(r["changed"]["g"]["movable"])
-        self.assertEqual(r["changed"]["f"]["reason"], "open file or stream")
-        _, unmovable = move(self.a, self.b, ["g", "f"])
-        self.assertEqual(set(unmovable), {"g", "f"})
+        ns["lock"] = threading.Lock()
+        ns["sock"] = socket.socket()
+        ns["holder"] = {"inner": [threading.Event()]}
+        ns["bio"] = __import__("io").BytesIO(b"ok")
+        r = self.report()["changed"]
+        self.assertFalse(r["g"]["movable"])
+        self.assertEqual(r["g"]["reason"], "generator")
+        self.assertEqual(r["f"]["reason"], "open file or stream")
+        self.assertEqual(r["lock"]["reason"], "lock")
+        self.assertEqual(r["sock"]["reason"], "socket")
+        self.assertFalse(r["holder"]["movable"])
+        self.assertIn("lock", r["holder"]["reason"])
+        self.assertTrue(r["bio"]["movable"])
+        names, unmovable = move(self.a, self.b, ["g", "f", "lock", "sock", "holder", "bio"])
+        self.assertEqual(set(unmovable), {"g", "f", "lock", "sock", "holder"})
+        self.assertEqual(names, ["bio"])
+        self.assertEqual(self.b.user_ns["bio"].read(), b"ok")
         ns["f"].close()
+        ns["sock"].close()
+
+    def test_report_never_raises(self):
+        class Evil:
+            def __reduce_ex__(self, protocol):
+                raise RuntimeError("no")
+
+            @property
+            def __dict__(self):
+                raise RuntimeError("no dict either")
+
+        self.a.user_ns["e"] = Evil()
+        r = self.report(["e"], True)
+        self.assertEqual(r["changed"]["e"]["hash"], "")
+        agent._shell = None
+        r = self.report()
+        self.assertIn("error", r)
+
+    # ------------------------------------------------------- serialisation
 
     def test_roundtrip_keeps_identity_views_functions_rng(self):
         agent._Pickler = agent._pickler_class()  # made before numpy is imported, as in a fresh kernel
@@ -77,62 +239,118 @@ class AgentTests(unittest.TestCase):
 
         ns = self.a.user_ns
         x = np.arange(10.0)
-        ns.update(x=x, y=x, v=x[2:5], k=3)
+        shared = {"s": 1}
+        ns.update(x=x, y=x, v=x[2:5], k=3, p=[shared], q=(shared,), np=np)
         exec("def f(a):\n    return a + k", ns)
         exec("class C:\n    def __init__(self):\n        self.v = 7", ns)
+        exec("lam = lambda z: z * k", ns)
         ns["c"] = ns["C"]()
         random.seed(11)
-        names, _ = move(self.a, self.b, ["x", "y", "v", "k", "f", "C", "c", agent.RNG])
+        np.random.seed(5)
+        names, _ = move(self.a, self.b, ["x", "y", "v", "k", "f", "C", "c", "lam", "p", "q", "np", agent.RNG])
         got = self.b.user_ns
         self.assertIs(got["x"], got["y"])
+        self.assertIs(got["p"][0], got["q"][0])
         got["v"][0] = -1
         self.assertEqual(got["x"][2], -1, "a view must stay a view of its array")
         self.assertTrue(got["x"].flags.writeable)
         self.assertEqual(got["f"](1), 4)
+        self.assertEqual(got["lam"](2), 6)
         got["k"] = 10
         self.assertEqual(got["f"](1), 11, "a moved function must see its new namespace")
         self.assertIsInstance(got["c"], got["C"])
-        expect = random.random()
+        self.assertIs(got["np"], np, "modules travel as imports by name")
+        expect, expect_np = random.random(), np.random.rand()
         random.seed(11)
+        np.random.seed(5)
         move(self.a, self.b, [agent.RNG])
-        self.assertEqual(random.random(), expect)
+        self.assertEqual((random.random(), np.random.rand()), (expect, expect_np))
 
-    def test_hash_mismatch_is_rejected(self):
-        self.a.user_ns["x"] = list(range(100))
-        agent._shell = self.a
-        frames, _, _ = agent.pack(["x"])
+    def test_loaded_arrays_are_aligned_and_hash_travels(self):
+        import numpy as np
 
-        class Comm:
-            sent = []
+        ns = self.a.user_ns
+        ns.update(a=np.arange(1001, dtype=np.int8), b=np.arange(3000.0), c=b"raw bytes")
+        self.report()
+        move(self.a, self.b, ["a", "b", "c"], compress=False)
+        got = self.b.user_ns
+        for n in ("a", "b"):
+            self.assertEqual(got[n].ctypes.data % 16, 0, "%s is not aligned" % n)
+            self.assertEqual(agent._prints[n].content, agent._content_hash(got[n]), "%s's hash" % n)
+        np.testing.assert_array_equal(got["b"], np.arange(3000.0))
+        self.assertEqual(got["c"], b"raw bytes")
 
-            def send(self, data, buffers=None):
-                self.sent.append(data)
+    def test_chunks_coalesce_small_frames_and_split_large(self):
+        frames = [b"h" * 100, b"p" * 10, memoryview(bytearray(agent.CHUNK * 2 + 5)), b"t" * 3]
+        pieces = list(agent._chunks(frames, False))
+        self.assertEqual([n for _, _, n in pieces], [110, agent.CHUNK, agent.CHUNK, 5, 3])
+        self.assertEqual(b"".join(bytes(p) for _, p, _ in pieces), b"".join(bytes(f) for f in frames))
 
-        comm = Comm()
-        raw = sum(memoryview(f).nbytes for f in frames)
+    def test_serialise_deserialise_and_hash_mismatch(self):
+        ns = self.a.user_ns
+        ns.update(x=list(range(100)), y={"k": "v"})
+        payload, h, unmovable = agent.serialise(["x", "y", "missing"])
+        self.assertEqual(unmovable, {})
         agent._shell = self.b
-        agent._handle(comm, {"op": "begin", "id": "t", "raw_size": raw}, [])
-        for seq, (z, piece, n) in enumerate(agent._chunks(frames, False)):
-            agent._handle(comm, {"op": "chunk", "id": "t", "seq": seq, "z": z, "raw": n}, [piece])
-        agent._handle(comm, {"op": "load", "id": "t", "hash": "0" * 64, "chunks": seq + 1}, [])
-        self.assertEqual(comm.sent[-1]["op"], "error")
+        with self.assertRaises(ValueError):
+            agent.deserialise(payload, "0" * 64)
+        self.assertEqual(self.b.user_ns, {})
+        bad = bytearray(payload)
+        bad[-1] ^= 1
+        with self.assertRaises(ValueError):
+            agent.deserialise(bytes(bad), h)
+        self.assertEqual(self.b.user_ns, {})
+        self.assertEqual(agent.deserialise(payload, h), ["x", "y"])
+        self.assertEqual(self.b.user_ns, {"x": list(range(100)), "y": {"k": "v"}})
+
+    def test_comm_transfer_and_hash_mismatch_is_rejected(self):
+        import numpy as np
+
+        self.a.user_ns["x"] = np.random.default_rng(1).random(3 << 20)  # 24 MiB: several chunks
+        self.a.user_ns["z"] = np.zeros(1 << 20)  # compressible
+        src, dst = Comm(), Comm()
+        agent._handle(src, {"op": "pack", "id": "t", "names": ["x", "z"], "compress": True}, [])
+        msgs = src.sent
+        self.assertEqual([m["op"] for m, _ in msgs][0], "begin")
+        packed = msgs[-1][0]
+        self.assertEqual(packed["op"], "packed")
+        chunks = [(m, b) for m, b in msgs if m["op"] == "chunk"]
+        self.assertEqual(len(chunks), packed["chunks"])
+        self.assertTrue(any(m["z"] for m, _ in chunks), "the zeros should compress")
+        self.assertLess(packed["size"], packed["raw_size"])
+
+        def deliver(hash_):
+            agent._shell = self.b
+            for m, b in msgs[:-1]:
+                agent._handle(dst, m, b)
+            agent._handle(dst, {"op": "load", "id": "t", "hash": hash_, "chunks": packed["chunks"]}, [])
+            return dst.sent[-1][0]
+
+        self.assertEqual(deliver("0" * 64)["op"], "error")
+        self.assertNotIn("x", self.b.user_ns)
+        self.assertEqual(deliver(packed["hash"])["op"], "loaded")
+        np.testing.assert_array_equal(self.b.user_ns["x"], self.a.user_ns["x"])
+        agent._handle(dst, {"op": "load", "id": "t", "hash": packed["hash"], "chunks": 1}, [])
+        self.assertEqual(dst.sent[-1][0]["op"], "error", "a transfer loads once")
+        agent._handle(dst, {"op": "delete", "id": "d", "names": ["x"]}, [])
         self.assertNotIn("x", self.b.user_ns)
 
     def test_comm_requires_the_secret(self):
         agent._secret = "right"
-
-        class Comm:
-            closed = None
-
-            def close(self, data=None):
-                self.closed = data
-
-            def on_msg(self, f):
-                raise AssertionError("registered a handler for an unauthorised comm")
-
         c = Comm()
+        c.on_msg = lambda f: self.fail("registered a handler for an unauthorised comm")
         agent._on_open(c, {"content": {"data": {"secret": "wrong"}}})
         self.assertEqual(c.closed, {"error": "unauthorised"})
+        ok = Comm()
+        agent._on_open(ok, {"content": {"data": {"secret": "right"}}})
+        self.assertIsNone(ok.closed)
+        ok.handler({"content": {"data": {"op": "bogus", "id": "1"}}})
+        self.assertEqual(ok.sent[-1][0]["op"], "error", "a failing op answers, never raises")
+
+    def test_dump_session_size(self):
+        r = json.loads(repr(agent.dump_session_size()))
+        self.assertGreater(r["bytes"], 0)
+        self.assertGreaterEqual(r["seconds"], 0)
 
 
 if __name__ == "__main__":
