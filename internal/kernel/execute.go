@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/policy"
@@ -35,17 +36,25 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 			"evalue": "malformed execute_request: " + err.Error(), "traceback": []string{}, "execution_count": s.execCount}, nil)
 		return
 	}
-	store := !req.Silent && (req.StoreHistory == nil || *req.StoreHistory)
+	cmd, pin, body := parseFerry(req.Code)
+	code := req.Code
+	if pin != "" {
+		code = body
+	}
+	// Counted and stored in history as IPython does: not when silent, not
+	// without store_history, and not when there is no code at all.
+	store := !req.Silent && (req.StoreHistory == nil || *req.StoreHistory) && (cmd != nil || !isBlank(code))
 	count := 0
 	if store {
 		count = s.execCount + 1
 	}
 
 	// 1. %ferry lines are answered in Go.
-	cmd, pin, body := parseFerry(req.Code)
 	if cmd != nil {
 		if !req.Silent {
-			s.publish(wire.IOPub, "execute_input", m, map[string]any{"code": req.Code, "execution_count": max(count, s.execCount)}, nil)
+			// Like ipykernel, execute_input shows the number the cell
+			// gets if it counts.
+			s.publish(wire.IOPub, "execute_input", m, map[string]any{"code": req.Code, "execution_count": s.execCount + 1}, nil)
 		}
 		out, err := s.ferryCommand(cmd)
 		if store {
@@ -68,10 +77,6 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 
 	// 2. Analysis: which names the cell reads and writes.
-	code := req.Code
-	if pin != "" {
-		code = body
-	}
 	t0 := time.Now()
 	think := 0.0
 	if !s.lastEnd.IsZero() {
@@ -138,7 +143,9 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	// 5. Forward and relay.
 	content = s.withReport(content, eff)
 	t1 := time.Now()
-	reply, err := s.forwardAs(ctx, loc, wire.Shell, m, content, count, false, recordResult)
+	// execute_input and execute_result carry the number the cell gets if
+	// it counts, as ipykernel's do, whichever backend runs it.
+	reply, err := s.forwardAs(ctx, loc, wire.Shell, m, content, s.execCount+1, false, recordResult)
 	runtime := time.Since(t1).Seconds()
 	if store {
 		s.execCount = count
@@ -207,6 +214,12 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: movedNames}); err != nil {
 		slog.Warn("writing trace", "err", err)
 	}
+}
+
+// isBlank reports whether code is empty or only whitespace, as Python's
+// str.isspace sees it (IPython neither runs nor counts such a cell).
+func isBlank(code string) bool {
+	return strings.TrimFunc(code, func(r rune) bool { return unicode.IsSpace(r) || (r >= 0x1c && r <= 0x1f) }) == ""
 }
 
 func nonNil(s []string) []string {
