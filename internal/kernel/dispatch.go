@@ -221,28 +221,31 @@ func (s *Server) kernelInfo(ctx context.Context, m *wire.Message, ch wire.Channe
 	s.send(ch, m, "kernel_info_reply", reply, nil)
 }
 
+// historyQuery is a history_request's content.
+type historyQuery struct {
+	Output     bool   `json:"output"`
+	Raw        bool   `json:"raw"`
+	AccessType string `json:"hist_access_type"`
+	Session    int    `json:"session"`
+	Start      int    `json:"start"`
+	Stop       *int   `json:"stop"`
+	N          *int   `json:"n"`
+	Pattern    string `json:"pattern"`
+	Unique     bool   `json:"unique"`
+}
+
 func (s *Server) historyReply(m *wire.Message) {
-	var req struct {
-		Output     bool   `json:"output"`
-		Raw        bool   `json:"raw"`
-		AccessType string `json:"hist_access_type"`
-		Session    int    `json:"session"`
-		Start      int    `json:"start"`
-		Stop       *int   `json:"stop"`
-		N          int    `json:"n"`
-		Pattern    string `json:"pattern"`
-		Unique     bool   `json:"unique"`
-	}
-	if err := m.Decode(&req); err != nil {
+	var q historyQuery
+	if err := m.Decode(&q); err != nil {
 		s.send(wire.Shell, m, "history_reply", map[string]any{"status": "error", "ename": "ValueError", "evalue": err.Error(), "traceback": []string{}}, nil)
 		return
 	}
 	s.histMu.Lock()
 	defer s.histMu.Unlock()
-	hist := selectHistory(s.history, req.AccessType, req.Start, req.Stop, req.N, req.Pattern, req.Unique)
+	hist := selectHistory(s.history, q)
 	items := make([][]any, 0, len(hist))
 	for _, h := range hist {
-		if req.Output {
+		if q.Output {
 			items = append(items, []any{0, h.Line, []any{h.Input, h.Output}})
 		} else {
 			items = append(items, []any{0, h.Line, h.Input})
@@ -251,40 +254,69 @@ func (s *Server) historyReply(m *wire.Message) {
 	s.send(wire.Shell, m, "history_reply", map[string]any{"status": "ok", "history": items}, nil)
 }
 
-// selectHistory implements the history_request access types over this
-// session's inputs (session 0 is the current one, as in IPython).
-func selectHistory(all []historyEntry, access string, start int, stop *int, n int, pattern string, unique bool) []historyEntry {
-	switch access {
+// selectHistory answers a history request over this session's inputs the
+// way IPython's history manager answers it for its current session
+// (session 0; earlier sessions, negative numbers, have no entries here).
+// all holds the stored cells in order, numbered 1, 2, … by their count.
+func selectHistory(all []historyEntry, q historyQuery) []historyEntry {
+	switch q.AccessType {
 	case "tail":
-		if n <= 0 || n > len(all) {
-			n = len(all)
+		n := len(all)
+		if q.N != nil {
+			n = min(max(*q.N, 0), len(all))
 		}
 		return all[len(all)-n:]
 	case "range":
+		if q.Session < 0 {
+			return nil
+		}
+		// Python-like bounds over lines 1…len: negative counts from the
+		// end, a missing or zero stop means the end.
+		end := len(all) + 1
+		start, stop := q.Start, end
+		if start < 0 {
+			start += end
+		}
+		if q.Stop != nil && *q.Stop != 0 && *q.Stop < end {
+			stop = *q.Stop
+			if stop < 0 {
+				stop += end
+			}
+		}
 		var out []historyEntry
 		for _, h := range all {
-			if h.Line >= start && (stop == nil || h.Line < *stop) {
+			if h.Line >= start && h.Line < stop {
 				out = append(out, h)
 			}
 		}
 		return out
 	case "search":
 		var out []historyEntry
-		seen := map[string]bool{}
+		last := map[string]int{} // input -> index in out of its newest match
 		for _, h := range all {
-			if !globMatch(pattern, h.Input) {
+			if !globMatch(q.Pattern, h.Input) {
 				continue
 			}
-			if unique {
-				if seen[h.Input] {
-					continue
+			if q.Unique {
+				// The newest occurrence stands for all, in its place.
+				if i, ok := last[h.Input]; ok {
+					out[i].Line = -1
 				}
-				seen[h.Input] = true
+				last[h.Input] = len(out)
 			}
 			out = append(out, h)
 		}
-		if n > 0 && len(out) > n {
-			out = out[len(out)-n:]
+		if q.Unique {
+			kept := out[:0]
+			for _, h := range out {
+				if h.Line >= 0 {
+					kept = append(kept, h)
+				}
+			}
+			out = kept
+		}
+		if q.N != nil && *q.N >= 0 && len(out) > *q.N {
+			out = out[len(out)-*q.N:]
 		}
 		return out
 	}
