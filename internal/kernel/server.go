@@ -457,6 +457,7 @@ func (s *Server) relayIOPub(loc string, c *call, m *wire.Message) {
 		}
 	}
 	out := &wire.Message{Header: wire.NewHeader(t, s.session, "ferry"), Parent: json.RawMessage("{}"), Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
+	out.Header.Extra = m.Header.Extra // header fields Ferry does not know pass through
 	if parent != nil {
 		out.Parent = parent.HeaderJSON()
 		out.Header.Username = parent.Header.Username
@@ -474,6 +475,7 @@ func (s *Server) relayReply(ch wire.Channel, c *call, m *wire.Message) {
 	}
 	out := &wire.Message{Identities: c.fe.Identities, Header: wire.NewHeader(m.Header.MsgType, s.session, c.fe.Header.Username),
 		Parent: c.fe.HeaderJSON(), Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
+	out.Header.Extra = m.Header.Extra
 	s.sendMsg(ch, out)
 }
 
@@ -510,6 +512,7 @@ func (s *Server) relayInputRequest(loc string, c *call, m *wire.Message) {
 	s.stdinMu.Unlock()
 	out := &wire.Message{Identities: c.fe.Identities, Header: wire.NewHeader("input_request", s.session, c.fe.Header.Username),
 		Parent: c.fe.HeaderJSON(), Metadata: m.Metadata, Content: m.Content}
+	out.Header.Extra = m.Header.Extra
 	s.sendMsg(wire.Stdin, out)
 }
 
@@ -528,6 +531,7 @@ func (s *Server) handleInputReply(m *wire.Message) {
 		return
 	}
 	out := &wire.Message{Header: wire.NewHeader("input_reply", backend.Session, "ferry"), Parent: p.request.HeaderJSON(), Metadata: m.Metadata, Content: m.Content}
+	out.Header.Extra = m.Header.Extra
 	if err := s.backends[p.loc].Send(wire.Stdin, out); err != nil {
 		slog.Error("forwarding input reply", "err", err)
 	}
