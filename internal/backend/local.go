@@ -117,7 +117,17 @@ func (l *Local) Start(ctx context.Context) error {
 	select {
 	case <-l.died:
 	default:
-		return nil // running
+		if !l.exitedLocked() {
+			return nil // running
+		}
+		// The process has exited but its waiter has not told yet: wait
+		// for it, so a request right after a kernel's death goes to a new
+		// kernel instead of the dead one.
+		select {
+		case <-l.died:
+		case <-time.After(5 * time.Second):
+			return fmt.Errorf("local kernel pid %d exited but was not reaped", l.cmd.Process.Pid)
+		}
 	}
 	if l.cmd != nil {
 		l.cleanupLocked()
@@ -261,6 +271,21 @@ func waitReady(ctx context.Context, c *wire.ClientConn, died <-chan struct{}) (j
 		}
 	}
 	return info, nil
+}
+
+// exitedLocked reports whether the kernel process is gone or a zombie,
+// which the died channel tells only once Wait has reaped it.
+func (l *Local) exitedLocked() bool {
+	if l.cmd == nil || l.cmd.Process == nil {
+		return true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(l.cmd.Process.Pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
 }
 
 // Interrupt sends SIGINT to the kernel, as jupyter_client does for

@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -124,12 +125,18 @@ func (s *Server) forward(ctx context.Context, loc string, ch wire.Channel, m *wi
 }
 
 // forwardAs is forward with the content and execution count to use.
-// relay=false hands the reply back unrelayed.
+// relay=false hands the reply back unrelayed, and leaves answering the
+// front end on an error to the caller.
 func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *wire.Message, content json.RawMessage, count int, relay bool, result func(string)) (*wire.Message, error) {
+	fail := func(err error) (*wire.Message, error) {
+		if relay {
+			s.failRequest(ch, m, err)
+		}
+		return nil, err
+	}
 	b, err := s.ensure(ctx, loc)
 	if err != nil {
-		s.failRequest(ch, m, err)
-		return nil, err
+		return fail(err)
 	}
 	out := &wire.Message{Header: wire.NewHeader(m.Header.MsgType, backend.Session, "ferry"), Parent: json.RawMessage("{}"),
 		Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
@@ -142,41 +149,67 @@ func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *
 	defer s.finish(id)
 	died := b.Died()
 	if err := b.Send(ch, out); err != nil {
-		s.failRequest(ch, m, err)
-		return nil, err
+		return fail(err)
 	}
+	var onReply func(*wire.Message)
+	if relay {
+		onReply = func(r *wire.Message) { s.relayReply(ch, c, r) }
+	}
+	reply, err := s.await(ctx, loc, c, m.Header.MsgType, wantReply, died, onReply)
+	if err != nil && reply == nil {
+		return fail(err)
+	}
+	return reply, err
+}
+
+// replyGrace is how long a reply may trail the backend's idle status (they
+// travel on different sockets) before Ferry takes it as never coming.
+const replyGrace = 2 * time.Second
+
+// await waits until the backend is idle after call c and, if wantReply,
+// has answered it; onReply sees the reply as soon as it arrives. A backend
+// that goes idle without answering (its handler raised) or dies ends the
+// wait with an error, never a hang; late replies are then dropped.
+func (s *Server) await(ctx context.Context, loc string, c *call, msgType string, wantReply bool, died <-chan struct{}, onReply func(*wire.Message)) (*wire.Message, error) {
 	var reply *wire.Message
-	for (wantReply && reply == nil) || !isClosed(c.idle) {
+	idle := c.idle // nil once seen
+	var grace <-chan time.Time
+	giveUp := func(err error) (*wire.Message, error) {
+		c.waiter.Store(false)
+		c.gaveUp.Store(true)
+		return reply, err
+	}
+	for (wantReply && reply == nil) || idle != nil {
 		select {
 		case reply = <-c.reply:
 			c.waiter.Store(false)
-			if relay {
-				s.relayReply(ch, c, reply)
+			if onReply != nil {
+				onReply(reply)
 			}
-		case <-c.idle:
+		case <-idle:
+			idle = nil
+			if wantReply && reply == nil {
+				t := time.NewTimer(replyGrace)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			return giveUp(fmt.Errorf("the %s kernel went idle without answering %s (its handler failed; the kernel's log says why)", loc, msgType))
 		case <-died:
-			c.waiter.Store(false)
-			err := fmt.Errorf("the %s kernel died while handling %s: %w", loc, m.Header.MsgType, backend.ErrDied)
-			if reply == nil {
-				s.failRequest(ch, m, err)
+			if !c.started.Load() {
+				return giveUp(fmt.Errorf("the %s kernel died before it took up %s: %w (%w)", loc, msgType, backend.ErrDied, errNotStarted))
 			}
-			return nil, err
+			return giveUp(fmt.Errorf("the %s kernel died while handling %s: %w", loc, msgType, backend.ErrDied))
 		case <-ctx.Done():
-			c.waiter.Store(false)
-			return nil, ctx.Err()
+			return giveUp(ctx.Err())
 		}
 	}
 	return reply, nil
 }
 
-func isClosed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
+// errNotStarted marks a request whose kernel died before it said busy:
+// the request did not run.
+var errNotStarted = errors.New("the request did not start")
 
 // failRequest answers a request Ferry could not get answered by a backend,
 // so the front end never hangs.

@@ -182,16 +182,25 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	s.Stats.mu.Unlock()
 	if err != nil {
+		if ctx.Err() != nil {
+			return // shutting down
+		}
+		ename, msg := "FerryError", err.Error()
 		if errors.Is(err, backend.ErrDied) {
 			st := s.backends[loc].Status()
 			lost := s.state.Lost(loc)
-			msg := fmt.Sprintf("the %s kernel died while running this cell (%s); Ferry starts a new one for the next cell", loc, orDefault(st.LastExit, "no exit status"))
+			what := "died while running this cell"
+			if errors.Is(err, errNotStarted) {
+				what = "died before this cell started, so the cell did not run"
+			}
+			ename = "KernelDied"
+			msg = fmt.Sprintf("the %s kernel %s (%s); Ferry starts a new one for the next cell", loc, what, orDefault(st.LastExit, "no exit status"))
 			if len(lost) > 0 {
 				msg += "; lost with it: " + strings.Join(lost, ", ")
 			}
-			s.publishError(m, "KernelDied", msg)
-			s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": "KernelDied", "evalue": msg, "traceback": []string{}, "execution_count": s.execCount}, nil)
 		}
+		s.publishError(m, ename, msg)
+		s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": ename, "evalue": msg, "traceback": []string{}, "execution_count": s.execCount}, nil)
 		return
 	}
 

@@ -56,18 +56,14 @@ func (s *Server) hidden(ctx context.Context, loc string, ch wire.Channel, msgTyp
 	if err := b.Send(ch, m); err != nil {
 		return nil, err
 	}
-	for (wantReply && res.Reply == nil) || !isClosed(c.idle) {
-		select {
-		case r := <-c.reply:
-			c.waiter.Store(false)
-			res.Reply = r
-		case <-c.idle:
-		case <-died:
+	reply, err := s.await(ctx, loc, c, msgType, wantReply, died, nil)
+	if err != nil {
+		if errors.Is(err, backend.ErrDied) {
 			return nil, fmt.Errorf("the %s kernel died during %s: %w", loc, msgType, backend.ErrDied)
-		case <-ctx.Done():
-			return nil, ctx.Err()
 		}
+		return nil, err
 	}
+	res.Reply = reply
 	mu.Lock()
 	defer mu.Unlock()
 	return res, nil

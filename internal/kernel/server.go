@@ -158,6 +158,12 @@ type call struct {
 	sink   func(*wire.Message) // receives IOPub of hidden calls
 	result func(string)        // receives the text/plain of an execute_result
 	waiter atomic.Bool         // a handler still waits for the reply
+	// started is set once the backend said busy for the request: only
+	// then may a request that died with its kernel have run.
+	started atomic.Bool
+	// gaveUp is set when Ferry stopped waiting for the reply and answered
+	// the front end itself; a late reply is then dropped.
+	gaveUp atomic.Bool
 }
 
 func (c *call) markIdle() { c.once.Do(func() { close(c.idle) }) }
@@ -402,7 +408,7 @@ func (s *Server) route(ctx context.Context, loc string, b backend.Backend) {
 				default:
 				}
 			}
-			if c.fe != nil { // the handler gave up waiting: relay as is
+			if c.fe != nil && !c.gaveUp.Load() { // nobody waits for it (unknown types): relay as is
 				s.relayReply(in.Channel, c, m)
 			}
 		}
@@ -419,8 +425,13 @@ func (s *Server) relayIOPub(loc string, c *call, m *wire.Message) {
 			var st struct {
 				State string `json:"execution_state"`
 			}
-			if m.Decode(&st) == nil && st.State == "idle" {
-				c.markIdle()
+			if m.Decode(&st) == nil {
+				switch st.State {
+				case "busy":
+					c.started.Store(true)
+				case "idle":
+					c.markIdle()
+				}
 			}
 		}
 		return // Ferry publishes its own busy/idle
