@@ -59,6 +59,12 @@ func TestAnalyze(t *testing.T) {
 		{name: "conditional binding still reads", code: "if c:\n    x = 1\nprint(x)", reads: has("c", "x")},
 		{name: "short-circuit walrus still reads", code: "ok and (v := 1)\nprint(v)", reads: has("ok", "v"), writes: has("v")},
 		{name: "while body may not run", code: "while cond():\n    w = 1\nw", reads: has("cond", "w")},
+		{name: "a block runs in order once it runs", code: "for s in r:\n    p = f(s)\n    q = p + 1\nprint(p)", reads: has("r", "f", "p")},
+		{name: "loop body binding does not hide its first read", code: "for i in r:\n    if i:\n        print(y)\n    y = i", reads: has("y")},
+		{name: "if branches do not see each other", code: "if c:\n    x = 1\nelse:\n    print(x)", reads: has("x")},
+		{name: "try else sees the body, handlers do not", code: "try:\n    v = f()\nexcept E:\n    print(w)\nelse:\n    w = v\nv", reads: names{has: []string{"w", "v"}}},
+		{name: "try else alone", code: "try:\n    v = f()\nexcept E:\n    pass\nelse:\n    print(v)", reads: names{not: []string{"v"}}},
+		{name: "a deletion in a block persists", code: "x = 1\nif c:\n    del x\nprint(x)", reads: has("x"), deleted: has("x")},
 		{name: "exception mid-cell keeps later names", code: "x = 1\nraise ValueError\ny = x", reads: names{not: []string{"x"}}, writes: has("x", "y")},
 
 		// Assignment forms.

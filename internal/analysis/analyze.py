@@ -44,6 +44,7 @@ catches; where unsure this file errs towards more reads and mutations.
 """
 
 import ast
+import contextlib
 import json
 import re
 import sys
@@ -308,21 +309,23 @@ class CellScan(ast.NodeVisitor):
         if s.kind == "module" or name in s.globals:
             if s.immediate:
                 self.res.writes.add(name)
+                self.module.defined.add(name)  # until the end of a block that may not run
                 if self.cond == s.cond_base:
-                    self.module.defined.add(name)
                     self.res.defs.pop(name, None)  # no longer the function defined here
             else:
                 s.owner.writes.add(name)
-        elif s.kind == "class" and self.cond == s.cond_base:
+        elif s.kind == "class":
             s.defined.add(name)
 
-    def _delete(self, name):
+    def _delete(self, name, implicit=False):
+        """del name; implicit: Python's own deletion of an except handler's
+        name, which needs nothing to exist."""
         if self._resolve(name) == GLOBAL:
             fx = self._fx()
             fx.deleted.add(name)
             fx.writes.add(name)
             if self.scope.immediate:
-                if name not in self.module.defined:
+                if not implicit and name not in self.module.defined:
                     self.res.reads.add(name)  # del needs the name to exist
                 self.module.defined.discard(name)
                 if self.cond == 0:
@@ -579,20 +582,19 @@ class CellScan(ast.NodeVisitor):
         local = set()
         for g in gens:
             _target_names(g.target, local)
-        self.cond += 1
-        s = self._push("comprehension", [], extra_bound=local)
-        s.cond_base = -1  # nothing in here binds for sure
-        for i, g in enumerate(gens):
-            if i:
-                self.visit(g.iter)
-                self._mutate(g.iter)
-            self._comp_target(g.target)
-            for c in g.ifs:
-                self.visit(c)
-        for e in elts:
-            self.visit(e)
-        self._pop()
-        self.cond -= 1
+        with self._maybe_runs():  # zero iterations bind no walrus target
+            s = self._push("comprehension", [], extra_bound=local)
+            s.cond_base = -1
+            for i, g in enumerate(gens):
+                if i:
+                    self.visit(g.iter)
+                    self._mutate(g.iter)
+                self._comp_target(g.target)
+                for c in g.ifs:
+                    self.visit(c)
+            for e in elts:
+                self.visit(e)
+            self._pop()
 
     def _comp_target(self, t):
         if isinstance(t, (ast.Tuple, ast.List)):
@@ -712,11 +714,11 @@ class CellScan(ast.NodeVisitor):
             if not quiet:
                 self.res.dynamic = True
             return False
-        saved = self.cond
-        self.cond += 1 if cond or not self.scope.immediate else 0
-        for st in tree.body:
-            self.visit(st)
-        self.cond = saved
+        if cond:
+            self._cond(tree.body)
+        else:
+            for st in tree.body:
+                self.visit(st)
         return True
 
     def _expand(self, text):
@@ -735,21 +737,39 @@ class CellScan(ast.NodeVisitor):
                 continue  # a literal brace (a shell ${VAR}, a glob {a,b})
             self.visit(expr.body)
 
-    # -- blocks that may not run: their bindings do not shadow later reads
+    # -- blocks that may not run: their bindings hide later reads inside
+    # the block (which runs in order once it runs), not after it
+
+    @contextlib.contextmanager
+    def _maybe_runs(self):
+        scopes = []
+        s = self.scope
+        while s is not None:
+            if s.kind in ("module", "class") and s.immediate:
+                scopes.append((s, set(s.defined)))
+            s = s.parent
+        self.cond += 1
+        try:
+            yield
+        finally:
+            self.cond -= 1
+            for s, before in scopes:
+                s.defined &= before  # deletions inside stay
 
     def _cond(self, nodes):
-        self.cond += 1
-        for n in nodes:
-            self.visit(n)
-        self.cond -= 1
+        with self._maybe_runs():
+            for n in nodes:
+                self.visit(n)
 
     def visit_If(self, node):
         self.visit(node.test)
-        self._cond(node.body + node.orelse)
+        self._cond(node.body)
+        self._cond(node.orelse)
 
     def visit_IfExp(self, node):
         self.visit(node.test)
-        self._cond([node.body, node.orelse])
+        self._cond([node.body])
+        self._cond([node.orelse])
 
     def visit_BoolOp(self, node):
         self.visit(node.values[0])
@@ -757,62 +777,37 @@ class CellScan(ast.NodeVisitor):
 
     def visit_While(self, node):
         self.visit(node.test)
-        self._cond(node.body + node.orelse)
-
-    def _bound_within(self, t, body):
-        """Visit body with t's names bound for sure inside it (a loop
-        target, a handler's or a case's name), but not after it."""
-        names = set()
-        _target_names(t, names) if isinstance(t, ast.AST) else names.update(t)
-        if self.scope is not self.module:
-            for st in body:
-                self.visit(st)
-            return
-        before = set(self.module.defined)
-        self.module.defined |= names
-        for st in body:
-            self.visit(st)
-        self.module.defined &= before
+        self._cond(node.body)
+        self._cond(node.orelse)
 
     def visit_For(self, node):
         self.visit(node.iter)
         self._mutate(node.iter)  # iterating may consume an iterator; the body may mutate items
-        self.cond += 1
-        self._target(node.target, node.iter)
-        self._bound_within(node.target, node.body)
-        for s in node.orelse:
-            self.visit(s)
-        self.cond -= 1
+        with self._maybe_runs():
+            self._target(node.target, node.iter)
+            for s in node.body:
+                self.visit(s)
+        self._cond(node.orelse)
 
     visit_AsyncFor = visit_For
 
     def visit_Try(self, node):
-        self.cond += 1
-        for s in node.body:
-            self.visit(s)
+        # The body may stop anywhere; else runs after all of it.
+        self._cond(node.body + node.orelse)
         for h in node.handlers:
-            if h.type is not None:
-                self.visit(h.type)
-            if h.name:
-                self._store(h.name)
-            self._bound_within([h.name] if h.name else [], h.body)
-            if h.name:
-                self._delete_quietly(h.name)  # Python deletes it after the handler
-        for s in node.orelse:
-            self.visit(s)
-        self.cond -= 1
+            with self._maybe_runs():
+                if h.type is not None:
+                    self.visit(h.type)
+                if h.name:
+                    self._store(h.name)
+                for s in h.body:
+                    self.visit(s)
+                if h.name:
+                    self._delete(h.name, implicit=True)  # Python deletes it after the handler
         for s in node.finalbody:
             self.visit(s)
 
     visit_TryStar = visit_Try
-
-    def _delete_quietly(self, name):
-        if self._resolve(name) == GLOBAL:
-            fx = self._fx()
-            fx.deleted.add(name)
-            fx.writes.add(name)
-            if self.scope.immediate:
-                self.module.defined.discard(name)
 
     def visit_With(self, node):
         for it in node.items:
@@ -828,30 +823,28 @@ class CellScan(ast.NodeVisitor):
     def visit_Match(self, node):
         self.visit(node.subject)
         self._mutate(node.subject)  # mapping and class patterns call methods
-        self.cond += 1
         for c in node.cases:
-            names = self._pattern(c.pattern)
-            self._bound_within(names, ([c.guard] if c.guard is not None else []) + c.body)
-        self.cond -= 1
+            with self._maybe_runs():
+                self._pattern(c.pattern)
+                if c.guard is not None:
+                    self.visit(c.guard)
+                for s in c.body:
+                    self.visit(s)
 
     def _pattern(self, p):
-        """Visit a match pattern; return the names it captures."""
-        names = set()
+        """Visit a match pattern: captures bind, values and classes load."""
         for n in ast.walk(p):
             if isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
                 self._store(n.name)
-                names.add(n.name)
             elif isinstance(n, ast.MatchMapping):
                 if n.rest:
                     self._store(n.rest)
-                    names.add(n.rest)
                 for k in n.keys:
                     self.visit(k)
             elif isinstance(n, ast.MatchValue):
                 self.visit(n.value)
             elif isinstance(n, ast.MatchClass):
                 self.visit(n.cls)
-        return names
 
 
 def _option_suffixes(line):
