@@ -199,7 +199,15 @@ class AgentTests(unittest.TestCase):
         ns["sock"] = socket.socket()
         ns["holder"] = {"inner": [threading.Event()]}
         ns["bio"] = __import__("io").BytesIO(b"ok")
+        more = {"mm": (__import__("mmap").mmap(-1, 16), "memory map"),
+                "db": (__import__("sqlite3").connect(":memory:"), "database connection"),
+                "wr": (__import__("weakref").ref(Shell), "weak reference"),
+                "th": (threading.Thread(target=print), "thread"),
+                "mod": (type(sys)("not_importable"), "module not importable by name")}
+        ns.update({n: v for n, (v, _) in more.items()})
         r = self.report()["changed"]
+        for n, (_, why) in more.items():
+            self.assertEqual(r[n]["reason"], why, n)
         self.assertFalse(r["g"]["movable"])
         self.assertEqual(r["g"]["reason"], "generator")
         self.assertEqual(r["f"]["reason"], "open file or stream")
@@ -210,10 +218,12 @@ class AgentTests(unittest.TestCase):
         self.assertTrue(r["bio"]["movable"])
         names, unmovable = move(self.a, self.b, ["g", "f", "lock", "sock", "holder", "bio"])
         self.assertEqual(set(unmovable), {"g", "f", "lock", "sock", "holder"})
+        self.assertEqual(set(move(self.a, self.b, list(more))[1]), set(more))
         self.assertEqual(names, ["bio"])
         self.assertEqual(self.b.user_ns["bio"].read(), b"ok")
         ns["f"].close()
         ns["sock"].close()
+        ns["db"].close()
 
     def test_report_never_raises(self):
         class Evil:
