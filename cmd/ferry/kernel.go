@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -165,6 +166,11 @@ func runKernel(ctx context.Context, args []string) error {
 	defer cancel()
 	go watchParent(wctx, cancel)
 	err = srv.Serve(wctx)
+	// The last replies (shutdown_reply, idle) may still sit in closed
+	// sockets; let them go out before the process ends.
+	if ferr := wire.Flush(2 * time.Second); ferr != nil {
+		slog.Warn("flushing sockets at exit", "err", ferr)
+	}
 	_ = os.Stdout.Sync()
 	return err
 }

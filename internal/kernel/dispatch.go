@@ -25,7 +25,7 @@ var replyTypes = map[string]bool{
 // it for each request in order, as ipykernel does.
 func (s *Server) handleShell(ctx context.Context, m *wire.Message) {
 	s.status(m, "busy")
-	defer s.status(m, "idle")
+	defer s.idleOrStop(m)
 	switch m.Header.MsgType {
 	case "execute_request":
 		s.execute(ctx, m)
@@ -61,7 +61,7 @@ func (s *Server) handleShell(ctx context.Context, m *wire.Message) {
 // handleControl answers control requests at once, even while a cell runs.
 func (s *Server) handleControl(ctx context.Context, m *wire.Message) {
 	s.status(m, "busy")
-	defer s.status(m, "idle")
+	defer s.idleOrStop(m)
 	switch m.Header.MsgType {
 	case "kernel_info_request":
 		s.kernelInfo(ctx, m, wire.Control)
@@ -93,11 +93,17 @@ func (s *Server) shutdown(ctx context.Context, m *wire.Message, ch wire.Channel)
 	}
 	s.send(ch, m, "shutdown_reply", map[string]any{"status": "ok", "restart": req.Restart}, nil)
 	// Jupyter's kernel manager restarts by starting a new process, so the
-	// kernel exits either way.
-	go func() {
-		time.Sleep(0) // let the reply be queued before the sockets close
+	// kernel exits either way, once idle is published (idleOrStop).
+}
+
+// idleOrStop publishes idle after request m and, if m was a shutdown
+// request, stops the kernel: the reply and idle are queued before the
+// sockets close, and closing flushes them.
+func (s *Server) idleOrStop(m *wire.Message) {
+	s.status(m, "idle")
+	if m.Header.MsgType == "shutdown_request" {
 		s.Stop()
-	}()
+	}
 }
 
 // ensure starts the backend at loc if it is not running.

@@ -301,6 +301,22 @@ func (w *Socket) drain() {
 	}
 }
 
+// Flush waits, at most timeout, until what closed sockets still hold has
+// gone out, by terminating ZeroMQ's context. Call it once, after closing
+// every socket and before the process exits: exiting right away drops
+// messages a closed socket has not sent yet (a kernel's last shutdown_reply
+// and idle status). No socket can be opened after it.
+func Flush(timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- zmq.Term() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("ZeroMQ did not flush within %s (a socket is still open)", timeout)
+	}
+}
+
 // Heartbeat echoes every ping on a REP socket until ctx ends. It runs in its
 // own goroutine so it answers even while a cell is busy.
 func Heartbeat(ctx context.Context, addr string) error {
