@@ -1,7 +1,12 @@
 package main
 
+// Front-end tests: the ferry binary runs as Jupyter runs it (`ferry kernel
+// -f FILE`) and the tests talk to it over ZeroMQ as a front end would.
+
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,26 +15,49 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
 // kernelProc is a `ferry kernel` process started as Jupyter starts it.
 type kernelProc struct {
-	cmd  *exec.Cmd
-	info wire.ConnInfo
-	c    *client.Client
-	done chan error
+	cmd    *exec.Cmd
+	info   wire.ConnInfo
+	c      *client.Client
+	exited chan struct{} // closed when the process has exited
+	stderr *logBuffer
 }
 
+// logBuffer collects a process's stderr for assertions and failure logs.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startKernel starts `ferry kernel -f FILE` on free ports and connects a
+// client once the kernel answers kernel_info.
 func startKernel(t *testing.T, extra ...string) *kernelProc {
 	t.Helper()
 	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh'", python)
+		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-ipykernel)", python)
 	}
 	info, err := wire.NewLocalConnInfo()
 	if err != nil {
@@ -39,28 +67,29 @@ func startKernel(t *testing.T, extra ...string) *kernelProc {
 	if err := info.Write(cf); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(ferryBin, append([]string{"kernel", "-f", cf, "--python", python}, extra...)...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	k := &kernelProc{info: info, exited: make(chan struct{}), stderr: &logBuffer{}}
+	k.cmd = exec.Command(ferryBin, append([]string{"kernel", "-f", cf, "--python", python}, extra...)...)
+	k.cmd.Stderr = k.stderr
+	if err := k.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	k := &kernelProc{cmd: cmd, info: info, done: make(chan error, 1)}
-	go func() { k.done <- cmd.Wait() }()
-	c, err := client.Connect(info)
-	if err != nil {
+	go func() { _ = k.cmd.Wait(); close(k.exited) }()
+	t.Cleanup(func() {
+		_ = k.cmd.Process.Kill()
+		<-k.exited
+		if t.Failed() {
+			t.Logf("ferry kernel stderr:\n%s", k.stderr)
+		}
+	})
+	if k.c, err = client.Connect(info); err != nil {
 		t.Fatal(err)
 	}
-	k.c = c
+	t.Cleanup(k.c.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := c.WaitReady(ctx); err != nil {
+	if _, err := k.c.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.Close()
-		_ = cmd.Process.Kill()
-		<-k.done
-	})
 	return k
 }
 
@@ -74,6 +103,90 @@ func (k *kernelProc) exec(t *testing.T, code string, opt client.ExecOptions) *cl
 	}
 	return r
 }
+
+type cellResult struct {
+	r   *client.Result
+	err error
+}
+
+// startCell runs code in the background and returns once the cell's first
+// output arrived, so the caller acts while the cell is surely running.
+// Cells passed here print before they block.
+func (k *kernelProc) startCell(t *testing.T, code string) <-chan cellResult {
+	t.Helper()
+	res := make(chan cellResult, 1)
+	started := make(chan struct{})
+	var once sync.Once
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		r, err := k.c.Execute(ctx, code, client.ExecOptions{OnOutput: func(client.Output) { once.Do(func() { close(started) }) }})
+		res <- cellResult{r, err}
+	}()
+	select {
+	case <-started:
+	case r := <-res:
+		t.Fatalf("cell %q ended before it printed: %+v %v", code, r.r, r.err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("cell %q printed nothing within 60s", code)
+	}
+	return res
+}
+
+// awaitCell waits for a cell started with startCell.
+func awaitCell(t *testing.T, res <-chan cellResult, within time.Duration) *client.Result {
+	t.Helper()
+	select {
+	case r := <-res:
+		if r.err != nil {
+			t.Fatalf("cell failed: %v", r.err)
+		}
+		return r.r
+	case <-time.After(within):
+		t.Fatalf("cell did not end within %s", within)
+	}
+	return nil
+}
+
+// exchange sends a message built by the client and returns the reply (if
+// wantReply) and every IOPub message it caused, status included.
+func exchange(t *testing.T, c *client.Client, ch wire.Channel, m *wire.Message, wantReply bool) (*wire.Message, []*wire.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var iopub []*wire.Message
+	reply, err := c.Exchange(ctx, ch, m, func(msg *wire.Message) { iopub = append(iopub, msg) }, wantReply)
+	if err != nil {
+		t.Fatalf("%s on %s: %v", m.Header.MsgType, ch, err)
+	}
+	return reply, iopub
+}
+
+// request is exchange for a fresh message of msgType with content.
+func request(t *testing.T, c *client.Client, ch wire.Channel, msgType string, content any) (*wire.Message, []*wire.Message) {
+	t.Helper()
+	m, err := c.Conn().NewMessage(msgType, content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exchange(t, c, ch, m, true)
+}
+
+func decode(t *testing.T, m *wire.Message) map[string]any {
+	t.Helper()
+	var c map[string]any
+	if err := m.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+var ansiRE = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 var pidRE = regexp.MustCompile(`local: ipykernel running, interpreter \S+, pid (\d+)`)
 
@@ -89,340 +202,935 @@ func (k *kernelProc) backendPID(t *testing.T) int {
 	return pid
 }
 
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil {
-		return false
-	}
-	// A zombie is dead for our purposes.
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	return err == nil && !strings.Contains(string(b), ") Z ")
-}
-
-func waitGone(t *testing.T, pid int, within time.Duration) {
+// waitLog waits until the kernel's stderr holds want n times.
+func (k *kernelProc) waitLog(t *testing.T, want string, n int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for alive(pid) {
+	for strings.Count(k.stderr.String(), want) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("process %d still running after %s", pid, within)
+			t.Fatalf("the kernel did not log %q %d times within %s; stderr:\n%s", want, n, within, k.stderr)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-func TestExecuteOutputsAndCounts(t *testing.T) {
+func TestExecuteOutputs(t *testing.T) {
 	k := startKernel(t)
-	no := false
 	tests := []struct {
-		name     string
-		code     string
-		opt      client.ExecOptions
-		wantText string
-		wantType string
-		count    int
+		name  string
+		code  string
+		check func(t *testing.T, r *client.Result)
 	}{
-		{"stream", "print('hello')", client.ExecOptions{}, "hello\n", "stream", 1},
-		{"result", "6 * 7", client.ExecOptions{}, "42\n", "execute_result", 2},
-		{"display", "from IPython.display import display, Markdown\ndisplay(Markdown('*m*'))", client.ExecOptions{}, "<IPython.core.display.Markdown object>\n", "display_data", 3},
-		{"error", "1/0", client.ExecOptions{}, "ZeroDivisionError: division by zero\n", "error", 4},
-		{"silent does not count", "print('quiet')", client.ExecOptions{Silent: true}, "quiet\n", "stream", 0},
-		{"no history does not count", "x = 5\nx", client.ExecOptions{StoreHistory: &no}, "5\n", "execute_result", 0},
-		{"count goes on", "x + 1", client.ExecOptions{}, "6\n", "execute_result", 5},
+		{"stdout and stderr", "import sys\nprint('out')\nprint('err', file=sys.stderr)", func(t *testing.T, r *client.Result) {
+			want := []client.Output{{"output_type": "stream", "name": "stdout", "text": "out\n"}, {"output_type": "stream", "name": "stderr", "text": "err\n"}}
+			if toJSON(r.Outputs) != toJSON(want) {
+				t.Errorf("outputs %s, want %s", toJSON(r.Outputs), toJSON(want))
+			}
+		}},
+		{"execute_result", "6 * 7", func(t *testing.T, r *client.Result) {
+			if len(r.Outputs) != 1 || r.Outputs[0]["output_type"] != "execute_result" || toJSON(r.Outputs[0]["data"]) != `{"text/plain":"42"}` {
+				t.Errorf("outputs %s, want one execute_result 42", toJSON(r.Outputs))
+			}
+			if n, _ := r.Outputs[0]["execution_count"].(float64); int(n) != r.Count {
+				t.Errorf("execute_result count %v, reply count %d", r.Outputs[0]["execution_count"], r.Count)
+			}
+		}},
+		{"display_data", "from IPython.display import display, HTML\ndisplay(HTML('<b>bold</b>'))", func(t *testing.T, r *client.Result) {
+			if len(r.Outputs) != 1 || r.Outputs[0]["output_type"] != "display_data" {
+				t.Fatalf("outputs %s, want one display_data", toJSON(r.Outputs))
+			}
+			if d := r.Outputs[0]["data"].(map[string]any); d["text/html"] != "<b>bold</b>" || d["text/plain"] == nil {
+				t.Errorf("display data %s, want text/html and text/plain", toJSON(d))
+			}
+		}},
+		{"error with traceback", "def f():\n    return 1 / 0\nf()", func(t *testing.T, r *client.Result) {
+			if r.Status != "error" || r.EName != "ZeroDivisionError" || r.EValue != "division by zero" {
+				t.Fatalf("status %q error %s: %s", r.Status, r.EName, r.EValue)
+			}
+			if r.Reply["ename"] != "ZeroDivisionError" {
+				t.Errorf("reply ename %v", r.Reply["ename"])
+			}
+			tb, _ := r.Outputs[len(r.Outputs)-1]["traceback"].([]any)
+			plain := ansiRE.ReplaceAllString(fmt.Sprint(tb...), "")
+			if len(tb) < 3 || !strings.Contains(plain, "return 1 / 0") || !strings.Contains(plain, "----> 3 f()") {
+				t.Errorf("traceback does not show the frames:\n%s", plain)
+			}
+		}},
+		{"output after an error in a later cell is normal", "print('fine')", func(t *testing.T, r *client.Result) {
+			if r.Status != "ok" || r.Text() != "fine\n" {
+				t.Errorf("status %q text %q", r.Status, r.Text())
+			}
+		}},
+		{"clear_output", "print('gone')\nfrom IPython.display import clear_output\nclear_output()\nprint('kept')", func(t *testing.T, r *client.Result) {
+			if r.Text() != "kept\n" {
+				t.Errorf("text %q, want only what followed the clear", r.Text())
+			}
+		}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := k.exec(t, tt.code, tt.opt)
-			if r.Text() != tt.wantText {
-				t.Errorf("output %q, want %q", r.Text(), tt.wantText)
-			}
-			if len(r.Outputs) == 0 || r.Outputs[len(r.Outputs)-1]["output_type"] != tt.wantType {
-				t.Errorf("outputs %v, want a %s", r.Outputs, tt.wantType)
-			}
-			if tt.count > 0 && r.Count != tt.count {
-				t.Errorf("execution_count %d, want %d", r.Count, tt.count)
-			}
-			if tt.wantType == "execute_result" && tt.count > 0 {
-				if n, _ := r.Outputs[len(r.Outputs)-1]["execution_count"].(float64); int(n) != tt.count {
-					t.Errorf("execute_result count %v, want %d", r.Outputs[len(r.Outputs)-1]["execution_count"], tt.count)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { tt.check(t, k.exec(t, tt.code, client.ExecOptions{})) })
+	}
+}
+
+// execTrace is what a front end sees of one execute_request.
+type execTrace struct {
+	Status      string
+	ReplyCount  any
+	InputCount  any      // execution_count of execute_input, nil if none
+	ResultCount any      // execution_count of execute_result, nil if none
+	Types       []string // IOPub message types in order
+	Text        string   // stream text and text/plain of results
+	UserExprs   any      // user_expressions of the reply
+}
+
+func traceExecute(t *testing.T, c *client.Client, code string, silent bool, storeHistory bool, exprs map[string]string) execTrace {
+	t.Helper()
+	m, err := c.Conn().NewMessage("execute_request", map[string]any{"code": code, "silent": silent, "store_history": storeHistory,
+		"user_expressions": exprs, "allow_stdin": false, "stop_on_error": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, iopub := exchange(t, c, wire.Shell, m, true)
+	rc := decode(t, reply)
+	tr := execTrace{Status: fmt.Sprint(rc["status"]), ReplyCount: rc["execution_count"], UserExprs: rc["user_expressions"]}
+	for _, msg := range iopub {
+		tr.Types = append(tr.Types, msg.Header.MsgType)
+		mc := decode(t, msg)
+		switch msg.Header.MsgType {
+		case "execute_input":
+			tr.InputCount = mc["execution_count"]
+		case "execute_result":
+			tr.ResultCount = mc["execution_count"]
+			tr.Text += fmt.Sprint(mc["data"].(map[string]any)["text/plain"]) + "\n"
+		case "stream":
+			tr.Text += fmt.Sprint(mc["text"])
+		case "status":
+			tr.Types[len(tr.Types)-1] += ":" + fmt.Sprint(mc["execution_state"])
+		}
+	}
+	return tr
+}
+
+// startPlainKernel starts a plain ipykernel and connects a client to it,
+// for tests comparing Ferry with what it stands in for.
+func startPlainKernel(t *testing.T) *client.Client {
+	t.Helper()
+	plain := backend.NewLocal(python)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := plain.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = plain.Shutdown(context.Background()) })
+	info, _ := plain.ConnInfo()
+	direct, err := client.Connect(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(direct.Close)
+	if _, err := direct.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return direct
+}
+
+// A front end sees the same execution counts, message sequence and user
+// expressions through Ferry as straight from ipykernel, for every kind of
+// request that does or does not count.
+func TestExecutionCountsLikeIPykernel(t *testing.T) {
+	k := startKernel(t)
+	direct := startPlainKernel(t)
+	steps := []struct {
+		name          string
+		code          string
+		silent, store bool
+		exprs         map[string]string
+	}{
+		{"first cell", "1", false, true, nil},
+		{"silent", "2", true, false, nil},
+		{"silent asking for history", "3", true, true, nil},
+		{"no history", "4", false, false, nil},
+		{"error", "1/0", false, true, nil},
+		{"syntax error", "1 +* 2", false, true, nil},
+		{"whitespace only", "  \n", false, true, nil},
+		{"empty", "", false, true, nil},
+		{"comment only", "# nothing", false, true, nil},
+		{"assignment", "x = 5", false, true, nil},
+		{"user expressions", "y = x * 2", false, true, map[string]string{"double": "y", "bad": "nope"}},
+		{"print and result", "print(x)\nx + 1", false, true, nil},
+		{"no history after all that", "x", false, false, nil},
+		{"last", "x + y", false, true, nil},
+	}
+	for _, st := range steps {
+		exprs := st.exprs
+		if exprs == nil {
+			exprs = map[string]string{}
+		}
+		want := traceExecute(t, direct, st.code, st.silent, st.store, exprs)
+		got := traceExecute(t, k.c, st.code, st.silent, st.store, exprs)
+		if toJSON(got) != toJSON(want) {
+			t.Errorf("%s (%q):\nferry:    %s\nipykernel: %s", st.name, st.code, toJSON(got), toJSON(want))
+		}
 	}
 }
 
 func TestShellRequests(t *testing.T) {
 	k := startKernel(t)
 	k.exec(t, "alpha_beta = 1", client.ExecOptions{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	tests := []struct {
 		msgType string
 		content map[string]any
-		check   func(map[string]any) bool
+		check   func(c map[string]any) bool
 	}{
-		{"complete_request", map[string]any{"code": "alpha_b", "cursor_pos": 7}, func(c map[string]any) bool {
-			return strings.Contains(toJSON(c["matches"]), "alpha_beta")
+		{"complete_request", map[string]any{"code": "x = alpha_b", "cursor_pos": 11}, func(c map[string]any) bool {
+			return c["status"] == "ok" && strings.Contains(toJSON(c["matches"]), `"alpha_beta"`) && c["cursor_start"] == 4.0 && c["cursor_end"] == 11.0
 		}},
 		{"inspect_request", map[string]any{"code": "len", "cursor_pos": 3, "detail_level": 0}, func(c map[string]any) bool {
-			return c["found"] == true && strings.Contains(toJSON(c["data"]), "Return the number of items")
+			return c["status"] == "ok" && c["found"] == true && strings.Contains(toJSON(c["data"]), "Return the number of items")
 		}},
-		{"is_complete_request", map[string]any{"code": "for i in x:"}, func(c map[string]any) bool { return c["status"] == "incomplete" }},
-		{"history_request", map[string]any{"hist_access_type": "tail", "n": 10, "output": false, "raw": true}, func(c map[string]any) bool {
-			return strings.Contains(toJSON(c["history"]), "alpha_beta = 1")
+		{"inspect_request", map[string]any{"code": "no_such_name_here", "cursor_pos": 5, "detail_level": 0}, func(c map[string]any) bool {
+			return c["status"] == "ok" && c["found"] == false
 		}},
-		{"comm_info_request", map[string]any{}, func(c map[string]any) bool { return c["status"] == "ok" }},
+		{"is_complete_request", map[string]any{"code": "for i in x:"}, func(c map[string]any) bool { return c["status"] == "incomplete" && c["indent"] == "    " }},
+		{"is_complete_request", map[string]any{"code": "print(1)"}, func(c map[string]any) bool { return c["status"] == "complete" }},
+		{"is_complete_request", map[string]any{"code": "1 +* 2"}, func(c map[string]any) bool { return c["status"] == "invalid" }},
+		{"comm_info_request", map[string]any{}, func(c map[string]any) bool { return c["status"] == "ok" && c["comms"] != nil }},
 		{"kernel_info_request", map[string]any{}, func(c map[string]any) bool {
 			li, _ := c["language_info"].(map[string]any)
-			return c["implementation"] == "ferry" && c["protocol_version"] == "5.3" && li["name"] == "python"
+			return c["status"] == "ok" && c["implementation"] == "ferry" && c["protocol_version"] == "5.3" &&
+				li["name"] == "python" && li["file_extension"] == ".py" && strings.HasPrefix(fmt.Sprint(li["version"]), "3.")
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.msgType, func(t *testing.T) {
-			var statuses []string
-			r, err := k.c.Request(ctx, wire.Shell, tt.msgType, tt.content, nil)
+			reply, _ := request(t, k.c, wire.Shell, tt.msgType, tt.content)
+			if want := strings.TrimSuffix(tt.msgType, "_request") + "_reply"; reply.Header.MsgType != want {
+				t.Fatalf("reply type %s, want %s", reply.Header.MsgType, want)
+			}
+			if c := decode(t, reply); !tt.check(c) {
+				t.Fatalf("for %s: unexpected reply %s", toJSON(tt.content), toJSON(c))
+			}
+		})
+	}
+	t.Run("kernel_info on control", func(t *testing.T) {
+		reply, _ := request(t, k.c, wire.Control, "kernel_info_request", map[string]any{})
+		if c := decode(t, reply); c["implementation"] != "ferry" {
+			t.Fatalf("kernel_info on control: %s", toJSON(c))
+		}
+	})
+}
+
+// History requests get what ipykernel answers for the same cells (with
+// its own history database emptied), but for the session number: IPython
+// numbers sessions in its database, Ferry calls the current one 0.
+func TestHistoryLikeIPykernel(t *testing.T) {
+	// Fresh, separate history databases for both ipykernels.
+	t.Setenv("IPYTHONDIR", t.TempDir())
+	k := startKernel(t)
+	t.Setenv("IPYTHONDIR", t.TempDir())
+	direct := startPlainKernel(t)
+	no := false
+	for _, c := range []*client.Client{k.c, direct} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		for _, code := range []string{"a1 = 1", "a1 + 1", "b2 = 'x'", "a1 + 1", "   ", "1/0", "%time 1", "[a1, b2]"} {
+			if _, err := c.Execute(ctx, code, client.ExecOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, opt := range []client.ExecOptions{{StoreHistory: &no}, {Silent: true}} {
+			if _, err := c.Execute(ctx, "'not stored'", opt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cancel()
+	}
+	base := map[string]any{"output": false, "raw": true}
+	with := func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	tests := []map[string]any{
+		with("hist_access_type", "tail", "n", 3),
+		with("hist_access_type", "tail", "n", 0),
+		with("hist_access_type", "tail", "n", 100),
+		with("hist_access_type", "range", "session", 0, "start", 2, "stop", 4),
+		with("hist_access_type", "range", "session", 0, "start", 2),
+		with("hist_access_type", "range", "session", 0, "start", -2),
+		with("hist_access_type", "range", "session", -1, "start", 1, "stop", 4),
+		with("hist_access_type", "search", "pattern", "a1*"),
+		with("hist_access_type", "search", "pattern", "a1 ?*", "unique", true),
+		with("hist_access_type", "search", "pattern", "[ab][12]*", "n", 2),
+		with("hist_access_type", "search", "pattern", "*1*", "n", 3, "unique", true),
+		with("hist_access_type", "search", "pattern", "A1*"),
+		with("hist_access_type", "search", "pattern", "*not stored*"),
+	}
+	// Session numbers aside, the answers must be equal.
+	normalise := func(c map[string]any) string {
+		h, _ := c["history"].([]any)
+		for _, e := range h {
+			e.([]any)[0] = 0
+		}
+		return toJSON(map[string]any{"status": c["status"], "history": h})
+	}
+	for _, q := range tests {
+		t.Run(toJSON(q), func(t *testing.T) {
+			got, _ := request(t, k.c, wire.Shell, "history_request", q)
+			want, _ := request(t, direct, wire.Shell, "history_request", q)
+			if g, w := normalise(decode(t, got)), normalise(decode(t, want)); g != w {
+				t.Fatalf("ferry:     %s\nipykernel: %s", g, w)
+			}
+		})
+	}
+	// Ferry keeps each cell's text/plain result (IPython only does with
+	// HistoryManager.db_log_output); the shape is the same.
+	reply, _ := request(t, k.c, wire.Shell, "history_request", map[string]any{"hist_access_type": "tail", "n": 3, "output": true, "raw": true})
+	if got, want := toJSON(decode(t, reply)["history"]), `[[0,5,["1/0",null]],[0,6,["%time 1","1"]],[0,7,["[a1, b2]","[1, 'x']"]]]`; got != want {
+		t.Errorf("history with output: %s, want %s", got, want)
+	}
+}
+
+// %ferry status tells the backend, interpreter, the ipykernel's real pid
+// and the uptime, as normal cell output that counts like a cell.
+func TestStatusCommand(t *testing.T) {
+	k := startKernel(t)
+	r := k.exec(t, "%ferry status", client.ExecOptions{})
+	text := r.Text()
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`^Ferry \S+, policy local, up \d+s, 0 cells run\n`),
+		regexp.MustCompile(`\nlocal: ipykernel running, interpreter /usr/bin/python3, pid \d+, kernel uptime \d+s\n`),
+		regexp.MustCompile(`\nremote: not configured`),
+	} {
+		if !want.MatchString(text) {
+			t.Errorf("%%ferry status lacks %s:\n%s", want, text)
+		}
+	}
+	if r.Status != "ok" || r.Count != 1 || len(r.Outputs) != 1 || r.Outputs[0]["name"] != "stdout" {
+		t.Errorf("status %q count %d outputs %s; want one stdout stream in cell 1", r.Status, r.Count, toJSON(r.Outputs))
+	}
+	pid, _ := strconv.Atoi(pidRE.FindStringSubmatch(text)[1])
+	p := mustProc(t, pid)
+	if p.ppid != k.cmd.Process.Pid || !strings.Contains(p.cmdline, "ipykernel_launcher") {
+		t.Errorf("%%ferry status pid is %s with parent %d, want ferry's (%d) ipykernel", p, p.ppid, k.cmd.Process.Pid)
+	}
+	if r := k.exec(t, "import os; os.getpid()", client.ExecOptions{}); r.Text() != fmt.Sprintf("%d\n", pid) {
+		t.Errorf("cells run in pid %q, status says %d", r.Text(), pid)
+	}
+	bad := k.exec(t, "%ferry nonsense", client.ExecOptions{})
+	if bad.Status != "error" || bad.EName != "FerryUsageError" || !strings.Contains(bad.EValue, "nonsense") {
+		t.Errorf("unknown %%ferry command: %s %s: %s", bad.Status, bad.EName, bad.EValue)
+	}
+}
+
+func TestInterruptStopsSleep(t *testing.T) {
+	k := startKernel(t)
+	res := k.startCell(t, "import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
+	start := time.Now()
+	reply, _ := request(t, k.c, wire.Control, "interrupt_request", map[string]any{})
+	if c := decode(t, reply); c["status"] != "ok" {
+		t.Fatalf("interrupt_reply %s", toJSON(c))
+	}
+	r := awaitCell(t, res, 10*time.Second)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the interrupted cell ended %s after the interrupt_request, want under 1s", took)
+	}
+	if r.Status != "error" || r.EName != "KeyboardInterrupt" {
+		t.Fatalf("cell ended with %s %s: %s, want KeyboardInterrupt", r.Status, r.EName, r.EValue)
+	}
+	if r := k.exec(t, "print('after')", client.ExecOptions{}); r.Text() != "after\n" {
+		t.Fatalf("next cell after the interrupt: %q", r.Text())
+	}
+}
+
+func TestInput(t *testing.T) {
+	k := startKernel(t)
+	type prompt struct {
+		text     string
+		password bool
+	}
+	tests := []struct {
+		name     string
+		code     string
+		answers  []string
+		prompts  []prompt
+		wantText string
+	}{
+		{"input", "name = input('who? ')\nprint('hi', name)", []string{"ferry"}, []prompt{{"who? ", false}}, "hi ferry\n"},
+		{"two inputs", "a = input('a? ')\nb = input('b? ')\nprint(a + b)", []string{"x", "y"}, []prompt{{"a? ", false}, {"b? ", false}}, "xy\n"},
+		{"password", "import getpass\nprint(len(getpass.getpass('secret? ')))", []string{"hunter2"}, []prompt{{"secret? ", true}}, "7\n"},
+		{"unicode", "print(input('é? ')[::-1])", []string{"ñandú"}, []prompt{{"é? ", false}}, "údnañ\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []prompt
+			r := k.exec(t, tt.code, client.ExecOptions{Input: func(p string, pw bool) (string, error) {
+				got = append(got, prompt{p, pw})
+				return tt.answers[len(got)-1], nil
+			}})
+			if fmt.Sprint(got) != fmt.Sprint(tt.prompts) || r.Text() != tt.wantText {
+				t.Fatalf("prompts %v, output %q; want %v, %q", got, r.Text(), tt.prompts, tt.wantText)
+			}
+		})
+	}
+	t.Run("stdin not allowed", func(t *testing.T) {
+		r := k.exec(t, "input('x? ')", client.ExecOptions{})
+		if r.EName != "StdinNotImplementedError" {
+			t.Fatalf("input() without stdin: %s: %s", r.EName, r.EValue)
+		}
+	})
+}
+
+// echoTarget is a comm target that answers each message with its data,
+// its buffers unchanged and their hashes as the kernel saw them.
+const echoTarget = `import hashlib
+def _echo_target(comm, msg):
+    comm.send({'opened_with': msg['content']['data']})
+    @comm.on_msg
+    def _r(m):
+        bufs = [bytes(b) for b in m['buffers']]
+        comm.send({'echo': m['content']['data'], 'sha': [hashlib.sha256(b).hexdigest() for b in bufs]}, buffers=bufs)
+    @comm.on_close
+    def _c(m):
+        print('closed with', m['content']['data'])
+get_ipython().kernel.comm_manager.register_target('echo', _echo_target)`
+
+// testBuffers are binary buffers that must pass unchanged: empty, every
+// byte value, the ZeroMQ delimiter, invalid UTF-8 and a large one.
+func testBuffers() [][]byte {
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	big := make([]byte, 2<<20)
+	for i := range big {
+		big[i] = byte(i * 7 >> 3)
+	}
+	return [][]byte{{}, all, wire.Delimiter, {0xff, 0xfe, 0x00, 0xc3}, big}
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func TestCommRoundTripWithBuffers(t *testing.T) {
+	k := startKernel(t)
+	k.exec(t, echoTarget, client.ExecOptions{})
+	id := wire.NewID()
+	open, err := k.c.Conn().NewMessage("comm_open", map[string]any{"comm_id": id, "target_name": "echo", "data": map[string]any{"hello": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, iopub := exchange(t, k.c, wire.Shell, open, false)
+	if got := commMsgs(t, iopub); len(got) != 1 || toJSON(got[0]["data"]) != `{"opened_with":{"hello":1}}` {
+		t.Fatalf("comm_open answered %s", toJSON(got))
+	}
+
+	reply, _ := request(t, k.c, wire.Shell, "comm_info_request", map[string]any{"target_name": "echo"})
+	if c := decode(t, reply); !strings.Contains(toJSON(c["comms"]), id) {
+		t.Errorf("comm_info does not list the open comm: %s", toJSON(c))
+	}
+
+	bufs := testBuffers()
+	m, err := k.c.Conn().NewMessage("comm_msg", map[string]any{"comm_id": id, "data": map[string]any{"n": 7, "s": "ü"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Buffers = bufs
+	var echo *wire.Message
+	_, iopub = exchange(t, k.c, wire.Shell, m, false)
+	for _, msg := range iopub {
+		if msg.Header.MsgType == "comm_msg" {
+			echo = msg
+		}
+	}
+	if echo == nil {
+		t.Fatal("no comm_msg came back")
+	}
+	var ec struct {
+		CommID string `json:"comm_id"`
+		Data   struct {
+			Echo map[string]any `json:"echo"`
+			SHA  []string       `json:"sha"`
+		} `json:"data"`
+	}
+	if err := echo.Decode(&ec); err != nil {
+		t.Fatal(err)
+	}
+	if ec.CommID != id || toJSON(ec.Data.Echo) != `{"n":7,"s":"ü"}` {
+		t.Errorf("comm echo %s", echo.Content)
+	}
+	if len(ec.Data.SHA) != len(bufs) || len(echo.Buffers) != len(bufs) {
+		t.Fatalf("sent %d buffers; the kernel saw %d, %d came back", len(bufs), len(ec.Data.SHA), len(echo.Buffers))
+	}
+	for i, b := range bufs {
+		if ec.Data.SHA[i] != sha(b) {
+			t.Errorf("buffer %d (%d bytes) changed on the way to the kernel", i, len(b))
+		}
+		if sha(echo.Buffers[i]) != sha(b) {
+			t.Errorf("buffer %d (%d bytes) changed on the way back (%d bytes)", i, len(b), len(echo.Buffers[i]))
+		}
+	}
+
+	cl, err := k.c.Conn().NewMessage("comm_close", map[string]any{"comm_id": id, "data": map[string]any{"bye": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, k.c, wire.Shell, cl, false)
+	reply, _ = request(t, k.c, wire.Shell, "comm_info_request", map[string]any{})
+	if c := decode(t, reply); strings.Contains(toJSON(c["comms"]), id) {
+		t.Errorf("comm_info still lists the closed comm: %s", toJSON(c))
+	}
+}
+
+func commMsgs(t *testing.T, iopub []*wire.Message) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, m := range iopub {
+		if m.Header.MsgType == "comm_msg" {
+			out = append(out, decode(t, m))
+		}
+	}
+	return out
+}
+
+// Every request gets exactly busy then idle on IOPub, with the request as
+// parent, and nothing after idle.
+func TestBusyIdleAroundEveryRequest(t *testing.T) {
+	k := startKernel(t)
+	tests := []struct {
+		ch        wire.Channel
+		msgType   string
+		content   map[string]any
+		wantReply bool
+	}{
+		{wire.Shell, "execute_request", map[string]any{"code": "print(1)", "silent": false, "store_history": true, "user_expressions": map[string]any{}, "allow_stdin": false}, true},
+		{wire.Shell, "execute_request", map[string]any{"code": "%ferry status", "silent": false, "store_history": true, "user_expressions": map[string]any{}, "allow_stdin": false}, true},
+		{wire.Shell, "execute_request", map[string]any{"code": "1/0", "silent": false, "store_history": true, "user_expressions": map[string]any{}, "allow_stdin": false}, true},
+		{wire.Shell, "complete_request", map[string]any{"code": "pri", "cursor_pos": 3}, true},
+		{wire.Shell, "inspect_request", map[string]any{"code": "print", "cursor_pos": 5, "detail_level": 0}, true},
+		{wire.Shell, "is_complete_request", map[string]any{"code": "x = ("}, true},
+		{wire.Shell, "history_request", map[string]any{"hist_access_type": "tail", "n": 1, "output": false, "raw": true}, true},
+		{wire.Shell, "comm_info_request", map[string]any{}, true},
+		{wire.Shell, "kernel_info_request", map[string]any{}, true},
+		{wire.Shell, "comm_msg", map[string]any{"comm_id": "no-such-comm", "data": map[string]any{}}, false},
+		{wire.Shell, "no_such_request", map[string]any{}, false},
+		{wire.Control, "kernel_info_request", map[string]any{}, true},
+		{wire.Control, "interrupt_request", map[string]any{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.ch)+" "+tt.msgType, func(t *testing.T) {
+			m, err := k.c.Conn().NewMessage(tt.msgType, tt.content)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_ = statuses
-			var c map[string]any
-			if err := r.Decode(&c); err != nil {
-				t.Fatal(err)
+			_, iopub := exchange(t, k.c, tt.ch, m, tt.wantReply)
+			var states []string
+			for _, msg := range iopub {
+				if msg.Header.MsgType == "status" {
+					states = append(states, fmt.Sprint(decode(t, msg)["execution_state"]))
+				}
+				if msg.ParentID() != m.Header.MsgID {
+					t.Errorf("%s has parent %s, want %s", msg.Header.MsgType, msg.ParentID(), m.Header.MsgID)
+				}
 			}
-			if want := strings.TrimSuffix(tt.msgType, "_request") + "_reply"; r.Header.MsgType != want {
-				t.Fatalf("reply type %s, want %s", r.Header.MsgType, want)
+			if strings.Join(states, ",") != "busy,idle" {
+				t.Fatalf("statuses %v, want busy then idle", states)
 			}
-			if !tt.check(c) {
-				t.Fatalf("unexpected reply: %s", toJSON(c))
+			if first, last := iopub[0], iopub[len(iopub)-1]; first.Header.MsgType != "status" || last.Header.MsgType != "status" {
+				t.Errorf("IOPub %s … %s, want busy first and idle last", first.Header.MsgType, last.Header.MsgType)
 			}
 		})
 	}
 }
 
-func toJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
-}
-
-func TestInterruptStopsSleep(t *testing.T) {
-	k := startKernel(t)
-	k.exec(t, "import time", client.ExecOptions{})
-	res := make(chan *client.Result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 70*time.Second)
-		defer cancel()
-		r, err := k.c.Execute(ctx, "time.sleep(60)", client.ExecOptions{})
-		if err != nil {
-			t.Error(err)
-		}
-		res <- r
-	}()
-	// Interrupt once the cell is running: the shell is busy then.
-	time.Sleep(300 * time.Millisecond)
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := k.c.Interrupt(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case r := <-res:
-		if took := time.Since(start); took > time.Second {
-			t.Errorf("interrupt took %s, want under 1s", took)
-		}
-		if r == nil || r.EName != "KeyboardInterrupt" {
-			t.Fatalf("cell ended with %+v, want KeyboardInterrupt", r)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("interrupted cell did not end")
-	}
-}
-
-func TestInputRoundTrip(t *testing.T) {
-	k := startKernel(t)
-	var prompt string
-	r := k.exec(t, "name = input('who? ')\nprint('hi', name)", client.ExecOptions{Input: func(p string, pw bool) (string, error) {
-		prompt = p
-		return "ferry", nil
-	}})
-	if prompt != "who? " || r.Text() != "hi ferry\n" {
-		t.Fatalf("prompt %q, output %q", prompt, r.Text())
-	}
-}
-
-func TestCommRoundTripWithBuffers(t *testing.T) {
-	k := startKernel(t)
-	k.exec(t, `def _echo_target(comm, msg):
-    @comm.on_msg
-    def _r(m):
-        comm.send({'echo': m['content']['data']}, buffers=[bytes(b)[::-1] for b in m['buffers']])
-get_ipython().kernel.comm_manager.register_target('echo', _echo_target)`, client.ExecOptions{})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	id := wire.NewID()
-	open, err := k.c.Conn().NewMessage("comm_open", map[string]any{"comm_id": id, "target_name": "echo", "data": map[string]any{}})
+// rawSocket is a DEALER on one of the kernel's ports, for sending frames
+// no well-behaved client would send.
+func rawSocket(t *testing.T, k *kernelProc, ch wire.Channel) *wire.Socket {
+	t.Helper()
+	port := map[wire.Channel]int{wire.Shell: k.info.ShellPort, wire.Control: k.info.ControlPort, wire.Stdin: k.info.StdinPort}[ch]
+	s, err := wire.Connect(wire.DEALER, k.info.Addr(port), "raw "+string(ch), wire.WithIdentity(wire.NewID()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := k.c.Notify(ctx, open, nil); err != nil {
-		t.Fatal(err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// rawReply waits for a reply on a raw socket.
+func rawReply(t *testing.T, s *wire.Socket, signer *wire.Signer, within time.Duration) (*wire.Message, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	frames, err := s.Recv(ctx)
+	if err != nil {
+		return nil, err
 	}
-	m, err := k.c.Conn().NewMessage("comm_msg", map[string]any{"comm_id": id, "data": map[string]any{"n": 7}})
+	return wire.Decode(frames, signer)
+}
+
+func signed(t *testing.T, k *kernelProc, key, msgType string, content any) [][]byte {
+	t.Helper()
+	signer, err := wire.NewSigner("hmac-sha256", []byte(key))
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload := make([]byte, 1<<20)
-	for i := range payload {
-		payload[i] = byte(i)
-	}
-	m.Buffers = [][]byte{payload}
-	var reply *wire.Message
-	if err := k.c.Notify(ctx, m, func(msg *wire.Message) {
-		if msg.Header.MsgType == "comm_msg" {
-			reply = msg
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if reply == nil {
-		t.Fatal("no comm reply")
-	}
-	var rc struct {
-		Data struct {
-			Echo struct {
-				N int `json:"n"`
-			} `json:"echo"`
-		} `json:"data"`
-	}
-	if err := reply.Decode(&rc); err != nil || rc.Data.Echo.N != 7 {
-		t.Errorf("comm reply %s", reply.Content)
-	}
-	if len(reply.Buffers) != 1 || len(reply.Buffers[0]) != len(payload) || reply.Buffers[0][0] != payload[len(payload)-1] {
-		t.Errorf("buffer did not come back reversed intact")
-	}
-}
-
-func TestStatusBusyIdleAndUnknownTypes(t *testing.T) {
-	k := startKernel(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, typ := range []string{"kernel_info_request", "no_such_request"} {
-		m, err := k.c.Conn().NewMessage(typ, map[string]any{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.Header.Extra = map[string]json.RawMessage{"subshell_id": json.RawMessage(`null`)}
-		var states []string
-		err = k.c.NotifyStatus(ctx, m, func(state string) { states = append(states, state) })
-		if err != nil {
-			t.Fatalf("%s: %v", typ, err)
-		}
-		if strings.Join(states, ",") != "busy,idle" {
-			t.Errorf("%s: statuses %v, want busy then idle", typ, states)
-		}
-	}
-}
-
-func TestMisSignedMessageIsDropped(t *testing.T) {
-	k := startKernel(t)
-	bad := k.info
-	bad.Key = "not-the-key"
-	evil, err := client.Connect(bad)
+	m, err := wire.New(msgType, wire.NewID(), "tester", nil, content)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer evil.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := evil.Execute(ctx, "open('/tmp/ferry-pwned', 'w').write('x')", client.ExecOptions{}); err == nil {
-		t.Fatal("a message signed with the wrong key was answered")
+	f, err := wire.Encode(m, signer)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat("/tmp/ferry-pwned"); err == nil {
-		os.Remove("/tmp/ferry-pwned")
-		t.Fatal("a mis-signed execute_request ran")
+	return f
+}
+
+// Messages with a wrong, missing or replayed signature are dropped and
+// logged; none runs, and the kernel keeps working.
+func TestBadSignaturesAreDropped(t *testing.T) {
+	k := startKernel(t)
+	marker := filepath.Join(t.TempDir(), "pwned")
+	evil := map[string]any{"code": fmt.Sprintf("open(%q, 'w').write('x')", marker), "silent": false}
+	count := map[string]any{"code": "_runs = globals().get('_runs', 0) + 1", "silent": false, "store_history": true, "user_expressions": map[string]any{}}
+	tests := []struct {
+		name, log string
+		frames    func() [][]byte
+	}{
+		{"wrong key", "message signature does not match", func() [][]byte { return signed(t, k, "not-the-key", "execute_request", evil) }},
+		{"unsigned", "message is not signed", func() [][]byte { return signed(t, k, "", "execute_request", evil) }},
+		{"tampered", "message signature does not match", func() [][]byte {
+			f := signed(t, k, k.info.Key, "execute_request", count)
+			f[len(f)-1] = []byte(toJSON(evil))
+			return f
+		}},
+	}
+	shell := rawSocket(t, k, wire.Shell)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := shell.Send(tt.frames()); err != nil {
+				t.Fatal(err)
+			}
+			k.waitLog(t, "dropped message from front end", i+1, 10*time.Second)
+			if !strings.Contains(k.stderr.String(), tt.log) {
+				t.Errorf("the log does not say why: %s", k.stderr)
+			}
+		})
+	}
+	t.Run("replayed", func(t *testing.T) {
+		f := signed(t, k, k.info.Key, "execute_request", count)
+		signer, _ := wire.NewSigner("hmac-sha256", []byte(k.info.Key))
+		for i := 0; i < 2; i++ {
+			if err := shell.Send(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k.waitLog(t, "replayed", 1, 10*time.Second)
+		if r, err := rawReply(t, shell, signer, 30*time.Second); err != nil || r.Header.MsgType != "execute_reply" {
+			t.Fatalf("the first copy got %v, %v; want its execute_reply", r, err)
+		}
+		if r := k.exec(t, "print(_runs)", client.ExecOptions{}); r.Text() != "1\n" {
+			t.Fatalf("a replayed execute_request ran: _runs = %q", r.Text())
+		}
+	})
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a badly signed execute_request ran")
+	}
+	signer, _ := wire.NewSigner("hmac-sha256", []byte(k.info.Key))
+	if r, err := rawReply(t, shell, signer, 200*time.Millisecond); err == nil {
+		t.Errorf("a dropped message was answered: %s", r.Header.MsgType)
 	}
 	if r := k.exec(t, "print('still fine')", client.ExecOptions{}); r.Text() != "still fine\n" {
-		t.Fatalf("kernel broken after a bad message: %q", r.Text())
+		t.Fatalf("kernel broken after bad messages: %q", r.Text())
+	}
+}
+
+// Frames no client should send, on every channel: the kernel must neither
+// crash nor hang, and must answer what it can answer.
+func TestMalformedMessagesDoNotBreakTheKernel(t *testing.T) {
+	k := startKernel(t)
+	signer, err := wire.NewSigner("hmac-sha256", []byte(k.info.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// frame builds signed frames around raw header, parent, metadata and
+	// content, so the kernel gets past the signature check.
+	frame := func(header, parent, meta, content string) [][]byte {
+		h, p, m, c := []byte(header), []byte(parent), []byte(meta), []byte(content)
+		return [][]byte{wire.Delimiter, signer.Sign(h, p, m, c), h, p, m, c}
+	}
+	hdr := func(msgType string) string {
+		return fmt.Sprintf(`{"msg_id":%q,"session":"s","username":"u","date":"2024-01-01T00:00:00Z","msg_type":%q,"version":"5.3"}`, wire.NewID(), msgType)
+	}
+	junk := [][][]byte{
+		{[]byte("")},
+		{[]byte("garbage")},
+		{wire.Delimiter},
+		{wire.Delimiter, []byte("sig"), []byte("{}")},
+		{[]byte("id"), wire.Delimiter, []byte("0000"), []byte("{}"), []byte("{}"), []byte("{}"), []byte("{}")},
+		frame(`null`, `{}`, `{}`, `{}`),
+		frame(`[]`, `{}`, `{}`, `{}`),
+		frame(`{"msg_type": 5}`, `{}`, `{}`, `{}`),
+		frame(`{"msg_id": "x"}`, `{}`, `{}`, `{}`),
+		frame(hdr("execute_request"), `null`, `{}`, `{}`),
+		frame(hdr("execute_request"), `{}`, `[]`, `{}`),
+		frame(hdr("execute_request"), `{}`, `{}`, `"code"`),
+		frame(hdr("execute_request"), `{}`, `{}`, `{"code": 5`),
+		frame(hdr("input_reply"), `{}`, `{}`, `{"value": "nobody asked"}`),
+		frame(hdr("comm_msg"), `{}`, `{}`, `{"data": {}}`),
+		frame(hdr("comm_close"), `{}`, `{}`, `{"comm_id": 7}`),
+	}
+	for _, ch := range []wire.Channel{wire.Shell, wire.Control, wire.Stdin} {
+		s := rawSocket(t, k, ch)
+		for _, f := range junk {
+			if err := s.Send(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Well-signed requests with bad content get an error reply, as
+	// ipykernel's handlers would fail on them, and never hang the kernel.
+	answered := []struct {
+		msgType, content string
+	}{
+		{"execute_request", `{"code": 5}`},
+		{"execute_request", `{"code": "1", "user_expressions": 5}`},
+		{"complete_request", `{"code": "pri"}`},
+		{"inspect_request", `{"cursor_pos": 1}`},
+		{"is_complete_request", `{}`},
+		{"history_request", `{"hist_access_type": 7}`},
+	}
+	shell := rawSocket(t, k, wire.Shell)
+	for _, a := range answered {
+		t.Run(a.msgType+" "+a.content, func(t *testing.T) {
+			if err := shell.Send(frame(hdr(a.msgType), `{}`, `{}`, a.content)); err != nil {
+				t.Fatal(err)
+			}
+			r, err := rawReply(t, shell, signer, 30*time.Second)
+			if err != nil {
+				t.Fatalf("no reply: %v", err)
+			}
+			if want := strings.TrimSuffix(a.msgType, "_request") + "_reply"; r.Header.MsgType != want {
+				t.Fatalf("got %s, want %s", r.Header.MsgType, want)
+			}
+			var c struct{ Status, EValue string }
+			if err := r.Decode(&c); err != nil || c.Status != "error" || c.EValue == "" {
+				t.Fatalf("reply %s, want an error that says why", r.Content)
+			}
+		})
+	}
+	if r := k.exec(t, "print('alive')", client.ExecOptions{}); r.Text() != "alive\n" {
+		t.Fatalf("kernel broken after malformed messages: %q", r.Text())
+	}
+	select {
+	case <-k.exited:
+		t.Fatal("the kernel exited")
+	default:
+	}
+}
+
+// echoHandler makes ipykernel answer a message type it does not know
+// with the header field and buffers it received, and publish an IOPub
+// message with an extra header field of its own.
+const echoHandler = `import hashlib
+def _ferry_echo(stream, ident, parent):
+    k = get_ipython().kernel
+    bufs = [bytes(b) for b in parent['buffers']]
+    reply = k.session.msg('ferry_echo_reply', {'probe': parent['header'].get('x_ferry_probe'),
+        'sha': [hashlib.sha256(b).hexdigest() for b in bufs]}, parent=parent)
+    reply['header']['x_kernel_field'] = 'reply'
+    k.session.send(stream, reply, ident=ident, buffers=bufs)
+    event = k.session.msg('ferry_echo_event', {'n': len(bufs)}, parent=parent)
+    event['header']['x_kernel_field'] = 'event'
+    k.session.send(k.iopub_socket, event, ident=b'ferry_echo_event', buffers=bufs)
+get_ipython().kernel.shell_handlers['ferry_echo_request'] = _ferry_echo`
+
+// A message type Ferry does not know reaches ipykernel with its extra
+// header fields and buffers, and what ipykernel answers comes back with
+// its own extra header fields and buffers.
+func TestUnknownTypesAndExtraHeaderFieldsPassThrough(t *testing.T) {
+	k := startKernel(t)
+	k.exec(t, echoHandler, client.ExecOptions{})
+	m, err := k.c.Conn().NewMessage("ferry_echo_request", map[string]any{"x": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Header.Extra = map[string]json.RawMessage{"x_ferry_probe": json.RawMessage(`{"nested":[1,"two",null]}`)}
+	bufs := testBuffers()
+	m.Buffers = bufs
+	reply, iopub := exchange(t, k.c, wire.Shell, m, true)
+	if reply.Header.MsgType != "ferry_echo_reply" || reply.ParentID() != m.Header.MsgID {
+		t.Fatalf("reply %s to %s", reply.Header.MsgType, reply.ParentID())
+	}
+	var rc struct {
+		Probe any      `json:"probe"`
+		SHA   []string `json:"sha"`
+	}
+	if err := reply.Decode(&rc); err != nil {
+		t.Fatal(err)
+	}
+	if toJSON(rc.Probe) != `{"nested":[1,"two",null]}` {
+		t.Errorf("ipykernel saw header field x_ferry_probe = %s", toJSON(rc.Probe))
+	}
+	if got := string(reply.Header.Extra["x_kernel_field"]); got != `"reply"` {
+		t.Errorf("the reply's extra header field arrived as %q", got)
+	}
+	if len(rc.SHA) != len(bufs) || len(reply.Buffers) != len(bufs) {
+		t.Fatalf("sent %d buffers; ipykernel saw %d, the reply carried %d", len(bufs), len(rc.SHA), len(reply.Buffers))
+	}
+	for i, b := range bufs {
+		if rc.SHA[i] != sha(b) || sha(reply.Buffers[i]) != sha(b) {
+			t.Errorf("buffer %d (%d bytes) changed on the way", i, len(b))
+		}
+	}
+	var event *wire.Message
+	for _, msg := range iopub {
+		if msg.Header.MsgType == "ferry_echo_event" {
+			event = msg
+		}
+	}
+	if event == nil {
+		t.Fatalf("the IOPub message of an unknown type was not relayed; got %d IOPub messages", len(iopub))
+	}
+	if got := string(event.Header.Extra["x_kernel_field"]); got != `"event"` {
+		t.Errorf("the IOPub message's extra header field arrived as %q", got)
+	}
+	if len(event.Buffers) != len(bufs) || sha(event.Buffers[4]) != sha(bufs[4]) {
+		t.Errorf("the IOPub message's buffers changed")
 	}
 }
 
 func TestHeartbeatWhileBusy(t *testing.T) {
 	k := startKernel(t)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, _ = k.c.Execute(ctx, "import time; time.sleep(3)", client.ExecOptions{})
-	}()
-	time.Sleep(300 * time.Millisecond)
-	if err := wire.Ping(k.info.Addr(k.info.HBPort), []byte("ping"), 2*time.Second); err != nil {
-		t.Fatalf("heartbeat while a cell runs: %v", err)
-	}
-}
-
-func TestBackendDeathIsReportedAndRecovered(t *testing.T) {
-	k := startKernel(t)
-	pid := k.backendPID(t)
-	k.exec(t, "import time", client.ExecOptions{})
-	res := make(chan *client.Result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		r, err := k.c.Execute(ctx, "time.sleep(30)", client.ExecOptions{})
-		if err != nil {
-			t.Error(err)
+	res := k.startCell(t, "import time\nprint('busy', flush=True)\ntime.sleep(60)")
+	for i := 0; i < 3; i++ {
+		if err := wire.Ping(k.info.Addr(k.info.HBPort), []byte(fmt.Sprintf("ping %d", i)), 2*time.Second); err != nil {
+			t.Fatalf("heartbeat while a cell runs: %v", err)
 		}
-		res <- r
-	}()
-	time.Sleep(500 * time.Millisecond)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
 	}
 	select {
 	case r := <-res:
-		if r == nil || r.EName != "KernelDied" || !strings.Contains(r.EValue, "died while running this cell") {
-			t.Fatalf("cell ended with %+v, want a KernelDied error", r)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("the cell hung after its kernel died")
+		t.Fatalf("the cell ended before the pings were answered: %+v", r.r)
+	default:
 	}
-	if r := k.exec(t, "print(1 + 1)", client.ExecOptions{}); r.Text() != "2\n" {
-		t.Fatalf("next cell after restart: %q", r.Text())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := k.c.Interrupt(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if k.backendPID(t) == pid {
+	awaitCell(t, res, 10*time.Second)
+}
+
+// The ipykernel is killed while a cell runs: the cell ends with a clear
+// KernelDied error, the next cell runs on a new ipykernel, and the count
+// goes on.
+func TestBackendDeathIsReportedAndRecovered(t *testing.T) {
+	k := startKernel(t)
+	pid := k.backendPID(t)
+	res := k.startCell(t, "import time\nprint('running', flush=True)\ntime.sleep(60)")
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := awaitCell(t, res, 15*time.Second)
+	if took := time.Since(killed); took > 5*time.Second {
+		t.Errorf("the cell took %s to report its kernel's death", took)
+	}
+	if r.Status != "error" || r.EName != "KernelDied" || !strings.Contains(r.EValue, "died while running this cell") || !strings.Contains(r.EValue, "killed") {
+		t.Fatalf("cell ended with %s %s: %q, want a KernelDied error naming the signal", r.Status, r.EName, r.EValue)
+	}
+	if r.Reply["ename"] != "KernelDied" {
+		t.Errorf("the execute_reply says %v, want KernelDied (only one reply)", r.Reply["ename"])
+	}
+	if last := r.Outputs[len(r.Outputs)-1]; last["output_type"] != "error" || len(last["traceback"].([]any)) == 0 {
+		t.Errorf("the error output is %s", toJSON(last))
+	}
+	if r.Count != 2 {
+		t.Errorf("the failed cell's count is %d, want 2", r.Count)
+	}
+	next := k.exec(t, "print(1 + 1)", client.ExecOptions{})
+	if next.Text() != "2\n" || next.Count != 3 {
+		t.Fatalf("next cell after the restart: %q, count %d; want 2, count 3", next.Text(), next.Count)
+	}
+	newPID := k.backendPID(t)
+	if newPID == pid {
 		t.Fatal("backend was not restarted")
 	}
+	waitGone(t, pid, 10*time.Second)
+	if st := k.exec(t, "%ferry status", client.ExecOptions{}).Text(); !strings.Contains(st, "restarted 1 times") {
+		t.Errorf("%%ferry status does not tell the restart:\n%s", st)
+	}
+
+	// Killed between cells: the next cell simply runs on a new kernel.
+	if err := syscall.Kill(newPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, newPID, 10*time.Second)
+	if r := k.exec(t, "print('again')", client.ExecOptions{}); r.Text() != "again\n" || r.Status != "ok" {
+		t.Fatalf("cell after an idle kernel died: %s %q", r.Status, r.Text())
+	}
 }
+
+// spawnGrandchild makes the ipykernel start a long-running child of its
+// own, which must not outlive the kernel either.
+const spawnGrandchild = "import subprocess\n_child = subprocess.Popen(['sleep', '600'])\nprint(_child.pid)"
 
 func TestShutdownLeavesNoProcess(t *testing.T) {
 	tests := []struct {
 		name string
 		stop func(k *kernelProc) error
+		// all: every descendant must go; else only ferry's own children
+		// (ipykernel and helpers) — after SIGKILL nothing of ferry runs to
+		// reach a grandchild.
+		all bool
 	}{
 		{"shutdown_request", func(k *kernelProc) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			return k.c.Shutdown(ctx, false)
-		}},
+		}, true},
 		{"shutdown_request restart", func(k *kernelProc) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			return k.c.Shutdown(ctx, true)
-		}},
-		{"SIGTERM", func(k *kernelProc) error { return k.cmd.Process.Signal(syscall.SIGTERM) }},
-		{"SIGKILL (front end vanished)", func(k *kernelProc) error { return k.cmd.Process.Kill() }},
+		}, true},
+		{"SIGTERM", func(k *kernelProc) error { return k.cmd.Process.Signal(syscall.SIGTERM) }, true},
+		{"SIGHUP", func(k *kernelProc) error { return k.cmd.Process.Signal(syscall.SIGHUP) }, true},
+		{"SIGKILL", func(k *kernelProc) error { return k.cmd.Process.Kill() }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			k := startKernel(t)
 			pid := k.backendPID(t)
+			gc, err := strconv.Atoi(strings.TrimSpace(k.exec(t, spawnGrandchild, client.ExecOptions{}).Text()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			grandchild := mustProc(t, gc)
+			t.Cleanup(func() { _ = syscall.Kill(gc, syscall.SIGKILL) })
+			var watch []proc
+			for _, p := range descendants(k.cmd.Process.Pid) {
+				if tt.all || p.ppid == k.cmd.Process.Pid {
+					watch = append(watch, p)
+				}
+			}
+			if !strings.Contains(fmt.Sprint(watch), fmt.Sprintf("pid %d ", pid)) {
+				t.Fatalf("the ipykernel (pid %d) is not among ferry's children: %v", pid, watch)
+			}
+			if tt.all && !strings.Contains(fmt.Sprint(watch), grandchild.String()) {
+				t.Fatalf("the grandchild %s is not among ferry's descendants: %v", grandchild, watch)
+			}
 			if err := tt.stop(k); err != nil {
 				t.Fatal(err)
 			}
 			select {
-			case <-k.done:
+			case <-k.exited:
 			case <-time.After(20 * time.Second):
-				t.Fatal("ferry kernel did not exit")
+				t.Fatal("ferry kernel did not exit within 20s")
 			}
-			k.done <- nil // for the cleanup
-			waitGone(t, pid, 10*time.Second)
+			waitAllGone(t, watch, 10*time.Second)
 		})
 	}
 }
@@ -450,6 +1158,7 @@ func TestFrontEndVanishes(t *testing.T) {
 	if _, err := fmt.Fscan(out, &ferryPID); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = syscall.Kill(ferryPID, syscall.SIGKILL) })
 	c, err := client.Connect(info)
 	if err != nil {
 		t.Fatal(err)

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -32,29 +36,71 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// installSpec installs a kernelspec for the test binary under a temporary
-// prefix and returns the environment that makes Jupyter find it.
+// installSpec installs the "ferry" kernelspec for the test binary under a
+// temporary prefix and returns the environment that makes Jupyter find it
+// first. It checks that Jupyter resolves "ferry" to this binary, so no test
+// ever runs a stale kernelspec installed on the machine.
 func installSpec(t *testing.T, extra ...string) []string {
 	t.Helper()
 	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh'", python)
+		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-jupyter-client python3-ipykernel)", python)
 	}
 	prefix := t.TempDir()
 	args := append([]string{"install", "--prefix", prefix, "--python", python}, extra...)
 	if out, err := exec.Command(ferryBin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("ferry install: %v\n%s", err, out)
 	}
-	return append(os.Environ(), "JUPYTER_PATH="+filepath.Join(prefix, "share", "jupyter"), "JUPYTER_PLATFORM_DIRS=1")
+	env := append(os.Environ(), "JUPYTER_PATH="+filepath.Join(prefix, "share", "jupyter"), "JUPYTER_PLATFORM_DIRS=1")
+	cmd := exec.Command(python, "-m", "jupyter_client.kernelspecapp", "list", "--json")
+	cmd.Env = append(env, "PYDEVD_DISABLE_FILE_VALIDATION=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("jupyter kernelspec list: %v (apt-get install python3-jupyter-client)", err)
+	}
+	var specs struct {
+		Kernelspecs map[string]struct {
+			ResourceDir string `json:"resource_dir"`
+			Spec        struct {
+				Argv []string `json:"argv"`
+			} `json:"spec"`
+		} `json:"kernelspecs"`
+	}
+	if err := json.Unmarshal(out, &specs); err != nil {
+		t.Fatalf("jupyter kernelspec list printed %q: %v", out, err)
+	}
+	ks, ok := specs.Kernelspecs["ferry"]
+	if !ok || !strings.HasPrefix(ks.ResourceDir, prefix) || len(ks.Spec.Argv) == 0 || ks.Spec.Argv[0] != ferryBin {
+		t.Fatalf("Jupyter resolves the ferry kernelspec to %s running %v, want the one just installed in %s running %s", ks.ResourceDir, ks.Spec.Argv, prefix, ferryBin)
+	}
+	return env
 }
 
+var ranRE = regexp.MustCompile(`(?m)^Ran (\d+) tests? in`)
+
+// The Jupyter project's conformance suite, jupyter_kernel_test, against the
+// ferry kernelspec of the binary just built. Every test applies to a
+// Python kernel, so none may be skipped.
 func TestConformance(t *testing.T) {
 	env := installSpec(t)
 	cmd := exec.Command(python, "-m", "unittest", "-v", "test_ferry_kernel")
 	cmd.Dir = filepath.Join("..", "..", "tests", "conformance")
-	cmd.Env = env
+	cmd.Env = append(env, "FERRY_TEST_BINARY="+ferryBin, "PYDEVD_DISABLE_FILE_VALIDATION=1")
 	out, err := cmd.CombinedOutput()
-	t.Logf("%s", out)
 	if err != nil {
-		t.Fatalf("jupyter_kernel_test failed against the ferry kernel: %v (apt-get install python3-jupyter-kernel-test if it is missing)", err)
+		if strings.Contains(string(out), "No module named 'jupyter_kernel_test'") {
+			t.Fatal("jupyter_kernel_test missing: apt-get install python3-jupyter-kernel-test")
+		}
+		t.Fatalf("jupyter_kernel_test failed against the ferry kernel: %v\n%s", err, out)
 	}
+	m := ranRE.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no test count in the output:\n%s", out)
+	}
+	if n, _ := strconv.Atoi(string(m[1])); n < 13 {
+		t.Errorf("ran %d tests, want the suite's 12 and the identity check:\n%s", n, out)
+	}
+	if strings.Contains(string(out), "skipped") {
+		t.Errorf("tests were skipped; fill in the fields they need:\n%s", out)
+	}
+	t.Logf("%s", out)
 }

@@ -55,8 +55,6 @@ type Client struct {
 	stdin   chan *wire.Message
 	closed  chan struct{}
 	once    sync.Once
-	// statusHook, when set, sees each status of the current request.
-	statusHook func(string)
 }
 
 type waiter struct {
@@ -126,24 +124,25 @@ func (c *Client) Request(ctx context.Context, ch wire.Channel, msgType string, c
 // Notify sends a message that gets no reply (comm_open, comm_msg, …) and
 // waits until the kernel is idle again, passing IOPub to onIOPub.
 func (c *Client) Notify(ctx context.Context, m *wire.Message, onIOPub func(*wire.Message)) error {
-	_, err := c.exchange(ctx, wire.Shell, m, onIOPub, nil, false)
+	_, err := c.exchange(ctx, wire.Shell, m, onIOPub, nil, false, false)
 	return err
 }
 
-// NotifyStatus sends m and reports every status the kernel publishes for
-// it until idle (for tests of the busy/idle protocol).
-func (c *Client) NotifyStatus(ctx context.Context, m *wire.Message, onStatus func(string)) error {
-	c.statusHook = onStatus
-	defer func() { c.statusHook = nil }()
-	_, err := c.exchange(ctx, wire.Shell, m, nil, nil, false)
-	return err
+// Exchange sends m on ch and passes every IOPub message whose parent it is,
+// status messages included, to onIOPub until the kernel reports idle (and,
+// with wantReply, until the reply came). It is the raw view of the
+// protocol that tests of the kernel itself need.
+func (c *Client) Exchange(ctx context.Context, ch wire.Channel, m *wire.Message, onIOPub func(*wire.Message), wantReply bool) (*wire.Message, error) {
+	return c.exchange(ctx, ch, m, onIOPub, nil, wantReply, true)
 }
 
 func (c *Client) roundTrip(ctx context.Context, ch wire.Channel, m *wire.Message, onIOPub func(*wire.Message), onStdin func(*wire.Message) error) (*wire.Message, error) {
-	return c.exchange(ctx, ch, m, onIOPub, onStdin, true)
+	return c.exchange(ctx, ch, m, onIOPub, onStdin, true, false)
 }
 
-func (c *Client) exchange(ctx context.Context, ch wire.Channel, m *wire.Message, onIOPub func(*wire.Message), onStdin func(*wire.Message) error, wantReply bool) (*wire.Message, error) {
+// exchange sends m and waits for its reply (if wantReply) and idle status.
+// IOPub goes to onIOPub; status messages too if withStatus.
+func (c *Client) exchange(ctx context.Context, ch wire.Channel, m *wire.Message, onIOPub func(*wire.Message), onStdin func(*wire.Message) error, wantReply, withStatus bool) (*wire.Message, error) {
 	id := m.Header.MsgID
 	w := &waiter{ch: make(chan *wire.Message, 1024)}
 	rch := make(chan *wire.Message, 1)
@@ -171,13 +170,11 @@ func (c *Client) exchange(ctx context.Context, ch wire.Channel, m *wire.Message,
 				var st struct {
 					S string `json:"execution_state"`
 				}
-				if msg.Decode(&st) == nil {
-					if c.statusHook != nil {
-						c.statusHook(st.S)
-					}
-					if st.S == "idle" {
-						idle = true
-					}
+				if msg.Decode(&st) == nil && st.S == "idle" {
+					idle = true
+				}
+				if withStatus && onIOPub != nil {
+					onIOPub(msg)
 				}
 				continue
 			}
@@ -197,7 +194,14 @@ func (c *Client) exchange(ctx context.Context, ch wire.Channel, m *wire.Message,
 		case <-c.closed:
 			return nil, errors.New("connection to kernel closed")
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for %s reply: %w", m.Header.MsgType, ctx.Err())
+			var missing []string
+			if wantReply && reply == nil {
+				missing = append(missing, "its reply")
+			}
+			if !idle {
+				missing = append(missing, "the kernel's idle status")
+			}
+			return nil, fmt.Errorf("waiting for %s to %s: %w", strings.Join(missing, " and "), m.Header.MsgType, ctx.Err())
 		}
 	}
 	return reply, nil

@@ -34,16 +34,28 @@ class FerryKernelTests(jupyter_kernel_test.KernelTests):
 
 
 class FerryIdentity(unittest.TestCase):
-    """Make sure the suite above talked to Ferry, not to plain ipykernel."""
+    """Make sure the suite above talked to Ferry, not to plain ipykernel,
+    and to the binary the Go test just built."""
 
     def test_implementation_is_ferry(self):
+        from jupyter_client.kernelspec import KernelSpecManager
         from jupyter_client.manager import start_new_kernel
+
+        spec = KernelSpecManager().get_kernel_spec(FerryKernelTests.kernel_name)
+        want = os.environ.get("FERRY_TEST_BINARY")
+        if want:
+            self.assertEqual(spec.argv[0], want, "the kernelspec Jupyter finds is not the freshly built ferry")
+        self.assertEqual(spec.argv[1:4], ["kernel", "-f", "{connection_file}"])
+        self.assertEqual(spec.interrupt_mode, "message")
 
         km, kc = start_new_kernel(kernel_name=FerryKernelTests.kernel_name)
         try:
             msg_id = kc.kernel_info()
-            reply = kc.get_shell_msg(timeout=30)
-            self.assertEqual(reply["parent_header"]["msg_id"], msg_id)
+            # Readiness checks may leave earlier kernel_info replies queued.
+            while True:
+                reply = kc.get_shell_msg(timeout=30)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
             self.assertEqual(reply["content"]["implementation"], "ferry")
             self.assertEqual(reply["content"]["protocol_version"], "5.3")
         finally:
