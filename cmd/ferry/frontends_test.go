@@ -11,88 +11,127 @@ import (
 	"time"
 )
 
-// nbclient runs the same notebook on the ferry kernelspec and on python3.
-func TestNbclientSameOutputs(t *testing.T) {
-	env := installSpec(t)
-	cmd := exec.Command(python, filepath.Join("..", "..", "tests", "notebooks", "compare.py"),
-		filepath.Join("..", "..", "tests", "notebooks", "frontends.ipynb"), "python3", "ferry")
+var (
+	frontendsNB = filepath.Join("..", "..", "tests", "notebooks", "frontends.ipynb")
+	comparePy   = filepath.Join("..", "..", "tests", "notebooks", "compare.py")
+)
+
+// compared is what compare.py prints: whether the visible outputs are equal,
+// and both sides' outputs under their names.
+type compared struct {
+	equal bool
+	sides map[string]json.RawMessage
+}
+
+// compare runs compare.py with args and decodes its verdict.
+func compare(t *testing.T, env []string, args ...string) compared {
+	t.Helper()
+	cmd := exec.Command(python, append([]string{comparePy}, args...)...)
 	cmd.Env = env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("nbclient run: %v\n%s (apt-get install python3-nbclient)", err, out)
+		t.Fatalf("compare.py %s: %v\n%s%s\n(apt-get install python3-nbclient python3-nbformat if a module is missing)", strings.Join(args, " "), err, out, stderr.String())
 	}
-	var res struct {
-		Equal  bool            `json:"equal"`
-		Ferry  json.RawMessage `json:"ferry"`
-		Python json.RawMessage `json:"python3"`
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(out, &raw); err != nil {
+		t.Fatalf("compare.py printed %q: %v", out, err)
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("compare.py printed %s: %v", out, err)
+	c := compared{sides: raw}
+	if err := json.Unmarshal(raw["equal"], &c.equal); err != nil {
+		t.Fatalf("compare.py printed no verdict: %s", out)
 	}
-	if !res.Equal {
-		t.Fatalf("outputs differ\nferry:   %s\npython3: %s", res.Ferry, res.Python)
-	}
-	if !strings.Contains(string(res.Ferry), "KeyError") || !strings.Contains(string(res.Ferry), "hidden") {
-		t.Fatalf("the comparison checked too little: %s", res.Ferry)
+	delete(c.sides, "equal")
+	return c
+}
+
+// mustSee fails unless every piece shows in the outputs: the comparison
+// must have covered display updates, clears, split streams and errors.
+func mustSee(t *testing.T, outputs json.RawMessage, pieces ...string) {
+	t.Helper()
+	for _, p := range pieces {
+		if !strings.Contains(string(outputs), p) {
+			t.Errorf("outputs lack %q, so the comparison checked too little:\n%s", p, outputs)
+		}
 	}
 }
 
-// ferry run gives the outputs nbclient gives on python3.
-func TestFerryRunMatchesNbclient(t *testing.T) {
+// What the test notebook must show, on any kernel.
+var frontendsMustShow = []string{
+	`KeyError`, `hidden`, `line 0\nline 1\nline 2\n`, `stdout after stderr`,
+	`'shown twice'`, `after the clear`, `a wait clear with nothing after keeps this`, `'result after clear'`,
+}
+
+// nbclient runs the same notebook on the ferry kernelspec and on python3.
+func TestNbclientSameOutputs(t *testing.T) {
+	env := installSpec(t)
+	c := compare(t, env, "kernels", frontendsNB, "python3", "ferry")
+	if !c.equal {
+		t.Fatalf("outputs differ\nferry:   %s\npython3: %s", c.sides["ferry"], c.sides["python3"])
+	}
+	mustSee(t, c.sides["ferry"], frontendsMustShow...)
+	// A display updated from later cells shows its last value everywhere.
+	if strings.Contains(string(c.sides["ferry"]), "third, from a later cell") {
+		t.Errorf("the display updated in a later cell was updated again by display(…, display_id=…): %s", c.sides["ferry"])
+	}
+}
+
+// ferry run gives the outputs nbconvert gives on python3, and a summary.
+func TestFerryRunMatchesNbconvert(t *testing.T) {
 	env := installSpec(t)
 	dir := t.TempDir()
-	nb := filepath.Join("..", "..", "tests", "notebooks", "frontends.ipynb")
 	ref := filepath.Join(dir, "ref.ipynb")
 	conv := exec.Command(python, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
-		"--ExecutePreprocessor.kernel_name=python3", "--output", ref, nb)
+		"--ExecutePreprocessor.kernel_name=python3", "--output", ref, frontendsNB)
 	conv.Env = env
 	if out, err := conv.CombinedOutput(); err != nil {
 		t.Fatalf("nbconvert: %v\n%s (apt-get install jupyter-nbconvert)", err, out)
 	}
 	got := filepath.Join(dir, "ferry.ipynb")
 	sum := filepath.Join(dir, "summary.json")
-	run := exec.Command(ferryBin, "run", nb, "-o", got, "--allow-errors", "--summary", sum, "--python", python)
+	run := exec.Command(ferryBin, "run", frontendsNB, "-o", got, "--allow-errors", "--summary", sum, "--python", python)
 	if out, err := run.CombinedOutput(); err != nil {
 		t.Fatalf("ferry run: %v\n%s", err, out)
 	}
-	script := `import json,sys
-sys.path.insert(0, sys.argv[3])
-from compare import visible
-import nbformat
-a = visible(nbformat.read(sys.argv[1], as_version=4)); b = visible(nbformat.read(sys.argv[2], as_version=4))
-print(json.dumps({"equal": a == b, "a": a, "b": b}))`
-	cmp := exec.Command(python, "-c", script, ref, got, filepath.Join("..", "..", "tests", "notebooks"))
-	out, err := cmp.Output()
-	if err != nil {
-		t.Fatalf("comparing: %v", err)
+	c := compare(t, env, "files", ref, got)
+	if !c.equal {
+		t.Fatalf("ferry run differs from nbconvert on python3\nnbconvert: %s\nferry run: %s", c.sides[ref], c.sides[got])
 	}
-	if !strings.Contains(string(out), `"equal": true`) {
-		t.Fatalf("ferry run differs from nbconvert on python3: %s", out)
-	}
+	mustSee(t, c.sides[got], frontendsMustShow...)
+
 	var s map[string]any
 	b, err := os.ReadFile(sum)
-	if err != nil || json.Unmarshal(b, &s) != nil {
-		t.Fatalf("summary: %v %s", err, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("summary is not JSON: %v\n%s", err, b)
 	}
 	for _, k := range []string{"policy", "cells", "cells_local", "cells_remote", "wall_seconds", "bytes_moved", "migrations", "errors"} {
 		if _, ok := s[k]; !ok {
 			t.Errorf("summary lacks %q: %s", k, b)
 		}
 	}
-	if s["errors"].(float64) != 1 || s["cells"].(float64) != 7 {
-		t.Errorf("summary counts: %s", b)
+	const codeCells = 14
+	if s["errors"] != 1.0 || s["cells"] != float64(codeCells) || s["cells_local"] != float64(codeCells) || s["policy"] != "local" {
+		t.Errorf("summary: %s; want 1 error, %d cells all local, policy local", b, codeCells)
 	}
 }
 
-// jupyter console, in tmux as a person would use it.
+// jupyter console, in tmux as a person would use it. The tmux server is a
+// private one, so it has this test's environment (JUPYTER_PATH) whatever
+// other tmux servers run on the machine.
 func TestJupyterConsoleInTmux(t *testing.T) {
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Fatal("tmux missing: apt-get install tmux")
 	}
 	env := installSpec(t)
-	session := "ferrytest" + strings.ReplaceAll(filepath.Base(t.TempDir()), "-", "")
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	const session = "ferry"
 	tmux := func(args ...string) string {
-		cmd := exec.Command("tmux", args...)
+		t.Helper()
+		cmd := exec.Command("tmux", append([]string{"-S", sock}, args...)...)
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -100,10 +139,11 @@ func TestJupyterConsoleInTmux(t *testing.T) {
 		}
 		return string(out)
 	}
-	tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "30",
+	tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40",
 		python+" -m jupyter_console --kernel ferry --ZMQTerminalInteractiveShell.banner=''")
-	defer exec.Command("tmux", "kill-session", "-t", session).Run()
+	t.Cleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
 	waitFor := func(what string, within time.Duration) string {
+		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), within)
 		defer cancel()
 		for {
@@ -113,18 +153,19 @@ func TestJupyterConsoleInTmux(t *testing.T) {
 			}
 			select {
 			case <-ctx.Done():
-				t.Fatalf("%q did not appear; screen:\n%s", what, screen)
+				t.Fatalf("%q did not appear within %s; screen:\n%s", what, within, screen)
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
 	}
 	waitFor("In [1]", 60*time.Second)
+	// The expression is built so the echoed input does not match.
 	tmux("send-keys", "-t", session, "print('fer' + 'ry console')", "Enter")
 	waitFor("ferry console", 30*time.Second)
 	tmux("send-keys", "-t", session, "6*7", "Enter")
-	screen := waitFor("Out[2]: 42", 30*time.Second)
-	if !strings.Contains(screen, "In [3]") {
-		waitFor("In [3]", 10*time.Second)
-	}
+	waitFor("Out[2]: 42", 30*time.Second)
+	tmux("send-keys", "-t", session, "%ferry status", "Enter")
+	waitFor("local: ipykernel running", 30*time.Second)
+	waitFor("In [4]", 10*time.Second)
 	tmux("send-keys", "-t", session, "exit", "Enter")
 }

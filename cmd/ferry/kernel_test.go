@@ -266,6 +266,11 @@ func TestExecuteOutputs(t *testing.T) {
 				t.Errorf("text %q, want only what followed the clear", r.Text())
 			}
 		}},
+		{"update_display_data", "h = display('one', display_id=True)\nh.update('two')", func(t *testing.T, r *client.Result) {
+			if r.Text() != "'two'\n" {
+				t.Errorf("text %q, want the updated display", r.Text())
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.check(t, k.exec(t, tt.code, client.ExecOptions{})) })

@@ -55,6 +55,18 @@ type Client struct {
 	stdin   chan *wire.Message
 	closed  chan struct{}
 	once    sync.Once
+
+	// displays maps each display_id to the outputs showing it, across
+	// executions, so update_display_data reaches earlier cells as it does
+	// in nbclient. Only the goroutine running Execute touches it.
+	displays map[string][]*displayRef
+}
+
+// displayRef is one output that carries a display_id; dead once its cell's
+// outputs were cleared.
+type displayRef struct {
+	out  Output
+	dead bool
 }
 
 type waiter struct {
@@ -248,13 +260,45 @@ func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Re
 		m.Metadata, _ = json.Marshal(map[string]string{"cellId": opt.CellID})
 	}
 	res := &Result{}
+	var mine []*displayRef // this cell's outputs that carry a display_id
+	clearWaiting := false  // clear_output(wait=True) clears at the next output
+	clear := func() {
+		res.Outputs = nil
+		for _, r := range mine {
+			r.dead = true
+		}
+		mine = nil
+	}
 	onIOPub := func(msg *wire.Message) {
-		out := ToOutput(msg)
-		if out == nil {
-			if msg.Header.MsgType == "clear_output" {
-				res.Outputs = res.Outputs[:0]
+		t := msg.Header.MsgType
+		if t == "clear_output" {
+			var cl struct {
+				Wait bool `json:"wait"`
+			}
+			_ = msg.Decode(&cl)
+			if cl.Wait {
+				clearWaiting = true
+			} else {
+				clear()
 			}
 			return
+		}
+		id := displayID(msg)
+		if id != "" && (t == "display_data" || t == "execute_result" || t == "update_display_data") {
+			c.updateDisplays(id, msg)
+		}
+		out := ToOutput(msg)
+		if out == nil {
+			return
+		}
+		if clearWaiting {
+			clear()
+			clearWaiting = false
+		}
+		if id != "" {
+			r := &displayRef{out: out}
+			mine = append(mine, r)
+			c.addDisplay(id, r)
 		}
 		if out["output_type"] == "stream" && len(res.Outputs) > 0 {
 			last := res.Outputs[len(res.Outputs)-1]
@@ -321,6 +365,51 @@ func (c *Client) Interrupt(ctx context.Context) error {
 func (c *Client) Shutdown(ctx context.Context, restart bool) error {
 	_, err := c.Request(ctx, wire.Control, "shutdown_request", map[string]bool{"restart": restart}, nil)
 	return err
+}
+
+// displayID returns the transient display_id of a display message, or "".
+func displayID(msg *wire.Message) string {
+	var c struct {
+		Transient struct {
+			ID string `json:"display_id"`
+		} `json:"transient"`
+	}
+	if json.Unmarshal(msg.Content, &c) != nil {
+		return ""
+	}
+	return c.Transient.ID
+}
+
+// updateDisplays gives every live output showing display id the data and
+// metadata of msg, as nbclient and Jupyter front ends do for
+// update_display_data and for a display_data reusing an id.
+func (c *Client) updateDisplays(id string, msg *wire.Message) {
+	var u struct {
+		Data     map[string]any `json:"data"`
+		Metadata map[string]any `json:"metadata"`
+	}
+	if json.Unmarshal(msg.Content, &u) != nil {
+		return
+	}
+	for _, r := range c.displays[id] {
+		if !r.dead {
+			r.out["data"], r.out["metadata"] = orMap(u.Data), orMap(u.Metadata)
+		}
+	}
+}
+
+// addDisplay records an output showing display id, dropping dead ones.
+func (c *Client) addDisplay(id string, r *displayRef) {
+	if c.displays == nil {
+		c.displays = map[string][]*displayRef{}
+	}
+	refs := c.displays[id][:0]
+	for _, old := range c.displays[id] {
+		if !old.dead {
+			refs = append(refs, old)
+		}
+	}
+	c.displays[id] = append(refs, r)
 }
 
 // ToOutput converts an IOPub message to an nbformat output, or nil if the
