@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
@@ -9,8 +11,11 @@ import (
 	"testing"
 )
 
+const testKey = "k3y"
+
 func testSigner(t testing.TB) *Signer {
-	s, err := NewSigner("hmac-sha256", []byte("k3y"))
+	t.Helper()
+	s, err := NewSigner("hmac-sha256", []byte(testKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,6 +23,7 @@ func testSigner(t testing.TB) *Signer {
 }
 
 func encodeT(t testing.TB, s *Signer, m *Message) [][]byte {
+	t.Helper()
 	f, err := Encode(m, s)
 	if err != nil {
 		t.Fatal(err)
@@ -26,6 +32,7 @@ func encodeT(t testing.TB, s *Signer, m *Message) [][]byte {
 }
 
 func sample(t testing.TB) *Message {
+	t.Helper()
 	m, err := New("execute_request", "sess", "u", nil, map[string]any{"code": "1"})
 	if err != nil {
 		t.Fatal(err)
@@ -53,35 +60,62 @@ func TestRoundTripKeepsExtraHeaderFieldsAndBuffers(t *testing.T) {
 	}
 }
 
+// signedFrames signs raw header, parent, metadata and content frames, so
+// a test reaches the checks behind the signature.
+func signedFrames(s *Signer, header, parent, meta, content string, rest ...[]byte) [][]byte {
+	h, p, m, c := []byte(header), []byte(parent), []byte(meta), []byte(content)
+	return append([][]byte{[]byte("id"), Delimiter, s.Sign(h, p, m, c), h, p, m, c}, rest...)
+}
+
 func TestDecodeRejects(t *testing.T) {
 	s := testSigner(t)
 	good := func() [][]byte { return encodeT(t, s, sample(t)) }
 	d := 1 // index of the delimiter in sample's frames
+	const hdr = `{"msg_id":"1","session":"s","username":"u","date":"","msg_type":"execute_request","version":"5.3"}`
 	tests := []struct {
 		name   string
 		frames func() [][]byte
 		want   error
+		says   string // the error message must say this
 	}{
-		{"no delimiter", func() [][]byte { return [][]byte{[]byte("a"), []byte("b")} }, ErrMalformed},
-		{"too few frames", func() [][]byte { return good()[:d+4] }, ErrMalformed},
-		{"unsigned", func() [][]byte { f := good(); f[d+1] = nil; return f }, ErrUnsigned},
-		{"bad signature", func() [][]byte { f := good(); f[d+1] = []byte(strings.Repeat("0", 64)); return f }, ErrBadSig},
-		{"tampered content", func() [][]byte { f := good(); f[d+5] = []byte(`{"code":"evil"}`); return f }, ErrBadSig},
-		{"content not an object", func() [][]byte {
-			m := sample(t)
-			m.Content = json.RawMessage(`[1]`)
-			return encodeT(t, s, m)
-		}, ErrMalformed},
+		{"no frames", func() [][]byte { return nil }, ErrMalformed, "no <IDS|MSG> delimiter"},
+		{"no delimiter", func() [][]byte { return [][]byte{[]byte("a"), []byte("b")} }, ErrMalformed, "no <IDS|MSG> delimiter"},
+		{"delimiter last", func() [][]byte { return [][]byte{[]byte("id"), Delimiter} }, ErrMalformed, "0 frames after the delimiter"},
+		{"too few frames", func() [][]byte { return good()[:d+4] }, ErrMalformed, "3 frames after the delimiter, need at least 5"},
+		{"unsigned", func() [][]byte { f := good(); f[d+1] = nil; return f }, ErrUnsigned, "not signed"},
+		{"bad signature", func() [][]byte { f := good(); f[d+1] = []byte(strings.Repeat("0", 64)); return f }, ErrBadSig, "wrong key"},
+		{"signature of another key", func() [][]byte {
+			other, _ := NewSigner("hmac-sha256", []byte("other"))
+			return encodeT(t, other, sample(t))
+		}, ErrBadSig, "does not match"},
+		{"tampered content", func() [][]byte { f := good(); f[d+5] = []byte(`{"code":"evil"}`); return f }, ErrBadSig, "does not match"},
+		{"header not JSON", func() [][]byte { return signedFrames(s, `{`, `{}`, `{}`, `{}`) }, ErrMalformed, "header"},
+		{"header null", func() [][]byte { return signedFrames(s, `null`, `{}`, `{}`, `{}`) }, ErrMalformed, "header is null"},
+		{"header a list", func() [][]byte { return signedFrames(s, `[]`, `{}`, `{}`, `{}`) }, ErrMalformed, "header"},
+		{"msg_type not a string", func() [][]byte { return signedFrames(s, `{"msg_type":5}`, `{}`, `{}`, `{}`) }, ErrMalformed, `"msg_type" is not a string`},
 		{"header without msg_type", func() [][]byte {
 			m := sample(t)
 			m.Header.MsgType = ""
 			return encodeT(t, s, m)
-		}, ErrMalformed},
+		}, ErrMalformed, "no msg_type"},
+		{"parent not an object", func() [][]byte { return signedFrames(s, hdr, `null`, `{}`, `{}`) }, ErrMalformed, "parent header is not a JSON object"},
+		{"metadata not an object", func() [][]byte { return signedFrames(s, hdr, `{}`, `[]`, `{}`) }, ErrMalformed, "metadata is not a JSON object"},
+		{"content not an object", func() [][]byte {
+			m := sample(t)
+			m.Content = json.RawMessage(`[1]`)
+			return encodeT(t, s, m)
+		}, ErrMalformed, "content is not a JSON object"},
+		{"content a string", func() [][]byte { return signedFrames(s, hdr, `{}`, `{}`, `"code"`) }, ErrMalformed, "content is not a JSON object"},
+		{"content cut short", func() [][]byte { return signedFrames(s, hdr, `{}`, `{}`, `{"code": 1`) }, ErrMalformed, "content is not a JSON object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := Decode(tt.frames(), s); !errors.Is(err, tt.want) {
+			_, err := Decode(tt.frames(), s)
+			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tt.says) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q should be one line saying %q", msg, tt.says)
 			}
 		})
 	}
@@ -93,19 +127,62 @@ func TestDecodeRejects(t *testing.T) {
 		if _, err := Decode(f, s); !errors.Is(err, ErrReplayed) {
 			t.Fatalf("replayed message: err = %v, want ErrReplayed", err)
 		}
+		// Another signer (another connection's key) keeps its own window.
+		if _, err := Decode(f, testSigner(t)); err != nil {
+			t.Fatalf("a fresh signer rejected a new message: %v", err)
+		}
+	})
+	t.Run("replay after a rejected copy", func(t *testing.T) {
+		f := good()
+		bad := append([][]byte(nil), f...)
+		bad[d+5] = []byte(`{"code":"evil"}`)
+		if _, err := Decode(bad, s); !errors.Is(err, ErrBadSig) {
+			t.Fatalf("tampered: %v", err)
+		}
+		// A forged copy must not use up the genuine message's signature.
+		if _, err := Decode(f, s); err != nil {
+			t.Fatalf("the genuine message after a forged copy: %v", err)
+		}
+	})
+	t.Run("empty key disables signing", func(t *testing.T) {
+		off, err := NewSigner("", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := encodeT(t, off, sample(t))
+		if len(f[d+1]) != 0 {
+			t.Fatalf("signature %q with no key", f[d+1])
+		}
+		if _, err := Decode(f, off); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("unsupported scheme", func(t *testing.T) {
+		if _, err := NewSigner("hmac-md5", []byte("k")); err == nil || !strings.Contains(err.Error(), "hmac-sha256") {
+			t.Fatalf("err = %v", err)
+		}
 	})
 }
 
 func TestLoadConnFileErrors(t *testing.T) {
 	dir := t.TempDir()
+	const ports = `"shell_port":1,"iopub_port":2,"stdin_port":3,"control_port":4,"hb_port":5`
 	tests := []struct {
 		name, body, want string
 	}{
+		{"empty file", "", "not valid JSON"},
 		{"not json", "{", "not valid JSON"},
-		{"bad transport", `{"transport":"udp","ip":"127.0.0.1","shell_port":1,"iopub_port":2,"stdin_port":3,"control_port":4,"hb_port":5}`, `transport "udp" is not supported`},
+		{"a list", "[]", "not valid JSON"},
+		{"port as text", `{"transport":"tcp","ip":"127.0.0.1","shell_port":"1"}`, "not valid JSON"},
+		{"bad transport", `{"transport":"udp","ip":"127.0.0.1",` + ports + `}`, `transport "udp" is not supported`},
+		{"no ip", `{"transport":"tcp",` + ports + `}`, `"ip" is missing`},
+		{"bad ip", `{"transport":"tcp","ip":"nowhere",` + ports + `}`, `"ip" "nowhere" is not an IP address`},
+		{"ipc without path", `{"transport":"ipc",` + ports + `}`, `"ip" (the ipc path prefix) is missing`},
 		{"missing port", `{"transport":"tcp","ip":"127.0.0.1","shell_port":1,"iopub_port":2,"stdin_port":3,"control_port":4}`, `"hb_port" is 0`},
-		{"bad ip", `{"transport":"tcp","ip":"nowhere","shell_port":1,"iopub_port":2,"stdin_port":3,"control_port":4,"hb_port":5}`, `"ip" "nowhere" is not an IP address`},
-		{"bad scheme", `{"transport":"tcp","ip":"127.0.0.1","shell_port":1,"iopub_port":2,"stdin_port":3,"control_port":4,"hb_port":5,"signature_scheme":"hmac-md5","key":"k"}`, "hmac-md5"},
+		{"port too big", `{"transport":"tcp","ip":"127.0.0.1","shell_port":70000,"iopub_port":2,"stdin_port":3,"control_port":4,"hb_port":5}`, `"shell_port" is 70000`},
+		{"negative port", `{"transport":"tcp","ip":"127.0.0.1","shell_port":1,"iopub_port":-2,"stdin_port":3,"control_port":4,"hb_port":5}`, `"iopub_port" is -2`},
+		{"shared port", `{"transport":"tcp","ip":"127.0.0.1","shell_port":1,"iopub_port":2,"stdin_port":3,"control_port":1,"hb_port":5}`, `control_port and shell_port are both 1`},
+		{"bad scheme", `{"transport":"tcp","ip":"127.0.0.1",` + ports + `,"signature_scheme":"hmac-md5","key":"k"}`, "hmac-md5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,56 +191,140 @@ func TestLoadConnFileErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := LoadConnFile(p)
-			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
-				t.Fatalf("err = %v, want one line containing %q", err, tt.want)
+			if err == nil {
+				t.Fatalf("loaded %s", tt.body)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tt.want) || !strings.Contains(msg, p) || strings.Contains(msg, "\n") {
+				t.Fatalf("err = %q, want one line naming the file and containing %q", msg, tt.want)
 			}
 		})
 	}
-	if _, err := LoadConnFile(filepath.Join(dir, "missing.json")); err == nil || !strings.Contains(err.Error(), "bad connection file") {
-		t.Fatalf("missing file: %v", err)
-	}
-}
-
-// FuzzDecode: malformed frames must never crash the kernel.
-func FuzzDecode(f *testing.F) {
-	s := testSigner(f)
-	for _, fr := range [][][]byte{encodeT(f, s, sample(f)), {Delimiter}, {[]byte("x"), Delimiter, []byte("sig")}} {
-		f.Add(join(fr))
-	}
-	f.Add([]byte("<IDS|MSG>\x00\x00{}\x00{}\x00{}\x00{}"))
-	unsigned, _ := NewSigner("", nil)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		frames := split(data)
-		_, _ = Decode(frames, s)
-		m, err := Decode(frames, unsigned)
-		if err == nil {
-			// Whatever decodes must encode again.
-			if _, err := Encode(m, unsigned); err != nil {
-				t.Fatalf("decoded message does not encode: %v", err)
+	for name, path := range map[string]string{"missing file": filepath.Join(dir, "missing.json"), "a directory": dir} {
+		t.Run(name, func(t *testing.T) {
+			_, err := LoadConnFile(path)
+			if err == nil || !strings.Contains(err.Error(), "bad connection file") || !strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err = %v", err)
 			}
+		})
+	}
+	t.Run("written files load", func(t *testing.T) {
+		info, err := NewLocalConnInfo()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "ok.json")
+		if err := info.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("connection file mode %v, want 0600 (it holds the key)", st.Mode())
+		}
+		got, err := LoadConnFile(p)
+		if err != nil || got != info {
+			t.Fatalf("loaded %+v, %v; want %+v", got, err, info)
+		}
+		if strings.Contains(info.String(), info.Key) {
+			t.Error("String shows the key")
 		}
 	})
 }
 
-func join(frames [][]byte) []byte {
+// fuzzFrames encodes frames as the fuzzer's input: each frame is a uvarint
+// length and its bytes, so frames may hold any byte, NUL included.
+func fuzzFrames(frames [][]byte) []byte {
 	var out []byte
-	for i, f := range frames {
-		if i > 0 {
-			out = append(out, 0)
-		}
+	for _, f := range frames {
+		out = binary.AppendUvarint(out, uint64(len(f)))
 		out = append(out, f...)
 	}
 	return out
 }
 
-func split(b []byte) [][]byte {
+// unfuzzFrames is the inverse; a bad length takes the rest as one frame.
+func unfuzzFrames(b []byte) [][]byte {
 	var out [][]byte
-	start := 0
-	for i, c := range b {
-		if c == 0 {
-			out = append(out, b[start:i])
-			start = i + 1
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return append(out, b)
 		}
+		out = append(out, b[k:k+int(n)])
+		b = b[k+int(n):]
 	}
-	return append(out, b[start:])
+	return out
+}
+
+// FuzzDecode: no sequence of frames makes Decode panic, and whatever it
+// accepts encodes again and decodes to the same message.
+func FuzzDecode(f *testing.F) {
+	s := testSigner(f)
+	unsigned, _ := NewSigner("", nil)
+	const hdr = `{"msg_id":"1","session":"s","username":"u","date":"","msg_type":"execute_request","version":"5.3"}`
+	full := sample(f)
+	full.Identities = [][]byte{[]byte("a"), {}, Delimiter[:3]}
+	full.Buffers = [][]byte{{}, Delimiter, bytes.Repeat([]byte{0}, 64), []byte("\xff\xfe")}
+	full.Header.Extra["x"] = json.RawMessage(`{"deep":[1,{"a":null}]}`)
+	seeds := [][][]byte{
+		encodeT(f, s, sample(f)),
+		encodeT(f, s, full),
+		encodeT(f, unsigned, full),
+		{Delimiter},
+		{[]byte("x"), Delimiter, []byte("sig")},
+		{Delimiter, nil, []byte("{}"), []byte("{}"), []byte("{}"), []byte("{}")},
+		{Delimiter, nil, []byte(hdr), []byte("{}"), []byte("{}"), []byte("{}")},
+		{Delimiter, nil, []byte(`{"msg_type":"a","msg_id":null,"date":7}`), []byte("{}"), []byte("{}"), []byte("{}")},
+		{Delimiter, nil, []byte(hdr), []byte(" {} "), []byte("{\n}"), []byte(`{"a":"\u0000"}`)},
+		{Delimiter, nil, []byte(`{"msg_type":"x","extra":` + strings.Repeat("[", 64) + strings.Repeat("]", 64) + `}`), []byte("{}"), []byte("{}"), []byte("{}")},
+		{Delimiter, nil, []byte(hdr), []byte("{"), []byte("}"), []byte("{}")},
+		signedFrames(s, hdr, `{}`, `{}`, `{"code":"print(1)"}`, []byte("buf")),
+		signedFrames(s, `{"msg_type":"\ud800"}`, `{}`, `{}`, `{}`),
+	}
+	for _, fr := range seeds {
+		f.Add(fuzzFrames(fr))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		frames := unfuzzFrames(data)
+		_, _ = Decode(frames, s)
+		m, err := Decode(frames, unsigned)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("an unsigned decode failed with %v, want ErrMalformed", err)
+			}
+			return
+		}
+		again, err := Encode(m, unsigned)
+		if err != nil {
+			t.Fatalf("decoded message does not encode: %v", err)
+		}
+		m2, err := Decode(again, unsigned)
+		if err != nil {
+			t.Fatalf("re-encoded message does not decode: %v", err)
+		}
+		h1, _ := json.Marshal(m.Header)
+		h2, _ := json.Marshal(m2.Header)
+		if !bytes.Equal(h1, h2) || !bytes.Equal(m.Parent, m2.Parent) || !bytes.Equal(m.Metadata, m2.Metadata) ||
+			!bytes.Equal(m.Content, m2.Content) || len(m.Buffers) != len(m2.Buffers) || len(m.Identities) != len(m2.Identities) {
+			t.Fatalf("round trip changed the message:\n%s %s %s\n%s %s %s", h1, m.Parent, m.Content, h2, m2.Parent, m2.Content)
+		}
+		for i := range m.Buffers {
+			if !bytes.Equal(m.Buffers[i], m2.Buffers[i]) {
+				t.Fatalf("buffer %d changed", i)
+			}
+		}
+		// A message this codec signs, it accepts.
+		signed, err := Encode(m2, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Decode(signed, testSigner(t)); err != nil {
+			t.Fatalf("a freshly signed message was rejected: %v", err)
+		}
+	})
+}
+
+func TestFuzzFramesRoundTrip(t *testing.T) {
+	in := [][]byte{{}, {0, 0}, Delimiter, bytes.Repeat([]byte{7}, 300)}
+	if got := unfuzzFrames(fuzzFrames(in)); len(got) != len(in) || !bytes.Equal(got[3], in[3]) || !bytes.Equal(got[1], in[1]) {
+		t.Fatalf("frames %q became %q", in, got)
+	}
 }

@@ -68,9 +68,18 @@ func (c *ConnInfo) Validate() error {
 	default:
 		return fmt.Errorf(`transport %q is not supported; use "tcp" or "ipc"`, c.Transport)
 	}
-	for name, p := range map[string]int{"shell_port": c.ShellPort, "iopub_port": c.IOPubPort, "stdin_port": c.StdinPort, "control_port": c.ControlPort, "hb_port": c.HBPort} {
-		if p <= 0 || p > 65535 {
-			return fmt.Errorf("%q is %d; each port must be between 1 and 65535", name, p)
+	ports := []struct {
+		name string
+		port int
+	}{{"shell_port", c.ShellPort}, {"iopub_port", c.IOPubPort}, {"stdin_port", c.StdinPort}, {"control_port", c.ControlPort}, {"hb_port", c.HBPort}}
+	for i, p := range ports {
+		if p.port <= 0 || p.port > 65535 {
+			return fmt.Errorf("%q is %d; each port must be between 1 and 65535", p.name, p.port)
+		}
+		for _, q := range ports[:i] {
+			if q.port == p.port {
+				return fmt.Errorf("%s and %s are both %d; each channel needs its own port", p.name, q.name, p.port)
+			}
 		}
 	}
 	if c.SignatureScheme != "hmac-sha256" {
