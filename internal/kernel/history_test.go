@@ -85,3 +85,45 @@ func TestSelectHistoryLikeIPython(t *testing.T) {
 		}
 	}
 }
+
+// globRef is a plain recursive reading of SQLite's GLOB, to check the
+// iterative matcher against.
+func globRef(p, s []rune) bool {
+	if len(p) == 0 {
+		return len(s) == 0
+	}
+	switch p[0] {
+	case '*':
+		for i := 0; i <= len(s); i++ {
+			if globRef(p[1:], s[i:]) {
+				return true
+			}
+		}
+		return false
+	case '?':
+		return len(s) > 0 && globRef(p[1:], s[1:])
+	case '[':
+		if len(s) == 0 {
+			return false
+		}
+		ok, next := matchClass(p, 0, s[0])
+		return ok && globRef(p[next:], s[1:])
+	}
+	return len(s) > 0 && p[0] == s[0] && globRef(p[1:], s[1:])
+}
+
+// FuzzGlobMatch: history search patterns come from the front end; no
+// pattern may crash the kernel or match differently from the reference.
+func FuzzGlobMatch(f *testing.F) {
+	for _, seed := range [][2]string{{"a1*", "a1 + 1"}, {"*a*b*c", "aXbYc"}, {"[^]]x", "]x"}, {"[a-", "a"}, {"**?*", "é"}, {"[]", "]"}} {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, s string) {
+		if len(pattern) > 12 || len(s) > 16 {
+			return // keep the exponential reference fast
+		}
+		if got, want := globMatch(pattern, s), globRef([]rune(pattern), []rune(s)); got != want {
+			t.Fatalf("globMatch(%q, %q) = %v, reference says %v", pattern, s, got, want)
+		}
+	})
+}
