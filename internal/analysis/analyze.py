@@ -766,6 +766,9 @@ class CellScan(ast.NodeVisitor):
         self._cond(node.body)
         self._cond(node.orelse)
 
+    # The test runs at least once; body and else each may not.
+    visit_While = visit_If
+
     def visit_IfExp(self, node):
         self.visit(node.test)
         self._cond([node.body])
@@ -774,11 +777,6 @@ class CellScan(ast.NodeVisitor):
     def visit_BoolOp(self, node):
         self.visit(node.values[0])
         self._cond(node.values[1:])
-
-    def visit_While(self, node):
-        self.visit(node.test)
-        self._cond(node.body)
-        self._cond(node.orelse)
 
     def visit_For(self, node):
         self.visit(node.iter)
