@@ -283,9 +283,11 @@ func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Re
 			}
 			return
 		}
-		id := displayID(msg)
-		if id != "" && (t == "display_data" || t == "execute_result" || t == "update_display_data") {
-			c.updateDisplays(id, msg)
+		var id string // only display messages carry one; never parse a large stream for it
+		if t == "display_data" || t == "execute_result" || t == "update_display_data" {
+			if id = displayID(msg); id != "" {
+				c.updateDisplays(id, msg)
+			}
 		}
 		out := ToOutput(msg)
 		if out == nil {
