@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/ferry-nb/ferry/internal/backend"
@@ -42,8 +43,20 @@ func benchOverhead(ctx context.Context, args []string) error {
 	fs := newFlags("bench overhead")
 	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel")
 	rounds := fs.Int("rounds", 200, "measured round trips per cell and side")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (Ferry, the clients and the benchmark) to this file")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Printf("ferry bench overhead: %d interleaved rounds per cell\n", *rounds)
 	_, err := bench.Overhead(ctx, *python, *rounds, os.Stdout)

@@ -123,9 +123,10 @@ func Serialisation(ctx context.Context, python string, gib float64, out io.Write
 _a = __import__("_ferry_agent")
 _t0 = _t.perf_counter()
 _f, _, _ = _a.pack(["big"])
-_hh = _h.sha256()
+_hh = _a._Hasher()
 for _c, _p, _ in _a._chunks(_f, False):
-    _hh.update(_p)
+    _hh.update(_c, _p)
+_hh.hexdigest()
 print(_t.perf_counter() - _t0)
 del _t, _h, _a, _t0, _f, _hh, _c, _p`, client.ExecOptions{})
 	if err != nil {
@@ -134,7 +135,7 @@ del _t, _h, _a, _t0, _f, _hh, _c, _p`, client.ExecOptions{})
 	var serSecs float64
 	fmt.Sscan(strings.TrimSpace(ser.Text()), &serSecs)
 	gb := float64(n*8) / 1e9
-	fmt.Fprintf(out, "1 array of %.2f GB: serialisation (pickle 5 out-of-band + chunk + sha256) %.2f GB/s; whole move local->remote through Ferry %.2f GB/s (%.2fs, %d bytes sent)\n",
+	fmt.Fprintf(out, "1 array of %.2f GB: serialisation (pickle 5 out-of-band + chunk + the agent's SHA-256 tree hash) %.2f GB/s; whole move local->remote through Ferry %.2f GB/s (%.2fs, %d bytes sent)\n",
 		gb, gb/serSecs, gb/tot.TransferSeconds, tot.TransferSeconds, tot.BytesMoved)
 	_ = total
 	return nil
