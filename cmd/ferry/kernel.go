@@ -124,9 +124,7 @@ func (b *backendFlags) backends() (map[string]backend.Backend, error) {
 		bs["remote"] = r
 	}
 	if b.localRemote {
-		r := backend.NewLocal(b.python)
-		r.Loc = "remote"
-		bs["remote"] = r
+		bs["remote"] = backend.NewStandIn(b.python)
 	}
 	return bs, nil
 }

@@ -64,6 +64,14 @@ func NewLocal(python string) *Local {
 	return &Local{Loc: "local", Python: python, StartTimeout: 60 * time.Second, in: make(chan wire.Incoming, 256), died: d}
 }
 
+// NewStandIn returns a second local kernel standing in for the cloud
+// (--local-remote, tests, benchmarks).
+func NewStandIn(python string) *Local {
+	l := NewLocal(python)
+	l.Loc = "remote"
+	return l
+}
+
 func (l *Local) Location() string               { return l.Loc }
 func (l *Local) Incoming() <-chan wire.Incoming { return l.in }
 

@@ -47,8 +47,7 @@ func State(ctx context.Context, python string, notebooks []string, out io.Writer
 		if err != nil {
 			return nil, err
 		}
-		remote := backend.NewLocal(python)
-		remote.Loc = "remote"
+		remote := backend.NewStandIn(python)
 		an := analysis.New(python)
 		sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
 			Policy: "pingpong", Analyzer: an, BaselineDump: true})
@@ -97,8 +96,7 @@ func State(ctx context.Context, python string, notebooks []string, out io.Writer
 // the agent's serialisation (pickle with out-of-band buffers, chunking,
 // hashing) and the whole move through Ferry, in GB/s.
 func Serialisation(ctx context.Context, python string, gib float64, out io.Writer) error {
-	remote := backend.NewLocal(python)
-	remote.Loc = "remote"
+	remote := backend.NewStandIn(python)
 	an := analysis.New(python)
 	defer an.Close()
 	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python), "remote": remote},

@@ -94,9 +94,7 @@ func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]str
 		}
 		remote = r
 	} else {
-		l := backend.NewLocal(python)
-		l.Loc = "remote"
-		remote = l
+		remote = backend.NewStandIn(python)
 	}
 	an := analysis.New(python)
 	defer an.Close()
