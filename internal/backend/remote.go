@@ -112,7 +112,10 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 	tlsCfg.InsecureSkipVerify = cfg.Insecure
 	jar, _ := cookiejar.New(nil)
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
-	tr := &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second,
+	// Idle keep-alive connections are closed after a while and at Shutdown:
+	// each holds two goroutines and a socket, which a long-running
+	// process starting many kernels would otherwise keep for ever.
+	tr := &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, IdleConnTimeout: 90 * time.Second,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
 			if tc, ok := c.(*net.TCPConn); ok && err == nil {
@@ -263,11 +266,16 @@ func (r *Remote) Start(ctx context.Context) error {
 	if r.Alive() {
 		return nil
 	}
-	if r.kernelID != "" {
-		r.restarts++
-	}
 	if err := r.api(ctx, http.MethodGet, "/api", nil, nil); err != nil {
 		return err
+	}
+	if r.kernelID != "" {
+		r.restarts++
+		// The server may have restarted the dead kernel, empty, under the
+		// same id; Ferry starts its own, so that one would be an orphan.
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = r.api(dctx, http.MethodDelete, "/api/kernels/"+r.kernelID, nil, nil)
+		cancel()
 	}
 	// The server answers an unknown name with a bare HTTP 500; ask first.
 	var specs struct {
@@ -431,6 +439,14 @@ func (r *Remote) readLoop(ws *websocket.Conn, died chan struct{}) {
 		if r.duplicate(m.Header.MsgID) {
 			continue
 		}
+		if serverRestarted(ch, m) {
+			// The kernel died and the server's restarter replaced it with
+			// an empty one: for Ferry that is a death (the state is gone).
+			r.setExit("died; the server restarted it empty")
+			slog.Warn("the remote kernel died and the server restarted it", "kernel", r.kernelID)
+			_ = ws.CloseNow()
+			return
+		}
 		if len(data) > 1<<20 {
 			r.measure(len(data), 0)
 		}
@@ -444,6 +460,26 @@ func (r *Remote) readLoop(ws *websocket.Conn, died chan struct{}) {
 			slog.Warn("dropped a message nobody waited for", "type", m.Header.MsgType)
 		}
 	}
+}
+
+// serverRestarted recognises the status the server itself sends when its
+// restarter brought a dead kernel back ("restarting") or gave up ("dead"):
+// it has no parent, unlike a kernel's own status messages.
+func serverRestarted(ch wire.Channel, m *wire.Message) bool {
+	if ch != wire.IOPub || m.Header.MsgType != "status" {
+		return false
+	}
+	var c struct {
+		State string `json:"execution_state"`
+	}
+	if m.Decode(&c) != nil || (c.State != "restarting" && c.State != "dead") {
+		return false
+	}
+	var p struct {
+		MsgID string `json:"msg_id"`
+	}
+	_ = json.Unmarshal(m.Parent, &p)
+	return p.MsgID == ""
 }
 
 func (r *Remote) setExit(s string) {
@@ -648,6 +684,7 @@ func (r *Remote) shutdownLocked(ctx context.Context) error {
 	case <-died:
 	case <-time.After(5 * time.Second):
 	}
+	r.client.CloseIdleConnections()
 	return err
 }
 
