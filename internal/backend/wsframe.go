@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -52,7 +53,8 @@ func decodeV1(b []byte) (wire.Channel, *wire.Message, error) {
 		return "", nil, fmt.Errorf("%w: %d bytes", errFrame, len(b))
 	}
 	n := binary.LittleEndian.Uint64(b)
-	if n < 6 || n > uint64(len(b)/8) {
+	// The count and n offsets take 8*(n+1) bytes, all inside the frame.
+	if n < 6 || n > uint64(len(b)/8-1) {
 		return "", nil, fmt.Errorf("%w: %d offsets", errFrame, n)
 	}
 	offs := make([]int, n)
@@ -70,6 +72,9 @@ func decodeV1(b []byte) (wire.Channel, *wire.Message, error) {
 	m := &wire.Message{Parent: part(2), Metadata: part(3), Content: part(4)}
 	if err := json.Unmarshal(part(1), &m.Header); err != nil {
 		return "", nil, fmt.Errorf("%w: header: %v", errFrame, err)
+	}
+	if err := checkParts(m); err != nil {
+		return "", nil, err
 	}
 	for i := 5; i < int(n)-1; i++ {
 		m.Buffers = append(m.Buffers, part(i))
@@ -122,10 +127,12 @@ func decodeLegacy(b []byte, binaryFrame bool) (wire.Channel, *wire.Message, erro
 		if len(b) < 4 {
 			return "", nil, fmt.Errorf("%w: %d bytes", errFrame, len(b))
 		}
-		n := int(binary.BigEndian.Uint32(b))
-		if n < 1 || 4*(n+1) > len(b) {
-			return "", nil, fmt.Errorf("%w: %d parts", errFrame, n)
+		c := binary.BigEndian.Uint32(b)
+		// The count and n offsets take 4*(n+1) bytes, all inside the frame.
+		if c < 1 || uint64(c) > uint64(len(b)/4-1) {
+			return "", nil, fmt.Errorf("%w: %d parts", errFrame, c)
 		}
+		n := int(c)
 		offs := make([]int, n+1)
 		for i := 0; i < n; i++ {
 			offs[i] = int(binary.BigEndian.Uint32(b[4*(i+1):]))
@@ -145,10 +152,36 @@ func decodeLegacy(b []byte, binaryFrame bool) (wire.Channel, *wire.Message, erro
 	if err := json.Unmarshal(js, &lm); err != nil {
 		return "", nil, fmt.Errorf("%w: %v", errFrame, err)
 	}
-	if lm.Header.MsgType == "" {
-		return "", nil, fmt.Errorf("%w: no msg_type", errFrame)
+	m := &wire.Message{Header: lm.Header, Parent: lm.Parent, Metadata: lm.Metadata, Content: lm.Content, Buffers: bufs}
+	if err := checkParts(m); err != nil {
+		return "", nil, err
 	}
-	return wire.Channel(lm.Channel), &wire.Message{Header: lm.Header, Parent: lm.Parent, Metadata: lm.Metadata, Content: lm.Content, Buffers: bufs}, nil
+	return wire.Channel(lm.Channel), m, nil
+}
+
+// checkParts rejects what the ZeroMQ codec rejects too: a message without
+// a type, and parent header, metadata or content that are not JSON
+// objects (the legacy framing may leave them out: that is {}).
+func checkParts(m *wire.Message) error {
+	if m.Header.MsgType == "" {
+		return fmt.Errorf("%w: no msg_type", errFrame)
+	}
+	for _, p := range []struct {
+		name string
+		b    []byte
+	}{{"parent header", m.Parent}, {"metadata", m.Metadata}, {"content", m.Content}} {
+		if !isObject(p.b) {
+			return fmt.Errorf("%w: %s is not a JSON object", errFrame, p.name)
+		}
+	}
+	return nil
+}
+
+// isObject reports whether b, if present, looks like a JSON object, as
+// the ZeroMQ codec checks it.
+func isObject(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) == 0 || len(b) >= 2 && b[0] == '{' && b[len(b)-1] == '}'
 }
 
 func orEmpty(b json.RawMessage) json.RawMessage {
