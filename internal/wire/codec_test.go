@@ -173,7 +173,8 @@ func TestLoadConnFileErrors(t *testing.T) {
 		{"empty file", "", "not valid JSON"},
 		{"not json", "{", "not valid JSON"},
 		{"a list", "[]", "not valid JSON"},
-		{"port as text", `{"transport":"tcp","ip":"127.0.0.1","shell_port":"1"}`, "not valid JSON"},
+		{"port as text", `{"transport":"tcp","ip":"127.0.0.1","shell_port":"1"}`, `"shell_port" must be a whole number, not a JSON string`},
+		{"no key", `{"transport":"tcp","ip":"127.0.0.1",` + ports + `}`, `"key" is empty`},
 		{"bad transport", `{"transport":"udp","ip":"127.0.0.1",` + ports + `}`, `transport "udp" is not supported`},
 		{"no ip", `{"transport":"tcp",` + ports + `}`, `"ip" is missing`},
 		{"bad ip", `{"transport":"tcp","ip":"nowhere",` + ports + `}`, `"ip" "nowhere" is not an IP address`},
@@ -278,19 +279,60 @@ func FuzzDecode(f *testing.F) {
 		{Delimiter, nil, []byte(hdr), []byte("{"), []byte("}"), []byte("{}")},
 		signedFrames(s, hdr, `{}`, `{}`, `{"code":"print(1)"}`, []byte("buf")),
 		signedFrames(s, `{"msg_type":"\ud800"}`, `{}`, `{}`, `{}`),
+		// Frame counts: 4 signed frames after the delimiter, none, a
+		// delimiter among the identities and one later.
+		signedFrames(s, hdr, `{}`, `{}`, `{}`)[:6],
+		{[]byte("id"), Delimiter},
+		append([][]byte{Delimiter[:8], []byte("<IDS|MSG>x")}, signedFrames(s, hdr, `{}`, `{}`, `{}`)[1:]...),
+		append([][]byte{Delimiter}, signedFrames(s, hdr, `{}`, `{}`, `{}`)...),
+		// Bad HMACs: upper-case hex, cut short, one digit changed, another
+		// key's, a signature over other frames.
+		func() [][]byte {
+			fr := signedFrames(s, hdr, `{}`, `{}`, `{}`)
+			fr[2] = bytes.ToUpper(fr[2])
+			return fr
+		}(),
+		func() [][]byte { fr := signedFrames(s, hdr, `{}`, `{}`, `{}`); fr[2] = fr[2][:63]; return fr }(),
+		func() [][]byte { fr := signedFrames(s, hdr, `{}`, `{}`, `{}`); fr[2][0] ^= 1; return fr }(),
+		signedFrames(testSignerKey(f, "other"), hdr, `{}`, `{}`, `{}`),
+		func() [][]byte { fr := signedFrames(s, hdr, `{}`, `{}`, `{}`); fr[6] = []byte(`{"a":1}`); return fr }(),
 	}
 	for _, fr := range seeds {
 		f.Add(fuzzFrames(fr))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		frames := unfuzzFrames(data)
-		_, _ = Decode(frames, s)
+		mk, errk := Decode(frames, testSigner(t))
+		if errk != nil {
+			if !errors.Is(errk, ErrMalformed) && !errors.Is(errk, ErrUnsigned) && !errors.Is(errk, ErrBadSig) {
+				t.Fatalf("a signed decode failed with %v, want ErrMalformed, ErrUnsigned or ErrBadSig", errk)
+			}
+			if mk != nil {
+				t.Fatalf("a rejected message also gave %+v", mk)
+			}
+		}
 		m, err := Decode(frames, unsigned)
+		for _, e := range []error{errk, err} {
+			if e != nil && strings.Contains(e.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", e)
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("an unsigned decode failed with %v, want ErrMalformed", err)
 			}
+			if errk == nil {
+				t.Fatalf("the keyed decoder accepted what is malformed: %v", err)
+			}
 			return
+		}
+		if errk == nil {
+			// Only a genuine signature passes: it is the HMAC of the four
+			// signed frames under the key.
+			d := len(mk.Identities)
+			if !bytes.Equal(frames[d+1], s.Sign(frames[d+2], frames[d+3], frames[d+4], frames[d+5])) {
+				t.Fatalf("accepted signature %q", frames[d+1])
+			}
 		}
 		again, err := Encode(m, unsigned)
 		if err != nil {
@@ -316,10 +358,35 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Decode(signed, testSigner(t)); err != nil {
+		fresh := testSigner(t)
+		if _, err := Decode(signed, fresh); err != nil {
 			t.Fatalf("a freshly signed message was rejected: %v", err)
 		}
+		if _, err := Decode(signed, fresh); !errors.Is(err, ErrReplayed) {
+			t.Fatalf("a replayed message: err = %v, want ErrReplayed", err)
+		}
+		// Any one bit changed in a signed frame breaks the signature.
+		d := len(m2.Identities)
+		i := d + 2 + len(data)%4
+		bit := len(data) % 8
+		if len(signed[i]) > 0 {
+			tampered := append([][]byte(nil), signed...)
+			tampered[i] = bytes.Clone(signed[i])
+			tampered[i][len(data)%len(signed[i])] ^= 1 << bit
+			if _, err := Decode(tampered, testSigner(t)); !errors.Is(err, ErrBadSig) {
+				t.Fatalf("frame %d tampered: err = %v, want ErrBadSig", i-d-2, err)
+			}
+		}
 	})
+}
+
+func testSignerKey(t testing.TB, key string) *Signer {
+	t.Helper()
+	s, err := NewSigner("hmac-sha256", []byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func TestFuzzFramesRoundTrip(t *testing.T) {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
+	"strings"
 )
 
 // ConnInfo is the content of a Jupyter connection file.
@@ -31,16 +33,31 @@ func (c ConnInfo) String() string {
 // LoadConnFile reads and validates a connection file. Errors name the file,
 // the problem and the fix in one line.
 func LoadConnFile(path string) (ConnInfo, error) {
-	var c ConnInfo
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return c, fmt.Errorf("bad connection file: %w (start the kernel from Jupyter, or pass -f with an existing file)", err)
+		return ConnInfo{}, fmt.Errorf("bad connection file: %w (start the kernel from Jupyter, or pass -f with an existing file)", err)
 	}
+	return ParseConnFile(b, path)
+}
+
+// ParseConnFile decodes and validates the content of the connection file
+// called name. On error the ConnInfo is empty and the error, one line,
+// names the file and the problem; it never shows the key.
+func ParseConnFile(b []byte, name string) (ConnInfo, error) {
+	var c ConnInfo
 	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("bad connection file %s: not valid JSON (%v); Jupyter writes it, do not edit it by hand", path, err)
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			want := "a whole number"
+			if te.Type.Kind() == reflect.String {
+				want = "a string"
+			}
+			return ConnInfo{}, fmt.Errorf("bad connection file %s: %q must be %s, not a JSON %s; Jupyter writes it, do not edit it by hand", name, te.Field, want, te.Value)
+		}
+		return ConnInfo{}, fmt.Errorf("bad connection file %s: not valid JSON (%v); Jupyter writes it, do not edit it by hand", name, err)
 	}
 	if err := c.Validate(); err != nil {
-		return c, fmt.Errorf("bad connection file %s: %w", path, err)
+		return ConnInfo{}, fmt.Errorf("bad connection file %s: %w", name, err)
 	}
 	return c, nil
 }
@@ -65,6 +82,9 @@ func (c *ConnInfo) Validate() error {
 		if c.IP == "" {
 			return errors.New(`"ip" (the ipc path prefix) is missing`)
 		}
+		if strings.ContainsRune(c.IP, 0) {
+			return fmt.Errorf(`"ip" (the ipc path prefix) %q holds a NUL byte`, c.IP)
+		}
 	default:
 		return fmt.Errorf(`transport %q is not supported; use "tcp" or "ipc"`, c.Transport)
 	}
@@ -84,6 +104,9 @@ func (c *ConnInfo) Validate() error {
 	}
 	if c.SignatureScheme != "hmac-sha256" {
 		return fmt.Errorf("signature_scheme %q is not supported; use hmac-sha256", c.SignatureScheme)
+	}
+	if c.Key == "" {
+		return errors.New(`"key" is empty, so messages would go unsigned and any local user could run code in this kernel; let Jupyter write the file (it always sets a key)`)
 	}
 	return nil
 }
