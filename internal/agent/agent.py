@@ -854,20 +854,37 @@ def delete(names):
 # -------------------------------------------------------------------- comm
 
 
+def _data(msg):
+    """The data dict of a comm message; {} if it has none or another type."""
+    content = msg.get("content") if isinstance(msg, dict) else None
+    data = content.get("data") if isinstance(content, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _max_payload():
+    """No payload larger than this machine's memory is accepted."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
 def _on_open(comm, msg):
-    data = msg["content"].get("data") or {}
-    given = str(data.get("secret", ""))
-    if _secret is None or not hmac.compare_digest(given.encode(), _secret.encode()):
+    given = _data(msg).get("secret")
+    if _secret is None or not isinstance(given, str) or not hmac.compare_digest(given.encode(), _secret.encode()):
         comm.close({"error": "unauthorised"})
         return
 
     def on_msg(m):
-        d = m["content"].get("data") or {}
+        d = _data(m)
         try:
+            if not isinstance(d.get("id"), (str, type(None))):
+                raise ValueError("id must be a string")
             _handle(comm, d, m.get("buffers") or [])
         except Exception as e:
             try:
-                comm.send({"op": "error", "id": d.get("id"), "error": "%s: %s" % (type(e).__name__, e)})
+                tid = d.get("id") if isinstance(d.get("id"), str) else None
+                comm.send({"op": "error", "id": tid, "error": "%s: %s" % (type(e).__name__, str(e)[:500])})
             except Exception:
                 pass
 
@@ -891,16 +908,25 @@ def _handle(comm, d, buffers):
         comm.send({"op": "packed", "id": tid, "hash": hasher.hexdigest(), "size": size, "raw_size": raw, "chunks": seq,
                    "names": names, "unmovable": unmovable, "seconds": time.perf_counter() - t0})
     elif op == "begin":
-        _incoming[tid] = _Incoming(int(d.get("raw_size") or 0))
+        _incoming.pop(tid, None)
+        size = d.get("raw_size")
+        if type(size) is not int or not 0 <= size <= _max_payload():
+            raise ValueError("payload size %.40r is more than this machine holds; nothing will be loaded" % (size,))
+        _incoming[tid] = _Incoming(size)
     elif op == "chunk":
-        inc = _incoming.get(tid)
-        if inc is None or not buffers:
-            raise ValueError("chunk without a begun transfer or without its buffer")
-        try:
-            inc.add(bool(d.get("z")), buffers[0], int(d.get("raw") or 0))
-        except Exception:
-            _incoming.pop(tid, None)  # the load will answer that nothing was loaded
-            raise
+        # A bad chunk drops the transfer: the load answers nothing was loaded.
+        inc = _incoming.pop(tid, None)
+        if inc is None:
+            raise ValueError("chunk without a begun transfer")
+        seq, raw = d.get("seq"), d.get("raw")
+        if not buffers:
+            raise ValueError("chunk without its buffer")
+        if type(seq) is not int or seq != inc.n:
+            raise ValueError("chunk %.40r arrived where chunk %d was due" % (seq, inc.n))
+        if type(raw) is not int or not 0 <= raw <= len(inc.blob) - inc.off:
+            raise ValueError("chunk %d declares %.40r bytes where %d remain" % (seq, raw, len(inc.blob) - inc.off))
+        inc.add(bool(d.get("z")), buffers[0], raw)
+        _incoming[tid] = inc
     elif op == "load":
         inc = _incoming.pop(tid, None)
         if inc is None:
@@ -915,7 +941,10 @@ def _handle(comm, d, buffers):
     elif op == "drop":
         _incoming.pop(tid, None)
     elif op == "delete":
-        delete(d.get("names") or [])
+        names = d.get("names") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("names must be a list of strings")
+        delete(names)
         comm.send({"op": "deleted", "id": tid})
     else:
         raise ValueError("unknown op %r" % (op,))

@@ -357,6 +357,178 @@ class AgentTests(unittest.TestCase):
         ok.handler({"content": {"data": {"op": "bogus", "id": "1"}}})
         self.assertEqual(ok.sent[-1][0]["op"], "error", "a failing op answers, never raises")
 
+    # ------------------------------------------------ hostile comm messages
+
+    def authorised(self):
+        """A comm opened with the right secret, and a function that sends
+        it one message and returns the data of the agent's answers."""
+        agent._secret = "right"
+        c = Comm()
+        agent._on_open(c, {"content": {"data": {"secret": "right"}}})
+        self.assertIsNone(c.closed)
+
+        def send(data, buffers=(), content=None):
+            n = len(c.sent)
+            c.handler({"content": {"data": data} if content is None else content, "buffers": list(buffers)})
+            return [m for m, _ in c.sent[n:]]
+
+        return c, send
+
+    def transfer(self, tid):
+        """A real transfer of a few small chunks from a: (begin, [(chunk,
+        buffer)], packed). The target namespace b is set up to be watched."""
+        old = agent.CHUNK
+        agent.CHUNK = 1024
+        try:
+            agent._shell = self.a
+            self.a.user_ns.update(x=bytes(range(256)) * 40, y=list(range(500)))
+            src = Comm()
+            agent._handle(src, {"op": "pack", "id": tid, "names": ["x", "y"], "compress": False}, [])
+        finally:
+            agent.CHUNK = old
+        begin = src.sent[0][0]
+        chunks = [(m, bytes(b[0])) for m, b in src.sent if m["op"] == "chunk"]
+        packed = src.sent[-1][0]
+        self.assertEqual((begin["op"], packed["op"], len(chunks)), ("begin", "packed", packed["chunks"]))
+        self.assertGreater(len(chunks), 3)
+        agent._shell = self.b
+        self.b.user_ns.update(x="old x", keep=[1])
+        self.before = dict(self.b.user_ns)
+        return begin, chunks, packed
+
+    def assertUnchanged(self):
+        self.assertEqual(self.b.user_ns.keys(), self.before.keys())
+        for k, v in self.before.items():
+            self.assertIs(self.b.user_ns[k], v, "%s changed" % k)
+
+    def assertError(self, answers, says=""):
+        self.assertEqual([a["op"] for a in answers], ["error"], answers)
+        self.assertIn(says, answers[0]["error"])
+        self.assertNotIn("\n", answers[0]["error"])
+
+    def test_comm_open_rejects_a_wrong_or_missing_secret(self):
+        agent._secret = "right"
+        bad = [{"secret": "wrong"}, {"secret": "righ"}, {"secret": "right\x00"}, {"secret": "RIGHT"}, {"secret": ""},
+               {"secret": None}, {"secret": ["right"]}, {"secret": {"right": 1}}, {}, None, [], "right", 7]
+        msgs = [{"content": {"data": d}} for d in bad] + [{"content": {}}, {"content": None}, {}]
+        for msg in msgs:
+            c = Comm()
+            c.on_msg = lambda f: self.fail("registered a handler for %r" % (msg,))
+            agent._on_open(c, msg)
+            self.assertEqual(c.closed, {"error": "unauthorised"}, msg)
+            self.assertEqual(c.sent, [])
+        agent._secret = None  # not installed: nothing is authorised
+        c = Comm()
+        agent._on_open(c, {"content": {"data": {"secret": ""}}})
+        self.assertEqual(c.closed, {"error": "unauthorised"})
+
+    def test_unknown_op_or_garbled_message_answers_an_error(self):
+        _, send = self.authorised()
+        agent._shell = self.b
+        self.b.user_ns.update(x=1)
+        self.before = dict(self.b.user_ns)
+        self.assertError(send({"op": "bogus", "id": "1"}), "unknown op 'bogus'")
+        self.assertError(send({"id": "1"}), "unknown op None")
+        self.assertError(send([1, 2]), "unknown op")
+        self.assertError(send(None, content={}), "unknown op")
+        self.assertError(send({"op": "delete", "id": ["x"], "names": ["x"]}), "id must be a string")
+        self.assertError(send({"op": "delete", "id": "d", "names": "x"}), "names must be a list of strings")
+        self.assertError(send({"op": "delete", "id": "d", "names": [["x"]]}), "names must be a list of strings")
+        self.assertError(send({"op": "load", "id": "nothing", "hash": "0", "chunks": 0}), "nothing was loaded")
+        self.assertError(send({"op": "chunk", "id": "nothing", "seq": 0, "raw": 1}, [b"x"]), "without a begun transfer")
+        self.assertUnchanged()
+
+    def test_huge_or_bogus_declared_size_is_refused(self):
+        _, send = self.authorised()
+        begin, chunks, packed = self.transfer("t")
+        for size in [1 << 62, agent._max_payload() + 1, -1, "10", 1.5, True, None, [3]]:
+            self.assertError(send({"op": "begin", "id": "t", "raw_size": size}), "nothing will be loaded")
+            self.assertNotIn("t", agent._incoming, size)
+        self.assertGreater(agent._max_payload(), 1 << 20)
+        # A chunk declaring more bytes than the payload has left.
+        self.assertEqual(send(begin), [])
+        m, b = chunks[0]
+        self.assertError(send(dict(m, raw=1 << 62), [b]), "bytes where")
+        self.assertNotIn("t", agent._incoming)
+        self.assertError(send({"op": "load", "id": "t", "hash": packed["hash"], "chunks": packed["chunks"]}), "nothing was loaded")
+        self.assertUnchanged()
+
+    def test_truncated_or_garbled_chunk_is_refused(self):
+        _, send = self.authorised()
+        begin, chunks, packed = self.transfer("t")
+        load = {"op": "load", "id": "t", "hash": packed["hash"], "chunks": packed["chunks"]}
+        (m0, b0), (m1, b1) = chunks[:2]
+        for bad in [
+            (m1, b1[:-1]),  # cut short
+            (dict(m1, raw=m1["raw"] - 1), b1),  # longer than it says
+            (dict(m1, z=True), b1),  # not zstd
+            (dict(m1, z=True), b"\x28\xb5\x2f\xfd" + bytes(20)),  # a zstd magic and garbage
+            (dict(m1, raw="1024"), b1),
+            (m1, None),  # no buffer
+        ]:
+            self.assertEqual(send(begin), [])
+            self.assertEqual(send(m0, [b0]), [])
+            self.assertError(send(bad[0], [] if bad[1] is None else [bad[1]]))
+            self.assertNotIn("t", agent._incoming, "a bad chunk must drop the transfer")
+            # The rest arrives anyway: nothing is loaded.
+            for m, b in chunks[2:]:
+                self.assertError(send(m, [b]), "without a begun transfer")
+            self.assertError(send(load), "nothing was loaded")
+            self.assertUnchanged()
+
+    def test_chunk_hash_mismatch_is_refused(self):
+        _, send = self.authorised()
+        begin, chunks, packed = self.transfer("t")
+        load = {"op": "load", "id": "t", "hash": packed["hash"], "chunks": packed["chunks"]}
+        for i in (0, len(chunks) // 2, len(chunks) - 1):
+            self.assertEqual(send(begin), [])
+            for j, (m, b) in enumerate(chunks):
+                if j == i:
+                    b = bytearray(b)
+                    b[len(b) // 2] ^= 0x40
+                self.assertEqual(send(m, [bytes(b)]), [])
+            self.assertError(send(load), "hash mismatch")
+            self.assertUnchanged()
+        # Right chunks, wrong hash or count.
+        for bad in [dict(load, hash="0" * 64), dict(load, hash=None), dict(load, chunks=packed["chunks"] + 1)]:
+            self.assertEqual(send(begin), [])
+            for m, b in chunks:
+                self.assertEqual(send(m, [b]), [])
+            self.assertError(send(bad), "nothing was loaded")
+            self.assertUnchanged()
+
+    def test_out_of_order_or_repeated_chunks_are_refused(self):
+        _, send = self.authorised()
+        begin, chunks, packed = self.transfer("t")
+        load = {"op": "load", "id": "t", "hash": packed["hash"], "chunks": packed["chunks"]}
+        swapped = [chunks[0], chunks[2], chunks[1]] + chunks[3:]
+        repeated = [chunks[0], chunks[0]] + chunks[1:]
+        renumbered = [(dict(m, seq=m["seq"] + 1), b) for m, b in chunks]
+        no_seq = [({k: v for k, v in m.items() if k != "seq"}, b) for m, b in chunks]
+        for order, bad_at in [(swapped, 1), (repeated, 1), (renumbered, 0), (no_seq, 0)]:
+            self.assertEqual(send(begin), [])
+            for j, (m, b) in enumerate(order):
+                answers = send(m, [b])
+                if j < bad_at:
+                    self.assertEqual(answers, [])
+                elif j == bad_at:
+                    self.assertError(answers, "was due")
+            self.assertError(send(load), "nothing was loaded")
+            self.assertUnchanged()
+
+    def test_hostile_cases_leave_a_good_transfer_working(self):
+        _, send = self.authorised()
+        begin, chunks, packed = self.transfer("t")
+        self.assertError(send({"op": "begin", "id": "t", "raw_size": 1 << 62}))
+        self.assertEqual(send(begin), [])
+        for m, b in chunks:
+            self.assertEqual(send(m, [b]), [])
+        answers = send({"op": "load", "id": "t", "hash": packed["hash"], "chunks": packed["chunks"]})
+        self.assertEqual([a["op"] for a in answers], ["loaded"], answers)
+        self.assertEqual(self.b.user_ns["x"], self.a.user_ns["x"])
+        self.assertEqual(self.b.user_ns["y"], list(range(500)))
+        self.assertIs(self.b.user_ns["keep"], self.before["keep"])
+
     def test_dump_session_size(self):
         r = json.loads(repr(agent.dump_session_size()))
         self.assertGreater(r["bytes"], 0)
