@@ -67,14 +67,14 @@ func Parse(b []byte) (*Notebook, error) {
 	if err := json.Unmarshal(b, &top); err != nil {
 		return nil, fmt.Errorf("not a notebook: invalid JSON (%v)", err)
 	}
-	var major int
+	var major *float64
 	if raw, ok := top["nbformat"]; !ok {
 		return nil, fmt.Errorf("not a notebook: no \"nbformat\" field")
-	} else if err := json.Unmarshal(raw, &major); err != nil {
+	} else if err := json.Unmarshal(raw, &major); err != nil || major == nil {
 		return nil, fmt.Errorf("not a notebook: \"nbformat\" is not a number")
 	}
-	if major != 4 {
-		return nil, fmt.Errorf("nbformat %d is not supported; convert it with 'jupyter nbconvert --to notebook --nbformat 4'", major)
+	if *major != 4 {
+		return nil, fmt.Errorf("nbformat %v is not supported; convert it with 'jupyter nbconvert --to notebook --nbformat 4'", *major)
 	}
 	nb := &Notebook{rest: top, Metadata: map[string]any{}}
 	if raw, ok := top["metadata"]; ok {
@@ -89,6 +89,9 @@ func Parse(b []byte) (*Notebook, error) {
 	if err := json.Unmarshal(raw, &nb.Cells); err != nil {
 		return nil, fmt.Errorf("notebook \"cells\" is not a list of objects (%v)", err)
 	}
+	if nb.Cells == nil {
+		return nil, fmt.Errorf("notebook \"cells\" is null; want a list of cells")
+	}
 	for i, c := range nb.Cells {
 		if c == nil {
 			return nil, fmt.Errorf("cell %d is null", i+1)
@@ -96,15 +99,36 @@ func Parse(b []byte) (*Notebook, error) {
 		switch c.Type() {
 		case "code", "markdown", "raw":
 		default:
-			return nil, fmt.Errorf("cell %d has cell_type %q; want code, markdown or raw", i+1, c["cell_type"])
+			return nil, fmt.Errorf("cell %d has cell_type %s; want code, markdown or raw", i+1, brief(c["cell_type"]))
 		}
-		switch c["source"].(type) {
-		case string, []any:
+		switch src := c["source"].(type) {
+		case string:
+		case []any:
+			for j, l := range src {
+				if _, ok := l.(string); !ok {
+					return nil, fmt.Errorf("cell %d source line %d is %s, not text", i+1, j+1, brief(l))
+				}
+			}
 		default:
-			return nil, fmt.Errorf("cell %d has no source text", i+1)
+			return nil, fmt.Errorf("cell %d has no source text (\"source\" is %s; want a string or a list of strings)", i+1, brief(src))
 		}
 	}
 	return nb, nil
+}
+
+// brief shows a JSON value in an error: as JSON, cut to a few dozen bytes.
+func brief(v any) string {
+	if v == nil {
+		return "missing or null"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("%T", v)
+	}
+	if len(b) > 40 {
+		return strings.ToValidUTF8(string(b[:37]), "") + "..."
+	}
+	return string(b)
 }
 
 // Marshal encodes the notebook as Jupyter writes it (one-space indent).
