@@ -113,10 +113,13 @@ func (t *Writer) Close() error {
 	return t.f.Close()
 }
 
+// maxLine bounds one event's line.
+const maxLine = 16 << 20
+
 // Read parses a trace. Errors name the line and the problem.
 func Read(r io.Reader) ([]Event, error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	sc.Buffer(make([]byte, 64<<10), maxLine)
 	var out []Event
 	line := 0
 	for sc.Scan() {
@@ -126,8 +129,8 @@ func Read(r io.Reader) ([]Event, error) {
 			continue
 		}
 		var e Event
-		dec := json.NewDecoder(strings.NewReader(s))
-		if err := dec.Decode(&e); err != nil {
+		// One event per line: text after it is an error, not ignored.
+		if err := json.Unmarshal([]byte(s), &e); err != nil {
 			return nil, fmt.Errorf("trace line %d: not a trace event (%v)", line, err)
 		}
 		if err := e.validate(); err != nil {
@@ -136,6 +139,9 @@ func Read(r io.Reader) ([]Event, error) {
 		out = append(out, e)
 	}
 	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("trace line %d: longer than %d MiB; not a trace Ferry wrote", line+1, maxLine>>20)
+		}
 		return nil, fmt.Errorf("reading trace: %w", err)
 	}
 	if len(out) == 0 {
