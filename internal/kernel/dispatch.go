@@ -86,6 +86,9 @@ func (s *Server) shutdown(ctx context.Context, m *wire.Message, ch wire.Channel)
 		Restart bool `json:"restart"`
 	}
 	_ = m.Decode(&req)
+	// From here on no kernel is (re)started: a cell caught mid-transfer
+	// must not bring a dead backend back while Ferry stops.
+	s.stopping.Store(true)
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for _, b := range s.backends {
@@ -111,6 +114,9 @@ func (s *Server) ensure(ctx context.Context, loc string) (backend.Backend, error
 	b := s.backends[loc]
 	if b == nil {
 		return nil, fmt.Errorf("no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", loc)
+	}
+	if s.stopping.Load() {
+		return nil, errStopping
 	}
 	if err := b.Start(ctx); err != nil {
 		return nil, err

@@ -76,8 +76,10 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		return
 	}
 
-	// 2. Analysis: which names the cell reads and writes.
+	// 2. Recovery, then analysis: which names the cell reads and writes.
 	t0 := time.Now()
+	s.checkDeaths()
+	lostNote := s.rebuildLost(ctx)
 	think := 0.0
 	if !s.lastEnd.IsZero() {
 		think = t0.Sub(s.lastEnd).Seconds()
@@ -121,13 +123,23 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 
 	// 4. Bring every stale variable the cell reads to loc, nothing else.
-	if note := s.takeLostNote(); note != "" {
-		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
-	}
 	if s.cfg.BaselineDump {
 		s.baselineDump(ctx, loc, eff)
 	}
 	moved, moveSecs, movedNames, err := s.bring(ctx, loc, eff)
+	if died := s.checkDeaths(); (died || s.hasPending()) && !s.stopping.Load() {
+		// A kernel died during the move: rebuild what it alone held in
+		// its successor, then move again.
+		slog.Warn("a kernel died while moving state; rebuilding and moving again", "to", loc, "err", err)
+		lostNote = strings.TrimPrefix(lostNote+"\n"+s.rebuildLost(ctx), "\n")
+		var m2 int64
+		var s2 float64
+		m2, s2, movedNames, err = s.bring(ctx, loc, eff)
+		moved, moveSecs = moved+m2, moveSecs+s2
+	}
+	if lostNote != "" {
+		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + lostNote + "\n"}, nil)
+	}
 	if err != nil {
 		// The data stayed where it was; run the cell there instead of
 		// failing it, so nothing is lost.
@@ -142,6 +154,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 
 	// 5. Forward and relay.
 	content = s.withReport(content, eff)
+	readVers, before := s.state.Versions(s.state.Needs(eff.Reads)), s.state.Versions(s.state.Names())
 	t1 := time.Now()
 	// execute_input and execute_result carry the number the cell gets if
 	// it counts, as ipykernel's do, whichever backend runs it.
@@ -188,7 +201,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		ename, msg := "FerryError", err.Error()
 		if errors.Is(err, backend.ErrDied) {
 			st := s.backends[loc].Status()
-			lost := s.state.Lost(loc)
+			lost := s.forgetDead(loc)
 			what := "died while running this cell"
 			if errors.Is(err, errNotStarted) {
 				what = "died before this cell started, so the cell did not run"
@@ -196,7 +209,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 			ename = "KernelDied"
 			msg = fmt.Sprintf("the %s kernel %s (%s); Ferry starts a new one for the next cell", loc, what, orDefault(st.LastExit, "no exit status"))
 			if len(lost) > 0 {
-				msg += "; lost with it: " + strings.Join(lost, ", ")
+				msg += "; lost with it: " + strings.Join(lost, ", ") + " (Ferry rebuilds them from the cells that made them before the next cell)"
 			}
 		}
 		s.publishError(m, ename, msg)
@@ -210,6 +223,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		Status string `json:"status"`
 	}
 	_ = json.Unmarshal(reply.Content, &rs)
+	s.lineage.Add(lineageRun(code, loc, rs.Status != "ok", readVers, before, s.state.Versions(s.state.Names())))
 	c := &call{fe: m, count: s.execCount}
 	if !store {
 		c.count = 0

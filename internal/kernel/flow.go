@@ -95,9 +95,7 @@ func (s *Server) installAgent(ctx context.Context, loc string, b backend.Backend
 		return nil
 	}
 	if a.died != nil && a.died != died {
-		if lost := s.state.Lost(loc); len(lost) > 0 {
-			s.noteLost(loc, lost)
-		}
+		s.forgetDead(loc)
 	}
 	a.died, a.ok = died, false
 	if _, err := s.hiddenExec(ctx, loc, agent.InstallCode(s.secret), nil); err != nil {
@@ -111,14 +109,6 @@ func (s *Server) installAgent(ctx context.Context, loc string, b backend.Backend
 	}
 	a.ok = true
 	return nil
-}
-
-// noteLost remembers variables lost with a dead kernel, to tell the user
-// in the next cell's output.
-func (s *Server) noteLost(loc string, names []string) {
-	s.lostMu.Lock()
-	defer s.lostMu.Unlock()
-	s.lostNote = append(s.lostNote, fmt.Sprintf("the %s kernel had died; these variables lived only there and are lost: %s", loc, strings.Join(names, ", ")))
 }
 
 // errUnmovable is returned when a needed value cannot be serialised.
@@ -201,6 +191,12 @@ func commData(m *wire.Message) (agentMsg, json.RawMessage, bool) {
 	return d, c.Data, true
 }
 
+// packWindow is how many chunks the source sends per request: IOPub has no
+// flow control, so a source faster than the link would otherwise pile the
+// whole payload up in Ferry's memory (measured: 1.6 GB of Go heap for a
+// 1 GB array sent to a jupyter-server kernel).
+const packWindow = 4
+
 func (s *Server) transferOnce(ctx context.Context, src, dst string, names []string) (int64, []string, error) {
 	versions := s.state.Versions(names)
 	for _, loc := range []string{src, dst} {
@@ -219,6 +215,7 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 		moved    int64
 	)
 	dstB := s.backends[dst]
+	var paused bool // the source waits for "more" (under mu)
 	// Each chunk goes on to the target as soon as it arrives, so Ferry
 	// never holds the whole payload.
 	onIOPub := func(m *wire.Message) {
@@ -245,7 +242,12 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 			if d.Op == "chunk" {
 				chunks++
 				moved += int64(len(m.Buffers[0]))
+				if s.cfg.OnChunk != nil {
+					s.cfg.OnChunk(src, dst, chunks)
+				}
 			}
+		case "paused":
+			paused = true
 		case "packed":
 			p := d
 			packed = &p
@@ -255,7 +257,20 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 	}
 	tPack := time.Now()
 	_, err := s.hidden(ctx, src, wire.Shell, "comm_msg", map[string]any{"comm_id": srcComm, "data": map[string]any{
-		"op": "pack", "id": id, "names": names, "compress": true}}, nil, false, onIOPub)
+		"op": "pack", "id": id, "names": names, "compress": true, "window": packWindow}}, nil, false, onIOPub)
+	// Each window is relayed by the time its request is idle; only then
+	// is the next asked for, so Ferry holds at most a window.
+	more := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		p := paused && agentErr == "" && sendErr == nil
+		paused = false
+		return p
+	}
+	for err == nil && more() {
+		_, err = s.hidden(ctx, src, wire.Shell, "comm_msg", map[string]any{"comm_id": srcComm, "data": map[string]any{
+			"op": "more", "id": id}}, nil, false, onIOPub)
+	}
 	if packed != nil {
 		slog.Debug("packed", "from", src, "names", names, "seconds", time.Since(tPack).Seconds(), "agent_seconds", packed.Seconds)
 	}
@@ -427,15 +442,6 @@ func parseReport(raw json.RawMessage) (agent.Report, error) {
 		return rep, errors.New(rep.Error)
 	}
 	return rep, nil
-}
-
-// takeLostNote returns and clears the notices about lost variables.
-func (s *Server) takeLostNote() string {
-	s.lostMu.Lock()
-	defer s.lostMu.Unlock()
-	out := strings.Join(s.lostNote, "\n")
-	s.lostNote = nil
-	return out
 }
 
 // baselineDump measures what dump-the-session migration would cost before

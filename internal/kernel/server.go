@@ -48,6 +48,10 @@ type Config struct {
 	// Analyzer tells which names a cell reads and writes. Without it Ferry
 	// moves no state (fine while every cell runs in one place).
 	Analyzer *analysis.Analyzer
+	// OnChunk, if set, is called as each chunk of a state payload passes
+	// through Ferry from src to dst: the fault suite strikes there, mid-
+	// transfer, instead of guessing with timers.
+	OnChunk func(src, dst string, chunk int)
 }
 
 // Server is one running Ferry kernel.
@@ -86,10 +90,13 @@ type Server struct {
 	secret string                 // presented by Ferry on the state comm
 	agents map[string]*agentState // per location
 
-	lostMu   sync.Mutex
-	lostNote []string
+	lostMu  sync.Mutex
+	pending map[string][]state.Var // lost values to rebuild, per location
+	lineage *state.Lineage
 
 	busyLoc atomic.Value // location of the running cell, for interrupts
+	// stopping is set once a shutdown began: no backend starts again.
+	stopping atomic.Bool
 
 	// Rejected counts front-end messages dropped for bad signatures or frames.
 	Rejected atomic.Int64
@@ -114,6 +121,10 @@ type Stats struct {
 	FullStateBytes   int64
 	FullStateSeconds float64
 	PinnedCells      int
+	// VarsLost counts values whose only copy died with a kernel;
+	// VarsRebuilt those rebuilt from lineage, in RebuildSeconds.
+	VarsLost, VarsRebuilt int
+	RebuildSeconds        float64
 }
 
 // Totals is a copy of the counters.
@@ -121,13 +132,16 @@ type Totals struct {
 	CellsLocal, CellsRemote, Migrations, PinnedCells int
 	BytesMoved, FullStateBytes                       int64
 	TransferSeconds, FullStateSeconds                float64
+	VarsLost, VarsRebuilt                            int
+	RebuildSeconds                                   float64
 }
 
 // Totals returns a copy of all counters.
 func (s *Stats) Totals() Totals {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Totals{s.CellsLocal, s.CellsRemote, s.Migrations, s.PinnedCells, s.BytesMoved, s.FullStateBytes, s.TransferSeconds, s.FullStateSeconds}
+	return Totals{s.CellsLocal, s.CellsRemote, s.Migrations, s.PinnedCells, s.BytesMoved, s.FullStateBytes, s.TransferSeconds, s.FullStateSeconds,
+		s.VarsLost, s.VarsRebuilt, s.RebuildSeconds}
 }
 
 // Snapshot returns a copy of the counters.
@@ -187,7 +201,7 @@ func New(cfg Config) (*Server, error) {
 	model := policy.NewModel(cfg.Link)
 	model.SpeedPrior = cfg.RemoteSpeed
 	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, start: time.Now(),
-		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", policy: p, model: model, state: state.New(), done: make(chan struct{}),
+		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", policy: p, model: model, state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}),
 		secret: wire.NewID() + wire.NewID(), agents: map[string]*agentState{}}
 	for loc := range cfg.Backends {
 		s.agents[loc] = &agentState{}
@@ -280,7 +294,11 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Stop ends Serve.
+// errStopping refuses work once Ferry is shutting down.
+var errStopping = errors.New("Ferry is shutting down")
+
 func (s *Server) Stop() {
+	s.stopping.Store(true)
 	if s.cancel != nil {
 		s.cancel()
 	}

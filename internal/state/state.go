@@ -273,24 +273,60 @@ func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string)
 }
 
 // Lost forgets every copy held at loc (its kernel died). It returns the
-// names that now have no copy anywhere.
-func (m *Map) Lost(loc string) []string {
+// variables that now have no copy anywhere, as they were, for lineage to
+// rebuild them.
+func (m *Map) Lost(loc string) []Var {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var lost []string
+	var lost []Var
 	for n, v := range m.vars {
 		if !v.At[loc] {
 			continue
 		}
 		delete(v.At, loc)
 		if len(v.At) == 0 {
-			lost = append(lost, n)
+			lost = append(lost, *v)
 			delete(m.vars, n)
 		}
 	}
 	delete(m.gone, loc)
-	sort.Strings(lost)
+	sort.Slice(lost, func(i, j int) bool { return lost[i].Name < lost[j].Name })
 	return lost
+}
+
+// Have reports whether name's version ver exists at some location.
+func (m *Map) Have(name string, ver int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vars[name]
+	return ok && v.Version == ver && len(v.At) > 0
+}
+
+// Restore puts back a lost variable, rebuilt at loc. A name bound again
+// since it was lost keeps its newer value.
+func (m *Map) Restore(v Var, loc string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.vars[v.Name]; ok {
+		return false
+	}
+	v.At = map[string]bool{loc: true}
+	m.vars[v.Name] = &v
+	delete(m.gone[loc], v.Name)
+	return true
+}
+
+// Drop records that loc's copies of names are not the newest any more (a
+// replay overwrote them), so they are brought again before being read
+// there. It never drops a last copy.
+func (m *Map) Drop(loc string, names []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range names {
+		if v, ok := m.vars[n]; ok && v.At[loc] && len(v.At) > 1 {
+			delete(v.At, loc)
+		}
+	}
 }
 
 func (m *Map) markGone(loc, name string) {

@@ -104,8 +104,18 @@ func TestPinnedAndLost(t *testing.T) {
 		t.Fatalf("Pinned = %q %v %v", loc, why, ok)
 	}
 	m.Arrived("local", m.Versions([]string{"x"}))
-	if lost := m.Lost("remote"); !reflect.DeepEqual(lost, []string{"gen"}) {
-		t.Fatalf("Lost(remote) = %v, want [gen]", lost)
+	lost := m.Lost("remote")
+	if len(lost) != 1 || lost[0].Name != "gen" || lost[0].Version != 1 || lost[0].Producer != "c1" {
+		t.Fatalf("Lost(remote) = %+v, want gen at version 1 made by c1", lost)
+	}
+	if m.Have("gen", 1) || !m.Have("x", 1) || m.Have("x", 2) {
+		t.Fatal("Have does not follow the lost copies")
+	}
+	if !m.Restore(lost[0], "local") || m.Restore(lost[0], "local") {
+		t.Fatal("Restore must put a lost name back once")
+	}
+	if v, _ := m.Get("gen"); v.Version != 1 || !reflect.DeepEqual(v.Locations(), []string{"local"}) {
+		t.Fatalf("restored gen: %+v", v)
 	}
 	if v, ok := m.Get("x"); !ok || !reflect.DeepEqual(v.Locations(), []string{"local"}) {
 		t.Fatalf("x after losing remote: %v %v", v.Locations(), ok)

@@ -1,0 +1,261 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/agent"
+	"github.com/ferry-nb/ferry/internal/state"
+)
+
+// Recovery: when a kernel dies, the state map forgets its copies; values
+// that lived only there are lost. Ferry then rebuilds them in the kernel's
+// successor by re-running, hidden, the cells that made them (lineage),
+// bringing in the surviving values those cells read. What cannot be
+// rebuilt is named to the user.
+
+// checkDeaths notices kernels that died since the agent was installed in
+// them, before anything is planned, so a dead copy is never chosen as a
+// transfer source. It reports whether one had died.
+func (s *Server) checkDeaths() bool {
+	died := false
+	for loc, a := range s.agents {
+		b := s.backends[loc]
+		a.mu.Lock()
+		if a.died != nil && (a.died != b.Died() || closed(a.died)) {
+			s.forgetDead(loc)
+			a.died, a.ok = nil, false
+			died = true
+		}
+		a.mu.Unlock()
+	}
+	return died
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// forgetDead drops loc's copies from the state map and queues the values
+// that had no other copy for rebuilding. It returns their names.
+func (s *Server) forgetDead(loc string) []string {
+	lost := s.state.Lost(loc)
+	if len(lost) == 0 {
+		return nil
+	}
+	s.lostMu.Lock()
+	defer s.lostMu.Unlock()
+	if s.pending == nil {
+		s.pending = map[string][]state.Var{}
+	}
+	s.pending[loc] = append(s.pending[loc], lost...)
+	names := make([]string, len(lost))
+	for i, v := range lost {
+		names[i] = v.Name
+	}
+	s.Stats.mu.Lock()
+	s.Stats.VarsLost += len(lost)
+	s.Stats.mu.Unlock()
+	return names
+}
+
+// hasPending reports whether lost values wait to be rebuilt.
+func (s *Server) hasPending() bool {
+	s.lostMu.Lock()
+	defer s.lostMu.Unlock()
+	return len(s.pending) > 0
+}
+
+// rebuildLost rebuilds every queued lost value in its location's new
+// kernel and returns the notice for the user (empty if nothing was lost).
+func (s *Server) rebuildLost(ctx context.Context) string {
+	s.lostMu.Lock()
+	pending := s.pending
+	s.pending = nil
+	s.lostMu.Unlock()
+	var notes []string
+	locs := make([]string, 0, len(pending))
+	for loc := range pending {
+		locs = append(locs, loc)
+	}
+	sort.Strings(locs)
+	for _, loc := range locs {
+		notes = append(notes, s.rebuildAt(ctx, loc, pending[loc]))
+	}
+	return strings.Join(notes, "\n")
+}
+
+func (s *Server) rebuildAt(ctx context.Context, loc string, lost []state.Var) string {
+	t0 := time.Now()
+	byName := map[string]state.Var{}
+	versions := map[string]int{}
+	for _, v := range lost {
+		byName[v.Name] = v
+		versions[v.Name] = v.Version
+	}
+	plan := s.lineage.Plan(versions, s.state.Have)
+	missing := plan.Missing
+	var rebuilt, differ []string
+	if len(plan.Rebuilt) > 0 {
+		var err error
+		rebuilt, differ, err = s.replay(ctx, loc, plan, byName)
+		if err != nil {
+			slog.Warn("rebuilding lost variables failed", "at", loc, "err", err)
+			for _, n := range plan.Rebuilt {
+				missing[n] = "re-running the cells that made it failed: " + err.Error()
+			}
+		}
+	}
+	s.Stats.mu.Lock()
+	s.Stats.VarsRebuilt += len(rebuilt)
+	s.Stats.RebuildSeconds += time.Since(t0).Seconds()
+	s.Stats.mu.Unlock()
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "the %s kernel had died", loc)
+	if len(rebuilt) > 0 {
+		fmt.Fprintf(&b, "; rebuilt %s there by re-running %d earlier cell%s (%.1f s)", strings.Join(rebuilt, ", "),
+			len(plan.Steps), plural(len(plan.Steps)), time.Since(t0).Seconds())
+		if len(differ) > 0 {
+			fmt.Fprintf(&b, "; %s came out different from before (the cells that made them are not deterministic)", strings.Join(differ, ", "))
+		}
+	}
+	if len(missing) > 0 {
+		names := make([]string, 0, len(missing))
+		for n := range missing {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var why []string
+		for _, n := range names {
+			why = append(why, n+" ("+missing[n]+")")
+		}
+		fmt.Fprintf(&b, "; lost, as they lived only there: %s — run the cells that make them again", strings.Join(why, ", "))
+	}
+	return b.String()
+}
+
+// replay runs plan's steps hidden at loc, each after the surviving values
+// it reads are there, and restores the rebuilt names in the state map. It
+// returns the names rebuilt and those whose content hash changed.
+func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost map[string]state.Var) (rebuilt, differ []string, err error) {
+	if _, err := s.ensure(ctx, loc); err != nil {
+		return nil, nil, err
+	}
+	// Names a step wrote hold old versions at loc now: an input among them
+	// is brought again before a later step reads it.
+	clobbered := map[string]bool{}
+	for _, st := range plan.Steps {
+		var again []string
+		for _, n := range st.Inputs {
+			if clobbered[n] {
+				again = append(again, n)
+			}
+		}
+		s.state.Drop(loc, again)
+		for src, group := range s.state.Stale(loc, s.state.Needs(st.Inputs)) {
+			if _, _, err := s.transfer(ctx, src, loc, group); err != nil {
+				return nil, nil, fmt.Errorf("bringing %s: %w", strings.Join(group, ", "), err)
+			}
+		}
+		if _, err := s.hiddenExec(ctx, loc, st.Code, nil); err != nil && !st.Failed {
+			return nil, nil, fmt.Errorf("cell %q: %w", firstLine(st.Code), err)
+		}
+		for n := range st.Writes {
+			clobbered[n] = true
+		}
+	}
+	exprs, err := s.hiddenExec(ctx, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false)})
+	if err != nil {
+		return nil, nil, fmt.Errorf("asking the agent what was rebuilt: %w", err)
+	}
+	rep, err := parseReport(exprs[agent.ReportKey])
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the agent's report: %w", err)
+	}
+	for _, n := range plan.Rebuilt {
+		v := lost[n]
+		ch, ok := rep.Changed[n]
+		if !ok && n != agent.RNG {
+			continue // the replay did not bind it after all
+		}
+		if ok {
+			if v.Hash != "" && ch.Hash != "" && ch.Hash != v.Hash {
+				differ = append(differ, n)
+			}
+			v.Size, v.Hash, v.Movable, v.Reason, v.Kind = ch.Size, ch.Hash, ch.Movable, ch.Reason, ch.Kind
+		}
+		if s.state.Restore(v, loc) {
+			rebuilt = append(rebuilt, n)
+		}
+		delete(clobbered, n)
+	}
+	// Every other name a step wrote holds an old value at loc: forget
+	// loc's copy and delete it there, so no cell reads it.
+	var extra, del []string
+	for n := range clobbered {
+		extra = append(extra, n)
+	}
+	sort.Strings(extra)
+	s.state.Drop(loc, extra)
+	for _, n := range extra {
+		if v, ok := s.state.Get(n); !ok || !v.At[loc] {
+			del = append(del, n)
+		}
+	}
+	if len(del) > 0 {
+		if err := s.deleteAt(ctx, loc, del); err != nil {
+			return rebuilt, differ, fmt.Errorf("clearing replayed values: %w", err)
+		}
+	}
+	return rebuilt, differ, nil
+}
+
+// lineageRun is what the lineage log keeps of one cell: reads at the
+// versions the cell saw. The random generators' state counts as read only
+// by a cell that advanced it; else every cell would chain to the last
+// random draw.
+func lineageRun(code, loc string, failed bool, reads, before, after map[string]int) state.Run {
+	r := state.Run{Code: code, Loc: loc, Failed: failed, Reads: map[string]int{}, Writes: map[string]int{}}
+	for n, v := range after {
+		if w, ok := before[n]; !ok || w != v {
+			r.Writes[n] = v
+		}
+	}
+	for n, v := range reads {
+		if n == agent.RNG {
+			if _, ok := r.Writes[n]; !ok {
+				continue
+			}
+		}
+		r.Reads[n] = v
+	}
+	return r
+}
+
+func firstLine(code string) string {
+	line, _, more := strings.Cut(strings.TrimSpace(code), "\n")
+	if len(line) > 60 {
+		line, more = line[:60], true
+	}
+	if more {
+		line += " …"
+	}
+	return line
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
