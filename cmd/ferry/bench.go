@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/bench"
+	"github.com/ferry-nb/ferry/internal/faults"
 )
 
 // benches are the `ferry bench` subcommands.
@@ -20,6 +21,7 @@ var benches = []struct {
 	{"overhead", "trivial and 1 MB-output cells through Ferry vs straight to ipykernel", benchOverhead},
 	{"remote", "trivial remote cell through Ferry vs a plain WebSocket client, and a large transfer's throughput", benchRemote},
 	{"hybrid", "local, remote, paper, ferry and oracle on the emulated laptop/cloud test bed", benchHybrid},
+	{"faults", "kernels killed, server restarted, link cut/stalled/slowed, interrupt, restart, OOM: values checked and lost", benchFaults},
 	{"state", "bytes and time of Ferry's migrations vs full-session dill dumps, and serialisation throughput", benchState},
 }
 
@@ -61,6 +63,34 @@ func benchOverhead(ctx context.Context, args []string) error {
 	fmt.Printf("ferry bench overhead: %d interleaved rounds per cell\n", *rounds)
 	_, err := bench.Overhead(ctx, *python, *rounds, os.Stdout)
 	return err
+}
+
+func benchFaults(ctx context.Context, args []string) error {
+	fs := newFlags("bench faults")
+	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel and jupyter-server")
+	only := fs.String("only", "", "run only the cases whose name contains this")
+	md := fs.String("markdown", "", "also write the table as Markdown to this file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Println("ferry bench faults: real ipykernels and a real jupyter-server behind a fault-injecting link")
+	rs, err := faults.Run(ctx, faults.Options{Python: *python, Only: *only, Log: os.Stderr})
+	table := faults.Markdown(rs)
+	fmt.Print("\n" + table)
+	if *md != "" {
+		if werr := os.WriteFile(*md, []byte(table), 0o644); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if !r.Survived {
+			return fmt.Errorf("%s did not survive: %s", r.Case, r.Note)
+		}
+	}
+	return nil
 }
 
 func benchState(ctx context.Context, args []string) error {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -1141,8 +1142,10 @@ func TestShutdownLeavesNoProcess(t *testing.T) {
 }
 
 // The front end's kernel manager dies without shutting the kernel down:
-// Ferry notices its parent is gone and stops, with its ipykernel.
+// Ferry notices its parent is gone and stops, with its ipykernel, and
+// deletes its kernel on the remote server (no orphans on either side).
 func TestFrontEndVanishes(t *testing.T) {
+	srv := startJupyterServer(t)
 	info, err := wire.NewLocalConnInfo()
 	if err != nil {
 		t.Fatal(err)
@@ -1151,7 +1154,8 @@ func TestFrontEndVanishes(t *testing.T) {
 	if err := info.Write(cf); err != nil {
 		t.Fatal(err)
 	}
-	manager := exec.Command("sh", "-c", `"$0" kernel -f "$1" --python "$2" & echo $!; wait`, ferryBin, cf, python)
+	manager := exec.Command("sh", "-c", `"$0" kernel -f "$1" --python "$2" --remote "$3" & echo $!; wait`, ferryBin, cf, python, srv.URL)
+	manager.Env = append(os.Environ(), "FERRY_TOKEN="+srv.Token)
 	out, err := manager.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -1176,10 +1180,43 @@ func TestFrontEndVanishes(t *testing.T) {
 	}
 	k := &kernelProc{c: c}
 	pid := k.backendPID(t)
+	k.exec(t, "%%ferry remote\nx = 1", client.ExecOptions{})
+	if n := len(serverKernels(t, srv)); n != 1 {
+		t.Fatalf("%d kernels on the server, want Ferry's one", n)
+	}
 	_ = manager.Process.Kill()
 	_ = manager.Wait()
 	waitGone(t, ferryPID, 10*time.Second)
 	waitGone(t, pid, 10*time.Second)
+	if ks := serverKernels(t, srv); len(ks) != 0 {
+		t.Fatalf("kernels left on the server after the front end vanished: %v", ks)
+	}
+}
+
+// serverKernels lists the kernel ids on a jupyter-server.
+func serverKernels(t *testing.T, s *backend.JupyterServer) []string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.URL+"/api/kernels", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "token "+s.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ks []struct {
+		ID string `json:"id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ks); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, k := range ks {
+		ids = append(ids, k.ID)
+	}
+	return ids
 }
 
 // The target kernel dies in the middle of a state transfer: the variable

@@ -25,6 +25,9 @@ type JupyterServer struct {
 	dir   string
 	done  chan struct{}
 	log   *tailBuffer
+	// how it was started, for Restart
+	python, ip    string
+	prefix, extra []string
 }
 
 // StartJupyterServer starts jupyter-server with python on a free loopback
@@ -38,6 +41,18 @@ func StartJupyterServer(ctx context.Context, python string, port int, extra ...s
 // command run under prefix (e.g. "ip netns exec NS" for the test bed's
 // cloud namespace).
 func StartJupyterServerIn(ctx context.Context, python, ip string, prefix []string, port int, extra ...string) (*JupyterServer, error) {
+	return startJupyterServer(ctx, python, ip, prefix, port, wire.NewID()+wire.NewID(), extra)
+}
+
+// Restart stops the server and starts a new one on the same address with
+// the same token and options: to its clients, a server restarted
+// mid-session (its kernels are gone).
+func (s *JupyterServer) Restart(ctx context.Context) (*JupyterServer, error) {
+	s.Stop()
+	return startJupyterServer(ctx, s.python, s.ip, s.prefix, s.Port, s.Token, s.extra)
+}
+
+func startJupyterServer(ctx context.Context, python, ip string, prefix []string, port int, token string, extra []string) (*JupyterServer, error) {
 	if port == 0 {
 		ps, err := wire.FreePorts("127.0.0.1", 1)
 		if err != nil {
@@ -49,7 +64,6 @@ func StartJupyterServerIn(ctx context.Context, python, ip string, prefix []strin
 	if err != nil {
 		return nil, err
 	}
-	token := wire.NewID() + wire.NewID()
 	args := []string{"-m", "jupyter_server", "--no-browser", "--ServerApp.ip=" + ip, "--ServerApp.port=" + strconv.Itoa(port),
 		"--ServerApp.port_retries=0", "--ServerApp.root_dir=" + dir, "--ServerApp.open_browser=False"}
 	if os.Geteuid() == 0 {
@@ -80,7 +94,8 @@ func StartJupyterServerIn(ctx context.Context, python, ip string, prefix []strin
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting jupyter-server with %s: %w (apt-get install jupyter-server)", python, err)
 	}
-	s := &JupyterServer{URL: "http://" + ip + ":" + strconv.Itoa(port), Token: token, Port: port, cmd: cmd, dir: dir, done: make(chan struct{}), log: log}
+	s := &JupyterServer{URL: "http://" + ip + ":" + strconv.Itoa(port), Token: token, Port: port, cmd: cmd, dir: dir, done: make(chan struct{}), log: log,
+		python: python, ip: ip, prefix: prefix, extra: extra}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
