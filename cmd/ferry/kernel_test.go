@@ -1262,3 +1262,39 @@ func TestTargetKilledMidTransfer(t *testing.T) {
 		t.Fatalf("a new remote kernel got: %q", got)
 	}
 }
+
+// A value whose only copy died is rebuilt from the cells that made it; one
+// whose cell cannot run again (its input file is gone) is named, with why.
+func TestLostValuesRebuiltOrNamed(t *testing.T) {
+	k := startKernel(t, "--local-remote")
+	src := filepath.Join(t.TempDir(), "input.txt")
+	if err := os.WriteFile(src, []byte("from a file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k.exec(t, "base = 20", client.ExecOptions{})
+	k.exec(t, "%%ferry remote\nimport os\nrows = [base + i for i in range(3)]\ntext = open("+strconv.Quote(src)+").read()", client.ExecOptions{})
+	k.exec(t, "%%ferry remote\nrows.append(99)", client.ExecOptions{})
+	pid, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nprint(os.getpid())", client.ExecOptions{}).Text()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid, 10*time.Second)
+	r := k.exec(t, "%%ferry local\nprint(rows)", client.ExecOptions{})
+	if r.Status != "ok" || !strings.HasSuffix(r.Text(), "[20, 21, 22, 99]\n") {
+		t.Fatalf("rows after its kernel died: %s %q", r.Status, r.Text())
+	}
+	for _, want := range []string{"the remote kernel had died", "rebuilt os, rows", "text (re-running the cells that made it failed", "FileNotFoundError"} {
+		if !strings.Contains(r.Text(), want) {
+			t.Errorf("the notice does not say %q:\n%s", want, r.Text())
+		}
+	}
+	if r := k.exec(t, "%%ferry local\nprint(text)", client.ExecOptions{}); r.EName != "NameError" {
+		t.Errorf("text, which could not be rebuilt: %s %s %q", r.Status, r.EName, r.Text())
+	}
+}

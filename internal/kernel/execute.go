@@ -130,7 +130,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if died := s.checkDeaths(); (died || s.hasPending()) && !s.stopping.Load() {
 		// A kernel died during the move: rebuild what it alone held in
 		// its successor, then move again.
-		slog.Warn("a kernel died while moving state; rebuilding and moving again", "to", loc, "err", err)
+		slog.Warn("a kernel died before or while moving state; rebuilding what it held, then moving again", "to", loc, "err", err)
 		lostNote = strings.TrimPrefix(lostNote+"\n"+s.rebuildLost(ctx), "\n")
 		var m2 int64
 		var s2 float64

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -106,13 +107,17 @@ func (s *Server) rebuildAt(ctx context.Context, loc string, lost []state.Var) st
 	missing := plan.Missing
 	var rebuilt, differ []string
 	if len(plan.Rebuilt) > 0 {
+		var failed map[string]string
 		var err error
-		rebuilt, differ, err = s.replay(ctx, loc, plan, byName)
+		rebuilt, differ, failed, err = s.replay(ctx, loc, plan, byName)
 		if err != nil {
 			slog.Warn("rebuilding lost variables failed", "at", loc, "err", err)
 			for _, n := range plan.Rebuilt {
 				missing[n] = "re-running the cells that made it failed: " + err.Error()
 			}
+		}
+		for n, why := range failed {
+			missing[n] = why
 		}
 	}
 	s.Stats.mu.Lock()
@@ -130,30 +135,37 @@ func (s *Server) rebuildAt(ctx context.Context, loc string, lost []state.Var) st
 		}
 	}
 	if len(missing) > 0 {
-		names := make([]string, 0, len(missing))
-		for n := range missing {
-			names = append(names, n)
+		// One reason often covers several names: say it once.
+		byWhy := map[string][]string{}
+		for n, why := range missing {
+			byWhy[why] = append(byWhy[why], n)
 		}
-		sort.Strings(names)
-		var why []string
-		for _, n := range names {
-			why = append(why, n+" ("+missing[n]+")")
+		var parts []string
+		for why, names := range byWhy {
+			sort.Strings(names)
+			parts = append(parts, strings.Join(names, ", ")+" ("+why+")")
 		}
-		fmt.Fprintf(&b, "; lost, as they lived only there: %s — run the cells that make them again", strings.Join(why, ", "))
+		sort.Strings(parts)
+		fmt.Fprintf(&b, "; lost, as they lived only there: %s — run the cells that make them again", strings.Join(parts, "; "))
 	}
 	return b.String()
 }
 
 // replay runs plan's steps hidden at loc, each after the surviving values
 // it reads are there, and restores the rebuilt names in the state map. It
-// returns the names rebuilt and those whose content hash changed.
-func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost map[string]state.Var) (rebuilt, differ []string, err error) {
+// returns the names rebuilt, those whose content hash changed, and those
+// not rebuilt with why. A step that raises where it once ran cleanly does
+// not stop the others: a name it bound before raising is kept if its
+// content hash proves it the same as before.
+func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost map[string]state.Var) (rebuilt, differ []string, missing map[string]string, err error) {
 	if _, err := s.ensure(ctx, loc); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	missing = map[string]string{}
 	// Names a step wrote hold old versions at loc now: an input among them
 	// is brought again before a later step reads it.
 	clobbered := map[string]bool{}
+	var stepErr error
 	for _, st := range plan.Steps {
 		var again []string
 		for _, n := range st.Inputs {
@@ -164,11 +176,18 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost m
 		s.state.Drop(loc, again)
 		for src, group := range s.state.Stale(loc, s.state.Needs(st.Inputs)) {
 			if _, _, err := s.transfer(ctx, src, loc, group); err != nil {
-				return nil, nil, fmt.Errorf("bringing %s: %w", strings.Join(group, ", "), err)
+				return nil, nil, nil, fmt.Errorf("bringing %s: %w", strings.Join(group, ", "), err)
 			}
 		}
-		if _, err := s.hiddenExec(ctx, loc, st.Code, nil); err != nil && !st.Failed {
-			return nil, nil, fmt.Errorf("cell %q: %w", firstLine(st.Code), err)
+		_, err := s.hiddenExec(ctx, loc, st.Code, nil)
+		switch {
+		case err == nil || st.Failed:
+		case errors.Is(err, errAgent):
+			if stepErr == nil {
+				stepErr = fmt.Errorf("cell %q: %w", firstLine(st.Code), err)
+			}
+		default:
+			return nil, nil, nil, fmt.Errorf("cell %q: %w", firstLine(st.Code), err)
 		}
 		for n := range st.Writes {
 			clobbered[n] = true
@@ -176,19 +195,23 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost m
 	}
 	exprs, err := s.hiddenExec(ctx, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false)})
 	if err != nil {
-		return nil, nil, fmt.Errorf("asking the agent what was rebuilt: %w", err)
+		return nil, nil, nil, fmt.Errorf("asking the agent what was rebuilt: %w", err)
 	}
 	rep, err := parseReport(exprs[agent.ReportKey])
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the agent's report: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading the agent's report: %w", err)
 	}
 	for _, n := range plan.Rebuilt {
 		v := lost[n]
 		ch, ok := rep.Changed[n]
-		if !ok && n != agent.RNG {
-			continue // the replay did not bind it after all
-		}
-		if ok {
+		switch {
+		case stepErr != nil && !(ok && ch.Hash != "" && ch.Hash == v.Hash):
+			missing[n] = "re-running the cells that made it failed: " + stepErr.Error()
+			continue // whatever it holds at loc is deleted below
+		case !ok && n != agent.RNG:
+			missing[n] = "re-running the cells that made it did not bind it again"
+			continue
+		case ok:
 			if v.Hash != "" && ch.Hash != "" && ch.Hash != v.Hash {
 				differ = append(differ, n)
 			}
@@ -196,11 +219,11 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost m
 		}
 		if s.state.Restore(v, loc) {
 			rebuilt = append(rebuilt, n)
+			delete(clobbered, n)
 		}
-		delete(clobbered, n)
 	}
-	// Every other name a step wrote holds an old value at loc: forget
-	// loc's copy and delete it there, so no cell reads it.
+	// Every other name a step wrote holds an old or unproven value at
+	// loc: forget loc's copy and delete it there, so no cell reads it.
 	var extra, del []string
 	for n := range clobbered {
 		extra = append(extra, n)
@@ -214,10 +237,10 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost m
 	}
 	if len(del) > 0 {
 		if err := s.deleteAt(ctx, loc, del); err != nil {
-			return rebuilt, differ, fmt.Errorf("clearing replayed values: %w", err)
+			return rebuilt, differ, missing, fmt.Errorf("clearing replayed values: %w", err)
 		}
 	}
-	return rebuilt, differ, nil
+	return rebuilt, differ, missing, nil
 }
 
 // lineageRun is what the lineage log keeps of one cell: reads at the
