@@ -195,6 +195,14 @@ func (a *Analyzer) startLocked() error {
 	// -I: the user's PYTHONPATH or a stray ast.py in the working directory
 	// must not change how cells are read.
 	cmd := exec.Command(a.python, "-I", path)
+	// Ferry's environment without the remote server's token: the helper
+	// needs no secret. (Not nil: a nil Env would inherit everything.)
+	cmd.Env = []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FERRY_TOKEN=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	// Its own process group, and killed with Ferry: a helper must never
 	// outlive the kernel or catch the front end's interrupts.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -170,7 +170,7 @@ func (l *Local) Start(ctx context.Context) error {
 	// Own process group so an interrupt or kill reaches the kernel and its
 	// children, and Pdeathsig so it dies with Ferry even on SIGKILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Env = append(os.Environ(), "JPY_PARENT_PID="+strconv.Itoa(os.Getpid()), "PYDEVD_DISABLE_FILE_VALIDATION=1")
+	cmd.Env = ChildEnv("JPY_PARENT_PID="+strconv.Itoa(os.Getpid()), "PYDEVD_DISABLE_FILE_VALIDATION=1")
 	tail := &tailBuffer{max: 8 << 10}
 	cmd.Stdout, cmd.Stderr = tail, tail
 	cmd.Stdin = nil
@@ -416,4 +416,18 @@ func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.buf.String()
+}
+
+// ChildEnv is the environment for a process Ferry starts: Ferry's own
+// without the remote server's token, plus extra. User code runs in the
+// local kernel, where os.environ, %env or !env would show the token and
+// put it into the saved notebook.
+func ChildEnv(extra ...string) []string {
+	env := []string{} // not nil: a nil Env would inherit everything
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "FERRY_TOKEN=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
 }
