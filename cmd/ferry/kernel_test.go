@@ -1298,3 +1298,42 @@ func TestLostValuesRebuiltOrNamed(t *testing.T) {
 		t.Errorf("text, which could not be rebuilt: %s %s %q", r.Status, r.EName, r.Text())
 	}
 }
+
+// In the user's think time the ferry policy copies values that live only
+// in the cloud home (write-back), so the cloud kernel's death then loses
+// nothing and needs no rebuild.
+func TestThinkTimeWriteBack(t *testing.T) {
+	k := startKernel(t, "--local-remote", "--policy", "ferry")
+	k.exec(t, "%%ferry remote\nimport os\nimport numpy as np\na = np.ones(1000)", client.ExecOptions{})
+	for _, code := range []string{"%%ferry remote\nb = a + 1", "%%ferry remote\nc = b + 1"} {
+		time.Sleep(400 * time.Millisecond) // the user thinks
+		k.exec(t, code, client.ExecOptions{})
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nprint(os.getpid())", client.ExecOptions{}).Text()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each status request lets the idle work resume; it copies a few KB.
+	var st string
+	for i := 0; i < 50; i++ {
+		time.Sleep(100 * time.Millisecond) // the user thinks
+		st = k.exec(t, "%ferry status", client.ExecOptions{}).Text()
+		if strings.Contains(st, "think time:") && !strings.Contains(st, "think time: 0 moves") {
+			break
+		}
+	}
+	if !strings.Contains(st, "made while you thought") || strings.Contains(st, "think time: 0 moves") {
+		t.Fatalf("no move was made in think time:\n%s", st)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid, 10*time.Second)
+	r := k.exec(t, "%%ferry local\nprint(int(c.sum()))", client.ExecOptions{})
+	if r.Status != "ok" || !strings.HasSuffix(r.Text(), "3000\n") {
+		t.Fatalf("c after the cloud kernel died: %s %q", r.Status, r.Text())
+	}
+	if strings.Contains(r.Text(), "rebuilt c") {
+		t.Errorf("c was rebuilt although write-back had copied it home:\n%s", r.Text())
+	}
+}

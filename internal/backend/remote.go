@@ -273,9 +273,7 @@ func (r *Remote) Start(ctx context.Context) error {
 		r.restarts++
 		// The server may have restarted the dead kernel, empty, under the
 		// same id; Ferry starts its own, so that one would be an orphan.
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_ = r.api(dctx, http.MethodDelete, "/api/kernels/"+r.kernelID, nil, nil)
-		cancel()
+		r.deleteOld(ctx, r.kernelID)
 	}
 	// The server answers an unknown name with a bare HTTP 500; ask first.
 	var specs struct {
@@ -327,6 +325,26 @@ func (r *Remote) Start(ctx context.Context) error {
 	r.connMu.Unlock()
 	slog.Debug("remote kernel ready", "kernel", k.ID, "protocol", proto)
 	return nil
+}
+
+// deleteOld deletes a kernel Ferry no longer uses. Right after the server
+// restarted it, jupyter_client answers DELETE with HTTP 500 until the new
+// process is ready ("InvalidStateError"), so that is retried for a while.
+func (r *Remote) deleteOld(ctx context.Context, id string) {
+	for attempt := 0; attempt < 20; attempt++ {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := r.api(dctx, http.MethodDelete, "/api/kernels/"+id, nil, nil)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "HTTP 500") {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	slog.Warn("could not delete the old remote kernel; it stays on the server", "kernel", id)
 }
 
 // dial opens the kernel's channels WebSocket with this backend's session.

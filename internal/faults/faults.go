@@ -163,6 +163,17 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		}
 		fmt.Fprintf(o.Log, "fault: %s …\n", c.Name)
 		r := runCase(ctx, e, c)
+		// No case may leave a kernel behind on the server.
+		if ids, err := e.kernels(ctx); err != nil || len(ids) > 0 {
+			if os.Getenv("FERRY_FAULTS_DEBUG") != "" {
+				fmt.Fprintln(os.Stderr, e.server.Log())
+			}
+			r.Survived = false
+			r.Note = strings.TrimPrefix(fmt.Sprintf("%s | kernels left on the server: %v %v", r.Note, ids, err), " | ")
+			for _, id := range ids {
+				e.deleteKernel(ctx, id)
+			}
+		}
 		fmt.Fprintf(o.Log, "fault: %s: survived=%v checked=%d lost=%d rebuilt=%d recover=%.1fs %s\n",
 			c.Name, r.Survived, r.Checked, r.Lost, r.Rebuilt, r.Recover.Seconds(), r.Note)
 		out = append(out, r)
@@ -570,6 +581,17 @@ func (e *env) kernels(ctx context.Context) ([]string, error) {
 		ids = append(ids, k.ID)
 	}
 	return ids, nil
+}
+
+func (e *env) deleteKernel(ctx context.Context, id string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, e.server.URL+"/api/kernels/"+id, nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set("Authorization", "token "+e.server.Token)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
 }
 
 // Markdown renders results as a table.

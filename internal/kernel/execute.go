@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/trace"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
@@ -230,6 +231,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		reply.Content = setCount(reply.Content, s.execCount)
 	}
 	s.relayReply(wire.Shell, c, reply)
+	s.lastCell = cell.Hash
 	s.model.Observe(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: think, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
 	s.seq++
 	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: nonNil(eff.Writes),
@@ -413,6 +415,13 @@ func (s *Server) statusText() string {
 			fmt.Fprintf(&b, ", restarted %d times (last exit: %s)", st.Restarts, st.LastExit)
 		}
 		b.WriteString("\n")
+	}
+	t := s.Stats.Totals()
+	if t.IdleMoves > 0 || t.IdleCancelled > 0 {
+		fmt.Fprintf(&b, "think time: %d moves (%s) made while you thought, %d cut short by your next cell\n", t.IdleMoves, report.HumanBytes(t.IdleBytes), t.IdleCancelled)
+	}
+	if t.VarsLost > 0 {
+		fmt.Fprintf(&b, "recovery: %d values lost with dead kernels, %d rebuilt from the cells that made them (%.1f s)\n", t.VarsLost, t.VarsRebuilt, t.RebuildSeconds)
 	}
 	return b.String()
 }

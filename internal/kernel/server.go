@@ -95,6 +95,10 @@ type Server struct {
 	lineage *state.Lineage
 
 	busyLoc atomic.Value // location of the running cell, for interrupts
+	// wake is signalled when a shell request arrives, to cancel
+	// idle-time moves; lastCell is the last cell run, for predictions.
+	wake     chan struct{}
+	lastCell string
 	// stopping is set once a shutdown began: no backend starts again.
 	stopping atomic.Bool
 
@@ -125,6 +129,11 @@ type Stats struct {
 	// VarsRebuilt those rebuilt from lineage, in RebuildSeconds.
 	VarsLost, VarsRebuilt int
 	RebuildSeconds        float64
+	// IdleMoves and IdleBytes are the moves made in the user's think
+	// time (prefetch and write-back); IdleCancelled were cut short by
+	// the next request.
+	IdleMoves, IdleCancelled int
+	IdleBytes                int64
 }
 
 // Totals is a copy of the counters.
@@ -134,6 +143,8 @@ type Totals struct {
 	TransferSeconds, FullStateSeconds                float64
 	VarsLost, VarsRebuilt                            int
 	RebuildSeconds                                   float64
+	IdleMoves, IdleCancelled                         int
+	IdleBytes                                        int64
 }
 
 // Totals returns a copy of all counters.
@@ -141,7 +152,7 @@ func (s *Stats) Totals() Totals {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Totals{s.CellsLocal, s.CellsRemote, s.Migrations, s.PinnedCells, s.BytesMoved, s.FullStateBytes, s.TransferSeconds, s.FullStateSeconds,
-		s.VarsLost, s.VarsRebuilt, s.RebuildSeconds}
+		s.VarsLost, s.VarsRebuilt, s.RebuildSeconds, s.IdleMoves, s.IdleCancelled, s.IdleBytes}
 }
 
 // Snapshot returns a copy of the counters.
@@ -202,7 +213,7 @@ func New(cfg Config) (*Server, error) {
 	model.SpeedPrior = cfg.RemoteSpeed
 	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, start: time.Now(),
 		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", policy: p, model: model, state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}),
-		secret: wire.NewID() + wire.NewID(), agents: map[string]*agentState{}}
+		secret: wire.NewID() + wire.NewID(), agents: map[string]*agentState{}, wake: make(chan struct{}, 1)}
 	for loc := range cfg.Backends {
 		s.agents[loc] = &agentState{}
 	}
@@ -263,6 +274,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	shellQ := make(chan *wire.Message, 1024)
 	go s.readFrontEnd(ctx, s.shell, wire.Shell, func(m *wire.Message) {
 		select {
+		case s.wake <- struct{}{}: // stop idle-time work at once
+		default:
+		}
+		select {
 		case shellQ <- m:
 		case <-ctx.Done():
 		}
@@ -275,6 +290,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			select {
 			case m := <-shellQ:
 				s.handleShell(ctx, m)
+				if m.Header.MsgType == "execute_request" {
+					s.idle(ctx, shellQ)
+				}
 			case <-ctx.Done():
 				return
 			}
@@ -293,10 +311,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends Serve.
 // errStopping refuses work once Ferry is shutting down.
 var errStopping = errors.New("Ferry is shutting down")
 
+// Stop ends Serve.
 func (s *Server) Stop() {
 	s.stopping.Store(true)
 	if s.cancel != nil {

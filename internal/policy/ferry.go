@@ -84,7 +84,9 @@ type Move struct {
 // back to the laptop (write-back), largest benefit first, within the
 // predicted think time.
 func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string) []Move {
-	budget := m.Think()
+	// Half the predicted think time: a pause shorter than usual then
+	// seldom waits on a move (a move in flight ends at a window's end).
+	budget := 0.5 * m.Think()
 	if budget <= 0 {
 		return nil
 	}

@@ -92,8 +92,9 @@ func (s simState) names() []string {
 	return out
 }
 
-// idler is a policy that uses think time.
-type idler interface {
+// Idler is a policy that uses think time: Idle proposes moves to make
+// while the user thinks (prefetch, write-back).
+type Idler interface {
 	Idle(lastCell string, v View, m *Model, all []string) []Move
 }
 
@@ -111,7 +112,7 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	last := ""
 	for i, e := range evs {
 		res.WallSeconds += e.Think
-		if id, ok := p.(idler); ok && last != "" {
+		if id, ok := p.(Idler); ok && last != "" {
 			budget := e.Think
 			for _, mv := range id.Idle(last, st, m, st.names()) {
 				t := s.Link.TransferTime(mv.Bytes)
