@@ -1274,6 +1274,9 @@ func TestLostValuesRebuiltOrNamed(t *testing.T) {
 	k.exec(t, "base = 20", client.ExecOptions{})
 	k.exec(t, "%%ferry remote\nimport os\nrows = [base + i for i in range(3)]\ntext = open("+strconv.Quote(src)+").read()", client.ExecOptions{})
 	k.exec(t, "%%ferry remote\nrows.append(99)", client.ExecOptions{})
+	if why := k.exec(t, "%ferry why", client.ExecOptions{}).Text(); why != "last cell ran at remote: pinned to remote by %%ferry remote\n" {
+		t.Errorf("%%ferry why after a pinned cell: %q", why)
+	}
 	pid, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nprint(os.getpid())", client.ExecOptions{}).Text()))
 	if err != nil {
 		t.Fatal(err)

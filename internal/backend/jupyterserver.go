@@ -74,7 +74,10 @@ func startJupyterServer(ctx context.Context, python, ip string, prefix []string,
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Env = append(os.Environ(), "JUPYTER_TOKEN="+token, "JUPYTER_CONFIG_DIR="+filepath.Join(dir, ".config"),
+	// The token goes in a 0600 config file, not the environment: the
+	// server's kernels inherit its environment, and a notebook could read
+	// it there. Ferry's own token is not passed on either.
+	cmd.Env = ChildEnv("JUPYTER_CONFIG_DIR="+filepath.Join(dir, ".config"),
 		"JUPYTER_RUNTIME_DIR="+filepath.Join(dir, ".runtime"), "JUPYTER_DATA_DIR="+filepath.Join(dir, ".data"), "PYDEVD_DISABLE_FILE_VALIDATION=1")
 	// Tornado refuses WebSocket messages over 10 MiB by default; state
 	// transfers are chunked below that, but users' own messages may not be.
@@ -83,7 +86,8 @@ func startJupyterServer(ctx context.Context, python, ip string, prefix []string,
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	conf := "c.ServerApp.tornado_settings = {'websocket_max_message_size': 4 * 1024 ** 3}\n"
+	conf := "c.ServerApp.tornado_settings = {'websocket_max_message_size': 4 * 1024 ** 3}\n" +
+		"c.ServerApp.token = " + strconv.Quote(token) + "\n"
 	if err := os.WriteFile(filepath.Join(cfgDir, "jupyter_server_config.py"), []byte(conf), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -134,7 +138,7 @@ func lastLine(s string) string {
 }
 
 // Log returns the tail of the server's output (it holds no token: the
-// token came by environment and the server only logs a masked URL).
+// token came in a config file and the server only logs a masked URL).
 func (s *JupyterServer) Log() string { return s.log.String() }
 
 // Done is closed when the server process has exited.

@@ -87,16 +87,20 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	eff := s.analyze(ctx, code)
 	cell := policy.Cell{Hash: cellKey(m.Metadata, code), Index: -1, Reads: eff.Reads, Writes: eff.Writes, Pin: pin, NoRemote: s.backends["remote"] == nil}
-	if loc, why, ok := s.state.Pinned(s.state.Needs(eff.Reads)); ok && pin == "" {
+	pinWhy := ""
+	if pin != "" {
+		pinWhy = "pinned to " + pin + " by %%ferry " + pin
+	} else if loc, why, ok := s.state.Pinned(s.state.Needs(eff.Reads)); ok {
 		cell.Pin = loc
-		s.lastWhy = "pinned to " + loc + " by " + strings.Join(why, ", ")
+		pinWhy = "pinned to " + loc + " by " + strings.Join(why, ", ")
 	}
 
 	// 3. Policy picks the location.
 	d := s.policy.Decide(cell, s.state, s.model)
 	loc := d.Loc
-	if cell.Pin == "" || s.lastWhy == "" {
-		s.lastWhy = d.Reason
+	s.lastWhy = d.Reason
+	if pinWhy != "" {
+		s.lastWhy = pinWhy
 	}
 	if s.backends[loc] == nil {
 		err := fmt.Errorf("this cell is pinned to %s, but no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", loc, loc)

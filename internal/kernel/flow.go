@@ -441,6 +441,20 @@ func parseReport(raw json.RawMessage) (agent.Report, error) {
 	if rep.Error != "" {
 		return rep, errors.New(rep.Error)
 	}
+	// The agent always sends "changed", and a full entry per name: anything
+	// less is not a report of "nothing changed".
+	if rep.Changed == nil {
+		return rep, errors.New("malformed report: no \"changed\" map")
+	}
+	var entries struct {
+		Changed map[string]json.RawMessage `json:"changed"`
+	}
+	_ = json.Unmarshal([]byte(text), &entries)
+	for n, raw := range entries.Changed {
+		if len(raw) == 0 || raw[0] != '{' {
+			return rep, fmt.Errorf("malformed report: %q is described by %.20s, not an object", n, raw)
+		}
+	}
 	return rep, nil
 }
 
@@ -487,7 +501,11 @@ func parseBundle(raw json.RawMessage) (string, error) {
 	if err := json.Unmarshal(raw, &bundle); err != nil {
 		return "", err
 	}
-	if bundle.Status != "ok" {
+	switch bundle.Status {
+	case "ok":
+	case "":
+		return "", errors.New("user_expressions result without a status")
+	default:
 		return "", fmt.Errorf("%s: %s", bundle.EName, bundle.EValue)
 	}
 	return bundle.Data.Text, nil
