@@ -133,6 +133,7 @@ func benchHybrid(ctx context.Context, args []string) error {
 	sessions := fs.String("sessions", "bench/sessions", "directory of session scripts")
 	only := fs.String("settings", "", "comma-separated subset of the link settings (default all: "+settingNames()+")")
 	think := fs.Float64("think-scale", 0.3, "multiply the scripts' think times (they are waited for real)")
+	repeat := fs.Int("repeat", 1, "run every policy but local this many times, interleaved, and report the median")
 	md := fs.String("md", "bench/hybrid.md", "write the table as Markdown here")
 	js := fs.String("json", "bench/hybrid.json", "write the rows as JSON here")
 	if err := parse(fs, args); err != nil {
@@ -151,7 +152,7 @@ func benchHybrid(ctx context.Context, args []string) error {
 	if len(settings) == 0 {
 		return fmt.Errorf("no link setting matches %q; choose from %s", *only, settingNames())
 	}
-	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Out: os.Stdout, Progress: os.Stderr})
+	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Repeat: *repeat, Out: os.Stdout, Progress: os.Stderr})
 	if len(rows) > 0 {
 		if werr := bench.WriteHybrid(rows, *md, *js, os.Stdout); werr != nil && err == nil {
 			err = werr
