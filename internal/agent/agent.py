@@ -50,9 +50,12 @@ another client of the same Jupyter Server cannot inject pickles. Messages
 are ``data`` dicts; payload bytes travel as binary buffers of the comm
 messages, never base64:
 
-    Ferry -> source  {"op": "pack", "id", "names": [...], "compress": bool}
+    Ferry -> source  {"op": "pack", "id", "names": [...], "compress": bool,
+                      "window": n}
     source -> Ferry  {"op": "begin", "id", "raw_size"}
     source -> Ferry  {"op": "chunk", "id", "seq", "z", "raw"} + 1 buffer  (repeated)
+    source -> Ferry  {"op": "paused", "id", "seq"}  (after each window of n chunks)
+    Ferry -> source  {"op": "more", "id"}  (once Ferry has relayed the window)
     source -> Ferry  {"op": "packed", "id", "hash", "size", "raw_size",
                       "chunks", "names", "unmovable": {name: reason},
                       "seconds"}
@@ -65,7 +68,13 @@ messages, never base64:
     Ferry -> agent   {"op": "delete", "id", "names"} -> {"op": "deleted", "id"}
 
 Chunks are at most CHUNK bytes of the payload (a few MiB, so a transfer
-never needs one huge message); "z" marks a zstd-compressed chunk (sent
+never needs one huge message). With a window of n > 0 chunks the source
+sends n chunks per request and waits for "more": IOPub has no flow
+control, so without it a source faster than the link would pile the whole
+payload up in Ferry's (or the server's) memory; with it Ferry holds at
+most a window, while the payload stays where it was, in the source's own
+objects (chunks are views of them). n = 0 sends everything at once. A
+source keeps one unfinished pack at a time: a new pack drops the old. "z" marks a zstd-compressed chunk (sent
 only where a sample shows compression pays), "raw" its uncompressed
 length. The hash is a SHA-256 tree hash: SHA-256 over TREE_TAG and, for
 every chunk as sent, its tag (b"z" or b"r") and its SHA-256, so both ends
@@ -122,6 +131,7 @@ _secret = None
 _shell = None
 _prints = {}  # name -> _FP after the last report or load
 _incoming = {}  # transfer id -> _Incoming
+_outgoing = {}  # transfer id -> _Outgoing (a windowed pack waiting for "more")
 _pool = None
 
 
@@ -891,22 +901,56 @@ def _on_open(comm, msg):
     comm.on_msg(on_msg)
 
 
+class _Outgoing:
+    """A payload being sent: its chunk generator and running totals."""
+
+    def __init__(self, frames, names, unmovable, compress, window):
+        self.chunks = _chunks(frames, compress)
+        self.names, self.unmovable, self.window = names, unmovable, window
+        self.raw = sum(memoryview(f).nbytes for f in frames)
+        self.hasher = _Hasher()
+        self.size = self.seq = 0
+        self.seconds = 0.0  # the agent's own time, without waits for "more"
+
+
+def _send_window(comm, tid, out):
+    """Send the next window of chunks, then "paused", or all that is left
+    and "packed"."""
+    t0 = time.perf_counter()
+    n = 0
+    for compressed, piece, raw_len in out.chunks:
+        out.hasher.update(compressed, piece)
+        out.size += memoryview(piece).nbytes
+        comm.send({"op": "chunk", "id": tid, "seq": out.seq, "z": compressed, "raw": raw_len}, buffers=[piece])
+        out.seq += 1
+        n += 1
+        if out.window and n >= out.window:
+            _outgoing[tid] = out
+            out.seconds += time.perf_counter() - t0
+            comm.send({"op": "paused", "id": tid, "seq": out.seq})
+            return
+    _outgoing.pop(tid, None)
+    out.seconds += time.perf_counter() - t0
+    comm.send({"op": "packed", "id": tid, "hash": out.hasher.hexdigest(), "size": out.size, "raw_size": out.raw, "chunks": out.seq,
+               "names": out.names, "unmovable": out.unmovable, "seconds": out.seconds})
+
+
 def _handle(comm, d, buffers):
     op, tid = d.get("op"), d.get("id")
     if op == "pack":
+        _outgoing.clear()
         t0 = time.perf_counter()
         frames, names, unmovable = pack(d.get("names") or [])
-        raw = sum(memoryview(f).nbytes for f in frames)
-        comm.send({"op": "begin", "id": tid, "raw_size": raw})
-        hasher = _Hasher()
-        size = seq = 0
-        for compressed, piece, raw_len in _chunks(frames, bool(d.get("compress"))):
-            hasher.update(compressed, piece)
-            size += memoryview(piece).nbytes
-            comm.send({"op": "chunk", "id": tid, "seq": seq, "z": compressed, "raw": raw_len}, buffers=[piece])
-            seq += 1
-        comm.send({"op": "packed", "id": tid, "hash": hasher.hexdigest(), "size": size, "raw_size": raw, "chunks": seq,
-                   "names": names, "unmovable": unmovable, "seconds": time.perf_counter() - t0})
+        out = _Outgoing(frames, names, unmovable, bool(d.get("compress")), max(0, int(d.get("window") or 0)))
+        out.seconds = time.perf_counter() - t0
+        comm.send({"op": "begin", "id": tid, "raw_size": out.raw})
+        _send_window(comm, tid, out)
+    elif op == "more":
+        out = _outgoing.get(tid)
+        if out is None:
+            comm.send({"op": "error", "id": tid, "error": "no such transfer being packed"})
+            return
+        _send_window(comm, tid, out)
     elif op == "begin":
         _incoming.pop(tid, None)
         size = d.get("raw_size")
@@ -940,6 +984,7 @@ def _handle(comm, d, buffers):
         comm.send({"op": "loaded", "id": tid, "hash": got, "names": names})
     elif op == "drop":
         _incoming.pop(tid, None)
+        _outgoing.pop(tid, None)
     elif op == "delete":
         names = d.get("names") or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

@@ -345,6 +345,46 @@ class AgentTests(unittest.TestCase):
         agent._handle(dst, {"op": "delete", "id": "d", "names": ["x"]}, [])
         self.assertNotIn("x", self.b.user_ns)
 
+    def test_windowed_pack_sends_a_window_per_request(self):
+        import numpy as np
+
+        self.a.user_ns["x"] = np.random.default_rng(2).random(5 * agent.CHUNK // 8 + 3)  # 6 chunks
+        src, dst = Comm(), Comm()
+        agent._handle(src, {"op": "pack", "id": "w", "names": ["x"], "compress": False, "window": 2}, [])
+        windows = [[m["op"] for m, _ in src.sent]]
+        while src.sent[-1][0]["op"] == "paused":
+            self.assertEqual(src.sent[-1][0]["seq"], sum(o.count("chunk") for o in windows))
+            n = len(src.sent)
+            agent._handle(src, {"op": "more", "id": "w"}, [])
+            windows.append([m["op"] for m, _ in src.sent[n:]])
+            self.assertLess(len(windows), 10, "more never ended")
+        self.assertEqual(windows[0], ["begin", "chunk", "chunk", "paused"])
+        self.assertEqual(windows[1], ["chunk", "chunk", "paused"])
+        self.assertEqual(windows[-1][-1], "packed")
+        self.assertTrue(all(o.count("chunk") <= 2 for o in windows))
+        packed = src.sent[-1][0]
+        self.assertGreaterEqual(packed["chunks"], 6)
+        self.assertEqual([m["seq"] for m, _ in src.sent if m["op"] == "chunk"], list(range(packed["chunks"])))
+        self.assertEqual(len(windows), packed["chunks"] // 2 + 1)
+        self.assertNotIn("w", agent._outgoing, "a finished pack is forgotten")
+        agent._handle(src, {"op": "more", "id": "w"}, [])
+        self.assertEqual(src.sent[-1][0]["op"], "error", "more after the end answers an error")
+        agent._shell = self.b
+        for m, b in src.sent:
+            if m["op"] in ("begin", "chunk"):
+                agent._handle(dst, m, b)
+        agent._handle(dst, {"op": "load", "id": "w", "hash": packed["hash"], "chunks": packed["chunks"]}, [])
+        self.assertEqual(dst.sent[-1][0]["op"], "loaded")
+        np.testing.assert_array_equal(self.b.user_ns["x"], self.a.user_ns["x"])
+        # An abandoned pack is dropped by the next one, and by "drop".
+        agent._shell = self.a
+        agent._handle(src, {"op": "pack", "id": "u", "names": ["x"], "compress": False, "window": 1}, [])
+        self.assertIn("u", agent._outgoing)
+        agent._handle(src, {"op": "pack", "id": "v", "names": ["x"], "compress": False, "window": 1}, [])
+        self.assertEqual(list(agent._outgoing), ["v"])
+        agent._handle(src, {"op": "drop", "id": "v"}, [])
+        self.assertEqual(agent._outgoing, {})
+
     def test_comm_requires_the_secret(self):
         agent._secret = "right"
         c = Comm()
