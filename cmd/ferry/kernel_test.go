@@ -1328,6 +1328,10 @@ func TestThinkTimeWriteBack(t *testing.T) {
 	if !strings.Contains(st, "made while you thought") || strings.Contains(st, "think time: 0 moves") {
 		t.Fatalf("no move was made in think time:\n%s", st)
 	}
+	// The link was probed while the user thought, and the model has it.
+	if !regexp.MustCompile(`link model: rtt \d+\.\d ms \(probed [1-9]\d* times\)`).MatchString(st) {
+		t.Errorf("no active link probe in %%ferry status:\n%s", st)
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

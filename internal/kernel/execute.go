@@ -420,6 +420,13 @@ func (s *Server) statusText() string {
 		}
 		b.WriteString("\n")
 	}
+	if l := s.model.Link; s.backends["remote"] != nil && (l.RTT > 0 || l.Bandwidth > 0) {
+		bw := "bandwidth not measured yet"
+		if l.Bandwidth > 0 {
+			bw = fmt.Sprintf("%.1f MB/s", l.Bandwidth/1e6)
+		}
+		fmt.Fprintf(&b, "link model: rtt %.1f ms (probed %d times), %s, %.1f ms fixed per move\n", l.RTT*1e3, s.probes, bw, l.PerTransfer*1e3)
+	}
 	t := s.Stats.Totals()
 	if t.IdleMoves > 0 || t.IdleCancelled > 0 {
 		fmt.Fprintf(&b, "think time: %d moves (%s) made while you thought, %d cut short by your next cell\n", t.IdleMoves, report.HumanBytes(t.IdleBytes), t.IdleCancelled)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/wire"
@@ -16,8 +17,7 @@ import (
 // loses nothing) — each cancelled the moment the next request arrives. It
 // runs on the shell worker, so it never races a cell.
 func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
-	p, ok := s.policy.(policy.Idler)
-	if !ok || s.cfg.Analyzer == nil || s.lastCell == "" || s.backends["remote"] == nil || s.stopping.Load() {
+	if s.backends["remote"] == nil || s.stopping.Load() {
 		return
 	}
 	// A wake-up left by the request just handled is not news.
@@ -26,6 +26,11 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
 	default:
 	}
 	if len(shellQ) > 0 {
+		return
+	}
+	s.probe(ctx)
+	p, ok := s.policy.(policy.Idler)
+	if !ok || s.cfg.Analyzer == nil || s.lastCell == "" || len(shellQ) > 0 {
 		return
 	}
 	moves := p.Idle(s.lastCell, s.state, s.model, s.state.Names())
@@ -70,4 +75,34 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
 			slog.Debug("moved in think time", "from", src, "to", mv.To, "names", group, "bytes", n)
 		}
 	}
+}
+
+// probeEvery spaces the active link probes: the round trip changes slowly,
+// and transfers measure the bandwidth passively.
+const probeEvery = 30 * time.Second
+
+// probe measures the round trip to the cloud kernel with one
+// kernel_info_request while the user thinks, and feeds it to the cost
+// model (an exponentially weighted average, so one slow answer does not
+// swing placement).
+func (s *Server) probe(ctx context.Context) {
+	b := s.backends["remote"]
+	if !b.Alive() || time.Since(s.lastProbe) < probeEvery {
+		return
+	}
+	s.lastProbe = time.Now()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := s.hidden(pctx, "remote", wire.Shell, "kernel_info_request", map[string]any{}, nil, true, nil); err != nil {
+		slog.Debug("link probe failed", "err", err)
+		return
+	}
+	rtt := time.Since(t0).Seconds()
+	if s.model.Link.RTT <= 0 || s.probes == 0 {
+		s.model.Link.RTT = rtt
+	} else {
+		s.model.Link.RTT = 0.7*s.model.Link.RTT + 0.3*rtt
+	}
+	s.probes++
 }

@@ -99,6 +99,9 @@ type Server struct {
 	// idle-time moves; lastCell is the last cell run, for predictions.
 	wake     chan struct{}
 	lastCell string
+	// lastProbe is when the link was last probed; probes counts them.
+	lastProbe time.Time
+	probes    int
 	// stopping is set once a shutdown began: no backend starts again.
 	stopping atomic.Bool
 
