@@ -1344,3 +1344,25 @@ func TestThinkTimeWriteBack(t *testing.T) {
 		t.Errorf("c was rebuilt although write-back had copied it home:\n%s", r.Text())
 	}
 }
+
+// Store vs recompute: a large value that is cheap to make is made again
+// where the cell runs instead of crossing a slow link, and only if its
+// content hash proves it the same.
+func TestRecomputeInsteadOfMoving(t *testing.T) {
+	k := startKernel(t, "--local-remote", "--bandwidth", "10Mbit")
+	k.exec(t, "%%ferry local\nimport numpy as np\nbig = np.arange(40_000_000, dtype=np.float64)", client.ExecOptions{})
+	k.exec(t, "%%ferry local\nsmall = [1, 2, 3]", client.ExecOptions{})
+	r := k.exec(t, "%%ferry remote\nprint(int(big[-1]), sum(small))", client.ExecOptions{})
+	if r.Status != "ok" || r.Text() != "39999999 6\n" {
+		t.Fatalf("the cell reading big at remote: %s %q", r.Status, r.Text())
+	}
+	why := k.exec(t, "%ferry why", client.ExecOptions{}).Text()
+	if !regexp.MustCompile(`recomputed big(, small)? at remote by re-running [12] cells? \(`).MatchString(why) || !strings.Contains(why, "instead of moving 305.2 MiB") {
+		t.Fatalf("%%ferry why does not tell the recomputation:\n%s", why)
+	}
+	// np was replayed at remote as a side effect; the value left there is
+	// not the map's, so it was deleted, and the next cell brings it.
+	if r := k.exec(t, "%%ferry remote\nprint(np.__name__)", client.ExecOptions{}); r.Text() != "numpy\n" {
+		t.Fatalf("np at remote after the replay: %s %q", r.Status, r.Text())
+	}
+}

@@ -228,7 +228,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		Status string `json:"status"`
 	}
 	_ = json.Unmarshal(reply.Content, &rs)
-	s.lineage.Add(lineageRun(code, loc, rs.Status != "ok", readVers, before, s.state.Versions(s.state.Names())))
+	s.lineage.Add(lineageRun(cell.Hash, code, loc, rs.Status != "ok", readVers, before, s.state.Versions(s.state.Names())))
 	c := &call{fe: m, count: s.execCount}
 	if !store {
 		c.count = 0

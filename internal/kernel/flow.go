@@ -130,6 +130,13 @@ func (s *Server) bring(ctx context.Context, loc string, eff effects) (int64, flo
 	var moved int64
 	var names []string
 	for src, group := range s.state.Stale(loc, s.state.Needs(eff.Reads)) {
+		if made, note := s.recompute(ctx, loc, group); len(made) > 0 {
+			s.lastWhy += "; " + note
+			group = without(group, made)
+			if len(group) == 0 {
+				continue
+			}
+		}
 		n, unmovable, err := s.transfer(ctx, src, loc, group)
 		if err != nil {
 			return moved, time.Since(t0).Seconds(), names, err
@@ -142,6 +149,21 @@ func (s *Server) bring(ctx context.Context, loc string, eff effects) (int64, flo
 	}
 	sort.Strings(names)
 	return moved, time.Since(t0).Seconds(), names, nil
+}
+
+// without returns names minus drop.
+func without(names, drop []string) []string {
+	d := map[string]bool{}
+	for _, n := range drop {
+		d[n] = true
+	}
+	var out []string
+	for _, n := range names {
+		if !d[n] {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // transfer moves names from src to dst in one payload, streaming chunks

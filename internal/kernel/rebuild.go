@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/agent"
+	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/state"
 )
 
@@ -107,9 +108,27 @@ func (s *Server) rebuildAt(ctx context.Context, loc string, lost []state.Var) st
 	missing := plan.Missing
 	var rebuilt, differ []string
 	if len(plan.Rebuilt) > 0 {
+		accept := func(n string, ch agent.Change, reported bool, stepErr error) (bool, string) {
+			v := byName[n]
+			switch {
+			case stepErr != nil && !(reported && ch.Hash != "" && ch.Hash == v.Hash):
+				return false, "re-running the cells that made it failed: " + stepErr.Error()
+			case !reported && n != agent.RNG:
+				return false, "re-running the cells that made it did not bind it again"
+			case reported:
+				if v.Hash != "" && ch.Hash != "" && ch.Hash != v.Hash {
+					differ = append(differ, n)
+				}
+				v.Size, v.Hash, v.Movable, v.Reason, v.Kind = ch.Size, ch.Hash, ch.Movable, ch.Reason, ch.Kind
+			}
+			if !s.state.Restore(v, loc) {
+				return false, "bound again since"
+			}
+			return true, ""
+		}
 		var failed map[string]string
 		var err error
-		rebuilt, differ, failed, err = s.replay(ctx, loc, plan, byName)
+		rebuilt, failed, err = s.replay(ctx, loc, plan, accept)
 		if err != nil {
 			slog.Warn("rebuilding lost variables failed", "at", loc, "err", err)
 			for _, n := range plan.Rebuilt {
@@ -152,14 +171,16 @@ func (s *Server) rebuildAt(ctx context.Context, loc string, lost []state.Var) st
 }
 
 // replay runs plan's steps hidden at loc, each after the surviving values
-// it reads are there, and restores the rebuilt names in the state map. It
-// returns the names rebuilt, those whose content hash changed, and those
-// not rebuilt with why. A step that raises where it once ran cleanly does
-// not stop the others: a name it bound before raising is kept if its
-// content hash proves it the same as before.
-func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost map[string]state.Var) (rebuilt, differ []string, missing map[string]string, err error) {
+// it reads are there. accept decides, per target, from what the agent
+// reports of it afterwards (and the first error of a step that once ran
+// cleanly), whether the value made at loc is good, and records it. It
+// returns the accepted names and why the others were not. A step that
+// raises does not stop the others: a name it bound before raising may
+// still be proven good by its content hash.
+func (s *Server) replay(ctx context.Context, loc string, plan state.Plan,
+	accept func(name string, ch agent.Change, reported bool, stepErr error) (bool, string)) (kept []string, missing map[string]string, err error) {
 	if _, err := s.ensure(ctx, loc); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	missing = map[string]string{}
 	// Names a step wrote hold old versions at loc now: an input among them
@@ -176,7 +197,7 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost m
 		s.state.Drop(loc, again)
 		for src, group := range s.state.Stale(loc, s.state.Needs(st.Inputs)) {
 			if _, _, err := s.transfer(ctx, src, loc, group); err != nil {
-				return nil, nil, nil, fmt.Errorf("bringing %s: %w", strings.Join(group, ", "), err)
+				return nil, nil, fmt.Errorf("bringing %s: %w", strings.Join(group, ", "), err)
 			}
 		}
 		_, err := s.hiddenExec(ctx, loc, st.Code, nil)
@@ -187,7 +208,7 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost m
 				stepErr = fmt.Errorf("cell %q: %w", firstLine(st.Code), err)
 			}
 		default:
-			return nil, nil, nil, fmt.Errorf("cell %q: %w", firstLine(st.Code), err)
+			return nil, nil, fmt.Errorf("cell %q: %w", firstLine(st.Code), err)
 		}
 		for n := range st.Writes {
 			clobbered[n] = true
@@ -195,32 +216,20 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost m
 	}
 	exprs, err := s.hiddenExec(ctx, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false)})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("asking the agent what was rebuilt: %w", err)
+		return nil, nil, fmt.Errorf("asking the agent what was made: %w", err)
 	}
 	rep, err := parseReport(exprs[agent.ReportKey])
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("reading the agent's report: %w", err)
+		return nil, nil, fmt.Errorf("reading the agent's report: %w", err)
 	}
 	for _, n := range plan.Rebuilt {
-		v := lost[n]
-		ch, ok := rep.Changed[n]
-		switch {
-		case stepErr != nil && !(ok && ch.Hash != "" && ch.Hash == v.Hash):
-			missing[n] = "re-running the cells that made it failed: " + stepErr.Error()
+		ch, reported := rep.Changed[n]
+		if ok, why := accept(n, ch, reported, stepErr); !ok {
+			missing[n] = why
 			continue // whatever it holds at loc is deleted below
-		case !ok && n != agent.RNG:
-			missing[n] = "re-running the cells that made it did not bind it again"
-			continue
-		case ok:
-			if v.Hash != "" && ch.Hash != "" && ch.Hash != v.Hash {
-				differ = append(differ, n)
-			}
-			v.Size, v.Hash, v.Movable, v.Reason, v.Kind = ch.Size, ch.Hash, ch.Movable, ch.Reason, ch.Kind
 		}
-		if s.state.Restore(v, loc) {
-			rebuilt = append(rebuilt, n)
-			delete(clobbered, n)
-		}
+		kept = append(kept, n)
+		delete(clobbered, n)
 	}
 	// Every other name a step wrote holds an old or unproven value at
 	// loc: forget loc's copy and delete it there, so no cell reads it.
@@ -237,18 +246,92 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan, lost m
 	}
 	if len(del) > 0 {
 		if err := s.deleteAt(ctx, loc, del); err != nil {
-			return rebuilt, differ, missing, fmt.Errorf("clearing replayed values: %w", err)
+			return kept, missing, fmt.Errorf("clearing replayed values: %w", err)
 		}
 	}
-	return rebuilt, differ, missing, nil
+	return kept, missing, nil
 }
+
+// recompute makes names at loc by re-running, hidden, the cells that made
+// them, when the model says that is well under the cost of moving them
+// (DESIGN.md's store-vs-recompute: a large value cheap to make). It
+// returns the names now at loc and a note for %ferry why.
+func (s *Server) recompute(ctx context.Context, loc string, names []string) ([]string, string) {
+	size := s.state.Size(names)
+	move := s.model.Link.TransferTime(size)
+	if move < recomputeMin {
+		return nil, ""
+	}
+	target := map[string]bool{}
+	for _, n := range names {
+		// Aliased values must move as one payload to stay one object.
+		if v, ok := s.state.Get(n); !ok || v.Group != "" || !v.Movable {
+			return nil, ""
+		}
+		target[n] = true
+	}
+	plan := s.lineage.Plan(s.state.Versions(names), func(n string, v int) bool { return !target[n] && s.state.Have(n, v) })
+	if len(plan.Missing) > 0 || len(plan.Steps) == 0 {
+		return nil, ""
+	}
+	cost := 0.0
+	var inputs []string
+	for _, st := range plan.Steps {
+		if st.Cell == "" || s.model.Runs(st.Cell) == 0 {
+			return nil, "" // never timed: no estimate
+		}
+		rt, _ := s.model.Runtime(st.Cell, loc)
+		cost += rt
+		for n := range st.Writes {
+			// Replaying must not overwrite a value loc holds now.
+			if v, ok := s.state.Get(n); ok && !target[n] && v.At[loc] {
+				return nil, ""
+			}
+		}
+		inputs = append(inputs, st.Inputs...)
+	}
+	for _, group := range s.state.Stale(loc, s.state.Needs(inputs)) {
+		cost += s.model.Link.TransferTime(s.state.Size(group))
+	}
+	if cost > recomputeShare*move {
+		return nil, ""
+	}
+	t0 := time.Now()
+	accept := func(n string, ch agent.Change, reported bool, stepErr error) (bool, string) {
+		cur, ok := s.state.Get(n)
+		if !ok || !reported || ch.Hash == "" || ch.Hash != cur.Hash {
+			return false, "the recomputed value differs"
+		}
+		s.state.Arrived(loc, map[string]int{n: cur.Version})
+		return true, ""
+	}
+	kept, _, err := s.replay(ctx, loc, plan, accept)
+	if err != nil {
+		slog.Warn("recomputing instead of moving failed; moving", "names", names, "err", err)
+	}
+	if len(kept) == 0 {
+		return nil, ""
+	}
+	s.Stats.mu.Lock()
+	s.Stats.Recomputed += len(kept)
+	s.Stats.mu.Unlock()
+	return kept, fmt.Sprintf("recomputed %s at %s by re-running %d cell%s (%.1f s, estimated %.1f s) instead of moving %s (estimated %.1f s)",
+		strings.Join(kept, ", "), loc, len(plan.Steps), plural(len(plan.Steps)), time.Since(t0).Seconds(), cost, report.HumanBytes(size), move)
+}
+
+// Recomputing must cost well under moving (estimates err), and only moves
+// that take a while are worth a look.
+const (
+	recomputeShare = 0.5
+	recomputeMin   = 1.0 // seconds
+)
 
 // lineageRun is what the lineage log keeps of one cell: reads at the
 // versions the cell saw. The random generators' state counts as read only
 // by a cell that advanced it; else every cell would chain to the last
 // random draw.
-func lineageRun(code, loc string, failed bool, reads, before, after map[string]int) state.Run {
-	r := state.Run{Code: code, Loc: loc, Failed: failed, Reads: map[string]int{}, Writes: map[string]int{}}
+func lineageRun(cell, code, loc string, failed bool, reads, before, after map[string]int) state.Run {
+	r := state.Run{Cell: cell, Code: code, Loc: loc, Failed: failed, Reads: map[string]int{}, Writes: map[string]int{}}
 	for n, v := range after {
 		if w, ok := before[n]; !ok || w != v {
 			r.Writes[n] = v

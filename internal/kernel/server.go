@@ -137,6 +137,9 @@ type Stats struct {
 	// the next request.
 	IdleMoves, IdleCancelled int
 	IdleBytes                int64
+	// Recomputed counts values made at a cell's location by re-running
+	// their cells instead of moving them.
+	Recomputed int
 }
 
 // Totals is a copy of the counters.
@@ -148,6 +151,7 @@ type Totals struct {
 	RebuildSeconds                                   float64
 	IdleMoves, IdleCancelled                         int
 	IdleBytes                                        int64
+	Recomputed                                       int
 }
 
 // Totals returns a copy of all counters.
@@ -155,7 +159,7 @@ func (s *Stats) Totals() Totals {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Totals{s.CellsLocal, s.CellsRemote, s.Migrations, s.PinnedCells, s.BytesMoved, s.FullStateBytes, s.TransferSeconds, s.FullStateSeconds,
-		s.VarsLost, s.VarsRebuilt, s.RebuildSeconds, s.IdleMoves, s.IdleCancelled, s.IdleBytes}
+		s.VarsLost, s.VarsRebuilt, s.RebuildSeconds, s.IdleMoves, s.IdleCancelled, s.IdleBytes, s.Recomputed}
 }
 
 // Snapshot returns a copy of the counters.

@@ -10,6 +10,8 @@ import (
 // Run is one cell execution as lineage sees it: the code that ran, the
 // versions of the names it read, and the versions it wrote.
 type Run struct {
+	// Cell is the cell's key in the cost model, for runtime estimates.
+	Cell   string
 	Code   string
 	Loc    string
 	Reads  map[string]int
