@@ -131,6 +131,7 @@ _secret = None
 _shell = None
 _prints = {}  # name -> _FP after the last report or load
 _incoming = {}  # transfer id -> _Incoming
+_failed = {}  # transfer id -> why receiving it failed (begin/chunk raised)
 _outgoing = {}  # transfer id -> _Outgoing (a windowed pack waiting for "more")
 _pool = None
 
@@ -894,7 +895,13 @@ def _on_open(comm, msg):
         except Exception as e:
             try:
                 tid = d.get("id") if isinstance(d.get("id"), str) else None
-                comm.send({"op": "error", "id": tid, "error": "%s: %s" % (type(e).__name__, str(e)[:500])})
+                err = "%s: %s" % (type(e).__name__, str(e)[:500])
+                if tid is not None and d.get("op") in ("begin", "chunk"):
+                    # Nobody waits on begin/chunk: the load says why.
+                    _failed[tid] = err
+                    while len(_failed) > 16:
+                        _failed.pop(next(iter(_failed)))
+                comm.send({"op": "error", "id": tid, "error": err})
             except Exception:
                 pass
 
@@ -974,7 +981,11 @@ def _handle(comm, d, buffers):
     elif op == "load":
         inc = _incoming.pop(tid, None)
         if inc is None:
-            comm.send({"op": "error", "id": tid, "error": "no such transfer; nothing was loaded"})
+            why = _failed.pop(tid, None)
+            if why is not None:
+                comm.send({"op": "error", "id": tid, "error": "receiving failed (%s); nothing was loaded" % why})
+            else:
+                comm.send({"op": "error", "id": tid, "error": "no such transfer; nothing was loaded"})
             return
         got = inc.hasher.hexdigest()
         if inc.n != d.get("chunks") or inc.off != len(inc.blob) or not hmac.compare_digest(got, str(d.get("hash"))):

@@ -490,7 +490,9 @@ class AgentTests(unittest.TestCase):
         m, b = chunks[0]
         self.assertError(send(dict(m, raw=1 << 62), [b]), "bytes where")
         self.assertNotIn("t", agent._incoming)
-        self.assertError(send({"op": "load", "id": "t", "hash": packed["hash"], "chunks": packed["chunks"]}), "nothing was loaded")
+        # The load, which Ferry waits on, says why receiving failed.
+        self.assertError(send({"op": "load", "id": "t", "hash": packed["hash"], "chunks": packed["chunks"]}),
+                         "receiving failed (ValueError: chunk 0 declares")
         self.assertUnchanged()
 
     def test_truncated_or_garbled_chunk_is_refused(self):
