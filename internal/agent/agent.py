@@ -895,10 +895,12 @@ def _on_open(comm, msg):
         except Exception as e:
             try:
                 tid = d.get("id") if isinstance(d.get("id"), str) else None
-                err = "%s: %s" % (type(e).__name__, str(e)[:500])
+                err = type(e).__name__ + (": " + str(e)[:500] if str(e) else "")
+                if isinstance(e, MemoryError):
+                    err += " (this kernel is out of memory)"
                 if tid is not None and d.get("op") in ("begin", "chunk"):
                     # Nobody waits on begin/chunk: the load says why.
-                    _failed[tid] = err
+                    _failed.setdefault(tid, err)  # the first failure is the cause
                     while len(_failed) > 16:
                         _failed.pop(next(iter(_failed)))
                 comm.send({"op": "error", "id": tid, "error": err})
@@ -960,6 +962,7 @@ def _handle(comm, d, buffers):
         _send_window(comm, tid, out)
     elif op == "begin":
         _incoming.pop(tid, None)
+        _failed.pop(tid, None)
         size = d.get("raw_size")
         if type(size) is not int or not 0 <= size <= _max_payload():
             raise ValueError("payload size %.40r is more than this machine holds; nothing will be loaded" % (size,))
