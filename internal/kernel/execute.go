@@ -149,10 +149,17 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		// The data stayed where it was; run the cell there instead of
 		// failing it, so nothing is lost.
 		slog.Warn("moving state failed; running where the data is", "to", loc, "err", err)
-		s.lastWhy += fmt.Sprintf("; moving state to %s failed (%v), ran at %s", loc, err, policy.Other(loc))
+		to := loc
 		loc = policy.Other(loc)
 		if s.backends[loc] == nil {
 			loc = "local"
+		}
+		s.lastWhy += fmt.Sprintf("; moving state to %s failed (%v), ran at %s", to, err, loc)
+		// A value found unmovable is a placement fact (see %ferry why),
+		// not a failure to tell in the cell's output.
+		if !req.Silent && !errors.Is(err, errUnmovable) {
+			s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr",
+				"text": fmt.Sprintf("Ferry: could not move this cell's inputs to the %s kernel (%v); running it at %s, where they are\n", to, err, loc)}, nil)
 		}
 		s.busyLoc.Store(loc)
 	}
