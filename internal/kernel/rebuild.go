@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/agent"
+	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/state"
 )
@@ -107,6 +108,23 @@ func (s *Server) rebuildAt(ctx context.Context, loc string, lost []state.Var) st
 	plan := s.lineage.Plan(versions, s.state.Have)
 	missing := plan.Missing
 	var rebuilt, differ []string
+	// Rebuild in the dead kernel's successor; if there is none (the cloud
+	// is unreachable), on the other side, when replaying there overwrites
+	// nothing it holds.
+	at, moved := loc, ""
+	if len(plan.Rebuilt) > 0 {
+		if _, err := s.ensure(ctx, loc); err != nil {
+			other := policy.Other(loc)
+			if s.backends[other] == nil || s.clobbers(other, plan, versions) {
+				for _, n := range plan.Rebuilt {
+					missing[n] = fmt.Sprintf("the %s kernel cannot start again: %v", loc, err)
+				}
+				plan.Rebuilt = nil
+			} else {
+				at, moved = other, fmt.Sprintf(" at %s (the %s kernel cannot start again)", other, loc)
+			}
+		}
+	}
 	if len(plan.Rebuilt) > 0 {
 		accept := func(n string, ch agent.Change, reported bool, stepErr error) (bool, string) {
 			v := byName[n]
@@ -121,14 +139,14 @@ func (s *Server) rebuildAt(ctx context.Context, loc string, lost []state.Var) st
 				}
 				v.Size, v.Hash, v.Movable, v.Reason, v.Kind = ch.Size, ch.Hash, ch.Movable, ch.Reason, ch.Kind
 			}
-			if !s.state.Restore(v, loc) {
+			if !s.state.Restore(v, at) {
 				return false, "bound again since"
 			}
 			return true, ""
 		}
 		var failed map[string]string
 		var err error
-		rebuilt, failed, err = s.replay(ctx, loc, plan, accept)
+		rebuilt, failed, err = s.replay(ctx, at, plan, accept)
 		if err != nil {
 			slog.Warn("rebuilding lost variables failed", "at", loc, "err", err)
 			for _, n := range plan.Rebuilt {
@@ -147,8 +165,12 @@ func (s *Server) rebuildAt(ctx context.Context, loc string, lost []state.Var) st
 	var b strings.Builder
 	fmt.Fprintf(&b, "the %s kernel had died", loc)
 	if len(rebuilt) > 0 {
-		fmt.Fprintf(&b, "; rebuilt %s there by re-running %d earlier cell%s (%.1f s)", strings.Join(rebuilt, ", "),
-			len(plan.Steps), plural(len(plan.Steps)), time.Since(t0).Seconds())
+		where := " there"
+		if moved != "" {
+			where = moved
+		}
+		fmt.Fprintf(&b, "; rebuilt %s%s by re-running %d earlier cell%s (%.1f s)", strings.Join(rebuilt, ", "),
+			where, len(plan.Steps), plural(len(plan.Steps)), time.Since(t0).Seconds())
 		if len(differ) > 0 {
 			fmt.Fprintf(&b, "; %s came out different from before (the cells that made them are not deterministic)", strings.Join(differ, ", "))
 		}
@@ -274,6 +296,9 @@ func (s *Server) recompute(ctx context.Context, loc string, names []string) ([]s
 	if len(plan.Missing) > 0 || len(plan.Steps) == 0 {
 		return nil, ""
 	}
+	if s.clobbers(loc, plan, s.state.Versions(names)) {
+		return nil, ""
+	}
 	cost := 0.0
 	var inputs []string
 	for _, st := range plan.Steps {
@@ -282,12 +307,6 @@ func (s *Server) recompute(ctx context.Context, loc string, names []string) ([]s
 		}
 		rt, _ := s.model.Runtime(st.Cell, loc)
 		cost += rt
-		for n := range st.Writes {
-			// Replaying must not overwrite a value loc holds now.
-			if v, ok := s.state.Get(n); ok && !target[n] && v.At[loc] {
-				return nil, ""
-			}
-		}
 		inputs = append(inputs, st.Inputs...)
 	}
 	for _, group := range s.state.Stale(loc, s.state.Needs(inputs)) {
@@ -317,6 +336,22 @@ func (s *Server) recompute(ctx context.Context, loc string, names []string) ([]s
 	s.Stats.mu.Unlock()
 	return kept, fmt.Sprintf("recomputed %s at %s by re-running %d cell%s (%.1f s, estimated %.1f s) instead of moving %s (estimated %.1f s)",
 		strings.Join(kept, ", "), loc, len(plan.Steps), plural(len(plan.Steps)), time.Since(t0).Seconds(), cost, report.HumanBytes(size), move)
+}
+
+// clobbers reports whether replaying plan at loc would overwrite a value
+// loc holds now, other than the targets themselves.
+func (s *Server) clobbers(loc string, plan state.Plan, targets map[string]int) bool {
+	for _, st := range plan.Steps {
+		for n := range st.Writes {
+			if _, ok := targets[n]; ok {
+				continue
+			}
+			if v, ok := s.state.Get(n); ok && v.At[loc] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Recomputing must cost well under moving (estimates err), and only moves
