@@ -178,6 +178,14 @@ func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *
 // travel on different sockets) before Ferry takes it as never coming.
 const replyGrace = 2 * time.Second
 
+// idleGrace is how long Ferry waits for a backend's idle status once its
+// reply came and no IOPub message for the request arrives any more. A
+// kernel's IOPub socket drops messages beyond ZeroMQ's high-water mark
+// (1000 by default) when its subscriber falls behind (a jupyter-server
+// relaying a flood of output does): the idle status may be among them,
+// and waiting for it would stall the kernel for good.
+var idleGrace = 10 * time.Second
+
 // await waits until the backend is idle after call c and, if wantReply,
 // has answered it; onReply sees the reply as soon as it arrives. A backend
 // that goes idle without answering (its handler raised) or dies ends the
@@ -186,6 +194,8 @@ func (s *Server) await(ctx context.Context, loc string, c *call, msgType string,
 	var reply *wire.Message
 	idle := c.idle // nil once seen
 	var grace <-chan time.Time
+	var quiet <-chan time.Time // polls for IOPub silence after the reply
+	var replied time.Time
 	giveUp := func(err error) (*wire.Message, error) {
 		c.waiter.Store(false)
 		c.gaveUp.Store(true)
@@ -197,6 +207,21 @@ func (s *Server) await(ctx context.Context, loc string, c *call, msgType string,
 			c.waiter.Store(false)
 			if onReply != nil {
 				onReply(reply)
+			}
+			if idle != nil {
+				replied = time.Now()
+				t := time.NewTicker(idleGrace / 10)
+				defer t.Stop()
+				quiet = t.C
+			}
+		case <-quiet:
+			last := time.Unix(0, c.lastIOPub.Load())
+			if last.Before(replied) {
+				last = replied
+			}
+			if time.Since(last) >= idleGrace {
+				slog.Warn("the backend answered but its idle status never came (lost on IOPub?); going on", "location", loc, "type", msgType, "silent_for", idleGrace)
+				idle, quiet = nil, nil
 			}
 		case <-idle:
 			idle = nil

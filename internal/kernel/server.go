@@ -196,6 +196,9 @@ type call struct {
 	// gaveUp is set when Ferry stopped waiting for the reply and answered
 	// the front end itself; a late reply is then dropped.
 	gaveUp atomic.Bool
+	// lastIOPub is when the backend last published for the request (unix
+	// ns), so a lost idle status is told from output still coming.
+	lastIOPub atomic.Int64
 }
 
 func (c *call) markIdle() { c.once.Do(func() { close(c.idle) }) }
@@ -460,6 +463,9 @@ func (s *Server) route(ctx context.Context, loc string, b backend.Backend) {
 
 func (s *Server) relayIOPub(loc string, c *call, m *wire.Message) {
 	t := m.Header.MsgType
+	if c != nil {
+		c.lastIOPub.Store(time.Now().UnixNano())
+	}
 	if c != nil && c.sink != nil {
 		c.sink(m)
 	}
