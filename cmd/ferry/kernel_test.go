@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1196,25 +1195,11 @@ func TestFrontEndVanishes(t *testing.T) {
 // serverKernels lists the kernel ids on a jupyter-server.
 func serverKernels(t *testing.T, s *backend.JupyterServer) []string {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, s.URL+"/api/kernels", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ids, err := s.Kernels(ctx)
 	if err != nil {
 		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "token "+s.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ks []struct {
-		ID string `json:"id"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&ks); err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for _, k := range ks {
-		ids = append(ids, k.ID)
 	}
 	return ids
 }

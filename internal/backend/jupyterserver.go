@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -140,6 +141,53 @@ func lastLine(s string) string {
 // Log returns the tail of the server's output (it holds no token: the
 // token came in a config file and the server only logs a masked URL).
 func (s *JupyterServer) Log() string { return s.log.String() }
+
+// Kernels lists the ids of the kernels running on the server.
+func (s *JupyterServer) Kernels(ctx context.Context) ([]string, error) {
+	resp, err := s.call(ctx, http.MethodGet, "/api/kernels")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var ks []struct {
+		ID string `json:"id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ks); err != nil {
+		return nil, fmt.Errorf("listing the server's kernels: %w", err)
+	}
+	ids := make([]string, 0, len(ks))
+	for _, k := range ks {
+		ids = append(ids, k.ID)
+	}
+	return ids, nil
+}
+
+// DeleteKernel deletes a kernel on the server.
+func (s *JupyterServer) DeleteKernel(ctx context.Context, id string) error {
+	resp, err := s.call(ctx, http.MethodDelete, "/api/kernels/"+id)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+func (s *JupyterServer) call(ctx context.Context, method, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "token "+s.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+	}
+	return resp, nil
+}
 
 // Done is closed when the server process has exited.
 func (s *JupyterServer) Done() <-chan struct{} { return s.done }

@@ -9,11 +9,9 @@ package faults
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"sort"
@@ -28,6 +26,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/testbed"
 )
 
 // Options configure a run.
@@ -135,7 +134,7 @@ func Cases() []Case {
 type env struct {
 	python string
 	server *backend.JupyterServer
-	proxy  *Proxy
+	proxy  *testbed.LatencyProxy
 }
 
 // Run runs the suite and returns one result per case.
@@ -153,7 +152,7 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	e := &env{python: o.Python, server: srv}
 	defer func() { e.server.Stop() }()
 	u, _ := url.Parse(srv.URL)
-	if e.proxy, err = NewProxy(u.Host); err != nil {
+	if e.proxy, err = testbed.NewLatencyProxy(u.Host, 0); err != nil {
 		return nil, err
 	}
 	defer e.proxy.Close()
@@ -165,14 +164,14 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		fmt.Fprintf(o.Log, "fault: %s …\n", c.Name)
 		r := runCase(ctx, e, c)
 		// No case may leave a kernel behind on the server.
-		if ids, err := e.kernels(ctx); err != nil || len(ids) > 0 {
+		if ids, err := e.server.Kernels(ctx); err != nil || len(ids) > 0 {
 			if os.Getenv("FERRY_FAULTS_DEBUG") != "" {
 				fmt.Fprintln(os.Stderr, e.server.Log())
 			}
 			r.Survived = false
 			r.Note = strings.TrimPrefix(fmt.Sprintf("%s | kernels left on the server: %v %v", r.Note, ids, err), " | ")
 			for _, id := range ids {
-				e.deleteKernel(ctx, id)
+				_ = e.server.DeleteKernel(ctx, id)
 			}
 		}
 		fmt.Fprintf(o.Log, "fault: %s: survived=%v checked=%d lost=%d rebuilt=%d recover=%.1fs %s\n",
@@ -188,7 +187,7 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 // harness is one case's session.
 type harness struct {
 	env   *env
-	proxy *Proxy
+	proxy *testbed.LatencyProxy
 	sess  *client.Session
 	// names are the values checked; want their digests before the fault.
 	names []string
@@ -273,7 +272,7 @@ func runCase(ctx context.Context, e *env, c Case) Result {
 	defer cancel()
 	e.proxy.SetRate(0)
 	h := &harness{env: e, proxy: e.proxy, chunk: make(chan struct{}), armed: make(chan struct{})}
-	remote, err := backend.NewRemote(backend.RemoteConfig{URL: e.proxy.URL(), Token: e.server.Token})
+	remote, err := backend.NewRemote(backend.RemoteConfig{URL: "http://" + e.proxy.Addr(), Token: e.server.Token})
 	if err != nil {
 		res.Note = err.Error()
 		return res
@@ -532,7 +531,7 @@ func (h *harness) afterRestart(ctx context.Context, res Result, t0 time.Time) Re
 			return res
 		}
 	}
-	ids, err := h.env.kernels(ctx)
+	ids, err := h.env.server.Kernels(ctx)
 	if err != nil {
 		res.Note = "listing the server's kernels: " + err.Error()
 		return res
@@ -559,42 +558,6 @@ func waitGone(ctx context.Context, pid int) error {
 		}
 	}
 	return fmt.Errorf("kernel process %d still runs 20 s after the restart", pid)
-}
-
-// kernels lists the kernel ids on the jupyter-server.
-func (e *env) kernels(ctx context.Context) ([]string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.server.URL+"/api/kernels", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "token "+e.server.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var ks []struct {
-		ID string `json:"id"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&ks); err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, k := range ks {
-		ids = append(ids, k.ID)
-	}
-	return ids, nil
-}
-
-func (e *env) deleteKernel(ctx context.Context, id string) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, e.server.URL+"/api/kernels/"+id, nil)
-	if err != nil {
-		return
-	}
-	req.Header.Set("Authorization", "token "+e.server.Token)
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		resp.Body.Close()
-	}
 }
 
 // Markdown renders results as a table.

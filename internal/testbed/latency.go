@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +24,10 @@ type LatencyProxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
+	// Faults: resume is non-nil while stalled (closed to resume); rate
+	// limits each direction in bytes per second (0: unlimited).
+	resume chan struct{}
+	rate   atomic.Int64
 }
 
 // NewLatencyProxy listens on a free loopback port.
@@ -104,6 +109,16 @@ func (p *LatencyProxy) pipe(dst, src net.Conn) {
 		if d := time.Until(c.at); d > 0 {
 			time.Sleep(d)
 		}
+		p.mu.Lock()
+		resume := p.resume
+		p.mu.Unlock()
+		if resume != nil {
+			<-resume
+		}
+		if r := p.rate.Load(); r > 0 {
+			// A slow link's serialisation delay.
+			time.Sleep(time.Duration(float64(len(c.data)) / float64(r) * float64(time.Second)))
+		}
 		if _, err := dst.Write(c.data); err != nil {
 			break
 		}
@@ -116,6 +131,41 @@ func (p *LatencyProxy) pipe(dst, src net.Conn) {
 		dst.Close()
 	}
 }
+
+// Faults on demand, for the fault-injection suite.
+
+// Cut closes every connection through the proxy at once, mid-message, and
+// returns how many there were.
+func (p *LatencyProxy) Cut() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	n := len(p.conns) / 2
+	p.conns = map[net.Conn]struct{}{}
+	return n
+}
+
+// Stall stops all traffic for d, then lets it flow again.
+func (p *LatencyProxy) Stall(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resume != nil {
+		return
+	}
+	ch := make(chan struct{})
+	p.resume = ch
+	time.AfterFunc(d, func() {
+		p.mu.Lock()
+		p.resume = nil
+		p.mu.Unlock()
+		close(ch)
+	})
+}
+
+// SetRate limits each direction to bytesPerSecond (0: unlimited).
+func (p *LatencyProxy) SetRate(bytesPerSecond int64) { p.rate.Store(bytesPerSecond) }
 
 // Close stops the proxy and every connection through it.
 func (p *LatencyProxy) Close() error {
