@@ -1259,7 +1259,7 @@ func TestLostValuesRebuiltOrNamed(t *testing.T) {
 	k.exec(t, "base = 20", client.ExecOptions{})
 	k.exec(t, "%%ferry remote\nimport os\nrows = [base + i for i in range(3)]\ntext = open("+strconv.Quote(src)+").read()", client.ExecOptions{})
 	k.exec(t, "%%ferry remote\nrows.append(99)", client.ExecOptions{})
-	if why := k.exec(t, "%ferry why", client.ExecOptions{}).Text(); why != "last cell ran at remote: pinned to remote by %%ferry remote\n" {
+	if why := k.exec(t, "%ferry why", client.ExecOptions{}).Text(); why != "last cell ran at remote: pinned to remote by %%ferry remote\n  nothing moved\n" {
 		t.Errorf("%%ferry why after a pinned cell: %q", why)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nprint(os.getpid())", client.ExecOptions{}).Text()))
@@ -1327,6 +1327,14 @@ func TestThinkTimeWriteBack(t *testing.T) {
 	}
 	if strings.Contains(r.Text(), "rebuilt c") {
 		t.Errorf("c was rebuilt although write-back had copied it home:\n%s", r.Text())
+	}
+	// A cell the policy placed: %ferry why gives both estimates and what
+	// moved.
+	k.exec(t, "%%ferry remote\nd = a * 3", client.ExecOptions{})
+	k.exec(t, "e = d + c", client.ExecOptions{})
+	why := k.exec(t, "%ferry why", client.ExecOptions{}).Text()
+	if !regexp.MustCompile(`(?s)^last cell ran at (local|remote): look-ahead .*\n  estimated: local \d+\.\d{3} s, remote \d+\.\d{3} s .*\n  (moved before it: [a-z, ]+ \(.* in \d+\.\d\d s\)|nothing moved)\n$`).MatchString(why) {
+		t.Errorf("%%ferry why after a placed cell:\n%s", why)
 	}
 }
 

@@ -102,6 +102,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if pinWhy != "" {
 		s.lastWhy = pinWhy
 	}
+	s.lastCosts = d.Costs
 	if s.backends[loc] == nil {
 		err := fmt.Errorf("this cell is pinned to %s, but no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", loc, loc)
 		s.publishError(m, "FerryError", err.Error())
@@ -177,6 +178,10 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	s.lastLoc = loc
 	s.lastEnd = time.Now()
+	s.lastMoved = "nothing moved"
+	if len(movedNames) > 0 {
+		s.lastMoved = fmt.Sprintf("moved before it: %s (%s in %.2f s)", strings.Join(movedNames, ", "), report.HumanBytes(moved), moveSecs)
+	}
 	s.Stats.mu.Lock()
 	if loc == "local" {
 		s.Stats.CellsLocal++
@@ -375,7 +380,11 @@ func (s *Server) ferryCommand(args []string) (string, error) {
 		if s.lastWhy == "" {
 			return "no cell has run yet\n", nil
 		}
-		return fmt.Sprintf("last cell ran at %s: %s\n", s.lastLoc, s.lastWhy), nil
+		out := fmt.Sprintf("last cell ran at %s: %s\n", s.lastLoc, s.lastWhy)
+		if len(s.lastCosts) > 0 {
+			out += fmt.Sprintf("  estimated: local %.3f s, remote %.3f s (runtime, moving its inputs, round trip)\n", s.lastCosts["local"], s.lastCosts["remote"])
+		}
+		return out + "  " + s.lastMoved + "\n", nil
 	}
 	return "", fmt.Errorf("unknown %%ferry command %q; try %%ferry help", args[0])
 }

@@ -85,6 +85,8 @@ type Server struct {
 	state     *state.Map
 	lastEnd   time.Time // when the previous execution finished, for think time
 	lastWhy   string    // the last placement decision, for %ferry why
+	lastCosts map[string]float64
+	lastMoved string
 	seq       int
 
 	secret string                 // presented by Ferry on the state comm
