@@ -1359,3 +1359,20 @@ func TestRecomputeInsteadOfMoving(t *testing.T) {
 		t.Fatalf("np at remote after the replay: %s %q", r.Status, r.Text())
 	}
 }
+
+// The model learns what compression achieves on this notebook's payloads.
+func TestCompressionIsMeasured(t *testing.T) {
+	k := startKernel(t, "--local-remote", "--bandwidth", "10Gbit")
+	k.exec(t, "%%ferry local\nimport numpy as np\nz = np.zeros(5_000_000)", client.ExecOptions{})
+	if r := k.exec(t, "%%ferry remote\nprint(z.sum())", client.ExecOptions{}); r.Text() != "0.0\n" {
+		t.Fatalf("z at remote: %s %q", r.Status, r.Text())
+	}
+	st := k.exec(t, "%ferry status", client.ExecOptions{}).Text()
+	m := regexp.MustCompile(`payloads compress to (\d+)%`).FindStringSubmatch(st)
+	if m == nil {
+		t.Fatalf("no compression figure in %%ferry status:\n%s", st)
+	}
+	if pct, _ := strconv.Atoi(m[1]); pct > 10 {
+		t.Errorf("40 MB of zeros compress to %d%%, want a few percent at most", pct)
+	}
+}

@@ -441,7 +441,11 @@ func (s *Server) statusText() string {
 		if l.Bandwidth > 0 {
 			bw = fmt.Sprintf("%.1f MB/s", l.Bandwidth/1e6)
 		}
-		fmt.Fprintf(&b, "link model: rtt %.1f ms (probed %d times), %s, %.1f ms fixed per move\n", l.RTT*1e3, s.probes, bw, l.PerTransfer*1e3)
+		comp := ""
+		if l.Compression > 0 && l.Compression < 1 {
+			comp = fmt.Sprintf(", payloads compress to %.0f%%", 100*l.Compression)
+		}
+		fmt.Fprintf(&b, "link model: rtt %.1f ms (probed %d times), %s, %.1f ms fixed per move%s\n", l.RTT*1e3, s.probes, bw, l.PerTransfer*1e3, comp)
 	}
 	t := s.Stats.Totals()
 	if t.IdleMoves > 0 || t.IdleCancelled > 0 {

@@ -195,6 +195,7 @@ type agentMsg struct {
 	Unmovable map[string]string `json:"unmovable"`
 	Error     string            `json:"error"`
 	Seconds   float64           `json:"seconds"`
+	RawSize   int64             `json:"raw_size"`
 }
 
 // commData reads an agent message, returning its raw data too so Ferry
@@ -321,6 +322,17 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 	case chunks != packed.Chunks:
 		drop()
 		return 0, nil, fmt.Errorf("packing at %s: %d of %d chunks arrived", src, chunks, packed.Chunks)
+	}
+	if packed.RawSize > 1<<20 && packed.Size > 0 {
+		// What compression achieves on this notebook's payloads, for the
+		// model's estimate of future moves (sizes are raw).
+		c := float64(packed.Size) / float64(packed.RawSize)
+		if l := &s.model.Link; !s.compMeasured || l.Compression <= 0 || l.Compression > 1 {
+			l.Compression = c // the first measurement replaces the prior
+			s.compMeasured = true
+		} else {
+			l.Compression = 0.7*l.Compression + 0.3*c
+		}
 	}
 	var unmovable []string
 	for n, why := range packed.Unmovable {

@@ -104,6 +104,8 @@ type Server struct {
 	// lastProbe is when the link was last probed; probes counts them.
 	lastProbe time.Time
 	probes    int
+	// compMeasured is set once a payload's compression was measured.
+	compMeasured bool
 	// stopping is set once a shutdown began: no backend starts again.
 	stopping atomic.Bool
 
