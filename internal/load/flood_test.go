@@ -298,6 +298,22 @@ func (p *ferryProc) lostIdles() int {
 	return strings.Count(p.stderr.String(), "idle status never came")
 }
 
+// cpuSeconds is the user and system CPU time process pid has used.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -382,9 +398,11 @@ func TestIOPubFlood(t *testing.T) {
 				t.Fatal(err)
 			}
 			base := pidRSS(strconv.Itoa(pid))
+			cpu0 := cpuSeconds(pid)
 			ms := sampleRSS(pid, 10*time.Millisecond, 6*time.Minute)
 			c, d, err := runFlood(ctx, p.c, fc.code(), fc.numbers)
 			peak := ms.Stop()
+			cpu := cpuSeconds(pid) - cpu0
 			if err != nil {
 				t.Fatalf("%s (%s): %v", fc.name(), su.label, err)
 			}
@@ -394,9 +412,9 @@ func TestIOPubFlood(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s (%s): the next cell: %v", fc.name(), su.label, err)
 			}
-			t.Logf("%s (%s): %d stdout messages, %.1f MB, %d lines in %s (%.0f msgs/s, %.1f MB/s); rate notice %q; idle status lost %d times so far; next cell %s; ferry RSS %.1f MB before, peak %.1f MB (%d samples)",
+			t.Logf("%s (%s): %d stdout messages, %.1f MB, %d lines in %s (%.0f msgs/s, %.1f MB/s); rate notice %q; idle status lost %d times so far; next cell %s; ferry CPU %.2fs, RSS %.1f MB before, peak %.1f MB (%d samples)",
 				fc.name(), su.label, c.msgs, float64(c.bytes)/1e6, c.lines, d.Round(time.Millisecond), float64(c.msgs)/d.Seconds(),
-				float64(c.bytes)/1e6/d.Seconds(), c.notice, p.lostIdles(), after.Round(time.Millisecond), mb(base), mb(peak.RSS), peak.Samples)
+				float64(c.bytes)/1e6/d.Seconds(), c.notice, p.lostIdles(), after.Round(time.Millisecond), cpu, mb(base), mb(peak.RSS), peak.Samples)
 			if msg := fc.check(c); msg != "" {
 				t.Errorf("%s (%s): %s", fc.name(), su.label, msg)
 			}
