@@ -26,9 +26,10 @@ const (
 	// loaded 2-core machine (it takes a few ms when idle).
 	afterLimit = 3 * time.Second
 	// The Ferry process's resident memory during a flood may grow by at
-	// most this much: far below the 200 MB of output, so Ferry relays
-	// output as it comes instead of piling it up.
-	floodRSSLimit = 100 << 20
+	// most this much: well below the 210 MB of output, so Ferry relays
+	// output as it comes instead of piling it up (measured: +20 to +75 MB,
+	// the Go heap's slack over the few messages in flight included).
+	floodRSSLimit = 128 << 20
 )
 
 // floodCount is what the front end received of one flood cell.
