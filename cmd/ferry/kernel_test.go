@@ -1293,13 +1293,15 @@ func TestLostValuesRebuiltOrNamed(t *testing.T) {
 func TestThinkTimeWriteBack(t *testing.T) {
 	k := startKernel(t, "--local-remote", "--policy", "ferry")
 	k.exec(t, "%%ferry remote\nimport os\nimport numpy as np\na = np.ones(1000)", client.ExecOptions{})
-	for _, code := range []string{"%%ferry remote\nb = a + 1", "%%ferry remote\nc = b + 1"} {
-		time.Sleep(400 * time.Millisecond) // the user thinks
-		k.exec(t, code, client.ExecOptions{})
+	// %ferry commands are no cells for the interaction model.
+	m := regexp.MustCompile(`remote: ipykernel running, interpreter \S+, pid (\d+)`).FindStringSubmatch(k.exec(t, "%ferry status", client.ExecOptions{}).Text())
+	if m == nil {
+		t.Fatal("no remote pid in the status text")
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nprint(os.getpid())", client.ExecOptions{}).Text()))
-	if err != nil {
-		t.Fatal(err)
+	pid, _ := strconv.Atoi(m[1])
+	for _, code := range []string{"%%ferry remote\nb = a + 1", "%%ferry remote\nc = b + 1"} {
+		time.Sleep(2500 * time.Millisecond) // the user reads the output
+		k.exec(t, code, client.ExecOptions{})
 	}
 	// Each status request lets the idle work resume; it copies a few KB.
 	var st string

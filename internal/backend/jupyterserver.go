@@ -178,6 +178,7 @@ func (s *JupyterServer) call(ctx context.Context, method, path string) (*http.Re
 		return nil, err
 	}
 	req.Header.Set("Authorization", "token "+s.Token)
+	req.Close = true // no idle connection (and its goroutines) stays behind
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)

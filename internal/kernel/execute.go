@@ -81,8 +81,8 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	t0 := time.Now()
 	s.checkDeaths()
 	lostNote := s.rebuildLost(ctx)
-	think := 0.0
-	if !s.lastEnd.IsZero() {
+	think, first := 0.0, s.lastEnd.IsZero()
+	if !first {
 		think = t0.Sub(s.lastEnd).Seconds()
 	}
 	eff := s.analyze(ctx, code)
@@ -248,7 +248,11 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	s.relayReply(wire.Shell, c, reply)
 	s.lastCell = cell.Hash
-	s.model.Observe(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: think, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
+	thinkObs := think
+	if first {
+		thinkObs = -1 // no cell before this one: no think time
+	}
+	s.model.Observe(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: thinkObs, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
 	s.seq++
 	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: nonNil(eff.Writes),
 		Sizes: s.sizes(eff.Writes), Loc: loc, Runtime: runtime, BytesMoved: moved, TransferSeconds: moveSecs, Think: think,

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -191,23 +189,13 @@ func checkKernelsGone(t *testing.T, srv *backend.JupyterServer, ks []kernels) {
 func serverKernels(srv *backend.JupyterServer) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/api/kernels", nil)
-	req.Header.Set("Authorization", "token "+srv.Token)
-	req.Close = true // keep no idle connection (and its goroutines) around
-	resp, err := http.DefaultClient.Do(req)
+	list, err := srv.Kernels(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	var ks []struct {
-		ID string `json:"id"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&ks); err != nil {
-		return nil, err
-	}
 	ids := map[string]bool{}
-	for _, k := range ks {
-		ids[k.ID] = true
+	for _, id := range list {
+		ids[id] = true
 	}
 	return ids, nil
 }
@@ -252,40 +240,27 @@ func (p memPeak) String() string {
 
 func mb(n uint64) float64 { return float64(n) / 1e6 }
 
-// sampleMem starts sampling every interval; the sampler also stops by
-// itself after max, so a forgotten Stop cannot leak it.
+// sampleMem samples this process's Go heap and resident set every
+// interval; the sampler also stops by itself after max, so a forgotten
+// Stop cannot leak it.
 func sampleMem(interval, max time.Duration) *memSampler {
-	s := &memSampler{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		end := time.After(max)
-		for {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			rss := processRSS()
-			s.mu.Lock()
-			s.peak.HeapInuse = maxU(s.peak.HeapInuse, ms.HeapInuse)
-			s.peak.HeapAlloc = maxU(s.peak.HeapAlloc, ms.HeapAlloc)
-			s.peak.RSS = maxU(s.peak.RSS, rss)
-			s.peak.Samples++
-			s.mu.Unlock()
-			select {
-			case <-t.C:
-			case <-s.stop:
-				return
-			case <-end:
-				return
-			}
-		}
-	}()
-	return s
+	return sample(interval, max, func(p *memPeak) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		p.HeapInuse = maxU(p.HeapInuse, ms.HeapInuse)
+		p.HeapAlloc = maxU(p.HeapAlloc, ms.HeapAlloc)
+		p.RSS = maxU(p.RSS, processRSS())
+	})
 }
 
 // sampleRSS samples another process's resident set (HeapInuse and
 // HeapAlloc stay 0) until stopped, or for at most max.
 func sampleRSS(pid int, interval, max time.Duration) *memSampler {
+	id := strconv.Itoa(pid)
+	return sample(interval, max, func(p *memPeak) { p.RSS = maxU(p.RSS, pidRSS(id)) })
+}
+
+func sample(interval, max time.Duration, read func(*memPeak)) *memSampler {
 	s := &memSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -293,9 +268,8 @@ func sampleRSS(pid int, interval, max time.Duration) *memSampler {
 		defer t.Stop()
 		end := time.After(max)
 		for {
-			rss := pidRSS(strconv.Itoa(pid))
 			s.mu.Lock()
-			s.peak.RSS = maxU(s.peak.RSS, rss)
+			read(&s.peak)
 			s.peak.Samples++
 			s.mu.Unlock()
 			select {

@@ -66,7 +66,8 @@ type Model struct {
 	next  map[string]map[string]int
 	last  string
 	runs  map[string]int
-	think float64 // EWMA of think time
+	think  float64 // EWMA of think time
+	thinkN int     // think times seen
 	n     int
 }
 
@@ -119,10 +120,14 @@ func (m *Model) Observe(o Observation) {
 	}
 	m.last = o.Cell
 	m.runs[o.Cell]++
-	if m.n == 0 {
+	switch {
+	case o.Think < 0: // the session's first cell: no think time before it
+	case m.thinkN == 0:
 		m.think = o.Think
-	} else {
+		m.thinkN++
+	default:
 		m.think = 0.7*m.think + 0.3*o.Think
+		m.thinkN++
 	}
 	m.n++
 }
