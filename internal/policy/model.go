@@ -63,12 +63,12 @@ type Model struct {
 	// reads/writes/sizes remember each cell's last analysis, for look-ahead.
 	cells map[string]*cellInfo
 	// next[cell] counts which cell followed it, for block prediction.
-	next  map[string]map[string]int
-	last  string
-	runs  map[string]int
+	next   map[string]map[string]int
+	last   string
+	runs   map[string]int
 	think  float64 // EWMA of think time
 	thinkN int     // think times seen
-	n     int
+	n      int
 }
 
 type cellInfo struct {
