@@ -167,7 +167,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 
 	// 5. Forward and relay.
 	content = s.withReport(content, eff)
-	readVers, before := s.state.Versions(s.state.Needs(eff.Reads)), s.state.Versions(s.state.Names())
+	readVers := s.state.Versions(s.state.Needs(eff.Reads))
 	t1 := time.Now()
 	// execute_input and execute_result carry the number the cell gets if
 	// it counts, as ipykernel's do, whichever backend runs it.
@@ -235,12 +235,13 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 
 	// 6. The agent's report: what the cell bound, deleted or mutated.
-	reply.Content = s.afterCell(ctx, loc, cell.Hash, eff, reply.Content)
+	var wrote map[string]int
+	reply.Content, wrote = s.afterCell(ctx, loc, cell.Hash, eff, reply.Content)
 	var rs struct {
 		Status string `json:"status"`
 	}
 	_ = json.Unmarshal(reply.Content, &rs)
-	s.lineage.Add(lineageRun(cell.Hash, code, loc, rs.Status != "ok", readVers, before, s.state.Versions(s.state.Names())))
+	s.lineage.Add(lineageRun(cell.Hash, code, loc, rs.Status != "ok", readVers, wrote))
 	c := &call{fe: m, count: s.execCount}
 	if !store {
 		c.count = 0

@@ -409,14 +409,14 @@ func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessag
 }
 
 // afterCell updates the state map from the agent's report and returns the
-// reply content without Ferry's entry.
-func (s *Server) afterCell(ctx context.Context, loc, cell string, eff effects, reply json.RawMessage) json.RawMessage {
+// reply content without Ferry's entry, and the versions the cell wrote.
+func (s *Server) afterCell(ctx context.Context, loc, cell string, eff effects, reply json.RawMessage) (json.RawMessage, map[string]int) {
 	if s.cfg.Analyzer == nil || eff.Inert {
-		return reply
+		return reply, nil
 	}
 	var c map[string]json.RawMessage
 	if json.Unmarshal(reply, &c) != nil {
-		return reply
+		return reply, nil
 	}
 	var ue map[string]json.RawMessage
 	_ = json.Unmarshal(c["user_expressions"], &ue)
@@ -447,15 +447,15 @@ func (s *Server) afterCell(ctx context.Context, loc, cell string, eff effects, r
 		}
 		changes[n] = sc
 	}
-	s.state.Ran(loc, cell, changes, rep.Deleted)
+	wrote := s.state.Ran(loc, cell, changes, rep.Deleted)
 	if ue != nil {
 		delete(ue, agent.ReportKey)
 		c["user_expressions"], _ = json.Marshal(ue)
 		if out, err := json.Marshal(c); err == nil {
-			return out
+			return out, wrote
 		}
 	}
-	return reply
+	return reply, wrote
 }
 
 // parseReport reads the report from a user_expressions entry (a mime

@@ -365,12 +365,10 @@ const (
 // versions the cell saw. The random generators' state counts as read only
 // by a cell that advanced it; else every cell would chain to the last
 // random draw.
-func lineageRun(cell, code, loc string, failed bool, reads, before, after map[string]int) state.Run {
-	r := state.Run{Cell: cell, Code: code, Loc: loc, Failed: failed, Reads: map[string]int{}, Writes: map[string]int{}}
-	for n, v := range after {
-		if w, ok := before[n]; !ok || w != v {
-			r.Writes[n] = v
-		}
+func lineageRun(cell, code, loc string, failed bool, reads, wrote map[string]int) state.Run {
+	r := state.Run{Cell: cell, Code: code, Loc: loc, Failed: failed, Reads: map[string]int{}, Writes: wrote}
+	if r.Writes == nil {
+		r.Writes = map[string]int{}
 	}
 	for n, v := range reads {
 		if n == agent.RNG {

@@ -236,10 +236,11 @@ type Change struct {
 
 // Ran records a cell that ran at loc: changed names get a new version held
 // only at loc; deleted names are gone (and will be deleted at the other
-// locations before a cell runs there).
-func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string) {
+// locations before a cell runs there). It returns the versions written.
+func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string) map[string]int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	wrote := make(map[string]int, len(changed))
 	for n, c := range changed {
 		v, ok := m.vars[n]
 		if !ok {
@@ -256,6 +257,7 @@ func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string)
 		v.Size, v.Hash, v.Movable, v.Reason, v.Kind, v.Group, v.Uses = c.Size, c.Hash, c.Movable, c.Reason, c.Kind, c.Group, c.Uses
 		v.Producer = cell
 		delete(m.gone[loc], n)
+		wrote[n] = v.Version
 	}
 	for _, n := range deleted {
 		v, ok := m.vars[n]
@@ -270,6 +272,7 @@ func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string)
 		delete(m.vars, n)
 		delete(m.gone[loc], n)
 	}
+	return wrote
 }
 
 // Lost forgets every copy held at loc (its kernel died). It returns the

@@ -30,7 +30,9 @@ func TestStaleAndArrived(t *testing.T) {
 	}
 	// A copy of an older version does not count.
 	old := m.Versions([]string{"y"})
-	m.Ran("local", "c3", map[string]Change{"y": {Size: 6, Movable: true}}, nil)
+	if wrote := m.Ran("local", "c3", map[string]Change{"y": {Size: 6, Movable: true}}, nil); !reflect.DeepEqual(wrote, map[string]int{"y": old["y"] + 1}) {
+		t.Errorf("Ran says it wrote %v, want y at version %d", wrote, old["y"]+1)
+	}
 	m.Arrived("remote", old)
 	if got := m.Stale("remote", []string{"y"}); !reflect.DeepEqual(got, map[string][]string{"local": {"y"}}) {
 		t.Errorf("old copy of y counted as current: %v", got)
