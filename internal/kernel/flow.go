@@ -469,25 +469,29 @@ func parseReport(raw json.RawMessage) (agent.Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	if err := json.Unmarshal([]byte(text), &rep); err != nil {
+	// Entries decode as pointers so a null one is told from an empty one.
+	var r struct {
+		Changed map[string]*agent.Change `json:"changed"`
+		Deleted []string                 `json:"deleted"`
+		Error   string                   `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(text), &r); err != nil {
 		return rep, fmt.Errorf("malformed report: %w", err)
 	}
-	if rep.Error != "" {
-		return rep, errors.New(rep.Error)
+	if r.Error != "" {
+		return rep, errors.New(r.Error)
 	}
 	// The agent always sends "changed", and a full entry per name: anything
 	// less is not a report of "nothing changed".
-	if rep.Changed == nil {
+	if r.Changed == nil {
 		return rep, errors.New("malformed report: no \"changed\" map")
 	}
-	var entries struct {
-		Changed map[string]json.RawMessage `json:"changed"`
-	}
-	_ = json.Unmarshal([]byte(text), &entries)
-	for n, raw := range entries.Changed {
-		if len(raw) == 0 || raw[0] != '{' {
-			return rep, fmt.Errorf("malformed report: %q is described by %.20s, not an object", n, raw)
+	rep.Changed, rep.Deleted = make(map[string]agent.Change, len(r.Changed)), r.Deleted
+	for n, ch := range r.Changed {
+		if ch == nil {
+			return agent.Report{}, fmt.Errorf("malformed report: %q is described by null, not an object", n)
 		}
+		rep.Changed[n] = *ch
 	}
 	return rep, nil
 }
