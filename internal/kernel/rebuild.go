@@ -292,11 +292,12 @@ func (s *Server) recompute(ctx context.Context, loc string, names []string) ([]s
 		}
 		target[n] = true
 	}
-	plan := s.lineage.Plan(s.state.Versions(names), func(n string, v int) bool { return !target[n] && s.state.Have(n, v) })
+	versions := s.state.Versions(names)
+	plan := s.lineage.Plan(versions, func(n string, v int) bool { return !target[n] && s.state.Have(n, v) })
 	if len(plan.Missing) > 0 || len(plan.Steps) == 0 {
 		return nil, ""
 	}
-	if s.clobbers(loc, plan, s.state.Versions(names)) {
+	if s.clobbers(loc, plan, versions) {
 		return nil, ""
 	}
 	cost := 0.0
