@@ -273,7 +273,9 @@ func (r *Remote) Start(ctx context.Context) error {
 		r.restarts++
 		// The server may have restarted the dead kernel, empty, under the
 		// same id; Ferry starts its own, so that one would be an orphan.
-		r.deleteOld(ctx, r.kernelID)
+		if err := r.deleteKernel(ctx, r.kernelID); err != nil {
+			slog.Warn("could not delete the old remote kernel; it stays on the server", "kernel", r.kernelID, "err", err)
+		}
 	}
 	// The server answers an unknown name with a bare HTTP 500; ask first.
 	var specs struct {
@@ -302,7 +304,7 @@ func (r *Remote) Start(ctx context.Context) error {
 	r.closing.Store(false)
 	ws, proto, err := r.dial(ctx)
 	if err != nil {
-		_ = r.api(context.Background(), http.MethodDelete, "/api/kernels/"+k.ID, nil, nil)
+		_ = r.deleteKernel(context.Background(), k.ID)
 		return err
 	}
 	startup := make(chan wire.Incoming, 64)
@@ -327,24 +329,29 @@ func (r *Remote) Start(ctx context.Context) error {
 	return nil
 }
 
-// deleteOld deletes a kernel Ferry no longer uses. Right after the server
-// restarted it, jupyter_client answers DELETE with HTTP 500 until the new
-// process is ready ("InvalidStateError"), so that is retried for a while.
-func (r *Remote) deleteOld(ctx context.Context, id string) {
+// deleteKernel deletes a kernel on the server; one already gone counts as
+// deleted. Right after the server restarted a kernel, jupyter_client
+// answers DELETE with HTTP 500 until the new process is ready
+// ("InvalidStateError"), so that is retried for a while.
+func (r *Remote) deleteKernel(ctx context.Context, id string) error {
+	var err error
 	for attempt := 0; attempt < 20; attempt++ {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := r.api(dctx, http.MethodDelete, "/api/kernels/"+id, nil, nil)
+		err = r.api(dctx, http.MethodDelete, "/api/kernels/"+id, nil, nil)
 		cancel()
+		if err != nil && strings.Contains(err.Error(), "HTTP 404") {
+			return nil // already gone
+		}
 		if err == nil || !strings.Contains(err.Error(), "HTTP 500") {
-			return
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return err
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	slog.Warn("could not delete the old remote kernel; it stays on the server", "kernel", id)
+	return err
 }
 
 // dial opens the kernel's channels WebSocket with this backend's session.
@@ -687,10 +694,7 @@ func (r *Remote) shutdownLocked(ctx context.Context) error {
 		return nil
 	}
 	r.closing.Store(true)
-	err := r.api(ctx, http.MethodDelete, "/api/kernels/"+r.kernelID, nil, nil)
-	if err != nil && strings.Contains(err.Error(), "HTTP 404") {
-		err = nil // already gone
-	}
+	err := r.deleteKernel(ctx, r.kernelID)
 	r.connMu.Lock()
 	ws, died := r.ws, r.died
 	r.ws = nil
