@@ -155,12 +155,14 @@ func planOne(runs []Run, name string, ver int, have func(string, int) bool) (map
 			miss = append(miss, v.name)
 		}
 		sort.Strings(miss)
-		return nil, fmt.Sprintf("it needs %s, which no longer exist%s", strings.Join(miss, ", "), plural(len(miss)))
+		return nil, fmt.Sprintf("it needs %s, which no longer exist%s", strings.Join(miss, ", "), verbS(len(miss)))
 	}
 	return steps, ""
 }
 
-func plural(n int) string {
+// verbS is a present-tense verb's ending for n subjects ("it exists",
+// "they exist").
+func verbS(n int) string {
 	if n == 1 {
 		return "s"
 	}
