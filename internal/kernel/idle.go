@@ -28,7 +28,15 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
 	if len(shellQ) > 0 {
 		return
 	}
-	s.probe(ctx)
+	if time.Since(s.lastProbe) >= probeEvery {
+		pctx, stop := s.untilWoken(ctx)
+		s.probe(pctx)
+		woken := pctx.Err() != nil
+		stop()
+		if woken {
+			return
+		}
+	}
 	p, ok := s.policy.(policy.Idler)
 	if !ok || s.cfg.Analyzer == nil || s.lastCell == "" || len(shellQ) > 0 {
 		return
@@ -37,17 +45,8 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
 	if len(moves) == 0 {
 		return
 	}
-	ictx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-s.wake:
-			cancel()
-		case <-done:
-		}
-	}()
+	ictx, stop := s.untilWoken(ctx)
+	defer stop()
 	for _, mv := range moves {
 		if s.backends[mv.To] == nil {
 			continue
@@ -77,6 +76,21 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
 	}
 }
 
+// untilWoken returns a context cancelled when the next shell request
+// arrives (or by stop), so think-time work never makes a cell wait.
+func (s *Server) untilWoken(ctx context.Context) (context.Context, func()) {
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-s.wake:
+			cancel()
+		case <-done:
+		}
+	}()
+	return wctx, func() { close(done); cancel() }
+}
+
 // probeEvery spaces the active link probes: the round trip changes slowly,
 // and transfers measure the bandwidth passively.
 const probeEvery = 30 * time.Second
@@ -87,7 +101,7 @@ const probeEvery = 30 * time.Second
 // swing placement).
 func (s *Server) probe(ctx context.Context) {
 	b := s.backends["remote"]
-	if !b.Alive() || time.Since(s.lastProbe) < probeEvery {
+	if !b.Alive() {
 		return
 	}
 	s.lastProbe = time.Now()
