@@ -104,11 +104,15 @@ func (s *Server) probe(ctx context.Context) {
 	if !b.Alive() {
 		return
 	}
+	prev := s.lastProbe
 	s.lastProbe = time.Now()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	t0 := time.Now()
 	if _, err := s.hidden(pctx, "remote", wire.Shell, "kernel_info_request", map[string]any{}, nil, true, nil); err != nil {
+		if ctx.Err() != nil {
+			s.lastProbe = prev // cut short by a cell: probe at the next pause
+		}
 		slog.Debug("link probe failed", "err", err)
 		return
 	}
