@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -165,9 +164,8 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		r := runCase(ctx, e, c)
 		// No case may leave a kernel behind on the server.
 		if ids, err := e.server.Kernels(ctx); err != nil || len(ids) > 0 {
-			if os.Getenv("FERRY_FAULTS_DEBUG") != "" {
-				fmt.Fprintln(os.Stderr, e.server.Log())
-			}
+			// The server's log says why a delete failed.
+			fmt.Fprintf(o.Log, "fault: %s left kernels on the server; its log:\n%s\n", c.Name, e.server.Log())
 			r.Survived = false
 			r.Note = strings.TrimPrefix(fmt.Sprintf("%s | kernels left on the server: %v %v", r.Note, ids, err), " | ")
 			for _, id := range ids {
@@ -348,11 +346,7 @@ func runCase(ctx context.Context, e *env, c Case) Result {
 			res.Lost++
 		}
 	}
-	totals := h.sess.Kernel.Stats.Totals()
-	res.Rebuilt = totals.VarsRebuilt
-	if os.Getenv("FERRY_FAULTS_DEBUG") != "" {
-		fmt.Fprintf(os.Stderr, "totals %+v notes %q pids %v\n", totals, notes, h.pids)
-	}
+	res.Rebuilt = h.sess.Kernel.Stats.Totals().VarsRebuilt
 	// The session goes on: a cell in the cloud and one on the laptop.
 	if _, err := h.run(ctx, "%%ferry remote\nAFTER = 6 * 7"); err != nil {
 		return fail("the session did not go on: %v", err)
