@@ -136,12 +136,28 @@ func benchHybrid(ctx context.Context, args []string) error {
 	repeat := fs.Int("repeat", 1, "run every policy but local this many times, interleaved, and report the median")
 	md := fs.String("md", "bench/hybrid.md", "write the table as Markdown here")
 	js := fs.String("json", "bench/hybrid.json", "write the rows as JSON here")
+	nbs := fs.String("notebooks", "", "comma-separated subset of the session scripts by name (default all)")
+	traces := fs.String("traces", "", "write every run's trace into this directory")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	paths, err := filepath.Glob(filepath.Join(*sessions, "*.json"))
-	if err != nil || len(paths) == 0 {
+	all, err := filepath.Glob(filepath.Join(*sessions, "*.json"))
+	if err != nil || len(all) == 0 {
 		return fmt.Errorf("no session scripts in %s; pass --sessions DIR", *sessions)
+	}
+	var paths []string
+	for _, p := range all {
+		if *nbs == "" || strings.Contains(","+*nbs+",", ","+strings.TrimSuffix(filepath.Base(p), ".json")+",") {
+			paths = append(paths, p)
+		}
+	}
+	if len(paths) == 0 {
+		return fmt.Errorf("no session script matches %q in %s", *nbs, *sessions)
+	}
+	if *traces != "" {
+		if err := os.MkdirAll(*traces, 0o755); err != nil {
+			return fmt.Errorf("creating the traces directory: %w", err)
+		}
 	}
 	var settings []bench.LinkSetting
 	for _, st := range bench.DefaultSettings {
@@ -152,7 +168,7 @@ func benchHybrid(ctx context.Context, args []string) error {
 	if len(settings) == 0 {
 		return fmt.Errorf("no link setting matches %q; choose from %s", *only, settingNames())
 	}
-	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Repeat: *repeat, Out: os.Stdout, Progress: os.Stderr})
+	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Repeat: *repeat, Traces: *traces, Out: os.Stdout, Progress: os.Stderr})
 	if len(rows) > 0 {
 		if werr := bench.WriteHybrid(rows, *md, *js, os.Stdout); werr != nil && err == nil {
 			err = werr

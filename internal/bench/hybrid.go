@@ -60,7 +60,10 @@ type HybridOptions struct {
 	// Repeat runs every policy but local this many times, interleaved, and
 	// reports the median run (local is 3-9x slower than the rest: one run
 	// ranks it).
-	Repeat   int
+	Repeat int
+	// Traces, when set, is a directory that gets every run's trace as
+	// SETTING_NOTEBOOK_POLICY_RUN.jsonl, for `ferry replay` and diagnosis.
+	Traces   string
 	Out      io.Writer
 	Progress io.Writer
 }
@@ -142,6 +145,11 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 				if round == 0 {
 					traces[pol] = evs
 				}
+				if o.Traces != "" {
+					if err := writeTrace(filepath.Join(o.Traces, traceName(st.Name, name, pol, round+1)), evs); err != nil {
+						return rows, err
+					}
+				}
 				runs[pol] = append(runs[pol], row)
 			}
 		}
@@ -150,6 +158,25 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 		}
 	}
 	return rows, nil
+}
+
+func traceName(setting, nb, pol string, run int) string {
+	safe := strings.NewReplacer("/", "-", " ", "-").Replace(setting)
+	return fmt.Sprintf("%s_%s_%s_%d.jsonl", safe, nb, pol, run)
+}
+
+func writeTrace(path string, evs []trace.Event) error {
+	w, err := trace.Create(path)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if err := w.Add(e); err != nil {
+			w.Close()
+			return err
+		}
+	}
+	return w.Close()
 }
 
 // median returns the run with the median time (the lower middle one of an

@@ -164,3 +164,29 @@ func BenchmarkFerryDecide200(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/200, "us/cell")
 }
+
+// A session's first cell, with nothing measured yet, goes where cells run
+// fastest unless the link makes that dearer than the prior runtime saves.
+func TestFerryFirstCell(t *testing.T) {
+	tests := []struct {
+		name  string
+		link  Link
+		speed float64
+		want  string
+	}{
+		{"fast link, faster cloud", Link{Bandwidth: 1e9 / 8, RTT: 0.001}, 4, Remote},
+		{"slow link, faster cloud", Link{Bandwidth: 20e6 / 8, RTT: 0.05}, 4, Remote},
+		{"cloud no faster", Link{Bandwidth: 1e9 / 8, RTT: 0.001}, 1, Local},
+		{"round trip dearer than the prior saves", Link{Bandwidth: 1e9 / 8, RTT: 0.2}, 4, Local},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewModel(tt.link)
+			m.SpeedPrior = tt.speed
+			d := NewFerry().Decide(Cell{Hash: "first", Writes: []string{"df"}}, simState{}, m)
+			if d.Loc != tt.want {
+				t.Fatalf("first cell at %s, want %s (%s)", d.Loc, tt.want, d.Reason)
+			}
+		})
+	}
+}
