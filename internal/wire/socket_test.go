@@ -1,0 +1,146 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func pair(t *testing.T) (router, dealer *Socket, addr string) {
+	t.Helper()
+	ports, err := FreePorts("127.0.0.1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = ConnInfo{Transport: "tcp", IP: "127.0.0.1"}.Addr(ports[0])
+	router, err = Bind(ROUTER, addr, "router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dealer, err = Connect(DEALER, addr, "dealer", WithIdentity("d"))
+	if err != nil {
+		router.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dealer.Close(); router.Close() })
+	return router, dealer, addr
+}
+
+// Sends from several goroutines while the same sockets receive: a send
+// settles libzmq's pending commands and can swallow the edge that wakes
+// the reader, so every message must still arrive, in each sender's order.
+func TestSocketConcurrentTraffic(t *testing.T) {
+	router, dealer, _ := pair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const senders, each = 4, 2000
+	// The router echoes everything and also sends its own messages.
+	go func() {
+		for {
+			f, err := router.Recv(ctx)
+			if err != nil {
+				return
+			}
+			_ = router.Send(f)
+		}
+	}()
+	go func() {
+		for i := range each {
+			_ = router.Send([][]byte{[]byte("d"), []byte(fmt.Sprintf("own %d", i))})
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := dealer.Send([][]byte{[]byte(fmt.Sprintf("echo %d %d", g, i))}); err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	next := map[string]int{}
+	for got := 0; got < senders*each+each; got++ {
+		f, err := dealer.Recv(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", got, senders*each+each, err)
+		}
+		var key string
+		var n int
+		if _, err := fmt.Sscanf(string(f[0]), "echo %s %d", &key, &n); err != nil {
+			if _, err := fmt.Sscanf(string(f[0]), "own %d", &n); err != nil {
+				t.Fatalf("unexpected message %q", f[0])
+			}
+			key = "own"
+		}
+		if n != next[key] {
+			t.Fatalf("stream %s: got message %d, want %d", key, n, next[key])
+		}
+		next[key]++
+	}
+	wg.Wait()
+}
+
+// A DEALER whose peer is not there yet holds its sends and delivers them,
+// in order, once the peer binds.
+func TestSocketHoldsUntilPeer(t *testing.T) {
+	ports, err := FreePorts("127.0.0.1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ConnInfo{Transport: "tcp", IP: "127.0.0.1"}.Addr(ports[0])
+	dealer, err := Connect(DEALER, addr, "dealer", WithIdentity("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dealer.Close()
+	for i := range 3 {
+		if err := dealer.Send([][]byte{[]byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	router, err := Bind(ROUTER, addr, "router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer router.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 3 {
+		f, err := router.Recv(ctx)
+		if err != nil {
+			t.Fatalf("message %d never arrived: %v", i, err)
+		}
+		if len(f) != 2 || string(f[1]) != fmt.Sprint(i) {
+			t.Fatalf("message %d: got %q", i, f)
+		}
+	}
+}
+
+// Close wakes a Recv waiting for input, and sends after it fail.
+func TestSocketCloseWakesRecv(t *testing.T) {
+	_, dealer, _ := pair(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := dealer.Recv(context.Background())
+		errc <- err
+	}()
+	time.AfterFunc(50*time.Millisecond, dealer.Close)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Recv after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Recv still waiting 10 s after Close")
+	}
+	if err := dealer.Send([][]byte{[]byte("x")}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Send after Close: %v, want ErrClosed", err)
+	}
+}
