@@ -67,9 +67,10 @@ func Remote(ctx context.Context, python string, rounds int, transferMB int, out 
 	fmt.Fprintf(out, "ratio (median): %.3f\n", float64(f.Median)/float64(d.Median))
 
 	// Throughput: a state move of transferMB of incompressible data from
-	// the laptop kernel to the server's kernel, through Ferry.
+	// the laptop kernel to the server's kernel, through Ferry. The RNG is
+	// unseeded so the value cannot be recomputed remotely instead.
 	n := transferMB << 20 / 8
-	if _, err := sess.Execute(ctx, fmt.Sprintf("%%%%ferry local\nimport numpy as np\nblob = np.random.default_rng(1).random(%d)", n), client.ExecOptions{}); err != nil {
+	if _, err := sess.Execute(ctx, fmt.Sprintf("%%%%ferry local\nimport numpy as np\nblob = np.random.default_rng().random(%d)", n), client.ExecOptions{}); err != nil {
 		return err
 	}
 	before := sess.Kernel.Stats.Totals()
@@ -81,6 +82,9 @@ func Remote(ctx context.Context, python string, rounds int, transferMB int, out 
 	after := sess.Kernel.Stats.Totals()
 	moved := after.BytesMoved - before.BytesMoved
 	secs := after.TransferSeconds - before.TransferSeconds
+	if moved == 0 {
+		return fmt.Errorf("the %d MB value was not moved (recomputed or already there); no throughput to report", transferMB)
+	}
 	fmt.Fprintf(out, "%d MB state move laptop -> server kernel over loopback: %.1f MB/s (%.2fs transfer, %.2fs cell)\n",
 		transferMB, float64(moved)/1e6/secs, secs, el.Seconds())
 	return nil
