@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ferry-nb/ferry/internal/policy"
@@ -46,4 +47,28 @@ func TestReplayPredictsRecordedRun(t *testing.T) {
 		t.Fatalf("replay predicts %.3fs, the run measured %.3fs (%+.0f%%)", pred, measured, 100*(pred-measured)/measured)
 	}
 	t.Logf("replay %.3fs vs measured %.3fs", pred, measured)
+}
+
+// Bad arguments to the hybrid bench fail at once, in one line that names
+// the problem and the choices, before any test bed is set up.
+func TestBenchHybridArgs(t *testing.T) {
+	sessions := filepath.Join("..", "..", "bench", "sessions")
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--sessions", t.TempDir()}, "no session scripts in"},
+		{[]string{"--sessions", sessions, "--notebooks", "nosuch"}, `no session script matches "nosuch"`},
+		{[]string{"--sessions", sessions, "--notebooks", "digits", "--settings", "5Gbit/0ms"}, `no link setting matches "5Gbit/0ms"; choose from 1Gbit/1ms,`},
+	}
+	for _, tt := range tests {
+		out, err := exec.Command(ferryBin, append([]string{"bench", "hybrid"}, tt.args...)...).CombinedOutput()
+		if err == nil {
+			t.Errorf("bench hybrid %v succeeded; want an error containing %q", tt.args, tt.want)
+			continue
+		}
+		if msg := strings.TrimSpace(string(out)); !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+			t.Errorf("bench hybrid %v: got %q, want one line containing %q", tt.args, msg, tt.want)
+		}
+	}
 }

@@ -27,15 +27,7 @@ func BenchmarkSocketRoundTrip(b *testing.B) {
 	}
 	defer d.Close()
 	ctx := context.Background()
-	go func() {
-		for {
-			f, err := r.Recv(ctx)
-			if err != nil {
-				return
-			}
-			_ = r.Send(f)
-		}
-	}()
+	go echo(ctx, r)
 	msg := [][]byte{[]byte("hello")}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
