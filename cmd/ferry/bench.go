@@ -18,7 +18,7 @@ var benches = []struct {
 	name, usage string
 	run         func(ctx context.Context, args []string) error
 }{
-	{"overhead", "trivial and 1 MB-output cells through Ferry vs straight to ipykernel", benchOverhead},
+	{"overhead", "trivial and 1 MB-output cells, and whole notebooks, through Ferry vs straight to ipykernel", benchOverhead},
 	{"remote", "trivial remote cell through Ferry vs a plain WebSocket client, and a large transfer's throughput", benchRemote},
 	{"hybrid", "local, remote, paper, ferry and oracle on the emulated laptop/cloud test bed", benchHybrid},
 	{"faults", "kernels killed, server restarted, link cut/stalled/slowed, interrupt, restart, OOM: values checked and lost", benchFaults},
@@ -46,8 +46,17 @@ func benchOverhead(ctx context.Context, args []string) error {
 	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel")
 	rounds := fs.Int("rounds", 200, "measured round trips per cell and side")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (Ferry, the clients and the benchmark) to this file")
+	nbDir := fs.String("notebooks", "bench/notebooks", "also run these whole notebooks both ways (\"\" to skip)")
+	nbRounds := fs.Int("notebook-rounds", 3, "runs per notebook and side; the median is reported")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	var nbs []string
+	if *nbDir != "" {
+		var err error
+		if nbs, err = filepath.Glob(filepath.Join(*nbDir, "*.ipynb")); err != nil || len(nbs) == 0 {
+			return fmt.Errorf("no notebooks in %s; pass --notebooks DIR, or --notebooks '' to skip the whole-notebook figure", *nbDir)
+		}
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -61,7 +70,14 @@ func benchOverhead(ctx context.Context, args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	fmt.Printf("ferry bench overhead: %d interleaved rounds per cell\n", *rounds)
-	_, err := bench.Overhead(ctx, *python, *rounds, os.Stdout)
+	if _, err := bench.Overhead(ctx, *python, *rounds, os.Stdout); err != nil {
+		return err
+	}
+	if len(nbs) == 0 {
+		return nil
+	}
+	fmt.Printf("\nall-local, fresh kernels, %d runs per notebook and side (start-up not timed)\n", *nbRounds)
+	_, err := bench.NotebookOverhead(ctx, *python, nbs, max(*nbRounds, 1), os.Stdout)
 	return err
 }
 

@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/notebook"
 )
 
 // Stats summarises round-trip samples.
@@ -101,4 +104,101 @@ func Overhead(ctx context.Context, python string, rounds int, out io.Writer) ([]
 			r.Direct.Median.Round(time.Microsecond), r.Direct.P95.Round(time.Microsecond), r.Ratio)
 	}
 	return res, nil
+}
+
+// NotebookOverheadResult compares a whole notebook run all-local through
+// Ferry (analysis and state tracking on) with the same notebook sent
+// straight to ipykernel.
+type NotebookOverheadResult struct {
+	Notebook      string
+	Ferry, Direct time.Duration // median over the rounds
+	Ratio         float64
+}
+
+// NotebookOverhead runs each notebook rounds times on each side, in fresh
+// kernels, alternating which side goes first; kernel start-up is not
+// timed. It prints a table and the ratio of the sums.
+func NotebookOverhead(ctx context.Context, python string, paths []string, rounds int, out io.Writer) ([]NotebookOverheadResult, error) {
+	var res []NotebookOverheadResult
+	var sumF, sumD time.Duration
+	for _, p := range paths {
+		nb, err := notebook.Read(p)
+		if err != nil {
+			return res, err
+		}
+		var tf, td []time.Duration
+		for r := range rounds {
+			sides := []func() (time.Duration, error){
+				func() (time.Duration, error) { return runThroughFerry(ctx, python, nb) },
+				func() (time.Duration, error) { return runDirect(ctx, python, nb) },
+			}
+			accs := []*[]time.Duration{&tf, &td}
+			for i := range 2 {
+				k := (i + r) % 2
+				d, err := sides[k]()
+				if err != nil {
+					return res, fmt.Errorf("%s: %w", filepath.Base(p), err)
+				}
+				*accs[k] = append(*accs[k], d)
+			}
+		}
+		x := NotebookOverheadResult{Notebook: strings.TrimSuffix(filepath.Base(p), ".ipynb"), Ferry: summarise(tf).Median, Direct: summarise(td).Median}
+		x.Ratio = float64(x.Ferry) / float64(x.Direct)
+		sumF, sumD = sumF+x.Ferry, sumD+x.Direct
+		res = append(res, x)
+	}
+	fmt.Fprintf(out, "%-20s %12s %12s %8s\n", "whole notebook", "ferry med", "direct med", "ratio")
+	for _, r := range res {
+		fmt.Fprintf(out, "%-20s %12s %12s %8.3f\n", r.Notebook, r.Ferry.Round(time.Millisecond), r.Direct.Round(time.Millisecond), r.Ratio)
+	}
+	if sumD > 0 {
+		fmt.Fprintf(out, "%-20s %12s %12s %8.3f\n", "all", sumF.Round(time.Millisecond), sumD.Round(time.Millisecond), float64(sumF)/float64(sumD))
+	}
+	return res, nil
+}
+
+// timedRun runs every code cell of nb after an untimed warm-up cell (so
+// start-up, Ferry's analysis helper included, is not counted).
+func timedRun(ctx context.Context, ex notebook.Executor, nb *notebook.Notebook) (time.Duration, error) {
+	if _, err := ex.Execute(ctx, "pass", client.ExecOptions{}); err != nil {
+		return 0, fmt.Errorf("warm-up cell: %w", err)
+	}
+	t0 := time.Now()
+	if _, err := notebook.Run(ctx, nb, ex, notebook.RunOptions{}); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+func runThroughFerry(ctx context.Context, python string, nb *notebook.Notebook) (time.Duration, error) {
+	an := analysis.New(python)
+	defer an.Close()
+	cfg := kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python)}, Policy: "local", Analyzer: an}
+	if os.Getenv("FERRY_BENCH_NOSTATE") != "" {
+		cfg.Analyzer = nil // relaying alone, as for the trivial cell
+	}
+	sess, err := client.StartFerry(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer sess.Close(context.Background())
+	return timedRun(ctx, sess, nb)
+}
+
+func runDirect(ctx context.Context, python string, nb *notebook.Notebook) (time.Duration, error) {
+	plain := backend.NewLocal(python)
+	if err := plain.Start(ctx); err != nil {
+		return 0, err
+	}
+	defer plain.Shutdown(context.Background())
+	info, _ := plain.ConnInfo()
+	c, err := client.Connect(info)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if _, err := c.WaitReady(ctx); err != nil {
+		return 0, err
+	}
+	return timedRun(ctx, c, nb)
 }

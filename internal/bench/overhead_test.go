@@ -1,0 +1,54 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/backend"
+)
+
+func writeNotebook(t *testing.T, cells ...string) string {
+	t.Helper()
+	var src []string
+	for _, c := range cells {
+		src = append(src, `{"cell_type": "code", "metadata": {}, "source": `+quote(c)+`, "outputs": [], "execution_count": null}`)
+	}
+	nb := `{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [` + strings.Join(src, ",") + `]}`
+	p := filepath.Join(t.TempDir(), "t.ipynb")
+	if err := os.WriteFile(p, []byte(nb), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func quote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// The whole-notebook figure times both sides, and a cell that raises on
+// either side is an error naming the notebook, not a figure.
+func TestNotebookOverhead(t *testing.T) {
+	if _, err := os.Stat(backend.DefaultPython); err != nil {
+		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-ipykernel)", backend.DefaultPython)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ok := writeNotebook(t, "import time\nx = list(range(1000))", "time.sleep(0.2)\ny = len(x)")
+	res, err := NotebookOverhead(ctx, backend.DefaultPython, []string{ok}, 1, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Ferry < 200*time.Millisecond || res[0].Direct < 200*time.Millisecond || res[0].Ratio <= 0 {
+		t.Fatalf("got %+v; want both sides timed over the 0.2 s sleep", res)
+	}
+	bad := writeNotebook(t, "x = 1", "1/0")
+	if _, err := NotebookOverhead(ctx, backend.DefaultPython, []string{bad}, 1, io.Discard); err == nil || !strings.Contains(err.Error(), "t.ipynb") {
+		t.Fatalf("a raising cell gave %v; want an error naming the notebook", err)
+	}
+}
