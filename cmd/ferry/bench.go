@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/bench"
@@ -22,6 +23,7 @@ var benches = []struct {
 	{"remote", "trivial remote cell through Ferry vs a plain WebSocket client, and a large transfer's throughput", benchRemote},
 	{"hybrid", "local, remote, paper, ferry and oracle on the emulated laptop/cloud test bed", benchHybrid},
 	{"faults", "kernels killed, server restarted, link cut/stalled/slowed, interrupt, restart, OOM: values checked and lost", benchFaults},
+	{"link", "a large move each way over the emulated rate-limited link: the share of the link's rate it reaches", benchLink},
 	{"state", "bytes and time of Ferry's migrations vs full-session dill dumps, and serialisation throughput", benchState},
 }
 
@@ -141,6 +143,23 @@ func benchRemote(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("ferry bench remote: local jupyter-server on loopback, %d interleaved rounds\n", *rounds)
 	return bench.Remote(ctx, *python, *rounds, *mb, os.Stdout)
+}
+
+func benchLink(ctx context.Context, args []string) error {
+	fs := newFlags("bench link")
+	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter with ipykernel and jupyter-server")
+	rate := fs.String("rate", "100mbit", "the link's rate (tc tbf)")
+	rtt := fs.Duration("rtt", 20*time.Millisecond, "round trip added by the latency proxy")
+	mb := fs.Int("mb", 100, "size of the moved array in MiB")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *mb <= 0 {
+		return fmt.Errorf("--mb %d: want a positive size", *mb)
+	}
+	fmt.Printf("ferry bench link: %d MiB of random bytes each way over %s with %s round trip\n", *mb, *rate, *rtt)
+	_, err := bench.LinkUse(ctx, *python, *rate, *rtt, *mb, os.Stdout)
+	return err
 }
 
 func benchHybrid(ctx context.Context, args []string) error {
