@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
@@ -32,22 +31,17 @@ func runTestbed(ctx context.Context, args []string) error {
 	for _, n := range tb.Notes {
 		fmt.Println("testbed:", n)
 	}
-	srv, err := backend.StartJupyterServerIn(ctx, *python, tb.CloudIP(), tb.Prefix(), 0)
+	cloud, err := tb.StartCloud(ctx, *python)
 	if err != nil {
 		return err
 	}
-	defer srv.Stop()
-	proxy, err := testbed.NewLatencyProxy(strings.TrimPrefix(srv.URL, "http://"), *rtt)
-	if err != nil {
-		return err
-	}
-	defer proxy.Close()
-	if err := os.WriteFile(*tokenFile, []byte(srv.Token), 0o600); err != nil {
+	defer cloud.Close()
+	if err := os.WriteFile(*tokenFile, []byte(cloud.Server.Token), 0o600); err != nil {
 		return err
 	}
 	defer os.Remove(*tokenFile)
-	fmt.Printf("cloud: jupyter-server at http://%s (through %s of added latency)\n", proxy.Addr(), *rtt)
-	fmt.Printf("use:   ferry run NB.ipynb --remote http://%s --token-file %s\n", proxy.Addr(), *tokenFile)
+	fmt.Printf("cloud: jupyter-server at %s (through %s of added latency)\n", cloud.URL(), *rtt)
+	fmt.Printf("use:   ferry run NB.ipynb --remote %s --token-file %s\n", cloud.URL(), *tokenFile)
 	if dir := tb.CgroupDir(); dir != "" {
 		fmt.Printf("slow a laptop kernel: echo PID > %s/cgroup.procs\n", dir)
 	}

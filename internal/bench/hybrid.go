@@ -92,17 +92,12 @@ func Hybrid(ctx context.Context, o HybridOptions) ([]HybridRow, error) {
 }
 
 func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *testbed.Testbed) ([]HybridRow, error) {
-	srv, err := backend.StartJupyterServerIn(ctx, o.Python, tb.CloudIP(), tb.Prefix(), 0)
-	if err != nil {
-		return nil, fmt.Errorf("starting the cloud's jupyter-server: %w", err)
-	}
-	defer srv.Stop()
-	proxy, err := testbed.NewLatencyProxy(strings.TrimPrefix(srv.URL, "http://"), st.RTT)
+	cloud, err := tb.StartCloud(ctx, o.Python)
 	if err != nil {
 		return nil, err
 	}
-	defer proxy.Close()
-	url := "http://" + proxy.Addr()
+	defer cloud.Close()
+	url, token := cloud.URL(), cloud.Server.Token
 	bw, _ := policy.ParseBandwidth(st.Rate)
 	link := policy.Link{Bandwidth: bw, RTT: st.RTT.Seconds(), Compression: 1}
 	speed := 1 / st.LocalCPU
@@ -137,7 +132,7 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 					}
 				}
 				fmt.Fprintf(o.Progress, "[%s] %s under %s (run %d) …\n", st.Name, name, pol, round+1)
-				row, evs, err := hybridRun(ctx, o.Python, nbPath, sc, url, srv.Token, pol, impl, link, speed, tb)
+				row, evs, err := hybridRun(ctx, o.Python, nbPath, sc, url, token, pol, impl, link, speed, tb)
 				if err != nil {
 					return rows, fmt.Errorf("%s under %s: %w", name, pol, err)
 				}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/analysis"
@@ -45,17 +44,12 @@ func LinkUse(ctx context.Context, python, rate string, rtt time.Duration, mb int
 	if tb.NS == "" {
 		return nil, fmt.Errorf("the link could not be rate-limited, so its use cannot be measured (run as root on a machine with network namespaces and tc)")
 	}
-	srv, err := backend.StartJupyterServerIn(ctx, python, tb.CloudIP(), tb.Prefix(), 0)
-	if err != nil {
-		return nil, fmt.Errorf("starting the cloud's jupyter-server: %w", err)
-	}
-	defer srv.Stop()
-	proxy, err := testbed.NewLatencyProxy(strings.TrimPrefix(srv.URL, "http://"), rtt)
+	cloud, err := tb.StartCloud(ctx, python)
 	if err != nil {
 		return nil, err
 	}
-	defer proxy.Close()
-	remote, err := backend.NewRemote(backend.RemoteConfig{URL: "http://" + proxy.Addr(), Token: srv.Token})
+	defer cloud.Close()
+	remote, err := backend.NewRemote(backend.RemoteConfig{URL: cloud.URL(), Token: cloud.Server.Token})
 	if err != nil {
 		return nil, err
 	}
