@@ -42,32 +42,16 @@ type OverheadResult struct {
 // analysis and state tracking on, as users run it) and straight to a plain
 // ipykernel, interleaved so both see the same machine load.
 func Overhead(ctx context.Context, python string, rounds int, out io.Writer) ([]OverheadResult, error) {
-	an := analysis.New(python)
-	defer an.Close()
-	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python)}, Policy: "local", Analyzer: an})
-	if os.Getenv("FERRY_BENCH_NOSTATE") != "" {
-		sess.Close(context.Background())
-		sess, err = client.StartFerry(ctx, kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python)}, Policy: "local"})
-	}
+	sess, stopFerry, err := startFerryLocal(ctx, python)
 	if err != nil {
 		return nil, err
 	}
-	defer sess.Close(context.Background())
-
-	plain := backend.NewLocal(python)
-	if err := plain.Start(ctx); err != nil {
-		return nil, err
-	}
-	defer plain.Shutdown(context.Background())
-	info, _ := plain.ConnInfo()
-	direct, err := client.Connect(info)
+	defer stopFerry()
+	direct, stopDirect, err := startDirect(ctx, python)
 	if err != nil {
 		return nil, err
 	}
-	defer direct.Close()
-	if _, err := direct.WaitReady(ctx); err != nil {
-		return nil, err
-	}
+	defer stopDirect()
 
 	cells := []struct{ name, code string }{
 		{"trivial (pass)", "pass"},
@@ -171,34 +155,62 @@ func timedRun(ctx context.Context, ex notebook.Executor, nb *notebook.Notebook) 
 }
 
 func runThroughFerry(ctx context.Context, python string, nb *notebook.Notebook) (time.Duration, error) {
-	an := analysis.New(python)
-	defer an.Close()
-	cfg := kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python)}, Policy: "local", Analyzer: an}
-	if os.Getenv("FERRY_BENCH_NOSTATE") != "" {
-		cfg.Analyzer = nil // relaying alone, as for the trivial cell
-	}
-	sess, err := client.StartFerry(ctx, cfg)
+	sess, stop, err := startFerryLocal(ctx, python)
 	if err != nil {
 		return 0, err
 	}
-	defer sess.Close(context.Background())
+	defer stop()
 	return timedRun(ctx, sess, nb)
 }
 
 func runDirect(ctx context.Context, python string, nb *notebook.Notebook) (time.Duration, error) {
-	plain := backend.NewLocal(python)
-	if err := plain.Start(ctx); err != nil {
-		return 0, err
-	}
-	defer plain.Shutdown(context.Background())
-	info, _ := plain.ConnInfo()
-	c, err := client.Connect(info)
+	c, stop, err := startDirect(ctx, python)
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	if _, err := c.WaitReady(ctx); err != nil {
-		return 0, err
-	}
+	defer stop()
 	return timedRun(ctx, c, nb)
+}
+
+// startFerryLocal starts an all-local Ferry kernel with analysis and state
+// tracking on, as users run it; FERRY_BENCH_NOSTATE=1 leaves them off, to
+// measure relaying alone.
+func startFerryLocal(ctx context.Context, python string) (*client.Session, func(), error) {
+	cfg := kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python)}, Policy: "local"}
+	var an *analysis.Analyzer
+	if os.Getenv("FERRY_BENCH_NOSTATE") == "" {
+		an = analysis.New(python)
+		cfg.Analyzer = an
+	}
+	closeAn := func() {
+		if an != nil {
+			an.Close()
+		}
+	}
+	sess, err := client.StartFerry(ctx, cfg)
+	if err != nil {
+		closeAn()
+		return nil, nil, err
+	}
+	return sess, func() { sess.Close(context.Background()); closeAn() }, nil
+}
+
+// startDirect starts a plain ipykernel and a client connected to it.
+func startDirect(ctx context.Context, python string) (*client.Client, func(), error) {
+	plain := backend.NewLocal(python)
+	if err := plain.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	info, _ := plain.ConnInfo()
+	c, err := client.Connect(info)
+	if err != nil {
+		plain.Shutdown(context.Background())
+		return nil, nil, err
+	}
+	stop := func() { c.Close(); plain.Shutdown(context.Background()) }
+	if _, err := c.WaitReady(ctx); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return c, stop, nil
 }
