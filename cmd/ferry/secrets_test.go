@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -228,16 +229,8 @@ func tellSecrets(path string) string {
 
 func writeNotebook(t *testing.T, dir, name string, cells []string) string {
 	t.Helper()
-	var cs []any
-	for _, c := range cells {
-		cs = append(cs, map[string]any{"cell_type": "code", "source": c, "metadata": map[string]any{}, "outputs": []any{}, "execution_count": nil})
-	}
-	b, err := json.Marshal(map[string]any{"nbformat": 4, "nbformat_minor": 5, "metadata": map[string]any{}, "cells": cs})
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o644); err != nil {
+	if err := notebook.FromCode(cells...).Write(p); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -10,25 +10,16 @@ import (
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/notebook"
 )
 
 func writeNotebook(t *testing.T, cells ...string) string {
 	t.Helper()
-	var src []string
-	for _, c := range cells {
-		src = append(src, `{"cell_type": "code", "metadata": {}, "source": `+quote(c)+`, "outputs": [], "execution_count": null}`)
-	}
-	nb := `{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [` + strings.Join(src, ",") + `]}`
 	p := filepath.Join(t.TempDir(), "t.ipynb")
-	if err := os.WriteFile(p, []byte(nb), 0o644); err != nil {
+	if err := notebook.FromCode(cells...).Write(p); err != nil {
 		t.Fatal(err)
 	}
 	return p
-}
-
-func quote(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-	return `"` + r.Replace(s) + `"`
 }
 
 // The whole-notebook figure times both sides, and a cell that raises on

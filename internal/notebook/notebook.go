@@ -61,6 +61,17 @@ func Read(path string) (*Notebook, error) {
 	return nb, nil
 }
 
+// FromCode builds an nbformat 4.5 notebook of code cells, one per source,
+// with no outputs yet: tests and benchmarks make their notebooks so.
+func FromCode(sources ...string) *Notebook {
+	cells := make([]Cell, len(sources))
+	for i, src := range sources {
+		cells[i] = Cell{"cell_type": "code", "metadata": map[string]any{}, "source": src, "outputs": []any{}, "execution_count": nil}
+	}
+	return &Notebook{Cells: cells, Metadata: map[string]any{},
+		rest: map[string]json.RawMessage{"nbformat": json.RawMessage("4"), "nbformat_minor": json.RawMessage("5")}}
+}
+
 // Parse decodes and validates notebook JSON.
 func Parse(b []byte) (*Notebook, error) {
 	var top map[string]json.RawMessage

@@ -204,3 +204,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A notebook built from code reads back as the same nbformat 4 cells.
+func TestFromCode(t *testing.T) {
+	b, err := FromCode("x = 1", "print(x)\n").Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, err := Parse(b)
+	if err != nil {
+		t.Fatalf("FromCode made a notebook Parse refuses: %v\n%s", err, b)
+	}
+	if len(nb.Cells) != 2 || nb.Cells[0].Type() != "code" || nb.Cells[1].Source() != "print(x)\n" {
+		t.Fatalf("got cells %v", nb.Cells)
+	}
+	if !strings.Contains(string(b), `"nbformat": 4`) || !strings.Contains(string(b), `"nbformat_minor": 5`) {
+		t.Fatalf("no nbformat 4.5 header:\n%s", b)
+	}
+}

@@ -2,7 +2,6 @@ package transparency
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -37,18 +36,7 @@ func TestMain(m *testing.M) {
 }
 
 // Notebook builds the nbformat notebook of a case.
-func (c Case) Notebook() *notebook.Notebook {
-	cells := make([]any, len(c.Cells))
-	for i, src := range c.Cells {
-		cells[i] = map[string]any{"cell_type": "code", "metadata": map[string]any{}, "source": src, "outputs": []any{}, "execution_count": nil}
-	}
-	b, _ := json.Marshal(map[string]any{"nbformat": 4, "nbformat_minor": 5, "metadata": map[string]any{}, "cells": cells})
-	nb, err := notebook.Parse(b)
-	if err != nil {
-		panic(err)
-	}
-	return nb
-}
+func (c Case) Notebook() *notebook.Notebook { return notebook.FromCode(c.Cells...) }
 
 // comparable reduces outputs to what a user sees: stream text, result and
 // display text, error name and value (tracebacks differ in file names).
