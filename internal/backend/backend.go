@@ -10,30 +10,46 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
-// Backend is one place cells can run.
+// Backend is one place cells can run: the lifecycle of one kernel, across
+// its incarnations (a kernel that died is started again by the next
+// Start). Modelled on jupyter_client's KernelProvisionerBase, each method
+// says who calls it and when. Methods are safe for concurrent use.
 type Backend interface {
-	// Location is "local" or "remote".
-	Location() string
-	// Start starts the kernel, or restarts it if it died. It is a no-op on
-	// a running kernel and returns once the kernel answers requests.
+	// Location is where this backend runs cells. Fixed for its lifetime.
+	Location() location.Location
+	// Start starts the kernel, or a new incarnation if the last one died.
+	// It is a no-op on a running kernel and returns once the kernel
+	// answers requests. Called by the kernel before anything is sent to
+	// this location (the first cell, a move, recovery); concurrent calls
+	// start one kernel.
 	Start(ctx context.Context) error
-	// Send sends a request on shell, control or stdin.
-	Send(ch wire.Channel, m *wire.Message) error
-	// Incoming delivers every message from the kernel, across restarts.
+	// Send sends a request on shell, control or stdin to the current
+	// incarnation. Called by the kernel's request paths (forwarded and
+	// hidden requests, relayed chunks); ctx bounds a write that blocks
+	// (a slow link). It fails with ErrDied when no incarnation runs.
+	Send(ctx context.Context, ch wire.Channel, m *wire.Message) error
+	// Incoming delivers every message from the kernel, across
+	// incarnations. Read by exactly one goroutine, the kernel's router.
 	Incoming() <-chan wire.Incoming
-	// Died is closed when the current kernel incarnation has died.
+	// Died is closed when the current incarnation has died; each Start
+	// of a new incarnation returns a new channel. Read by whoever waits
+	// on this kernel, so a death ends the wait.
 	Died() <-chan struct{}
-	// Alive reports whether the kernel is running.
+	// Alive reports whether an incarnation is running.
 	Alive() bool
-	// Interrupt interrupts the running cell.
+	// Interrupt interrupts the running cell. Called from the control
+	// goroutine on the front end's interrupt_request.
 	Interrupt(ctx context.Context) error
 	// Shutdown stops the kernel in steps: shutdown_request, SIGTERM,
-	// SIGKILL (or DELETE for a remote kernel).
+	// SIGKILL (or DELETE for a remote kernel). Called once, when Ferry
+	// shuts down; Start is not called again after it.
 	Shutdown(ctx context.Context) error
-	// Status describes the backend for %ferry status. It never holds secrets.
+	// Status describes the backend for %ferry status. It never holds
+	// secrets. Called at any time.
 	Status() Status
 	// KernelInfo is the kernel_info_reply content from the last start.
 	KernelInfo() json.RawMessage
@@ -41,7 +57,7 @@ type Backend interface {
 
 // Status is what %ferry status shows about a backend.
 type Status struct {
-	Location    string
+	Location    location.Location
 	Kind        string
 	Interpreter string
 	PID         int
@@ -51,8 +67,8 @@ type Status struct {
 	Started     time.Time
 	Restarts    int
 	LastExit    string
-	RTT         time.Duration
-	Throughput  float64 // bytes per second, 0 if unmeasured
+	// RTT is the round trip measured when the kernel started.
+	RTT time.Duration
 }
 
 // ErrDied is returned when a kernel died while Ferry waited on it.

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -25,10 +26,10 @@ const DefaultPython = "/usr/bin/python3"
 // Local is an ipykernel on this machine, started from an explicit
 // interpreter in its own process group.
 type Local struct {
-	// Loc is the location this kernel stands for: "local" normally, or
-	// "remote" for a second local kernel standing in for the cloud (tests,
+	// Loc is the location this kernel stands for: location.Local normally,
+	// or a cloud for a second local kernel standing in for it (tests,
 	// transparency runs).
-	Loc    string
+	Loc    location.Location
 	Python string
 	// Args are the arguments after the interpreter; the default is
 	// "-m ipykernel_launcher -f {connection_file}".
@@ -61,18 +62,18 @@ func NewLocal(python string) *Local {
 	}
 	d := make(chan struct{})
 	close(d)
-	return &Local{Loc: "local", Python: python, StartTimeout: 60 * time.Second, in: make(chan wire.Incoming, 256), died: d}
+	return &Local{Loc: location.Local, Python: python, StartTimeout: 60 * time.Second, in: make(chan wire.Incoming, 256), died: d}
 }
 
 // NewStandIn returns a second local kernel standing in for the cloud
 // (--local-remote, tests, benchmarks).
 func NewStandIn(python string) *Local {
 	l := NewLocal(python)
-	l.Loc = "remote"
+	l.Loc = location.Remote
 	return l
 }
 
-func (l *Local) Location() string               { return l.Loc }
+func (l *Local) Location() location.Location    { return l.Loc }
 func (l *Local) Incoming() <-chan wire.Incoming { return l.in }
 
 func (l *Local) Died() <-chan struct{} {
@@ -108,7 +109,7 @@ func (l *Local) ConnInfo() (wire.ConnInfo, bool) {
 }
 
 // Send sends a request to the kernel.
-func (l *Local) Send(ch wire.Channel, m *wire.Message) error {
+func (l *Local) Send(_ context.Context, ch wire.Channel, m *wire.Message) error {
 	l.mu.Lock()
 	c := l.conn
 	l.mu.Unlock()

@@ -24,6 +24,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -77,9 +78,6 @@ type Remote struct {
 	seenMu sync.Mutex
 	seen   map[string]struct{}
 	order  []string
-
-	statMu     sync.Mutex
-	throughput float64 // bytes/s, EWMA over large frames
 }
 
 // NewRemote checks cfg and returns a remote backend; it connects on Start.
@@ -144,7 +142,7 @@ func redact(s string) string {
 	return u.String()
 }
 
-func (r *Remote) Location() string               { return "remote" }
+func (r *Remote) Location() location.Location    { return location.Remote }
 func (r *Remote) Incoming() <-chan wire.Incoming { return r.in }
 
 func (r *Remote) Died() <-chan struct{} {
@@ -472,9 +470,6 @@ func (r *Remote) readLoop(ws *websocket.Conn, died chan struct{}) {
 			_ = ws.CloseNow()
 			return
 		}
-		if len(data) > 1<<20 {
-			r.measure(len(data), 0)
-		}
 		r.connMu.Lock()
 		dest := r.dest
 		r.connMu.Unlock()
@@ -597,26 +592,12 @@ func (r *Remote) duplicate(id string) bool {
 	return false
 }
 
-func (r *Remote) measure(n int, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	bps := float64(n) / d.Seconds()
-	r.statMu.Lock()
-	if r.throughput == 0 {
-		r.throughput = bps
-	} else {
-		r.throughput = 0.7*r.throughput + 0.3*bps
-	}
-	r.statMu.Unlock()
-}
-
 // Send sends a request to the remote kernel.
-func (r *Remote) Send(ch wire.Channel, m *wire.Message) error {
+func (r *Remote) Send(ctx context.Context, ch wire.Channel, m *wire.Message) error {
 	if !r.Alive() {
 		return fmt.Errorf("remote kernel is not running: %w", ErrDied)
 	}
-	return r.write(context.Background(), ch, m)
+	return r.write(ctx, ch, m)
 }
 
 // write frames and writes one message; if the socket is being reopened it
@@ -650,14 +631,10 @@ func (r *Remote) write(ctx context.Context, ch wire.Channel, m *wire.Message) er
 		// A large payload over a slow link may take long; bound it by size.
 		wctx, cancel := context.WithTimeout(ctx, 60*time.Second+time.Duration(len(data)/(256<<10))*time.Second)
 		r.wmu.Lock()
-		t0 := time.Now()
 		err = ws.Write(wctx, typ, data)
 		r.wmu.Unlock()
 		cancel()
 		if err == nil {
-			if len(data) > 1<<20 {
-				r.measure(len(data), time.Since(t0))
-			}
 			return nil
 		}
 		select {
@@ -713,7 +690,7 @@ func (r *Remote) shutdownLocked(ctx context.Context) error {
 // Status describes the remote kernel without its token.
 func (r *Remote) Status() Status {
 	r.mu.Lock()
-	st := Status{Location: "remote", Kind: "jupyter-server kernel " + r.cfg.KernelName, URL: redact(r.cfg.URL), KernelID: r.kernelID,
+	st := Status{Location: r.Location(), Kind: "jupyter-server kernel " + r.cfg.KernelName, URL: redact(r.cfg.URL), KernelID: r.kernelID,
 		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started"}
 	r.mu.Unlock()
 	r.exitMu.Lock()
@@ -729,9 +706,6 @@ func (r *Remote) Status() Status {
 			st.State = "disconnected"
 		}
 	}
-	r.statMu.Lock()
-	st.Throughput = r.throughput
-	r.statMu.Unlock()
 	return st
 }
 

@@ -41,7 +41,7 @@ func execute(t *testing.T, b Backend, code string) (string, map[string]any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Send(wire.Shell, m); err != nil {
+	if err := b.Send(t.Context(), wire.Shell, m); err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
@@ -215,7 +215,7 @@ func TestRemoteLargeBuffersBothWays(t *testing.T) {
 get_ipython().kernel.comm_manager.register_target('big', _t)`)
 	id := wire.NewID()
 	open, _ := wire.New("comm_open", "test", "t", nil, map[string]any{"comm_id": id, "target_name": "big", "data": map[string]any{}})
-	if err := r.Send(wire.Shell, open); err != nil {
+	if err := r.Send(t.Context(), wire.Shell, open); err != nil {
 		t.Fatal(err)
 	}
 	payload := make([]byte, 50<<20)
@@ -224,7 +224,7 @@ get_ipython().kernel.comm_manager.register_target('big', _t)`)
 	}
 	m, _ := wire.New("comm_msg", "test", "t", nil, map[string]any{"comm_id": id, "data": map[string]any{}})
 	m.Buffers = [][]byte{payload}
-	if err := r.Send(wire.Shell, m); err != nil {
+	if err := r.Send(t.Context(), wire.Shell, m); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.After(60 * time.Second)

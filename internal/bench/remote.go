@@ -97,7 +97,7 @@ func directExecute(ctx context.Context, b backend.Backend, code string) error {
 	if err != nil {
 		return err
 	}
-	if err := b.Send(wire.Shell, m); err != nil {
+	if err := b.Send(ctx, wire.Shell, m); err != nil {
 		return err
 	}
 	reply, idle := false, false

@@ -160,7 +160,7 @@ func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *
 	s.register(id, c)
 	defer s.finish(id)
 	died := b.Died()
-	if err := b.Send(ch, out); err != nil {
+	if err := b.Send(ctx, ch, out); err != nil {
 		return fail(err)
 	}
 	var onReply func(*wire.Message)

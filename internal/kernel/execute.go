@@ -433,9 +433,6 @@ func (s *Server) statusText() string {
 		if st.RTT > 0 {
 			fmt.Fprintf(&b, ", rtt %s", st.RTT.Round(time.Microsecond))
 		}
-		if st.Throughput > 0 {
-			fmt.Fprintf(&b, ", %.1f MB/s", st.Throughput/1e6)
-		}
 		if st.Restarts > 0 {
 			fmt.Fprintf(&b, ", restarted %d times (last exit: %s)", st.Restarts, st.LastExit)
 		}

@@ -257,7 +257,7 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 			fw, err := wire.New("comm_msg", backend.Session, "ferry", nil, map[string]any{"comm_id": dstComm, "data": raw})
 			if err == nil {
 				fw.Buffers = m.Buffers
-				err = dstB.Send(wire.Shell, fw)
+				err = dstB.Send(ctx, wire.Shell, fw)
 			}
 			if err != nil && sendErr == nil {
 				sendErr = err
@@ -303,7 +303,7 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 	defer mu.Unlock()
 	drop := func() {
 		if m, e := wire.New("comm_msg", backend.Session, "ferry", nil, map[string]any{"comm_id": dstComm, "data": map[string]any{"op": "drop", "id": id}}); e == nil {
-			_ = dstB.Send(wire.Shell, m)
+			_ = dstB.Send(ctx, wire.Shell, m)
 		}
 	}
 	switch {

@@ -53,7 +53,7 @@ func (s *Server) hidden(ctx context.Context, loc string, ch wire.Channel, msgTyp
 	s.register(id, c)
 	defer s.forget(id)
 	died := b.Died()
-	if err := b.Send(ch, m); err != nil {
+	if err := b.Send(ctx, ch, m); err != nil {
 		return nil, err
 	}
 	reply, err := s.await(ctx, loc, c, msgType, wantReply, died, nil)

@@ -10,6 +10,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -23,7 +24,7 @@ type lossyKernel struct {
 	dropIdle atomic.Int32
 }
 
-func (k *lossyKernel) Location() string                { return "local" }
+func (k *lossyKernel) Location() location.Location     { return location.Local }
 func (k *lossyKernel) Start(context.Context) error     { return nil }
 func (k *lossyKernel) Incoming() <-chan wire.Incoming  { return k.in }
 func (k *lossyKernel) Died() <-chan struct{}           { return k.died }
@@ -37,7 +38,7 @@ func (k *lossyKernel) KernelInfo() json.RawMessage {
 	return json.RawMessage(`{"language_info": {"name": "python"}}`)
 }
 
-func (k *lossyKernel) Send(ch wire.Channel, m *wire.Message) error {
+func (k *lossyKernel) Send(_ context.Context, ch wire.Channel, m *wire.Message) error {
 	if m.Header.MsgType != "execute_request" {
 		return nil
 	}

@@ -567,7 +567,7 @@ func (s *Server) relayInputRequest(loc string, c *call, m *wire.Message) {
 		slog.Warn("input request without a front-end request; answering empty", "type", m.Header.MsgType)
 		reply, err := wire.New("input_reply", backend.Session, "ferry", m.HeaderJSON(), map[string]string{"value": ""})
 		if err == nil {
-			_ = s.backends[loc].Send(wire.Stdin, reply)
+			_ = s.backends[loc].Send(context.Background(), wire.Stdin, reply)
 		}
 		return
 	}
@@ -596,7 +596,7 @@ func (s *Server) handleInputReply(m *wire.Message) {
 	}
 	out := &wire.Message{Header: wire.NewHeader("input_reply", backend.Session, "ferry"), Parent: p.request.HeaderJSON(), Metadata: m.Metadata, Content: m.Content}
 	out.Header.Extra = m.Header.Extra
-	if err := s.backends[p.loc].Send(wire.Stdin, out); err != nil {
+	if err := s.backends[p.loc].Send(context.Background(), wire.Stdin, out); err != nil {
 		slog.Error("forwarding input reply", "err", err)
 	}
 }
