@@ -112,6 +112,8 @@ import sys
 import time
 import types
 
+# The comm protocol and report format version; Go's agent.ProtocolVersion.
+PROTOCOL = 2
 CHUNK = 8 << 20
 RNG = "__ferry_rng__"
 MAGIC = b"FRY1"

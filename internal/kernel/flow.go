@@ -184,36 +184,6 @@ func (s *Server) transfer(ctx context.Context, src, dst string, names []string) 
 	return 0, nil, lastErr
 }
 
-type agentMsg struct {
-	Op        string            `json:"op"`
-	ID        string            `json:"id"`
-	Seq       int               `json:"seq"`
-	Hash      string            `json:"hash"`
-	Size      int64             `json:"size"`
-	Chunks    int               `json:"chunks"`
-	Names     []string          `json:"names"`
-	Unmovable map[string]string `json:"unmovable"`
-	Error     string            `json:"error"`
-	Seconds   float64           `json:"seconds"`
-	RawSize   int64             `json:"raw_size"`
-}
-
-// commData reads an agent message, returning its raw data too so Ferry
-// can forward it unchanged.
-func commData(m *wire.Message) (agentMsg, json.RawMessage, bool) {
-	if m.Header.MsgType != "comm_msg" {
-		return agentMsg{}, nil, false
-	}
-	var c struct {
-		Data json.RawMessage `json:"data"`
-	}
-	var d agentMsg
-	if m.Decode(&c) != nil || json.Unmarshal(c.Data, &d) != nil {
-		return agentMsg{}, nil, false
-	}
-	return d, c.Data, true
-}
-
 // packWindow is how many chunks the source sends per request: IOPub has no
 // flow control, so a source faster than the link would otherwise pile the
 // whole payload up in Ferry's memory (measured: 1.6 GB of Go heap for a
@@ -231,7 +201,7 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 	id := wire.NewID()
 	var (
 		mu       sync.Mutex
-		packed   *agentMsg
+		packed   *agent.Msg
 		sendErr  error
 		chunks   int
 		agentErr string
@@ -242,7 +212,7 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 	// Each chunk goes on to the target as soon as it arrives, so Ferry
 	// never holds the whole payload.
 	onIOPub := func(m *wire.Message) {
-		d, raw, ok := commData(m)
+		d, raw, ok := agent.CommData(m)
 		if !ok || d.ID != id {
 			return
 		}
@@ -346,7 +316,7 @@ func (s *Server) transferOnce(ctx context.Context, src, dst string, names []stri
 		return 0, nil, fmt.Errorf("loading at %s: %w", dst, err)
 	}
 	for _, m := range res.IOPub {
-		d, _, ok := commData(m)
+		d, _, ok := agent.CommData(m)
 		if !ok || d.ID != id {
 			continue
 		}
@@ -429,7 +399,7 @@ func (s *Server) afterCell(ctx context.Context, loc, cell string, eff effects, r
 			raw = exprs[agent.ReportKey]
 		}
 	}
-	rep, err := parseReport(raw)
+	rep, err := agent.ParseReport(raw)
 	if err != nil {
 		slog.Warn("no state report from the agent; assuming the cell changed what it writes", "err", err)
 		rep = agent.Report{Changed: map[string]agent.Change{}}
@@ -458,44 +428,6 @@ func (s *Server) afterCell(ctx context.Context, loc, cell string, eff effects, r
 	return reply, wrote
 }
 
-// parseReport reads the report from a user_expressions entry (a mime
-// bundle whose text/plain is the report's JSON).
-func parseReport(raw json.RawMessage) (agent.Report, error) {
-	var rep agent.Report
-	if len(raw) == 0 {
-		return rep, errors.New("no report")
-	}
-	text, err := parseBundle(raw)
-	if err != nil {
-		return rep, err
-	}
-	// Entries decode as pointers so a null one is told from an empty one.
-	var r struct {
-		Changed map[string]*agent.Change `json:"changed"`
-		Deleted []string                 `json:"deleted"`
-		Error   string                   `json:"error"`
-	}
-	if err := json.Unmarshal([]byte(text), &r); err != nil {
-		return rep, fmt.Errorf("malformed report: %w", err)
-	}
-	if r.Error != "" {
-		return rep, errors.New(r.Error)
-	}
-	// The agent always sends "changed", and a full entry per name: anything
-	// less is not a report of "nothing changed".
-	if r.Changed == nil {
-		return rep, errors.New("malformed report: no \"changed\" map")
-	}
-	rep.Changed, rep.Deleted = make(map[string]agent.Change, len(r.Changed)), r.Deleted
-	for n, ch := range r.Changed {
-		if ch == nil {
-			return agent.Report{}, fmt.Errorf("malformed report: %q is described by null, not an object", n)
-		}
-		rep.Changed[n] = *ch
-	}
-	return rep, nil
-}
-
 // baselineDump measures what dump-the-session migration would cost before
 // this cell: a full dill dump of every source that holds state the cell
 // needs at loc. Only called with Config.BaselineDump.
@@ -511,7 +443,7 @@ func (s *Server) baselineDump(ctx context.Context, loc string, eff effects) {
 			Seconds float64 `json:"seconds"`
 			Error   string  `json:"error"`
 		}
-		rep, err := parseBundle(exprs["d"])
+		rep, err := agent.ParseBundle(exprs["d"])
 		if err != nil || json.Unmarshal([]byte(rep), &d) != nil {
 			slog.Warn("baseline dump answered no figure", "err", err)
 			continue
@@ -526,25 +458,3 @@ func (s *Server) baselineDump(ctx context.Context, loc string, eff effects) {
 	}
 }
 
-// parseBundle returns the text/plain of a user_expressions result.
-func parseBundle(raw json.RawMessage) (string, error) {
-	var bundle struct {
-		Status string `json:"status"`
-		EName  string `json:"ename"`
-		EValue string `json:"evalue"`
-		Data   struct {
-			Text string `json:"text/plain"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &bundle); err != nil {
-		return "", err
-	}
-	switch bundle.Status {
-	case "ok":
-	case "":
-		return "", errors.New("user_expressions result without a status")
-	default:
-		return "", fmt.Errorf("%s: %s", bundle.EName, bundle.EValue)
-	}
-	return bundle.Data.Text, nil
-}

@@ -240,7 +240,7 @@ func (s *Server) replay(ctx context.Context, loc string, plan state.Plan,
 	if err != nil {
 		return nil, nil, fmt.Errorf("asking the agent what was made: %w", err)
 	}
-	rep, err := parseReport(exprs[agent.ReportKey])
+	rep, err := agent.ParseReport(exprs[agent.ReportKey])
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the agent's report: %w", err)
 	}

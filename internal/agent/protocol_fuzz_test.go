@@ -1,12 +1,13 @@
-package kernel
+package agent
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/ferry-nb/ferry/internal/agent"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -43,7 +44,7 @@ func TestParseReportRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := parseReport(json.RawMessage(tt.raw))
+			_, err := ParseReport(json.RawMessage(tt.raw))
 			if err == nil {
 				t.Fatalf("accepted %s", tt.raw)
 			}
@@ -58,11 +59,11 @@ func TestParseReportRejects(t *testing.T) {
 // a bundle with status ok whose text/plain is a report without an error,
 // and a report Ferry's agent writes reads back the same.
 func FuzzParseReport(f *testing.F) {
-	good := agent.Report{Changed: map[string]agent.Change{
-		"x":       {Size: 8000, Hash: "ab12", Kind: "ndarray", Movable: true, Group: "g:x"},
-		"np":      {Kind: "module", Movable: true, Module: "numpy"},
-		"g":       {Kind: "generator", Reason: "generator"},
-		agent.RNG: {Size: 2500, Hash: "ff", Kind: "rng", Movable: true},
+	good := Report{Changed: map[string]Change{
+		"x":  {Size: 8000, Hash: "ab12", Kind: "ndarray", Movable: true, Group: "g:x"},
+		"np": {Kind: "module", Movable: true, Module: "numpy"},
+		"g":  {Kind: "generator", Reason: "generator"},
+		RNG:  {Size: 2500, Hash: "ff", Kind: "rng", Movable: true},
 	}, Deleted: []string{"old", "é\u2028"}}
 	js, _ := json.Marshal(good)
 	f.Add(string(bundle(f, string(js))))
@@ -77,7 +78,7 @@ func FuzzParseReport(f *testing.F) {
 	f.Add(`null`)
 	f.Add(``)
 	f.Fuzz(func(t *testing.T, raw string) {
-		rep, err := parseReport(json.RawMessage(raw))
+		rep, err := ParseReport(json.RawMessage(raw))
 		if err != nil {
 			return
 		}
@@ -95,7 +96,7 @@ func FuzzParseReport(f *testing.F) {
 		if err != nil {
 			t.Fatalf("an accepted report does not encode: %v", err)
 		}
-		rep2, err := parseReport(bundle(t, string(again)))
+		rep2, err := ParseReport(bundle(t, string(again)))
 		if err != nil {
 			t.Fatalf("a report written from an accepted one is rejected: %v", err)
 		}
@@ -114,7 +115,7 @@ func FuzzParseBundle(f *testing.F) {
 	f.Add(`{"status":"abort"}`)
 	f.Add(`"ok"`)
 	f.Fuzz(func(t *testing.T, raw string) {
-		text, err := parseBundle(json.RawMessage(raw))
+		text, err := ParseBundle(json.RawMessage(raw))
 		if err != nil {
 			if text != "" {
 				t.Fatalf("a rejected bundle also gave %q", text)
@@ -152,9 +153,9 @@ func FuzzCommData(f *testing.F) {
 	f.Add("stream", `{"name":"stdout","text":"x"}`)
 	f.Fuzz(func(t *testing.T, msgType, content string) {
 		m := &wire.Message{Header: wire.Header{MsgType: msgType}, Content: json.RawMessage(content)}
-		d, raw, ok := commData(m)
+		d, raw, ok := CommData(m)
 		if !ok {
-			if !reflect.DeepEqual(d, agentMsg{}) || raw != nil {
+			if !reflect.DeepEqual(d, Msg{}) || raw != nil {
 				t.Fatalf("a rejected message also gave %+v %s", d, raw)
 			}
 			return
@@ -168,7 +169,7 @@ func FuzzCommData(f *testing.F) {
 		if err := json.Unmarshal([]byte(content), &c); err != nil || string(c.Data) != string(raw) {
 			t.Fatalf("data %s handed on as %s", c.Data, raw)
 		}
-		var d2 agentMsg
+		var d2 Msg
 		if err := json.Unmarshal(raw, &d2); err != nil || !reflect.DeepEqual(d, d2) {
 			t.Fatalf("data %s read as %+v", raw, d)
 		}
@@ -177,9 +178,29 @@ func FuzzCommData(f *testing.F) {
 		if err != nil {
 			t.Fatalf("an accepted agent message does not encode: %v", err)
 		}
-		d3, _, ok := commData(&wire.Message{Header: wire.Header{MsgType: "comm_msg"}, Content: again})
+		d3, _, ok := CommData(&wire.Message{Header: wire.Header{MsgType: "comm_msg"}, Content: again})
 		if !ok || !reflect.DeepEqual(d, d3) {
 			t.Fatalf("%+v read back as %+v", d, d3)
 		}
 	})
+}
+
+func TestCheckProtocol(t *testing.T) {
+	if err := CheckProtocol(bundle(t, "2")); err != nil {
+		t.Fatalf("version %d rejected: %v", ProtocolVersion, err)
+	}
+	for _, raw := range []json.RawMessage{bundle(t, "1"), bundle(t, "'2'"), json.RawMessage(`{"status":"error","ename":"AttributeError","evalue":"no PROTOCOL"}`)} {
+		if err := CheckProtocol(raw); !errors.Is(err, ErrProtocol) {
+			t.Errorf("CheckProtocol(%s) = %v, want ErrProtocol", raw, err)
+		}
+	}
+}
+
+// TestProtocolVersionMatchesPython: the two halves of the protocol carry
+// one version; agent.py's PROTOCOL is the Go constant.
+func TestProtocolVersionMatchesPython(t *testing.T) {
+	want := fmt.Sprintf("\nPROTOCOL = %d\n", ProtocolVersion)
+	if !strings.Contains(Source, want) {
+		t.Fatalf("agent.py does not say %q: bump both halves together", strings.TrimSpace(want))
+	}
 }
