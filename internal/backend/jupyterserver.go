@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -162,7 +163,8 @@ func (s *JupyterServer) Kernels(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// DeleteKernel deletes a kernel on the server.
+// DeleteKernel deletes a kernel on the server; for one that does not
+// exist (any more) the error satisfies IsStatus(err, http.StatusNotFound).
 func (s *JupyterServer) DeleteKernel(ctx context.Context, id string) error {
 	resp, err := s.call(ctx, http.MethodDelete, "/api/kernels/"+id)
 	if err != nil {
@@ -172,6 +174,7 @@ func (s *JupyterServer) DeleteKernel(ctx context.Context, id string) error {
 	return nil
 }
 
+// call does one request; a failure status comes back as an *HTTPError.
 func (s *JupyterServer) call(ctx context.Context, method, path string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, nil)
 	if err != nil {
@@ -184,8 +187,9 @@ func (s *JupyterServer) call(ctx context.Context, method, path string) (*http.Re
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 		resp.Body.Close()
-		return nil, fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+		return nil, &HTTPError{Method: method, Path: path, Status: resp.StatusCode, Message: scrub(serverMessage(data), s.Token)}
 	}
 	return resp, nil
 }

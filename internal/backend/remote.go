@@ -15,6 +15,8 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -199,17 +201,8 @@ func (r *Remote) api(ctx context.Context, method, path string, body any, out any
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	switch {
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return fmt.Errorf("remote server %s rejected the token (HTTP %d): set FERRY_TOKEN or --token-file to the server's token", redact(r.cfg.URL), resp.StatusCode)
-	case resp.StatusCode == http.StatusNotFound && path == "/api":
-		return fmt.Errorf("%s does not serve the Jupyter Server API (HTTP 404 at /api): check the URL and its base path", redact(r.cfg.URL))
-	case resp.StatusCode >= 300:
-		msg := serverMessage(data)
-		if strings.Contains(msg, "No such kernel") || strings.Contains(msg, "NoSuchKernel") {
-			return fmt.Errorf("remote server has no kernel named %q: pass --remote-kernel with one of its kernelspecs (GET /api/kernelspecs)", r.cfg.KernelName)
-		}
-		return fmt.Errorf("remote server answered %s %s with HTTP %d: %s", method, path, resp.StatusCode, msg)
+	if resp.StatusCode >= 300 {
+		return r.explain(&HTTPError{Method: method, Path: path, Status: resp.StatusCode, Message: scrub(serverMessage(data), r.cfg.Token)})
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -225,19 +218,89 @@ func (r *Remote) authorize(h http.Header) {
 	}
 }
 
+// HTTPError is a failure status the server answered a request with.
+// Callers tell statuses apart with IsStatus or errors.As, never by
+// searching the error's text.
+type HTTPError struct {
+	Method, Path string // the request, e.g. DELETE /api/kernels/ID (no host, no query)
+	Status       int
+	// Message is the server's own explanation (its JSON "message" and
+	// "reason", or the start of its body) on one line, with URLs redacted
+	// and the token removed.
+	Message string
+}
+
+func (e *HTTPError) Error() string {
+	s := fmt.Sprintf("remote server answered %s %s with HTTP %d", e.Method, e.Path, e.Status)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// IsStatus reports whether err is, or wraps, an *HTTPError with one of
+// codes (with no codes, any status).
+func IsStatus(err error, codes ...int) bool {
+	var h *HTTPError
+	if !errors.As(err, &h) {
+		return false
+	}
+	return len(codes) == 0 || slices.Contains(codes, h.Status)
+}
+
+// explainedError is an *HTTPError with the advice a user needs in place of
+// the generic wording; errors.As and IsStatus still find the HTTPError.
+type explainedError struct {
+	msg string
+	err *HTTPError
+}
+
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }
+
+// explain words the statuses a user can act on.
+func (r *Remote) explain(h *HTTPError) error {
+	switch {
+	case h.Status == http.StatusUnauthorized || h.Status == http.StatusForbidden:
+		return &explainedError{fmt.Sprintf("remote server %s rejected the token (HTTP %d): set FERRY_TOKEN or --token-file to the server's token", redact(r.cfg.URL), h.Status), h}
+	case h.Status == http.StatusNotFound && h.Path == "/api":
+		return &explainedError{fmt.Sprintf("%s does not serve the Jupyter Server API (HTTP 404 at /api): check the URL and its base path", redact(r.cfg.URL)), h}
+	case h.Method == http.MethodPost && h.Path == "/api/kernels" &&
+		(strings.Contains(h.Message, "No such kernel") || strings.Contains(h.Message, "NoSuchKernel")):
+		// jupyter-server answers an unknown kernelspec name with a bare
+		// HTTP 500, the status of any failure to start a kernel; only its
+		// message (jupyter_client's NoSuchKernel) tells this case apart.
+		return &explainedError{fmt.Sprintf("remote server has no kernel named %q: pass --remote-kernel with one of its kernelspecs (GET /api/kernelspecs)", r.cfg.KernelName), h}
+	}
+	return h
+}
+
+// serverMessage extracts the server's explanation from an error body, on
+// one line.
 func serverMessage(data []byte) string {
 	var m struct {
 		Message string `json:"message"`
 		Reason  string `json:"reason"`
 	}
+	s := string(data)
 	if json.Unmarshal(data, &m) == nil && (m.Message != "" || m.Reason != "") {
-		return strings.TrimSpace(m.Message + " " + m.Reason)
-	}
-	s := strings.TrimSpace(string(data))
-	if len(s) > 200 {
+		s = m.Message + " " + m.Reason
+	} else if len(s) > 200 {
 		s = s[:200]
 	}
-	return s
+	return strings.Join(strings.Fields(s), " ")
+}
+
+var urlInText = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]+`)
+
+// scrub redacts the URLs in a server's message and removes the token, so
+// neither reaches an error or a log.
+func scrub(msg, token string) string {
+	msg = urlInText.ReplaceAllStringFunc(msg, redact)
+	if token != "" {
+		msg = strings.ReplaceAll(msg, token, "REDACTED")
+	}
+	return msg
 }
 
 // netError explains a failure to reach the server.
@@ -337,10 +400,10 @@ func (r *Remote) deleteKernel(ctx context.Context, id string) error {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = r.api(dctx, http.MethodDelete, "/api/kernels/"+id, nil, nil)
 		cancel()
-		if err != nil && strings.Contains(err.Error(), "HTTP 404") {
+		if IsStatus(err, http.StatusNotFound) {
 			return nil // already gone
 		}
-		if err == nil || !strings.Contains(err.Error(), "HTTP 500") {
+		if !IsStatus(err, http.StatusInternalServerError) {
 			return err
 		}
 		select {
@@ -368,13 +431,21 @@ func (r *Remote) dial(ctx context.Context) (*websocket.Conn, string, error) {
 	defer cancel()
 	ws, resp, err := websocket.Dial(dctx, u.String(), opts)
 	if err != nil {
-		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
-			return nil, "", fmt.Errorf("remote server %s rejected the token on the kernel channel (HTTP %d): set FERRY_TOKEN or --token-file", redact(r.cfg.URL), resp.StatusCode)
+		if resp == nil || resp.StatusCode < 300 {
+			return nil, "", r.netError(err)
 		}
-		if resp != nil && resp.StatusCode == http.StatusNotFound {
-			return nil, "", fmt.Errorf("remote kernel %s is gone (HTTP 404 on its channels)", r.kernelID)
+		var data []byte
+		if resp.Body != nil {
+			data, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<10))
 		}
-		return nil, "", r.netError(err)
+		h := &HTTPError{Method: http.MethodGet, Path: "/api/kernels/" + r.kernelID + "/channels", Status: resp.StatusCode, Message: scrub(serverMessage(data), r.cfg.Token)}
+		switch h.Status {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return nil, "", &explainedError{fmt.Sprintf("remote server %s rejected the token on the kernel channel (HTTP %d): set FERRY_TOKEN or --token-file", redact(r.cfg.URL), h.Status), h}
+		case http.StatusNotFound:
+			return nil, "", &explainedError{fmt.Sprintf("remote kernel %s is gone (HTTP 404 on its channels)", r.kernelID), h}
+		}
+		return nil, "", h
 	}
 	ws.SetReadLimit(-1) // kernel messages carry arrays of any size
 	return ws, ws.Subprotocol(), nil
@@ -523,7 +594,7 @@ func (r *Remote) watch(id string, died <-chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := r.api(ctx, http.MethodGet, "/api/kernels/"+id, nil, nil)
 		cancel()
-		if err != nil && strings.Contains(err.Error(), "HTTP 404") {
+		if IsStatus(err, http.StatusNotFound) {
 			r.connMu.Lock()
 			ws := r.ws
 			r.connMu.Unlock()
@@ -546,13 +617,10 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 			ID string `json:"id"`
 		}
 		err := r.api(ctx, http.MethodGet, "/api/kernels/"+r.kernelID, nil, &k)
-		if err != nil && strings.Contains(err.Error(), "HTTP 404") {
-			cancel()
-			return nil, fmt.Errorf("the remote kernel %s is gone (deleted, or the server restarted)", r.kernelID)
-		}
 		if err == nil {
-			ws, _, derr := r.dial(ctx)
-			if derr == nil {
+			var ws *websocket.Conn
+			ws, _, err = r.dial(ctx)
+			if err == nil {
 				cancel()
 				r.connMu.Lock()
 				r.ws = ws
@@ -562,9 +630,13 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 				slog.Info("remote kernel connection reopened", "attempt", attempt)
 				return ws, nil
 			}
-			err = derr
 		}
 		cancel()
+		// A 404 for the kernel, or for its channels just after the kernel
+		// was listed, means it was deleted or the server restarted.
+		if h := (*HTTPError)(nil); errors.As(err, &h) && h.Status == http.StatusNotFound {
+			return nil, &explainedError{fmt.Sprintf("the remote kernel %s is gone (deleted, or the server restarted)", r.kernelID), h}
+		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("the remote kernel connection closed and could not be reopened: %w", err)
 		}

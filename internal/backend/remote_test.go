@@ -3,11 +3,14 @@ package backend
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -329,5 +332,246 @@ func TestRemoteKernelGone(t *testing.T) {
 	}
 	if st := r.Status(); !strings.Contains(st.LastExit, "is gone") {
 		t.Fatalf("last exit %q, want it to say the kernel is gone", st.LastExit)
+	}
+}
+
+func TestHTTPErrorIsStatus(t *testing.T) {
+	h := &HTTPError{Method: http.MethodDelete, Path: "/api/kernels/k1", Status: http.StatusNotFound, Message: "Kernel does not exist: k1"}
+	tests := []struct {
+		name  string
+		err   error
+		codes []int
+		want  bool
+	}{
+		{"bare", h, []int{404}, true},
+		{"wrapped once", fmt.Errorf("deleting the kernel: %w", h), []int{404}, true},
+		{"wrapped twice", fmt.Errorf("shutdown: %w", fmt.Errorf("deleting: %w", h)), []int{500, 404}, true},
+		{"explained", &explainedError{"remote kernel k1 is gone", h}, []int{404}, true},
+		{"joined", errors.Join(errors.New("other"), h), []int{404}, true},
+		{"no codes means any status", fmt.Errorf("x: %w", h), nil, true},
+		{"other status", fmt.Errorf("x: %w", h), []int{500, 403}, false},
+		{"wrapped with %v loses the type", fmt.Errorf("x: %v", h), []int{404}, false},
+		{"the wording alone is not a status", errors.New(h.Error()), []int{404}, false},
+		{"nil", nil, []int{404}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := IsStatus(tt.err, tt.codes...); got != tt.want {
+				t.Fatalf("IsStatus(%v, %v) = %v, want %v", tt.err, tt.codes, got, tt.want)
+			}
+			var got *HTTPError
+			if ok := errors.As(tt.err, &got); ok != (tt.want || tt.name == "other status") {
+				t.Fatalf("errors.As = %v", ok)
+			} else if ok && got != h {
+				t.Fatalf("errors.As found %+v, not the original", got)
+			}
+		})
+	}
+	words := []struct {
+		err  *HTTPError
+		want string
+	}{
+		{h, "remote server answered DELETE /api/kernels/k1 with HTTP 404: Kernel does not exist: k1"},
+		{&HTTPError{Method: "POST", Path: "/api/kernels", Status: 500}, "remote server answered POST /api/kernels with HTTP 500"},
+	}
+	for _, w := range words {
+		if got := w.err.Error(); got != w.want {
+			t.Errorf("Error() = %q, want %q", got, w.want)
+		}
+		if got := fmt.Errorf("stopping: %w", w.err).Error(); got != "stopping: "+w.want {
+			t.Errorf("wrapped Error() = %q", got)
+		}
+	}
+}
+
+// TestRemoteAPIHTTPErrors checks that every failure status of the REST API
+// is an *HTTPError, with the user-facing wording on one line and neither
+// the token nor a URL's secrets in it.
+func TestRemoteAPIHTTPErrors(t *testing.T) {
+	const token = "tok-0123456789abcdef"
+	type answer struct {
+		status int
+		body   string
+	}
+	answers := map[string]answer{
+		"GET /forbidden/api":      {403, `{"message": "Forbidden", "reason": null}`},
+		"GET /nojupyter/api":      {404, "404 page not found"},
+		"POST /j/api/kernels":     {500, `{"message": "No such kernel named cobol", "reason": null}`},
+		"DELETE /j/api/kernels/k": {500, `{"message": "No such kernel named k", "reason": null}`},
+		"GET /j/api/kernels/k":    {404, `{"message": "Kernel does not exist: k", "reason": null}`},
+		"GET /j/api/kernels/p":    {502, "<html>\n<body>Bad gateway for http://user:pw@proxy:3128/x?token=" + token + "\n" + token + "</body>\n</html>"},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		a, ok := answers[req.Method+" "+req.URL.Path]
+		if !ok {
+			a = answer{418, "unexpected request"}
+		}
+		w.WriteHeader(a.status)
+		io.WriteString(w, a.body)
+	}))
+	defer srv.Close()
+	tests := []struct {
+		name, base, method, path string
+		status                   int
+		want                     string
+		message                  string // HTTPError.Message, exactly
+	}{
+		{"wrong token", "/forbidden", "GET", "/api", 403, "remote server " + srv.URL + "/forbidden rejected the token (HTTP 403): set FERRY_TOKEN or --token-file to the server's token", "Forbidden"},
+		{"not a jupyter server", "/nojupyter", "GET", "/api", 404, srv.URL + "/nojupyter does not serve the Jupyter Server API (HTTP 404 at /api): check the URL and its base path", "404 page not found"},
+		{"unknown kernelspec", "/j", "POST", "/api/kernels", 500, `remote server has no kernel named "cobol": pass --remote-kernel with one of its kernelspecs (GET /api/kernelspecs)`, "No such kernel named cobol"},
+		{"NoSuchKernel text elsewhere is not a kernelspec problem", "/j", "DELETE", "/api/kernels/k", 500, "remote server answered DELETE /api/kernels/k with HTTP 500: No such kernel named k", "No such kernel named k"},
+		{"kernel gone", "/j", "GET", "/api/kernels/k", 404, "remote server answered GET /api/kernels/k with HTTP 404: Kernel does not exist: k", "Kernel does not exist: k"},
+		{"HTML body on one line, scrubbed", "/j", "GET", "/api/kernels/p", 502, "remote server answered GET /api/kernels/p with HTTP 502: <html> <body>Bad gateway for http://proxy:3128/x?token=REDACTED REDACTED</body> </html>", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := NewRemote(RemoteConfig{URL: srv.URL + tt.base, Token: token, KernelName: "cobol"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body any
+			if tt.method == http.MethodPost {
+				body = map[string]string{"name": "cobol"}
+			}
+			err = r.api(context.Background(), tt.method, tt.path, body, nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if err.Error() != tt.want {
+				t.Fatalf("error %q\nwant    %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), token) || strings.Contains(err.Error(), "pw@") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q shows a secret or spans lines", err)
+			}
+			if !IsStatus(err, tt.status) || IsStatus(err, tt.status+1) {
+				t.Fatalf("IsStatus(err, %d) false, or true for %d", tt.status, tt.status+1)
+			}
+			var h *HTTPError
+			if !errors.As(err, &h) || h.Method != tt.method || h.Path != tt.path || h.Status != tt.status {
+				t.Fatalf("errors.As: %+v", h)
+			}
+			if tt.message != "" && h.Message != tt.message {
+				t.Fatalf("Message %q, want %q", h.Message, tt.message)
+			}
+			if strings.Contains(h.Message, token) {
+				t.Fatalf("Message %q holds the token", h.Message)
+			}
+		})
+	}
+}
+
+// TestDeleteKernelStatuses: 404 means already gone, 500 is retried (the
+// server is restarting the kernel), anything else is returned at once.
+func TestDeleteKernelStatuses(t *testing.T) {
+	tests := []struct {
+		name      string
+		statuses  []int // the server's answers, in turn; the last repeats
+		wantErr   int   // 0: no error, else the status IsStatus must find
+		wantCalls int
+	}{
+		{"gone", []int{404}, 0, 1},
+		{"deleted", []int{204}, 0, 1},
+		{"restarting, then deleted", []int{500, 500, 204}, 0, 3},
+		{"restarting, then gone", []int{500, 404}, 0, 2},
+		{"wrong token is not retried", []int{403}, 403, 1},
+		{"bad request is not retried", []int{400}, 400, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			calls := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				mu.Lock()
+				st := tt.statuses[min(calls, len(tt.statuses)-1)]
+				calls++
+				mu.Unlock()
+				if req.Method != http.MethodDelete || req.URL.Path != "/api/kernels/k1" {
+					st = 418
+				}
+				w.WriteHeader(st)
+			}))
+			defer srv.Close()
+			r, err := NewRemote(RemoteConfig{URL: srv.URL, Token: "t"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = r.deleteKernel(context.Background(), "k1")
+			switch {
+			case tt.wantErr == 0 && err != nil:
+				t.Fatalf("deleteKernel: %v", err)
+			case tt.wantErr != 0 && !IsStatus(err, tt.wantErr):
+				t.Fatalf("deleteKernel: %v, want HTTP %d", err, tt.wantErr)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if calls != tt.wantCalls {
+				t.Fatalf("%d DELETE requests, want %d", calls, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestDeleteDeletedKernel deletes a kernel twice on a real jupyter-server:
+// the second time both clients see an *HTTPError with status 404, and
+// deleteKernel counts the kernel as gone.
+func TestDeleteDeletedKernel(t *testing.T) {
+	s := startServer(t)
+	r, err := NewRemote(RemoteConfig{URL: s.URL, Token: s.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var k struct {
+		ID string `json:"id"`
+	}
+	if err := r.api(ctx, http.MethodPost, "/api/kernels", map[string]string{"name": "python3"}, &k); err != nil || k.ID == "" {
+		t.Fatalf("creating a kernel: %v (id %q)", err, k.ID)
+	}
+	if err := s.DeleteKernel(ctx, k.ID); err != nil {
+		t.Fatalf("first delete: %v", err)
+	}
+	path := "/api/kernels/" + k.ID
+	tests := []struct {
+		name   string
+		delete func() error
+	}{
+		{"JupyterServer.DeleteKernel", func() error { return s.DeleteKernel(ctx, k.ID) }},
+		{"Remote.api", func() error { return r.api(ctx, http.MethodDelete, path, nil, nil) }},
+		{"wrapped", func() error {
+			if err := s.DeleteKernel(ctx, k.ID); err != nil {
+				return fmt.Errorf("cleaning up: %w", err)
+			}
+			return nil
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.delete()
+			if !IsStatus(err, http.StatusNotFound) || IsStatus(err, http.StatusInternalServerError) {
+				t.Fatalf("second delete: %v, want HTTP 404 only", err)
+			}
+			var h *HTTPError
+			if !errors.As(err, &h) || h.Method != http.MethodDelete || h.Path != path || !strings.Contains(h.Message, k.ID) {
+				t.Fatalf("HTTPError %+v, want DELETE %s with the server's message naming the kernel", h, path)
+			}
+			if strings.Contains(err.Error(), s.Token) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q shows the token or spans lines", err)
+			}
+		})
+	}
+	t0 := time.Now()
+	if err := r.deleteKernel(ctx, k.ID); err != nil {
+		t.Fatalf("deleteKernel of a deleted kernel: %v, want it counted as gone", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("deleteKernel took %s: a 404 should not be retried", d)
+	}
+	ids, err := s.Kernels(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(ids, k.ID) {
+		t.Fatalf("kernel %s still listed: %v", k.ID, ids)
 	}
 }
