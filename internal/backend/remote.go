@@ -309,14 +309,32 @@ func (r *Remote) netError(err error) error {
 	if errors.As(err, &uerr) {
 		err = uerr.Err
 	}
-	var cerr *tls.CertificateVerificationError
-	var uaerr x509.UnknownAuthorityError
-	var herr x509.HostnameError
-	switch {
-	case errors.As(err, &cerr), errors.As(err, &uaerr), errors.As(err, &herr), strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "x509:"):
-		return fmt.Errorf("TLS handshake with %s failed: %v (pass --remote-ca FILE, or --remote-insecure for a self-signed test server)", redact(r.cfg.URL), err)
+	if errors.Is(err, http.ErrSchemeMismatch) {
+		return fmt.Errorf("remote server %s answered in plain HTTP, not HTTPS: %w (use an http:// URL in --remote)", redact(r.cfg.URL), err)
 	}
-	return fmt.Errorf("cannot reach remote server %s: %v (is it running? check --remote)", redact(r.cfg.URL), err)
+	if isTLSError(err) {
+		return fmt.Errorf("TLS handshake with %s failed: %w (pass --remote-ca FILE, or --remote-insecure for a self-signed test server)", redact(r.cfg.URL), err)
+	}
+	return fmt.Errorf("cannot reach remote server %s: %w (is it running? check --remote)", redact(r.cfg.URL), err)
+}
+
+// isTLSError reports whether err is a failed TLS handshake or certificate
+// check, by its type.
+func isTLSError(err error) bool {
+	var (
+		rec     tls.RecordHeaderError // the server does not speak TLS
+		verify  *tls.CertificateVerificationError
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+		op      *net.OpError
+	)
+	return errors.As(err, &rec) || errors.As(err, &verify) || errors.As(err, &unknown) ||
+		errors.As(err, &host) || errors.As(err, &invalid) ||
+		// An alert from the server (e.g. it wants a client certificate):
+		// crypto/tls's alert type is unexported, and it reports the alert
+		// as a net.OpError with this Op.
+		(errors.As(err, &op) && op.Op == "remote error")
 }
 
 // Start creates a kernel on the server and connects to it, or does nothing

@@ -3,17 +3,29 @@ package backend
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -573,5 +585,186 @@ func TestDeleteDeletedKernel(t *testing.T) {
 	}
 	if slices.Contains(ids, k.ID) {
 		t.Fatalf("kernel %s still listed: %v", k.ID, ids)
+	}
+}
+
+// selfSignedCert makes a certificate for 127.0.0.1 valid from notBefore to
+// notAfter, and writes it as PEM for --remote-ca.
+func selfSignedCert(t *testing.T, notBefore, notAfter time.Time) (tls.Certificate, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ferry test"},
+		NotBefore: notBefore, NotAfter: notAfter, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, file
+}
+
+// TestRemoteTLSErrors: each kind of failed handshake is told apart by the
+// error's type and gets the TLS advice, not "cannot reach".
+func TestRemoteTLSErrors(t *testing.T) {
+	api := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "{}") })
+	quiet := log.New(io.Discard, "", 0) // the servers log each failed handshake
+	selfSigned := httptest.NewUnstartedServer(api)
+	selfSigned.Config.ErrorLog = quiet
+	selfSigned.StartTLS()
+	defer selfSigned.Close()
+	trustedCA := filepath.Join(t.TempDir(), "httptest.pem")
+	if err := os.WriteFile(trustedCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: selfSigned.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, expiredCA := selfSignedCert(t, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	expired := httptest.NewUnstartedServer(api)
+	expired.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	expired.Config.ErrorLog = quiet
+	expired.StartTLS()
+	defer expired.Close()
+	wantsClientCert := httptest.NewUnstartedServer(api)
+	wantsClientCert.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	wantsClientCert.Config.ErrorLog = quiet
+	wantsClientCert.StartTLS()
+	defer wantsClientCert.Close()
+	notTLS, err := net.Listen("tcp", "127.0.0.1:0") // greets like an SSH server
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notTLS.Close()
+	go func() {
+		for {
+			c, err := notTLS.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n")
+			c.Close()
+		}
+	}()
+	port := func(s *httptest.Server) string { return ":" + strconv.Itoa(s.Listener.Addr().(*net.TCPAddr).Port) }
+
+	const advice = "(pass --remote-ca FILE, or --remote-insecure for a self-signed test server)"
+	tests := []struct {
+		name string
+		cfg  RemoteConfig
+		is   func(error) bool // the error's type
+	}{
+		{"self-signed, not trusted", RemoteConfig{URL: selfSigned.URL}, func(err error) bool {
+			var v *tls.CertificateVerificationError
+			var u x509.UnknownAuthorityError
+			return errors.As(err, &v) && errors.As(err, &u)
+		}},
+		{"trusted, wrong host name", RemoteConfig{URL: "https://localhost" + port(selfSigned), CAFile: trustedCA}, func(err error) bool {
+			var h x509.HostnameError
+			return errors.As(err, &h)
+		}},
+		{"trusted, expired", RemoteConfig{URL: expired.URL, CAFile: expiredCA}, func(err error) bool {
+			var c x509.CertificateInvalidError
+			return errors.As(err, &c) && c.Reason == x509.Expired
+		}},
+		{"https to a server that does not speak TLS", RemoteConfig{URL: "https://" + notTLS.Addr().String()}, func(err error) bool {
+			var rec tls.RecordHeaderError
+			return errors.As(err, &rec)
+		}},
+		{"server wants a client certificate", RemoteConfig{URL: wantsClientCert.URL, Insecure: true}, func(err error) bool {
+			var op *net.OpError
+			return errors.As(err, &op) && op.Op == "remote error"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Token = "secret-token"
+			r, err := NewRemote(tt.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err = r.Start(ctx)
+			if err == nil {
+				r.Shutdown(context.Background())
+				t.Fatal("started")
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "TLS handshake with "+redact(tt.cfg.URL)+" failed: ") || !strings.HasSuffix(msg, advice) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q, want the one-line TLS advice", msg)
+			}
+			if !tt.is(err) {
+				t.Fatalf("error %q does not carry the expected TLS error type (%T)", msg, errors.Unwrap(err))
+			}
+			if IsStatus(err) || strings.Contains(msg, "secret-token") {
+				t.Fatalf("error %q is an HTTP status or shows the token", msg)
+			}
+		})
+	}
+	t.Run("https to a plain HTTP server", func(t *testing.T) {
+		plain := httptest.NewServer(api)
+		defer plain.Close()
+		u := "https://" + strings.TrimPrefix(plain.URL, "http://")
+		r, err := NewRemote(RemoteConfig{URL: u})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.api(context.Background(), http.MethodGet, "/api", nil, nil)
+		if !errors.Is(err, http.ErrSchemeMismatch) || !strings.HasPrefix(err.Error(), "remote server "+u+" answered in plain HTTP, not HTTPS: ") {
+			t.Fatalf("error %v, want the plain-HTTP advice", err)
+		}
+	})
+	t.Run("trusted CA reaches the API", func(t *testing.T) {
+		r, err := NewRemote(RemoteConfig{URL: selfSigned.URL, CAFile: trustedCA})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.api(context.Background(), http.MethodGet, "/api", nil, nil); err != nil {
+			t.Fatalf("with the server's CA trusted: %v", err)
+		}
+	})
+}
+
+// TestNetErrorByType: netError decides by the error's type, not its text.
+func TestNetErrorByType(t *testing.T) {
+	r, err := NewRemote(RemoteConfig{URL: "https://cloud.example:8888"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		tlsFailed   = "TLS handshake with https://cloud.example:8888 failed: "
+		unreachable = "cannot reach remote server https://cloud.example:8888: "
+	)
+	wrap := func(e error) error { return &url.Error{Op: "Get", URL: "https://cloud.example:8888/api", Err: e} }
+	tests := []struct {
+		name string
+		err  error
+		want string // the message's start
+	}{
+		{"unknown authority", wrap(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), tlsFailed},
+		{"bare unknown authority", wrap(x509.UnknownAuthorityError{}), tlsFailed},
+		{"host name", wrap(x509.HostnameError{Certificate: &x509.Certificate{}, Host: "cloud.example"}), tlsFailed},
+		{"invalid certificate", wrap(x509.CertificateInvalidError{Cert: &x509.Certificate{}, Reason: x509.Expired}), tlsFailed},
+		{"record header", wrap(tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}), tlsFailed},
+		{"alert from the server", wrap(&net.OpError{Op: "remote error", Err: errors.New("alert")}), tlsFailed},
+		{"connection refused", wrap(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), unreachable},
+		{"plain HTTP answer", wrap(http.ErrSchemeMismatch), "remote server https://cloud.example:8888 answered in plain HTTP, not HTTPS: "},
+		{"TLS-looking text only", wrap(errors.New("tls: x509: looks like TLS but is not")), unreachable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := r.netError(tt.err)
+			if !strings.HasPrefix(got.Error(), tt.want) {
+				t.Fatalf("netError = %q, want prefix %q", got, tt.want)
+			}
+			if inner := errors.Unwrap(tt.err); !errors.Is(got, inner) {
+				t.Fatalf("netError lost the cause %v", inner)
+			}
+		})
 	}
 }
