@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/trace"
@@ -46,7 +47,7 @@ func runDemo(ctx context.Context, args []string) error {
 	defer an.Close()
 	tr := trace.NewMemory()
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[string]backend.Backend{"local": backend.NewLocal(*python), "remote": remote},
+		Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(*python), "remote": remote},
 		Policy:   "local", Analyzer: an, Trace: tr,
 	})
 	if err != nil {

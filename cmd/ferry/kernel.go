@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/trace"
 	"github.com/ferry-nb/ferry/internal/wire"
@@ -107,8 +108,8 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	return cfg, nil
 }
 
-func (b *backendFlags) backends() (map[string]backend.Backend, error) {
-	bs := map[string]backend.Backend{"local": backend.NewLocal(b.python)}
+func (b *backendFlags) backends() (map[location.Location]backend.Backend, error) {
+	bs := map[location.Location]backend.Backend{"local": backend.NewLocal(b.python)}
 	if b.remote != "" && b.localRemote {
 		return nil, errors.New("--remote and --local-remote exclude each other; pick one")
 	}

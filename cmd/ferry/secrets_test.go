@@ -179,6 +179,14 @@ func (w *procWatch) poll() {
 		if pid == w.root || !isDesc(pid) {
 			continue
 		}
+		// A child between fork and exec still runs ferry's image with
+		// ferry's own environment (Go forks with CLONE_VFORK|CLONE_VM):
+		// what it will run with is known only after its exec, which a
+		// later poll sees. Seen under load as "environment of N (ferry,
+		// started by ferry)" holding ferry's FERRY_TOKEN.
+		if pp, ok := argv[parent[pid]]; ok && bytes.Equal(b, pp) {
+			continue
+		}
 		if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); err == nil {
 			add(pid, fmt.Sprintf("environment of %d (%s, started by ferry)", pid, name), env)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/session"
@@ -211,7 +212,7 @@ func oraclePlacement(local, remote []trace.Event, link policy.Link) policy.Polic
 		rl[i], rr[i] = local[i].Runtime, remote[i].Runtime
 	}
 	// The first execution of every run is the warm-up cell, pinned remote.
-	return policy.Fixed("oracle", append([]string{policy.Remote}, policy.Placement(policy.OracleFrom(local, rl, rr, link))...))
+	return policy.Fixed("oracle", append([]location.Location{policy.Remote}, policy.Placement(policy.OracleFrom(local, rl, rr, link))...))
 }
 
 func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, url, token, pol string, impl policy.Policy,
@@ -229,7 +230,7 @@ func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, u
 	an := analysis.New(python)
 	defer an.Close()
 	tr := trace.NewMemory()
-	cfg := kernel.Config{Backends: map[string]backend.Backend{"local": local, "remote": remote}, Policy: pol, PolicyImpl: impl,
+	cfg := kernel.Config{Backends: map[location.Location]backend.Backend{"local": local, "remote": remote}, Policy: pol, PolicyImpl: impl,
 		Analyzer: an, Trace: tr, Link: link, RemoteSpeed: speed}
 	if impl != nil {
 		cfg.Policy = ""

@@ -10,6 +10,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/testbed"
 )
@@ -55,7 +56,7 @@ func LinkUse(ctx context.Context, python, rate string, rtt time.Duration, mb int
 	}
 	an := analysis.New(python)
 	defer an.Close()
-	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
+	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
 		Policy: "local", Analyzer: an, Link: policy.Link{Bandwidth: bw, RTT: rtt.Seconds(), Compression: 1}, RemoteSpeed: 1})
 	if err != nil {
 		return nil, err

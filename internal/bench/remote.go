@@ -10,6 +10,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -29,7 +30,7 @@ func Remote(ctx context.Context, python string, rounds int, transferMB int, out 
 	if err != nil {
 		return err
 	}
-	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python), "remote": r},
+	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python), "remote": r},
 		Policy: "remote", Analyzer: an})
 	if err != nil {
 		return err

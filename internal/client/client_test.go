@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 )
 
 const python = "/usr/bin/python3"
@@ -24,7 +25,7 @@ func TestStreamsMergeLikeNbformat(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := StartFerry(ctx, kernel.Config{Backends: map[string]backend.Backend{"local": backend.NewLocal(python)}})
+	s, err := StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python)}})
 	if err != nil {
 		t.Fatal(err)
 	}

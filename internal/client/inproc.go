@@ -6,6 +6,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -27,7 +28,7 @@ func StartFerry(ctx context.Context, cfg kernel.Config) (*Session, error) {
 	}
 	cfg.Conn = info
 	if cfg.Backends == nil {
-		cfg.Backends = map[string]backend.Backend{"local": backend.NewLocal("")}
+		cfg.Backends = map[location.Location]backend.Backend{"local": backend.NewLocal("")}
 	}
 	srv, err := kernel.New(cfg)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/testbed"
 )
@@ -195,8 +196,8 @@ type harness struct {
 	once     sync.Once
 	armed    chan struct{}
 	transfer func(ctx context.Context) error
-	pids     map[string]int
-	backends map[string]backend.Backend
+	pids     map[location.Location]int
+	backends map[location.Location]backend.Backend
 	abandon  bool
 }
 
@@ -277,13 +278,13 @@ func runCase(ctx context.Context, e *env, c Case) Result {
 	}
 	an := analysis.New(e.python)
 	defer an.Close()
-	h.backends = map[string]backend.Backend{"local": backend.NewLocal(e.python), "remote": remote}
+	h.backends = map[location.Location]backend.Backend{"local": backend.NewLocal(e.python), "remote": remote}
 	h.sess, err = client.StartFerry(ctx, kernel.Config{
 		Backends: h.backends,
 		Policy:   "local", Analyzer: an,
 		// The link is loopback: values move rather than being recomputed.
 		Link: policy.Link{Bandwidth: 1e9, RTT: 2e-4},
-		OnChunk: func(string, string, int) {
+		OnChunk: func(location.Location, location.Location, int) {
 			select {
 			case <-h.armed:
 				h.once.Do(func() { close(h.chunk) })
@@ -394,15 +395,15 @@ func (h *harness) run(ctx context.Context, code string) (*client.Result, error) 
 }
 
 // pid asks the kernel at loc for its process id.
-func (h *harness) pid(ctx context.Context, loc string) (int, error) {
-	r, err := h.run(ctx, "%%ferry "+loc+"\nimport os\nprint(os.getpid())")
+func (h *harness) pid(ctx context.Context, loc location.Location) (int, error) {
+	r, err := h.run(ctx, "%%ferry "+string(loc)+"\nimport os\nprint(os.getpid())")
 	if err != nil {
 		return 0, err
 	}
 	return strconv.Atoi(strings.TrimSpace(r.Text()))
 }
 
-func (h *harness) kill(loc string) error {
+func (h *harness) kill(loc location.Location) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pid, err := h.pidCached(ctx, loc)
@@ -415,7 +416,7 @@ func (h *harness) kill(loc string) error {
 // killIdle kills loc's kernel between cells and waits until the death is
 // visible (for the cloud kernel, the server notices within seconds), so
 // the next cell comes after it.
-func (h *harness) killIdle(ctx context.Context, loc string) error {
+func (h *harness) killIdle(ctx context.Context, loc location.Location) error {
 	if _, err := h.pidCached(ctx, loc); err != nil {
 		return err
 	}
@@ -435,9 +436,9 @@ func (h *harness) killIdle(ctx context.Context, loc string) error {
 
 // pids are looked up before the strike, as asking during a transfer
 // would queue behind it.
-func (h *harness) pidCached(ctx context.Context, loc string) (int, error) {
+func (h *harness) pidCached(ctx context.Context, loc location.Location) (int, error) {
 	if h.pids == nil {
-		h.pids = map[string]int{}
+		h.pids = map[location.Location]int{}
 	}
 	if p, ok := h.pids[loc]; ok {
 		return p, nil
@@ -450,7 +451,7 @@ func (h *harness) pidCached(ctx context.Context, loc string) (int, error) {
 }
 
 // killRunning kills loc's kernel once a long cell there has started.
-func (h *harness) killRunning(ctx context.Context, loc string) error {
+func (h *harness) killRunning(ctx context.Context, loc location.Location) error {
 	pid, err := h.pidCached(ctx, loc)
 	if err != nil {
 		return err
@@ -461,7 +462,7 @@ func (h *harness) killRunning(ctx context.Context, loc string) error {
 	go func() {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
-		r, err := h.sess.Execute(cctx, "%%ferry "+loc+"\nimport time\nprint('started', flush=True)\ntime.sleep(60)",
+		r, err := h.sess.Execute(cctx, "%%ferry "+string(loc)+"\nimport time\nprint('started', flush=True)\ntime.sleep(60)",
 			client.ExecOptions{OnOutput: func(client.Output) { once.Do(func() { close(started) }) }})
 		if err == nil && r.EName != "KernelDied" {
 			err = fmt.Errorf("the cell ended %s %s, want KernelDied", r.Status, r.EName)
@@ -484,7 +485,7 @@ func (h *harness) killRunning(ctx context.Context, loc string) error {
 // duringTransfer moves BIG to the cloud and strikes when its first chunk
 // passes Ferry. The moving cell may fail; what counts is what follows.
 func (h *harness) duringTransfer(ctx context.Context, strike func() error) error {
-	for _, loc := range []string{"local", "remote"} {
+	for _, loc := range []location.Location{location.Local, location.Remote} {
 		if _, err := h.pidCached(ctx, loc); err != nil {
 			return err
 		}

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -36,7 +36,7 @@ func (s *Server) handleShell(ctx context.Context, m *wire.Message) {
 	case "shutdown_request":
 		s.shutdown(ctx, m, wire.Shell)
 	case "comm_open", "comm_msg", "comm_close":
-		loc := s.lastLoc
+		loc := s.where.now()
 		var c struct {
 			ID string `json:"comm_id"`
 		}
@@ -54,7 +54,7 @@ func (s *Server) handleShell(ctx context.Context, m *wire.Message) {
 		}
 		s.forward(ctx, loc, wire.Shell, m)
 	default: // complete, inspect, is_complete, comm_info and unknown types
-		s.forward(ctx, s.lastLoc, wire.Shell, m)
+		s.forward(ctx, s.where.now(), wire.Shell, m)
 	}
 }
 
@@ -66,18 +66,15 @@ func (s *Server) handleControl(ctx context.Context, m *wire.Message) {
 	case "kernel_info_request":
 		s.kernelInfo(ctx, m, wire.Control)
 	case "interrupt_request":
-		loc, _ := s.busyLoc.Load().(string)
-		if loc == "" {
-			loc = s.lastLoc
-		}
+		loc := s.where.now()
 		if err := s.backends[loc].Interrupt(ctx); err != nil {
-			slog.Warn("interrupting", "location", loc, "err", err)
+			s.log.Warn("interrupting", "location", loc, "err", err)
 		}
 		s.send(wire.Control, m, "interrupt_reply", map[string]string{"status": "ok"}, nil)
 	case "shutdown_request":
 		s.shutdown(ctx, m, wire.Control)
 	default:
-		s.forward(ctx, s.lastLoc, wire.Control, m)
+		s.forward(ctx, s.where.now(), wire.Control, m)
 	}
 }
 
@@ -109,47 +106,27 @@ func (s *Server) idleOrStop(m *wire.Message) {
 	}
 }
 
-// ensure starts the backend at loc if it is not running.
-func (s *Server) ensure(ctx context.Context, loc string) (backend.Backend, error) {
-	b := s.backends[loc]
-	if b == nil {
-		return nil, fmt.Errorf("no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", loc)
-	}
-	if s.stopping.Load() {
-		return nil, errStopping
-	}
-	if err := b.Start(ctx); err != nil {
-		return nil, err
-	}
-	if s.cfg.Analyzer != nil {
-		if err := s.installAgent(ctx, loc, b); err != nil {
-			return nil, err
-		}
-	}
-	return b, nil
-}
-
 // forward sends a front-end request to the backend at loc and relays what
 // comes back, returning once the backend is idle again. It returns the
 // backend's reply (already relayed) or an error.
-func (s *Server) forward(ctx context.Context, loc string, ch wire.Channel, m *wire.Message) (*wire.Message, error) {
+func (s *Server) forward(ctx context.Context, loc location.Location, ch wire.Channel, m *wire.Message) (*wire.Message, error) {
 	return s.forwardAs(ctx, loc, ch, m, m.Content, 0, true, nil)
 }
 
 // forwardAs is forward with the content and execution count to use.
 // relay=false hands the reply back unrelayed, and leaves answering the
 // front end on an error to the caller.
-func (s *Server) forwardAs(ctx context.Context, loc string, ch wire.Channel, m *wire.Message, content json.RawMessage, count int, relay bool, result func(string)) (*wire.Message, error) {
+func (s *Server) forwardAs(ctx context.Context, loc location.Location, ch wire.Channel, m *wire.Message, content json.RawMessage, count int, relay bool, result func(string)) (*wire.Message, error) {
 	fail := func(err error) (*wire.Message, error) {
 		if relay {
 			s.failRequest(ch, m, err)
 		}
 		return nil, err
 	}
-	b, err := s.ensure(ctx, loc)
-	if err != nil {
+	if err := s.ready(ctx, loc); err != nil {
 		return fail(err)
 	}
+	b := s.backends[loc]
 	out := &wire.Message{Header: wire.NewHeader(m.Header.MsgType, backend.Session, "ferry"), Parent: json.RawMessage("{}"),
 		Metadata: m.Metadata, Content: content, Buffers: m.Buffers}
 	out.Header.Extra = m.Header.Extra
@@ -190,7 +167,7 @@ var idleGrace = 10 * time.Second
 // has answered it; onReply sees the reply as soon as it arrives. A backend
 // that goes idle without answering (its handler raised) or dies ends the
 // wait with an error, never a hang; late replies are then dropped.
-func (s *Server) await(ctx context.Context, loc string, c *call, msgType string, wantReply bool, died <-chan struct{}, onReply func(*wire.Message)) (*wire.Message, error) {
+func (s *Server) await(ctx context.Context, loc location.Location, c *call, msgType string, wantReply bool, died <-chan struct{}, onReply func(*wire.Message)) (*wire.Message, error) {
 	var reply *wire.Message
 	idle := c.idle // nil once seen
 	var grace <-chan time.Time
@@ -220,7 +197,7 @@ func (s *Server) await(ctx context.Context, loc string, c *call, msgType string,
 				last = replied
 			}
 			if time.Since(last) >= idleGrace {
-				slog.Warn("the backend answered but its idle status never came (lost on IOPub?); going on", "location", loc, "type", msgType, "silent_for", idleGrace)
+				s.log.Warn("the backend answered but its idle status never came (lost on IOPub?); going on", "location", loc, "type", msgType, "silent_for", idleGrace)
 				idle, quiet = nil, nil
 			}
 		case <-idle:
@@ -272,7 +249,10 @@ func (s *Server) kernelInfo(ctx context.Context, m *wire.Message, ch wire.Channe
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if b, err := s.ensure(wctx, "local"); err == nil {
+	// Only the kernel's start: kernel_info needs no agent, and it is
+	// answered on the control goroutine, beside the shell worker.
+	if _, err := s.Start(wctx, location.Local); err == nil {
+		b := s.backends[location.Local]
 		var ki map[string]json.RawMessage
 		if json.Unmarshal(b.KernelInfo(), &ki) == nil {
 			if li, ok := ki["language_info"]; ok {
@@ -286,7 +266,7 @@ func (s *Server) kernelInfo(ctx context.Context, m *wire.Message, ch wire.Channe
 			}
 		}
 	} else {
-		slog.Warn("kernel_info without a local kernel", "err", err)
+		s.log.Warn("kernel_info without a local kernel", "err", err)
 	}
 	s.send(ch, m, "kernel_info_reply", reply, nil)
 }

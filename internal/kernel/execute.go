@@ -7,13 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"sort"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/recovery"
 	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/trace"
 	"github.com/ferry-nb/ferry/internal/wire"
@@ -79,32 +81,31 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 
 	// 2. Recovery, then analysis: which names the cell reads and writes.
 	t0 := time.Now()
-	s.checkDeaths()
-	lostNote := s.rebuildLost(ctx)
+	s.noticeDeaths()
+	notes := []string{s.recovery.Rebuild(ctx)}
 	think, first := 0.0, s.lastEnd.IsZero()
 	if !first {
 		think = t0.Sub(s.lastEnd).Seconds()
 	}
 	eff := s.analyze(ctx, code)
-	cell := policy.Cell{Hash: cellKey(m.Metadata, code), Index: -1, Reads: eff.Reads, Writes: eff.Writes, Pin: pin, NoRemote: s.backends["remote"] == nil}
+	cell := policy.Cell{Hash: cellKey(m.Metadata, code), Index: -1, Reads: s.state.Needs(eff.Reads), Writes: eff.Writes, Pin: pin, Locs: s.locs}
 	pinWhy := ""
 	if pin != "" {
-		pinWhy = "pinned to " + pin + " by %%ferry " + pin
-	} else if loc, why, ok := s.state.Pinned(s.state.Needs(eff.Reads)); ok {
+		pinWhy = "pinned to " + pin.String() + " by %%ferry " + pin.String()
+	} else if loc, why, ok := s.state.Pinned(cell.Reads); ok {
 		cell.Pin = loc
-		pinWhy = "pinned to " + loc + " by " + strings.Join(why, ", ")
+		pinWhy = "pinned to " + loc.String() + " by " + strings.Join(why, ", ")
 	}
 
-	// 3. Policy picks the location.
-	d := s.policy.Decide(cell, s.state, s.model)
-	loc := d.Loc
-	s.lastWhy = d.Reason
+	// 3. The plan: where the cell runs, what moves or is remade there.
+	plan := policy.MakePlan(s.policy, cell, s.facts, s.model)
 	if pinWhy != "" {
-		s.lastWhy = pinWhy
+		plan.Why = pinWhy
 	}
-	s.lastCosts = d.Costs
-	if s.backends[loc] == nil {
-		err := fmt.Errorf("this cell is pinned to %s, but no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", loc, loc)
+	s.lastCosts = plan.Costs
+	if s.backends[plan.Loc] == nil {
+		err := fmt.Errorf("this cell is pinned to %s, but no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", plan.Loc, plan.Loc)
+		s.lastWhy = plan.Why
 		s.publishError(m, "FerryError", err.Error())
 		s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": "FerryError", "evalue": err.Error(), "traceback": []string{}, "execution_count": s.execCount}, nil)
 		return
@@ -113,8 +114,6 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if pin != "" {
 		content = withCode(m.Content, body)
 	}
-	s.busyLoc.Store(loc)
-	defer s.busyLoc.Store("")
 	var recordResult func(string)
 	if store {
 		s.histMu.Lock()
@@ -128,46 +127,50 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		}
 	}
 
-	// 4. Bring every stale variable the cell reads to loc, nothing else.
+	// 4. Carry the plan out: bring every stale input the cell reads to
+	// its location, nothing else.
 	if s.cfg.BaselineDump {
-		s.baselineDump(ctx, loc, eff)
+		s.baselineDump(ctx, plan)
 	}
-	moved, moveSecs, movedNames, err := s.bring(ctx, loc, eff)
-	if died := s.checkDeaths(); (died || s.hasPending()) && !s.stopping.Load() {
-		// A kernel died during the move: rebuild what it alone held in
-		// its successor, then move again.
-		slog.Warn("a kernel died before or while moving state; rebuilding what it held, then moving again", "to", loc, "err", err)
-		lostNote = strings.TrimPrefix(lostNote+"\n"+s.rebuildLost(ctx), "\n")
-		var m2 int64
-		var s2 float64
-		m2, s2, movedNames, err = s.bring(ctx, loc, eff)
-		moved, moveSecs = moved+m2, moveSecs+s2
+	out := s.carryOut(ctx, &plan)
+	if (len(s.noticeDeaths()) > 0 || s.recovery.Pending()) && !s.stopping.Load() {
+		// A kernel died during the moves: rebuild what it alone held,
+		// then plan the moves to the same location again.
+		s.log.Warn("a kernel died before or while moving state; rebuilding what it held, then moving again", "to", plan.Loc, "err", out.err)
+		notes = append(notes, s.recovery.Rebuild(ctx))
+		plan.Moves = policy.PlanMoves(plan.Loc, cell, s.facts, s.model)
+		again := s.carryOut(ctx, &plan)
+		again.bytes, again.seconds = again.bytes+out.bytes, again.seconds+out.seconds
+		out = again
 	}
-	if lostNote != "" {
-		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + lostNote + "\n"}, nil)
+	if note := strings.Trim(strings.Join(notes, "\n"), "\n"); note != "" {
+		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
 	}
-	if err != nil {
+	loc := plan.Loc
+	s.lastWhy = plan.Why
+	if out.err != nil {
 		// The data stayed where it was; run the cell there instead of
 		// failing it, so nothing is lost.
-		slog.Warn("moving state failed; running where the data is", "to", loc, "err", err)
+		s.log.Warn("moving state failed; running where the data is", "to", loc, "err", out.err)
 		to := loc
-		loc = policy.Other(loc)
+		loc = out.from
 		if s.backends[loc] == nil {
-			loc = "local"
+			loc = location.Local
 		}
-		s.lastWhy += fmt.Sprintf("; moving state to %s failed (%v), ran at %s", to, err, loc)
+		s.lastWhy += fmt.Sprintf("; moving state to %s failed (%v), ran at %s", to, out.err, loc)
 		// A value found unmovable is a placement fact (see %ferry why),
 		// not a failure to tell in the cell's output.
-		if !req.Silent && !errors.Is(err, errUnmovable) {
+		if !req.Silent && !errors.Is(out.err, errUnmovable) {
 			s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr",
-				"text": fmt.Sprintf("Ferry: could not move this cell's inputs to the %s kernel (%v); running it at %s, where they are\n", to, err, loc)}, nil)
+				"text": fmt.Sprintf("Ferry: could not move this cell's inputs to the %s kernel (%v); running it at %s, where they are\n", to, out.err, loc)}, nil)
 		}
-		s.busyLoc.Store(loc)
 	}
 
 	// 5. Forward and relay.
+	s.where.set(loc)
+	defer s.where.set("")
 	content = s.withReport(content, eff)
-	readVers := s.state.Versions(s.state.Needs(eff.Reads))
+	readVers := s.state.Versions(cell.Reads)
 	t1 := time.Now()
 	// execute_input and execute_result carry the number the cell gets if
 	// it counts, as ipykernel's do, whichever backend runs it.
@@ -176,37 +179,22 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if store {
 		s.execCount = count
 	}
-	s.lastLoc = loc
 	s.lastEnd = time.Now()
 	s.lastMoved = "nothing moved"
-	if len(movedNames) > 0 {
-		s.lastMoved = fmt.Sprintf("moved before it: %s (%s in %.2f s)", strings.Join(movedNames, ", "), report.HumanBytes(moved), moveSecs)
+	if len(out.names) > 0 {
+		s.lastMoved = fmt.Sprintf("moved before it: %s (%s in %.2f s)", strings.Join(out.names, ", "), report.HumanBytes(out.bytes), out.seconds)
 	}
 	s.Stats.mu.Lock()
-	if loc == "local" {
+	if loc == location.Local {
 		s.Stats.CellsLocal++
 	} else {
 		s.Stats.CellsRemote++
 	}
-	if moved > 0 {
+	if out.bytes > 0 {
 		s.Stats.Migrations++
-		s.Stats.BytesMoved += moved
+		s.Stats.BytesMoved += out.bytes
 	}
-	s.Stats.TransferSeconds += moveSecs
-	switch {
-	case moved > 4<<20 && moveSecs > 0:
-		// Passive link measurement from the transfer just made.
-		bw := float64(moved) / max(moveSecs-s.model.Link.PerTransfer, 1e-3)
-		if s.model.Link.Bandwidth <= 0 {
-			s.model.Link.Bandwidth = bw
-		} else {
-			s.model.Link.Bandwidth = 0.7*s.model.Link.Bandwidth + 0.3*bw
-		}
-	case moved > 0 && moveSecs > 0:
-		// A small move costs mostly its fixed overhead.
-		over := max(moveSecs-s.model.Link.TransferTime(moved)+s.model.Link.PerTransfer, 0)
-		s.model.Link.PerTransfer = 0.7*s.model.Link.PerTransfer + 0.3*over
-	}
+	s.Stats.TransferSeconds += out.seconds
 	if cell.Pin != "" {
 		s.Stats.PinnedCells++
 	}
@@ -218,7 +206,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		ename, msg := "FerryError", err.Error()
 		if errors.Is(err, backend.ErrDied) {
 			st := s.backends[loc].Status()
-			lost := s.forgetDead(loc)
+			lost := s.recovery.Lost(loc)
 			what := "died while running this cell"
 			if errors.Is(err, errNotStarted) {
 				what = "died before this cell started, so the cell did not run"
@@ -234,14 +222,15 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		return
 	}
 
-	// 6. The agent's report: what the cell bound, deleted or mutated.
+	// 6. The agent's report: what the cell bound, deleted or mutated;
+	// then the state map, lineage, model and trace learn of it.
 	var wrote map[string]int
 	reply.Content, wrote = s.afterCell(ctx, loc, cell.Hash, eff, reply.Content)
 	var rs struct {
 		Status string `json:"status"`
 	}
 	_ = json.Unmarshal(reply.Content, &rs)
-	s.lineage.Add(lineageRun(cell.Hash, code, loc, rs.Status != "ok", readVers, wrote))
+	s.lineage.Add(recovery.Run(cell.Hash, code, loc, rs.Status != "ok", readVers, wrote))
 	c := &call{fe: m, count: s.execCount}
 	if !store {
 		c.count = 0
@@ -253,13 +242,105 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if first {
 		thinkObs = -1 // no cell before this one: no think time
 	}
-	s.model.Observe(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: thinkObs, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
+	s.model.ObserveRuntime(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: thinkObs, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
 	s.seq++
 	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: nonNil(eff.Writes),
-		Sizes: s.sizes(eff.Writes), Loc: loc, Runtime: runtime, BytesMoved: moved, TransferSeconds: moveSecs, Think: think,
-		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: movedNames}); err != nil {
-		slog.Warn("writing trace", "err", err)
+		Sizes: s.sizes(eff.Writes), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
+		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names}); err != nil {
+		s.log.Warn("writing trace", "err", err)
 	}
+}
+
+// errUnmovable is returned when a needed value cannot be serialised.
+var errUnmovable = errors.New("value cannot be moved")
+
+// moved is what carrying out a plan's moves did.
+type moved struct {
+	names   []string
+	bytes   int64
+	seconds float64 // the moves' own time: no kernel start, no recompute
+	// err is the first failure, and from the source of the move that
+	// failed: the data is still there, so the cell can run there.
+	err  error
+	from location.Location
+}
+
+// carryOut executes plan's moves in order: names gone or stale at the
+// cell's location are deleted there, each move is made (or its values
+// recomputed there, as planned), and each finished move is recorded in
+// the state map and the model. It stops at the first failure.
+func (s *Server) carryOut(ctx context.Context, plan *policy.Plan) moved {
+	var out moved
+	if s.cfg.Analyzer == nil {
+		return out
+	}
+	if gone := s.state.Gone(plan.Loc); len(gone) > 0 {
+		if err := s.mover.Delete(ctx, plan.Loc, gone); err != nil {
+			out.err, out.from = err, location.Local
+			return out
+		}
+	}
+	for _, mv := range plan.Moves {
+		names := mv.Names
+		if mv.Recompute != nil {
+			t0 := time.Now()
+			if made := s.recovery.Recompute(ctx, mv.To, *mv.Recompute); len(made) > 0 {
+				plan.Why += "; " + mv.Recompute.Describe(made, mv.To, time.Since(t0).Seconds(), report.HumanBytes(s.state.Size(made)))
+				names = without(names, made)
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		vers := s.state.Versions(names)
+		res, err := s.mover.Move(ctx, mv.From, mv.To, names)
+		if err != nil {
+			out.err, out.from = err, mv.From
+			return out
+		}
+		recovery.Record(s.state, s.model, mv.To, vers, res)
+		out.bytes += res.Bytes
+		out.seconds += res.WireSeconds
+		out.names = append(out.names, names...)
+		if len(res.Unmovable) > 0 {
+			var why []string
+			for n, r := range res.Unmovable {
+				why = append(why, n+" ("+r+")")
+			}
+			sort.Strings(why)
+			out.err, out.from = fmt.Errorf("%w: %s", errUnmovable, strings.Join(why, ", ")), mv.From
+			return out
+		}
+	}
+	sort.Strings(out.names)
+	return out
+}
+
+// noticeDeaths finds kernels that died since the agent was installed in
+// them, before anything is planned, so a dead copy is never chosen as a
+// transfer source: recovery forgets their copies and queues what only
+// they held. It returns the locations.
+func (s *Server) noticeDeaths() []location.Location {
+	dead := s.mover.Dead()
+	for _, loc := range dead {
+		s.recovery.Lost(loc)
+	}
+	return dead
+}
+
+// without returns names minus drop.
+func without(names, drop []string) []string {
+	d := map[string]bool{}
+	for _, n := range drop {
+		d[n] = true
+	}
+	var out []string
+	for _, n := range names {
+		if !d[n] {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // isBlank reports whether code is empty or only whitespace, as Python's
@@ -337,7 +418,7 @@ func withCode(content json.RawMessage, code string) json.RawMessage {
 // parseFerry recognises Ferry's own commands. A cell whose first line is
 // `%%ferry local|remote` is pinned: pin is the location and body the rest.
 // A cell of only `%ferry ...` lines is a command for Ferry (cmd != nil).
-func parseFerry(code string) (cmd []string, pin, body string) {
+func parseFerry(code string) (cmd []string, pin location.Location, body string) {
 	trimmed := strings.TrimLeft(code, " \t\r\n")
 	first, rest, _ := strings.Cut(trimmed, "\n")
 	f := strings.Fields(first)
@@ -347,7 +428,7 @@ func parseFerry(code string) (cmd []string, pin, body string) {
 	switch f[0] {
 	case "%%ferry":
 		if len(f) == 2 && (f[1] == "local" || f[1] == "remote") {
-			return nil, f[1], rest
+			return nil, location.Location(f[1]), rest
 		}
 		return f[1:], "", ""
 	case "%ferry":
@@ -385,9 +466,15 @@ func (s *Server) ferryCommand(args []string) (string, error) {
 		if s.lastWhy == "" {
 			return "no cell has run yet\n", nil
 		}
-		out := fmt.Sprintf("last cell ran at %s: %s\n", s.lastLoc, s.lastWhy)
+		out := fmt.Sprintf("last cell ran at %s: %s\n", s.where.now(), s.lastWhy)
 		if len(s.lastCosts) > 0 {
-			out += fmt.Sprintf("  estimated: local %.3f s, remote %.3f s (runtime, moving its inputs, round trip)\n", s.lastCosts["local"], s.lastCosts["remote"])
+			var est []string
+			for _, l := range s.locs {
+				if c, ok := s.lastCosts[l]; ok {
+					est = append(est, fmt.Sprintf("%s %.3f s", l, c))
+				}
+			}
+			out += "  estimated: " + strings.Join(est, ", ") + " (runtime, moving its inputs, round trip)\n"
 		}
 		return out + "  " + s.lastMoved + "\n", nil
 	}
@@ -405,14 +492,8 @@ const ferryHelp = `Ferry commands:
 func (s *Server) statusText() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Ferry %s, policy %s, up %s, %d cells run\n", Version, s.policy.Name(), time.Since(s.start).Round(time.Second), s.execCount)
-	for _, loc := range []string{"local", "remote"} {
+	for _, loc := range s.locs {
 		bk := s.backends[loc]
-		if bk == nil {
-			if loc == "remote" {
-				b.WriteString("remote: not configured (pass --remote URL or set FERRY_REMOTE)\n")
-			}
-			continue
-		}
 		st := bk.Status()
 		fmt.Fprintf(&b, "%s: %s %s", loc, st.Kind, st.State)
 		if st.Interpreter != "" {
@@ -438,7 +519,10 @@ func (s *Server) statusText() string {
 		}
 		b.WriteString("\n")
 	}
-	if l := s.model.Link; s.backends["remote"] != nil && (l.RTT > 0 || l.Bandwidth > 0) {
+	if len(s.locs.Clouds()) == 0 {
+		b.WriteString("remote: not configured (pass --remote URL or set FERRY_REMOTE)\n")
+	}
+	if l := s.model.Link; len(s.locs.Clouds()) > 0 && (l.RTT > 0 || l.Bandwidth > 0) {
 		bw := "bandwidth not measured yet"
 		if l.Bandwidth > 0 {
 			bw = fmt.Sprintf("%.1f MB/s", l.Bandwidth/1e6)
@@ -447,7 +531,7 @@ func (s *Server) statusText() string {
 		if l.Compression > 0 && l.Compression < 1 {
 			comp = fmt.Sprintf(", payloads compress to %.0f%%", 100*l.Compression)
 		}
-		fmt.Fprintf(&b, "link model: rtt %.1f ms (probed %d times), %s, %.1f ms fixed per move%s\n", l.RTT*1e3, s.probes, bw, l.PerTransfer*1e3, comp)
+		fmt.Fprintf(&b, "link model: rtt %.1f ms (probed %d times), %s, %.1f ms fixed per move%s\n", l.RTT*1e3, s.think.Counts().Probes, bw, l.PerTransfer*1e3, comp)
 	}
 	t := s.Stats.Totals()
 	if t.IdleMoves > 0 || t.IdleCancelled > 0 {

@@ -72,7 +72,7 @@ func TestLostIdleStatusDoesNotStallTheKernel(t *testing.T) {
 	k.dropIdle.Store(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[string]backend.Backend{"local": k}})
+	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": k}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,9 +15,13 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/recovery"
 	"github.com/ferry-nb/ferry/internal/state"
+	"github.com/ferry-nb/ferry/internal/thinktime"
 	"github.com/ferry-nb/ferry/internal/trace"
+	"github.com/ferry-nb/ferry/internal/transfer"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -27,8 +31,8 @@ var Version = "0.1.0"
 // Config configures a kernel.
 type Config struct {
 	Conn wire.ConnInfo
-	// Backends by location; "local" is required.
-	Backends map[string]backend.Backend
+	// Backends by location; location.Local is required.
+	Backends map[location.Location]backend.Backend
 	// Policy names the initial placement policy.
 	Policy string
 	// PolicyImpl, if set, is used instead of the named policy (the
@@ -51,7 +55,9 @@ type Config struct {
 	// OnChunk, if set, is called as each chunk of a state payload passes
 	// through Ferry from src to dst: the fault suite strikes there, mid-
 	// transfer, instead of guessing with timers.
-	OnChunk func(src, dst string, chunk int)
+	OnChunk func(src, dst location.Location, chunk int)
+	// Log receives Ferry's own log lines (slog.Default if nil).
+	Log *slog.Logger
 }
 
 // Server is one running Ferry kernel.
@@ -62,7 +68,9 @@ type Server struct {
 
 	shell, control, stdin, iopub *wire.Socket
 
-	backends map[string]backend.Backend
+	backends map[location.Location]backend.Backend
+	locs     location.Set // the configured locations, the laptop first
+	log      *slog.Logger
 	start    time.Time
 
 	callsMu sync.Mutex
@@ -73,41 +81,42 @@ type Server struct {
 	stdinPending *pendingInput
 
 	commMu    sync.Mutex
-	commOwner map[string]string // comm_id -> location
+	commOwner map[string]location.Location // comm_id -> location
+
+	// where is where the running (or last) cell runs: the control
+	// goroutine reads it for interrupts while the shell worker sets it.
+	where where
 
 	// Only the shell worker touches these.
 	execCount int
 	histMu    sync.Mutex // history is also written by the router (outputs)
 	history   []historyEntry
-	lastLoc   string
 	policy    policy.Policy
 	model     *policy.Model
 	state     *state.Map
+	lineage   *state.Lineage
 	lastEnd   time.Time // when the previous execution finished, for think time
 	lastWhy   string    // the last placement decision, for %ferry why
-	lastCosts map[string]float64
+	lastCosts map[location.Location]float64
 	lastMoved string
 	seq       int
+	lastCell  string // the last cell run, for predictions
 
-	secret string                 // presented by Ferry on the state comm
-	agents map[string]*agentState // per location
+	// The rooms: moves, recovery and think time own their state; the
+	// kernel routes. facts is the state map and lineage as planning sees
+	// them.
+	mover    *transfer.Mover
+	recovery *recovery.Recovery
+	think    *thinktime.Worker
+	facts    policy.Facts
 
-	lostMu  sync.Mutex
-	pending map[string][]state.Var // lost values to rebuild, per location
-	lineage *state.Lineage
-
-	busyLoc atomic.Value // location of the running cell, for interrupts
 	// wake is signalled when a shell request arrives, to cancel
-	// idle-time moves; lastCell is the last cell run, for predictions.
-	wake     chan struct{}
-	lastCell string
-	// lastProbe is when the link was last probed; probes counts them.
-	lastProbe time.Time
-	probes    int
-	// compMeasured is set once a payload's compression was measured.
-	compMeasured bool
+	// think-time work.
+	wake chan struct{}
 	// stopping is set once a shutdown began: no backend starts again.
 	stopping atomic.Bool
+	// wg counts the goroutines Serve starts; Serve waits for them.
+	wg sync.WaitGroup
 
 	// Rejected counts front-end messages dropped for bad signatures or frames.
 	Rejected atomic.Int64
@@ -118,20 +127,32 @@ type Server struct {
 	done   chan struct{}
 }
 
-// Stats counts what happened in a session.
+// Stats counts what happened in a session. The cell and move counters
+// are the kernel's; recovery and think time keep their own, which Totals
+// adds in.
 type Stats struct {
 	mu          sync.Mutex
 	CellsLocal  int
 	CellsRemote int
 	Migrations  int
 	BytesMoved  int64
-	// TransferSeconds is the time spent moving state.
+	// TransferSeconds is the time spent moving state for cells.
 	TransferSeconds float64
 	// FullStateBytes and FullStateSeconds are what a full-session dill dump
 	// at the same migration points would have cost (with BaselineDump).
 	FullStateBytes   int64
 	FullStateSeconds float64
 	PinnedCells      int
+
+	recovery func() recovery.Counts
+	think    func() thinktime.Counts
+}
+
+// Totals is a copy of the counters.
+type Totals struct {
+	CellsLocal, CellsRemote, Migrations, PinnedCells int
+	BytesMoved, FullStateBytes                       int64
+	TransferSeconds, FullStateSeconds                float64
 	// VarsLost counts values whose only copy died with a kernel;
 	// VarsRebuilt those rebuilt from lineage, in RebuildSeconds.
 	VarsLost, VarsRebuilt int
@@ -146,24 +167,22 @@ type Stats struct {
 	Recomputed int
 }
 
-// Totals is a copy of the counters.
-type Totals struct {
-	CellsLocal, CellsRemote, Migrations, PinnedCells int
-	BytesMoved, FullStateBytes                       int64
-	TransferSeconds, FullStateSeconds                float64
-	VarsLost, VarsRebuilt                            int
-	RebuildSeconds                                   float64
-	IdleMoves, IdleCancelled                         int
-	IdleBytes                                        int64
-	Recomputed                                       int
-}
-
 // Totals returns a copy of all counters.
 func (s *Stats) Totals() Totals {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return Totals{s.CellsLocal, s.CellsRemote, s.Migrations, s.PinnedCells, s.BytesMoved, s.FullStateBytes, s.TransferSeconds, s.FullStateSeconds,
-		s.VarsLost, s.VarsRebuilt, s.RebuildSeconds, s.IdleMoves, s.IdleCancelled, s.IdleBytes, s.Recomputed}
+	t := Totals{CellsLocal: s.CellsLocal, CellsRemote: s.CellsRemote, Migrations: s.Migrations, PinnedCells: s.PinnedCells,
+		BytesMoved: s.BytesMoved, FullStateBytes: s.FullStateBytes, TransferSeconds: s.TransferSeconds, FullStateSeconds: s.FullStateSeconds}
+	rc, th := s.recovery, s.think
+	s.mu.Unlock()
+	if rc != nil {
+		c := rc()
+		t.VarsLost, t.VarsRebuilt, t.RebuildSeconds, t.Recomputed = c.Lost, c.Rebuilt, c.RebuildSeconds, c.Recomputed
+	}
+	if th != nil {
+		c := th()
+		t.IdleMoves, t.IdleCancelled, t.IdleBytes = c.Moves, c.Cancelled, c.Bytes
+	}
+	return t
 }
 
 // Snapshot returns a copy of the counters.
@@ -173,6 +192,32 @@ func (s *Stats) Snapshot() (local, remote, migrations int, bytes int64) {
 	return s.CellsLocal, s.CellsRemote, s.Migrations, s.BytesMoved
 }
 
+// where is the location of the running cell (busy, "" between cells) and
+// of the last cell, safe for the control goroutine to read.
+type where struct {
+	mu         sync.Mutex
+	busy, last location.Location
+}
+
+func (w *where) set(busy location.Location) {
+	w.mu.Lock()
+	w.busy = busy
+	if busy != "" {
+		w.last = busy
+	}
+	w.mu.Unlock()
+}
+
+// now is where the running cell runs, else where the last one ran.
+func (w *where) now() location.Location {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.busy != "" {
+		return w.busy
+	}
+	return w.last
+}
+
 type historyEntry struct {
 	Line   int
 	Input  string
@@ -180,7 +225,7 @@ type historyEntry struct {
 }
 
 type pendingInput struct {
-	loc     string
+	loc     location.Location
 	request *wire.Message // the backend's input_request
 }
 
@@ -209,7 +254,7 @@ func (c *call) markIdle() { c.once.Do(func() { close(c.idle) }) }
 
 // New binds the kernel's sockets. Call Serve to run it.
 func New(cfg Config) (*Server, error) {
-	if cfg.Backends["local"] == nil {
+	if cfg.Backends[location.Local] == nil {
 		return nil, errors.New("kernel needs a local backend")
 	}
 	signer, err := wire.NewSigner(cfg.Conn.SignatureScheme, []byte(cfg.Conn.Key))
@@ -223,15 +268,27 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
 	model := policy.NewModel(cfg.Link)
 	model.SpeedPrior = cfg.RemoteSpeed
-	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, start: time.Now(),
-		calls: map[string]*call{}, commOwner: map[string]string{}, lastLoc: "local", policy: p, model: model, state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}),
-		secret: wire.NewID() + wire.NewID(), agents: map[string]*agentState{}, wake: make(chan struct{}, 1)}
-	for loc := range cfg.Backends {
-		s.agents[loc] = &agentState{}
+	var locs []location.Location
+	for l := range cfg.Backends {
+		locs = append(locs, l)
 	}
-	s.busyLoc.Store("")
+	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, locs: location.NewSet(locs...), log: cfg.Log,
+		start: time.Now(), calls: map[string]*call{}, commOwner: map[string]location.Location{}, policy: p, model: model,
+		state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	s.where.set(location.Local)
+	s.where.set("")
+	// Without an Analyzer the state map stays empty, so nothing is ever
+	// planned to move, rebuilt or proposed in think time.
+	s.mover = transfer.New(s, transfer.Config{Secret: wire.NewID() + wire.NewID(), OnChunk: cfg.OnChunk, Log: cfg.Log})
+	s.recovery = recovery.New(s, s.mover, s.state, s.lineage, model, s.locs, cfg.Log)
+	s.facts = s.recovery.Facts()
+	s.think = thinktime.New(s, s.mover, s.state, s.facts, model, s.locs, cfg.Log)
+	s.Stats.recovery, s.Stats.think = s.recovery.Counts, s.think.Counts
 	binds := []struct {
 		dst  **wire.Socket
 		kind wire.Kind
@@ -259,7 +316,9 @@ func (s *Server) closeSockets() {
 }
 
 // Serve runs the kernel until ctx ends or a shutdown_request arrives, then
-// shuts every backend down.
+// shuts down in steps: the front-end readers and the shell worker stop,
+// every backend is shut down, the sockets close, and every goroutine Serve
+// started has returned before it does.
 func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
@@ -269,37 +328,45 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.closeSockets()
 		return err
 	}
+	goWait := func(f func()) {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); f() }()
+	}
 	// Start the local kernel now so the first cell does not wait for it,
-	// and the remote one too unless the policy keeps everything local (a
+	// and the clouds too unless the policy keeps everything local (a
 	// cloud kernel nobody uses costs money).
-	for loc := range s.backends {
-		if loc != "local" && s.cfg.Policy == "local" {
+	for _, loc := range s.locs {
+		if loc != location.Local && s.cfg.Policy == "local" {
 			continue
 		}
-		go func() {
-			if _, err := s.ensure(ctx, loc); err != nil && ctx.Err() == nil {
-				slog.Warn("starting kernel", "location", loc, "err", err)
+		goWait(func() {
+			if err := s.ready(ctx, loc); err != nil && ctx.Err() == nil {
+				s.log.Warn("starting kernel", "location", loc, "err", err)
 			}
-		}()
+		})
 	}
 	for loc, b := range s.backends {
-		go s.route(ctx, loc, b)
+		goWait(func() { s.route(ctx, loc, b) })
 	}
 	shellQ := make(chan *wire.Message, 1024)
-	go s.readFrontEnd(ctx, s.shell, wire.Shell, func(m *wire.Message) {
-		select {
-		case s.wake <- struct{}{}: // stop idle-time work at once
-		default:
-		}
-		select {
-		case shellQ <- m:
-		case <-ctx.Done():
-		}
+	goWait(func() {
+		s.readFrontEnd(ctx, s.shell, wire.Shell, func(m *wire.Message) {
+			select {
+			case s.wake <- struct{}{}: // stop think-time work at once
+			default:
+			}
+			select {
+			case shellQ <- m:
+			case <-ctx.Done():
+			}
+		})
 	})
-	go s.readFrontEnd(ctx, s.control, wire.Control, func(m *wire.Message) { s.handleControl(ctx, m) })
-	go s.readFrontEnd(ctx, s.stdin, wire.Stdin, s.handleInputReply)
+	goWait(func() {
+		s.readFrontEnd(ctx, s.control, wire.Control, func(m *wire.Message) { s.handleControl(ctx, m) })
+	})
+	goWait(func() { s.readFrontEnd(ctx, s.stdin, wire.Stdin, s.handleInputReply) })
 	s.publish(wire.IOPub, "status", nil, map[string]string{"execution_state": "starting"}, nil)
-	go func() {
+	goWait(func() {
 		for {
 			select {
 			case m := <-shellQ:
@@ -311,7 +378,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				return
 			}
 		}
-	}()
+	})
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer scancel()
@@ -322,6 +389,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.closeSockets()
+	s.wg.Wait()
 	return nil
 }
 
@@ -348,7 +416,7 @@ func (s *Server) readFrontEnd(ctx context.Context, sock *wire.Socket, ch wire.Ch
 		m, err := wire.Decode(frames, s.signer)
 		if err != nil {
 			s.Rejected.Add(1)
-			slog.Warn("dropped message from front end", "channel", ch, "err", err)
+			s.log.Warn("dropped message from front end", "channel", ch, "err", err)
 			continue
 		}
 		handle(m)
@@ -360,7 +428,7 @@ func (s *Server) readFrontEnd(ctx context.Context, sock *wire.Socket, ch wire.Ch
 func (s *Server) send(ch wire.Channel, req *wire.Message, msgType string, content any, buffers [][]byte) {
 	m, err := wire.New(msgType, s.session, req.Header.Username, req.HeaderJSON(), content)
 	if err != nil {
-		slog.Error("building reply", "type", msgType, "err", err)
+		s.log.Error("building reply", "type", msgType, "err", err)
 		return
 	}
 	m.Identities = req.Identities
@@ -371,12 +439,12 @@ func (s *Server) send(ch wire.Channel, req *wire.Message, msgType string, conten
 func (s *Server) sendMsg(ch wire.Channel, m *wire.Message) {
 	frames, err := wire.Encode(m, s.signer)
 	if err != nil {
-		slog.Error("encoding message", "type", m.Header.MsgType, "err", err)
+		s.log.Error("encoding message", "type", m.Header.MsgType, "err", err)
 		return
 	}
 	sock := map[wire.Channel]*wire.Socket{wire.Shell: s.shell, wire.Control: s.control, wire.Stdin: s.stdin, wire.IOPub: s.iopub}[ch]
 	if err := sock.Send(frames); err != nil && !errors.Is(err, wire.ErrClosed) {
-		slog.Error("sending to front end", "channel", ch, "err", err)
+		s.log.Error("sending to front end", "channel", ch, "err", err)
 	}
 }
 
@@ -390,7 +458,7 @@ func (s *Server) publish(_ wire.Channel, msgType string, req *wire.Message, cont
 	}
 	m, err := wire.New(msgType, s.session, user, parent, content)
 	if err != nil {
-		slog.Error("building iopub message", "type", msgType, "err", err)
+		s.log.Error("building iopub message", "type", msgType, "err", err)
 		return
 	}
 	m.Identities = [][]byte{[]byte("kernel.ferry." + msgType)}
@@ -431,7 +499,7 @@ func (s *Server) lookup(id string) *call {
 
 // route relays everything one backend sends. It is the only reader of that
 // backend's messages, so IOPub order is kept.
-func (s *Server) route(ctx context.Context, loc string, b backend.Backend) {
+func (s *Server) route(ctx context.Context, loc location.Location, b backend.Backend) {
 	for {
 		var in wire.Incoming
 		select {
@@ -448,7 +516,7 @@ func (s *Server) route(ctx context.Context, loc string, b backend.Backend) {
 			s.relayInputRequest(loc, c, m)
 		default: // shell and control replies
 			if c == nil {
-				slog.Debug("reply to unknown request", "type", m.Header.MsgType)
+				s.log.Debug("reply to unknown request", "type", m.Header.MsgType)
 				continue
 			}
 			if c.waiter.Load() {
@@ -465,7 +533,7 @@ func (s *Server) route(ctx context.Context, loc string, b backend.Backend) {
 	}
 }
 
-func (s *Server) relayIOPub(loc string, c *call, m *wire.Message) {
+func (s *Server) relayIOPub(loc location.Location, c *call, m *wire.Message) {
 	t := m.Header.MsgType
 	if c != nil {
 		c.lastIOPub.Store(time.Now().UnixNano())
@@ -561,10 +629,10 @@ func setCount(content json.RawMessage, n int) json.RawMessage {
 	return b
 }
 
-func (s *Server) relayInputRequest(loc string, c *call, m *wire.Message) {
+func (s *Server) relayInputRequest(loc location.Location, c *call, m *wire.Message) {
 	if m.Header.MsgType != "input_request" || c == nil || c.fe == nil {
 		// Nobody can answer: give the kernel an empty line rather than hang.
-		slog.Warn("input request without a front-end request; answering empty", "type", m.Header.MsgType)
+		s.log.Warn("input request without a front-end request; answering empty", "type", m.Header.MsgType)
 		reply, err := wire.New("input_reply", backend.Session, "ferry", m.HeaderJSON(), map[string]string{"value": ""})
 		if err == nil {
 			_ = s.backends[loc].Send(context.Background(), wire.Stdin, reply)
@@ -583,7 +651,7 @@ func (s *Server) relayInputRequest(loc string, c *call, m *wire.Message) {
 // handleInputReply forwards the front end's answer to the kernel that asked.
 func (s *Server) handleInputReply(m *wire.Message) {
 	if m.Header.MsgType != "input_reply" {
-		slog.Warn("unexpected message on stdin", "type", m.Header.MsgType)
+		s.log.Warn("unexpected message on stdin", "type", m.Header.MsgType)
 		return
 	}
 	s.stdinMu.Lock()
@@ -591,12 +659,12 @@ func (s *Server) handleInputReply(m *wire.Message) {
 	s.stdinPending = nil
 	s.stdinMu.Unlock()
 	if p == nil {
-		slog.Warn("input_reply with no pending input_request")
+		s.log.Warn("input_reply with no pending input_request")
 		return
 	}
 	out := &wire.Message{Header: wire.NewHeader("input_reply", backend.Session, "ferry"), Parent: p.request.HeaderJSON(), Metadata: m.Metadata, Content: m.Content}
 	out.Header.Extra = m.Header.Extra
 	if err := s.backends[p.loc].Send(context.Background(), wire.Stdin, out); err != nil {
-		slog.Error("forwarding input reply", "err", err)
+		s.log.Error("forwarding input reply", "err", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 )
 
 const python = "/usr/bin/python3"
@@ -65,7 +66,7 @@ func startNotebook(ctx context.Context, srv *backend.JupyterServer) (*notebook, 
 	// Policy "local": cells run where their %%ferry pin says, everything
 	// else locally; the remote kernel starts with the first remote cell.
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[string]backend.Backend{"local": l, "remote": r},
+		Backends: map[location.Location]backend.Backend{"local": l, "remote": r},
 		Policy:   "local", Analyzer: an,
 	})
 	if err != nil {

@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"sort"
+
+	"github.com/ferry-nb/ferry/internal/location"
 )
 
 // Ferry is our policy: an online cost model with look-ahead over the block
@@ -13,7 +15,7 @@ type Ferry struct {
 	Horizon int
 	// Margin is the relative gain needed to leave the last location.
 	Margin float64
-	last   string
+	last   location.Location
 }
 
 // NewFerry returns the Ferry policy.
@@ -22,23 +24,27 @@ func NewFerry() *Ferry { return &Ferry{Horizon: 6, Margin: 0.05, last: Local} }
 func (f *Ferry) Name() string { return "ferry" }
 
 func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
-	if d, ok := pinned(c, v); ok {
+	if d, ok := pinned(c); ok {
 		f.last = d.Loc
 		return d
 	}
 	ahead := m.PredictNext(c.Hash, f.Horizon)
-	total := map[string]float64{}
-	for _, loc := range []string{Local, Remote} {
+	total := map[location.Location]float64{}
+	locs := c.locations()
+	best := locs[0]
+	for _, loc := range locs {
 		ov := newOverlay(v)
 		total[loc] = immediateCost(c, ov, m, loc)
 		ov.ran(c.Reads, c.Writes, nil, loc)
-		total[loc] += lookahead(ahead, ov, m)
+		total[loc] += lookahead(ahead, ov, m, locs)
+		if total[loc] < total[best] {
+			best = loc
+		}
 	}
-	best := Local
-	if total[Remote] < total[Local] {
-		best = Remote
+	reason := fmt.Sprintf("look-ahead over %d cells:%s", len(ahead), costList(locs, total))
+	if _, ok := total[f.last]; !ok {
+		f.last = Local
 	}
-	reason := fmt.Sprintf("look-ahead over %d cells: local %.3fs, remote %.3fs", len(ahead), total[Local], total[Remote])
 	if best != f.last {
 		gain := total[f.last] - total[best]
 		if gain < f.Margin*total[f.last] || gain < 0.005 {
@@ -52,42 +58,54 @@ func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
 	return d
 }
 
+// costList writes estimated costs per location for a reason.
+func costList(locs location.Set, cost map[location.Location]float64) string {
+	out := ""
+	for i, l := range locs {
+		if i > 0 {
+			out += ","
+		}
+		out += fmt.Sprintf(" %s %.3fs", l, cost[l])
+	}
+	return out
+}
+
 // lookahead greedily places each predicted cell and returns the total cost.
-func lookahead(cells []string, ov *overlay, m *Model) float64 {
+func lookahead(cells []string, ov *overlay, m *Model, locs location.Set) float64 {
 	var sum float64
 	for _, h := range cells {
 		reads, writes, sizes, ok := m.Known(h)
 		if !ok {
 			break
 		}
-		pc := Cell{Hash: h, Reads: reads, Writes: writes}
-		cl, cr := immediateCost(pc, ov, m, Local), immediateCost(pc, ov, m, Remote)
-		loc, cost := Local, cl
-		if cr < cl {
-			loc, cost = Remote, cr
-		}
+		pc := Cell{Hash: h, Reads: reads, Writes: writes, Locs: locs}
+		loc, cost := cheapest(pc, ov, m, locs)
 		sum += cost
 		ov.ran(reads, writes, sizes, loc)
 	}
 	return sum
 }
 
+// cheapest is the location where c costs least now, the first on a tie.
+func cheapest(c Cell, v View, m *Model, locs location.Set) (location.Location, float64) {
+	best, bestCost := locs[0], immediateCost(c, v, m, locs[0])
+	for _, l := range locs[1:] {
+		if cost := immediateCost(c, v, m, l); cost < bestCost {
+			best, bestCost = l, cost
+		}
+	}
+	return best, bestCost
+}
+
 // IdleMinThink is the predicted think time (seconds) below which no
 // move is made in it.
 const IdleMinThink = 2.0
-
-// Move is a transfer to do in idle time.
-type Move struct {
-	Names []string
-	To    string
-	Bytes int64
-}
 
 // Idle proposes moves for the user's think time: inputs of the predicted
 // next cell to where it will likely run (prefetch), and everything else
 // back to the laptop (write-back), largest benefit first, within the
 // predicted think time.
-func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string) []Move {
+func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string, locs location.Set) []Move {
 	// Only when the user reads results for a while: a move costs both
 	// kernels serialisation time, and one still running when the next cell
 	// comes delays it (measured: 5-14% slower sessions at 0.2-1 s think
@@ -105,11 +123,8 @@ func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string) []Move {
 	if len(next) == 1 {
 		reads, writes, _, ok := m.Known(next[0])
 		if ok {
-			c := Cell{Hash: next[0], Reads: reads, Writes: writes}
-			loc := Local
-			if immediateCost(c, v, m, Remote) < immediateCost(c, v, m, Local) {
-				loc = Remote
-			}
+			c := Cell{Hash: next[0], Reads: reads, Writes: writes, Locs: locs}
+			loc, _ := cheapest(c, v, m, c.locations())
 			names, b := stale(reads, v, loc)
 			if len(names) > 0 && m.Link.TransferTime(b) <= budget {
 				moves = append(moves, Move{Names: names, To: loc, Bytes: b})
@@ -159,16 +174,16 @@ func (o *overlay) Var(name string) (Var, bool) {
 
 // ran applies a cell run at loc: its stale inputs now also live at loc,
 // its outputs only at loc.
-func (o *overlay) ran(reads, writes []string, sizes map[string]int64, loc string) {
+func (o *overlay) ran(reads, writes []string, sizes map[string]int64, loc location.Location) {
 	for _, r := range reads {
 		if x, ok := o.Var(r); ok && !x.Has(loc) && len(x.At) > 0 {
-			x.At = append(append([]string(nil), x.At...), loc)
+			x.At = append(append([]location.Location(nil), x.At...), loc)
 			o.over[r] = x
 		}
 	}
 	for _, w := range writes {
 		x, _ := o.Var(w)
-		x.At = []string{loc}
+		x.At = []location.Location{loc}
 		x.Movable = true
 		if s, ok := sizes[w]; ok {
 			x.Size = s

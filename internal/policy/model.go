@@ -8,21 +8,16 @@ package policy
 import (
 	"math"
 	"sort"
+
+	"github.com/ferry-nb/ferry/internal/location"
 )
 
-// Locations Ferry places cells on.
+// The laptop and the default cloud, for the policies that know them by
+// role (the fixed baselines, the seed paper's home-and-cloud model).
 const (
-	Local  = "local"
-	Remote = "remote"
+	Local  = location.Local
+	Remote = location.Remote
 )
-
-// Other returns the other location.
-func Other(loc string) string {
-	if loc == Local {
-		return Remote
-	}
-	return Local
-}
 
 // Link is the measured connection between the two locations.
 type Link struct {
@@ -52,14 +47,23 @@ func (l Link) TransferTime(n int64) float64 {
 }
 
 // Model is what the policies know: measured runtimes, the link and the
-// user's interaction pattern. It learns from Observe.
+// user's interaction pattern. It learns only through its Observe methods,
+// one per kind of measurement, each called from one place in the kernel:
+// ObserveRuntime after every cell, ObserveTransfer after every move (its
+// own time, never a kernel start or a recompute), ObserveCompression from
+// a large payload, ObserveRTT from a link probe. Policies read it.
 type Model struct {
+	// Link is read by the policies and set by the Observe methods (and
+	// by whoever builds the model, as the starting point).
 	Link Link
+	// compMeasured is set once a payload's compression was measured: the
+	// first measurement replaces the configured prior.
+	compMeasured bool
 	// SpeedPrior is the local/remote speed ratio assumed until cells have
 	// run at both places (from a calibration run or configuration).
 	SpeedPrior float64
 	// runtimes[cell][loc] is an exponentially weighted mean in seconds.
-	runtimes map[string]map[string]float64
+	runtimes map[string]map[location.Location]float64
 	// reads/writes/sizes remember each cell's last analysis, for look-ahead.
 	cells map[string]*cellInfo
 	// next[cell] counts which cell followed it, for block prediction.
@@ -80,7 +84,7 @@ type cellInfo struct {
 
 // NewModel returns an empty model over link.
 func NewModel(link Link) *Model {
-	return &Model{Link: link, runtimes: map[string]map[string]float64{}, cells: map[string]*cellInfo{},
+	return &Model{Link: link, runtimes: map[string]map[location.Location]float64{}, cells: map[string]*cellInfo{},
 		next: map[string]map[string]int{}, runs: map[string]int{}}
 }
 
@@ -88,7 +92,7 @@ func NewModel(link Link) *Model {
 type Observation struct {
 	Cell    string
 	Index   int
-	Loc     string
+	Loc     location.Location
 	Runtime float64
 	Think   float64
 	Reads   []string
@@ -96,12 +100,13 @@ type Observation struct {
 	Sizes   map[string]int64
 }
 
-// Observe records a finished execution.
-func (m *Model) Observe(o Observation) {
+// ObserveRuntime records a finished execution: its runtime where it ran,
+// its reads and writes for look-ahead, and the think time before it.
+func (m *Model) ObserveRuntime(o Observation) {
 	const alpha = 0.5
 	r := m.runtimes[o.Cell]
 	if r == nil {
-		r = map[string]float64{}
+		r = map[location.Location]float64{}
 		m.runtimes[o.Cell] = r
 	}
 	if old, ok := r[o.Loc]; ok {
@@ -132,6 +137,59 @@ func (m *Model) Observe(o Observation) {
 	m.n++
 }
 
+// ObserveTransfer records one move of sent bytes that took seconds, from
+// the pack request to the target's confirmation (a kernel start before it
+// is not part of it). A large move measures the bandwidth, a small one the
+// fixed cost per move.
+func (m *Model) ObserveTransfer(sent int64, seconds float64) {
+	switch {
+	case sent <= 0 || seconds <= 0:
+	case sent > 4<<20:
+		bw := float64(sent) / max(seconds-m.Link.PerTransfer, 1e-3)
+		if m.Link.Bandwidth <= 0 {
+			m.Link.Bandwidth = bw
+		} else {
+			m.Link.Bandwidth = 0.7*m.Link.Bandwidth + 0.3*bw
+		}
+	default:
+		// A small move costs mostly its fixed overhead. TransferTime
+		// counts compression, but sent bytes are already compressed.
+		raw := Link{Bandwidth: m.Link.Bandwidth, RTT: m.Link.RTT, PerTransfer: m.Link.PerTransfer}
+		over := max(seconds-raw.TransferTime(sent)+m.Link.PerTransfer, 0)
+		m.Link.PerTransfer = 0.7*m.Link.PerTransfer + 0.3*over
+	}
+}
+
+// ObserveCompression records what compression achieved on one payload of
+// raw bytes sent as sent bytes, for the estimate of future moves (sizes
+// are raw). Only payloads over 1 MiB say anything.
+func (m *Model) ObserveCompression(raw, sent int64) {
+	if raw <= 1<<20 || sent <= 0 {
+		return
+	}
+	c := float64(sent) / float64(raw)
+	if l := &m.Link; !m.compMeasured || l.Compression <= 0 || l.Compression > 1 {
+		l.Compression = c // the first measurement replaces the prior
+		m.compMeasured = true
+	} else {
+		l.Compression = 0.7*l.Compression + 0.3*c
+	}
+}
+
+// ObserveRTT records a probed round trip, blended into the running
+// estimate so one slow probe does not swing placement; a configured round
+// trip is the starting point.
+func (m *Model) ObserveRTT(seconds float64) {
+	if seconds <= 0 {
+		return
+	}
+	if m.Link.RTT <= 0 {
+		m.Link.RTT = seconds
+	} else {
+		m.Link.RTT = 0.7*m.Link.RTT + 0.3*seconds
+	}
+}
+
 // SpeedRatio is the observed local/remote runtime ratio (the median over
 // cells measured at both), or 1 when nothing is known.
 func (m *Model) SpeedRatio() float64 {
@@ -158,23 +216,27 @@ func (m *Model) SpeedRatio() float64 {
 // the cells seen so far at the laptop, scaled to loc (a typical cell: so
 // an unseen cell with small inputs goes where cells run fastest, and one
 // reading large data stays where the data is).
-func (m *Model) Runtime(cell, loc string) (float64, bool) {
+func (m *Model) Runtime(cell string, loc location.Location) (float64, bool) {
 	r := m.runtimes[cell]
 	if v, ok := r[loc]; ok {
 		return v, true
 	}
-	if v, ok := r[Other(loc)]; ok {
-		ratio := m.SpeedRatio()
-		if loc == Remote {
-			return v / ratio, false
-		}
-		return v * ratio, false
+	// Scale from the laptop's time if measured, else from any cloud's.
+	if v, ok := r[Local]; ok {
+		return v / m.speed(loc), false
 	}
-	typical := m.typicalLocal()
-	if loc == Remote {
-		return typical / m.SpeedRatio(), false
+	for at, v := range r {
+		return v * m.speed(at) / m.speed(loc), false
 	}
-	return typical, false
+	return m.typicalLocal() / m.speed(loc), false
+}
+
+// speed is how many times faster loc runs cells than the laptop.
+func (m *Model) speed(loc location.Location) float64 {
+	if loc == Local {
+		return 1
+	}
+	return m.SpeedRatio()
 }
 
 // PriorLocalRuntime is the laptop runtime assumed for a cell before any

@@ -4,6 +4,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/trace"
 )
 
@@ -75,7 +76,7 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, link Link) Policy {
 	}
 	g.maxflow(src, sink)
 	side := g.sourceSide(src)
-	locs := make([]string, n)
+	locs := make([]location.Location, n)
 	for i := range locs {
 		if side[i] {
 			locs[i] = Local

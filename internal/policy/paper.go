@@ -26,8 +26,11 @@ func NewPaper() *Paper {
 func (p *Paper) Name() string { return "paper" }
 
 func (p *Paper) Decide(c Cell, v View, m *Model) Decision {
-	if d, ok := pinned(c, v); ok {
+	if d, ok := pinned(c); ok {
 		return d
+	}
+	if !c.locations().Has(Remote) {
+		return place(c, v, m, Local, "no cloud to migrate to")
 	}
 	rt, measured := m.Runtime(c.Hash, Local)
 	if !measured {

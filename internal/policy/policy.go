@@ -5,18 +5,20 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+
+	"github.com/ferry-nb/ferry/internal/location"
 )
 
 // Var is what a policy sees of one variable.
 type Var struct {
 	Size int64
 	// At lists the locations holding the newest version.
-	At      []string
+	At      []location.Location
 	Movable bool
 }
 
 // Has reports whether loc holds the newest version.
-func (v Var) Has(loc string) bool {
+func (v Var) Has(loc location.Location) bool {
 	for _, a := range v.At {
 		if a == loc {
 			return true
@@ -32,26 +34,37 @@ type View interface {
 
 // Cell is the cell about to run.
 type Cell struct {
-	Hash   string
-	Index  int
+	Hash  string
+	Index int
+	// Reads are every name that must be at the cell's location: what it
+	// reads, widened by the globals of the functions it calls and alias
+	// groups.
 	Reads  []string
 	Writes []string
 	// Pin forces a location ("" if free): a %%ferry pin or unmovable state.
-	Pin string
-	// HasRemote is false when no remote backend is configured.
-	NoRemote bool
+	Pin location.Location
+	// Locs are the configured locations, the laptop first; nil means the
+	// laptop and the default cloud (replay of a trace).
+	Locs location.Set
+}
+
+// locations is where c may run.
+func (c Cell) locations() location.Set {
+	if c.Locs == nil {
+		return location.Set{Local, Remote}
+	}
+	return c.Locs
 }
 
 // Decision is where a cell runs and why.
 type Decision struct {
-	Loc    string
-	Costs  map[string]float64 // estimated seconds per location
-	Move   []string           // names to bring to Loc before the cell
-	Bytes  int64
+	Loc    location.Location
+	Costs  map[location.Location]float64 // estimated seconds per location
 	Reason string
 }
 
-// Policy places cells.
+// Policy places cells. Decide is called once per cell by the kernel
+// (through MakePlan) and by replay; it may keep state across calls.
 type Policy interface {
 	Name() string
 	Decide(c Cell, v View, m *Model) Decision
@@ -83,7 +96,7 @@ func New(name string, seed int64) (Policy, error) {
 
 // stale returns the names among reads whose newest version is not at loc,
 // and their total size.
-func stale(reads []string, v View, loc string) ([]string, int64) {
+func stale(reads []string, v View, loc location.Location) ([]string, int64) {
 	var names []string
 	var n int64
 	for _, r := range reads {
@@ -98,81 +111,80 @@ func stale(reads []string, v View, loc string) ([]string, int64) {
 	return names, n
 }
 
-// pinned honours pins and missing backends; ok is false if the policy
-// may choose.
-func pinned(c Cell, v View) (Decision, bool) {
+// pinned honours pins and a laptop-only configuration; ok is false if
+// the policy may choose.
+func pinned(c Cell) (Decision, bool) {
 	loc := c.Pin
-	if loc == "" && c.NoRemote {
-		loc = Local
+	locs := c.locations()
+	if loc == "" && len(locs) == 1 {
+		loc = locs[0]
 	}
 	if loc == "" {
 		return Decision{}, false
 	}
-	mv, b := stale(c.Reads, v, loc)
-	why := "pinned to " + loc
-	if c.NoRemote && c.Pin == "" {
-		why = "no remote backend"
+	why := "pinned to " + loc.Describe()
+	if c.Pin == "" {
+		why = "no cloud is configured"
 	}
-	return Decision{Loc: loc, Move: mv, Bytes: b, Reason: why}, true
+	return Decision{Loc: loc, Reason: why}, true
 }
 
-// place builds a decision for loc with the estimated costs of both places.
-func place(c Cell, v View, m *Model, loc, reason string) Decision {
-	d := Decision{Loc: loc, Reason: reason, Costs: map[string]float64{}}
-	for _, l := range []string{Local, Remote} {
+// place builds a decision for loc with the estimated costs of every place.
+func place(c Cell, v View, m *Model, loc location.Location, reason string) Decision {
+	if !c.locations().Has(loc) {
+		// A fixed or replayed placement names a location this session
+		// lacks: the laptop is always there.
+		reason += "; " + loc.String() + " is not configured, so the laptop"
+		loc = Local
+	}
+	d := Decision{Loc: loc, Reason: reason, Costs: map[location.Location]float64{}}
+	for _, l := range c.locations() {
 		d.Costs[l] = immediateCost(c, v, m, l)
 	}
-	d.Move, d.Bytes = stale(c.Reads, v, loc)
 	return d
 }
 
 // immediateCost is the time to run c at loc now: moving its stale inputs,
-// the request's round trip to a remote kernel, and its runtime there.
-func immediateCost(c Cell, v View, m *Model, loc string) float64 {
+// the request's round trip to a cloud kernel, and its runtime there.
+func immediateCost(c Cell, v View, m *Model, loc location.Location) float64 {
 	_, b := stale(c.Reads, v, loc)
 	rt, _ := m.Runtime(c.Hash, loc)
 	cost := rt + m.Link.TransferTime(b)
-	if loc == Remote {
+	if loc != Local {
 		cost += m.Link.RTT
 	}
 	return cost
 }
 
-type fixed string
+type fixed location.Location
 
 func (f fixed) Name() string { return string(f) }
 func (f fixed) Decide(c Cell, v View, m *Model) Decision {
-	if d, ok := pinned(c, v); ok {
+	if d, ok := pinned(c); ok {
 		return d
 	}
-	return place(c, v, m, string(f), "policy "+string(f))
+	return place(c, v, m, location.Location(f), "policy "+string(f))
 }
 
 type pingpong struct{ n int }
 
 func (p *pingpong) Name() string { return "pingpong" }
 func (p *pingpong) Decide(c Cell, v View, m *Model) Decision {
-	if d, ok := pinned(c, v); ok {
+	if d, ok := pinned(c); ok {
 		return d
 	}
 	p.n++
-	loc := Local
-	if p.n%2 == 0 {
-		loc = Remote
-	}
-	return place(c, v, m, loc, "pingpong alternates")
+	locs := c.locations()
+	return place(c, v, m, locs[(p.n+len(locs)-1)%len(locs)], "pingpong alternates")
 }
 
 type random struct{ r *rand.Rand }
 
 func (r *random) Name() string { return "random" }
 func (r *random) Decide(c Cell, v View, m *Model) Decision {
-	if d, ok := pinned(c, v); ok {
+	if d, ok := pinned(c); ok {
 		return d
 	}
-	loc := Local
-	if r.r.IntN(2) == 1 {
-		loc = Remote
-	}
-	return place(c, v, m, loc, "random placement")
+	locs := c.locations()
+	return place(c, v, m, locs[r.r.IntN(len(locs))], "random placement")
 }

@@ -2,8 +2,11 @@ package policy
 
 import (
 	"fmt"
+	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/state"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 
 	"github.com/ferry-nb/ferry/internal/trace"
@@ -43,7 +46,7 @@ func TestOracleIsOptimal(t *testing.T) {
 		got := Replay(evs, Oracle(evs, testLink), testLink).Seconds
 		best := math.Inf(1)
 		for mask := 0; mask < 1<<len(evs); mask++ {
-			locs := make([]string, len(evs))
+			locs := make([]location.Location, len(evs))
 			ok := true
 			for i := range evs {
 				locs[i] = Local
@@ -86,7 +89,7 @@ func TestPaperMigratesLongCellsWithSmallContext(t *testing.T) {
 		name    string
 		size    int64
 		runtime float64
-		want    string
+		want    location.Location
 	}{
 		{"long cell, small context", 1e6, 20, Remote},
 		{"long cell, context over threshold", 4 << 30, 20, Local},
@@ -95,10 +98,10 @@ func TestPaperMigratesLongCellsWithSmallContext(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := NewModel(testLink.Link)
-			m.Observe(Observation{Cell: "x", Loc: Local, Runtime: tt.runtime})
-			m.Observe(Observation{Cell: "y", Loc: Local, Runtime: 4})
-			m.Observe(Observation{Cell: "y", Loc: Remote, Runtime: 1})
-			st := simState{"data": &Var{Size: tt.size, At: []string{Local}, Movable: true}}
+			m.ObserveRuntime(Observation{Cell: "x", Loc: Local, Runtime: tt.runtime})
+			m.ObserveRuntime(Observation{Cell: "y", Loc: Local, Runtime: 4})
+			m.ObserveRuntime(Observation{Cell: "y", Loc: Remote, Runtime: 1})
+			st := simState{"data": &Var{Size: tt.size, At: []location.Location{Local}, Movable: true}}
 			d := NewPaper().Decide(Cell{Hash: "x", Reads: []string{"data"}}, st, m)
 			if d.Loc != tt.want {
 				t.Fatalf("placed %s, want %s (%s)", d.Loc, tt.want, d.Reason)
@@ -108,15 +111,15 @@ func TestPaperMigratesLongCellsWithSmallContext(t *testing.T) {
 }
 
 func TestPinsAreHonoured(t *testing.T) {
-	st := simState{"f": &Var{Size: 10, At: []string{Remote}}}
+	st := simState{"f": &Var{Size: 10, At: []location.Location{Remote}}}
 	for _, name := range Names {
 		p, err := New(name, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := p.Decide(Cell{Hash: "x", Reads: []string{"f"}, Pin: Local}, st, NewModel(testLink.Link))
-		if d.Loc != Local || len(d.Move) != 1 || d.Move[0] != "f" {
-			t.Fatalf("%s: decision %+v, want local moving f", name, d)
+		pl := MakePlan(p, Cell{Hash: "x", Reads: []string{"f"}, Pin: Local}, simFacts{st}, NewModel(testLink.Link))
+		if pl.Loc != Local || len(pl.Moves) != 1 || !reflect.DeepEqual(pl.Moves[0].Names, []string{"f"}) || pl.Moves[0].From != Remote {
+			t.Fatalf("%s: plan %+v, want local moving f from remote", name, pl)
 		}
 	}
 }
@@ -137,7 +140,7 @@ func TestFerryStaysRemoteForHotBlock(t *testing.T) {
 	// After one local run of each cell (its runtime is unknown before),
 	// ferry must settle remote for good.
 	for i, loc := range fr.Placement[3:] {
-		if loc != Remote {
+		if loc != string(Remote) {
 			t.Fatalf("cell %d placed %s after learning; placement %v", i+3, loc, fr.Placement)
 		}
 	}
@@ -172,7 +175,7 @@ func TestFerryFirstCell(t *testing.T) {
 		name  string
 		link  Link
 		speed float64
-		want  string
+		want  location.Location
 	}{
 		{"fast link, faster cloud", Link{Bandwidth: 1e9 / 8, RTT: 0.001}, 4, Remote},
 		{"slow link, faster cloud", Link{Bandwidth: 20e6 / 8, RTT: 0.05}, 4, Remote},
@@ -188,5 +191,58 @@ func TestFerryFirstCell(t *testing.T) {
 				t.Fatalf("first cell at %s, want %s (%s)", d.Loc, tt.want, d.Reason)
 			}
 		})
+	}
+}
+
+// simFacts plans over a replay's state: sources are the first holder,
+// nothing travels with a name, nothing can be recomputed.
+type simFacts struct{ simState }
+
+func (f simFacts) Sources(loc location.Location, names []string) map[location.Location][]string {
+	out := map[location.Location][]string{}
+	for _, n := range names {
+		if v, ok := f.simState[n]; ok && !v.Has(loc) && len(v.At) > 0 {
+			out[v.At[0]] = append(out[v.At[0]], n)
+		}
+	}
+	return out
+}
+func (f simFacts) Needs(names []string) []string { return names }
+func (f simFacts) Size(names []string) int64 {
+	var n int64
+	for _, x := range names {
+		if v, ok := f.simState[x]; ok {
+			n += v.Size
+		}
+	}
+	return n
+}
+func (f simFacts) Recipe([]string, location.Location) (state.Plan, bool) { return state.Plan{}, false }
+
+// TestModelObserveTransfer: only a move's own time teaches the link model;
+// a large move measures the bandwidth, a small one the fixed cost per move.
+func TestModelObserveTransfer(t *testing.T) {
+	m := NewModel(Link{Bandwidth: 100e6 / 8, RTT: 0.02, PerTransfer: 0.01})
+	for range 10 {
+		m.ObserveTransfer(2900, 0.03)
+	}
+	if m.Link.PerTransfer > 0.02 {
+		t.Fatalf("small moves of 30 ms left a fixed cost of %.3f s", m.Link.PerTransfer)
+	}
+	m.ObserveTransfer(2900, 5) // one slow one moves it, but by a blend, not outright
+	if m.Link.PerTransfer > 2 || m.Link.PerTransfer < 0.5 {
+		t.Fatalf("fixed cost %.3f s after one 5 s move, want a blend", m.Link.PerTransfer)
+	}
+	m.ObserveTransfer(100<<20, 2)
+	if m.Link.Bandwidth == 100e6/8 {
+		t.Fatal("a 100 MiB move did not measure the bandwidth")
+	}
+	m.ObserveCompression(10<<20, 5<<20)
+	if m.Link.Compression != 0.5 {
+		t.Fatalf("first compression measurement gave %.2f, want it to replace the prior (0.5)", m.Link.Compression)
+	}
+	m.ObserveRTT(0.1)
+	if m.Link.RTT <= 0.02 || m.Link.RTT >= 0.1 {
+		t.Fatalf("rtt %.3f after a 100 ms probe from 20 ms, want a blend", m.Link.RTT)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/trace"
 )
 
@@ -52,10 +53,10 @@ func runtimes(evs []trace.Event, s Settings) (local, remote []float64) {
 // measuredSpeed is the median local/remote runtime ratio of cells the trace
 // ran at both places, or 1.
 func measuredSpeed(evs []trace.Event) float64 {
-	at := map[string]map[string]float64{}
+	at := map[string]map[location.Location]float64{}
 	for _, e := range evs {
 		if at[e.Cell] == nil {
-			at[e.Cell] = map[string]float64{}
+			at[e.Cell] = map[location.Location]float64{}
 		}
 		at[e.Cell][e.Loc] = e.Runtime
 	}
@@ -93,9 +94,11 @@ func (s simState) names() []string {
 }
 
 // Idler is a policy that uses think time: Idle proposes moves to make
-// while the user thinks (prefetch, write-back).
+// while the user thinks (prefetch, write-back), each with To set and From
+// left to whoever carries it out. The think-time worker calls it after a
+// cell, with every known name and the configured locations.
 type Idler interface {
-	Idle(lastCell string, v View, m *Model, all []string) []Move
+	Idle(lastCell string, v View, m *Model, all []string, locs location.Set) []Move
 }
 
 // Replay re-costs a trace under a policy.
@@ -114,7 +117,7 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		res.WallSeconds += e.Think
 		if id, ok := p.(Idler); ok && last != "" {
 			budget := e.Think
-			for _, mv := range id.Idle(last, st, m, st.names()) {
+			for _, mv := range id.Idle(last, st, m, st.names(), nil) {
 				t := s.Link.TransferTime(mv.Bytes)
 				if t > budget {
 					break
@@ -149,8 +152,8 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		res.BytesMoved += moved
 		res.Seconds += cost
 		res.WallSeconds += cost
-		res.Placement = append(res.Placement, d.Loc)
-		m.Observe(Observation{Cell: e.Cell, Index: e.Index, Loc: d.Loc, Runtime: run, Think: e.Think, Reads: e.Reads, Writes: e.Writes, Sizes: e.Sizes})
+		res.Placement = append(res.Placement, string(d.Loc))
+		m.ObserveRuntime(Observation{Cell: e.Cell, Index: e.Index, Loc: d.Loc, Runtime: run, Think: e.Think, Reads: e.Reads, Writes: e.Writes, Sizes: e.Sizes})
 		last = e.Cell
 	}
 	if len(evs) > 0 {
@@ -161,7 +164,7 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 
 // apply runs event e at loc on the state: stale inputs are moved (one
 // payload), outputs live only at loc. It returns the transfer time and bytes.
-func apply(st simState, e trace.Event, loc string, link Link) (float64, int64) {
+func apply(st simState, e trace.Event, loc location.Location, link Link) (float64, int64) {
 	var moved int64
 	for _, r := range e.Reads {
 		v := st[r]
@@ -172,7 +175,7 @@ func apply(st simState, e trace.Event, loc string, link Link) (float64, int64) {
 		v.At = append(v.At, loc)
 	}
 	for _, w := range e.Writes {
-		st[w] = &Var{Size: e.Sizes[w], At: []string{loc}, Movable: true}
+		st[w] = &Var{Size: e.Sizes[w], At: []location.Location{loc}, Movable: true}
 	}
 	return link.TransferTime(moved), moved
 }
@@ -207,10 +210,12 @@ func ByName(evs []trace.Event, name string, s Settings, seed int64) (Result, err
 
 // Fixed returns a policy that places the i-th execution at locs[i] (local
 // past the end): it runs the oracle's placement live.
-func Fixed(name string, locs []string) Policy { return &assignment{name: name, locs: locs} }
+func Fixed(name string, locs []location.Location) Policy {
+	return &assignment{name: name, locs: locs}
+}
 
 // Placement returns the placement a Fixed policy follows.
-func Placement(p Policy) []string {
+func Placement(p Policy) []location.Location {
 	if a, ok := p.(*assignment); ok {
 		return a.locs
 	}
@@ -220,13 +225,13 @@ func Placement(p Policy) []string {
 // assignment replays a precomputed placement.
 type assignment struct {
 	name string
-	locs []string
+	locs []location.Location
 	i    int
 }
 
 func (a *assignment) Name() string { return a.name }
 func (a *assignment) Decide(c Cell, v View, m *Model) Decision {
-	if d, ok := pinned(c, v); ok {
+	if d, ok := pinned(c); ok {
 		a.i++
 		return d
 	}
@@ -273,7 +278,7 @@ func Calibrate(evs []trace.Event, base Link) Link {
 // Recorded returns a policy that places every execution where the trace
 // says it ran: replaying it predicts the recorded run.
 func Recorded(evs []trace.Event) Policy {
-	locs := make([]string, len(evs))
+	locs := make([]location.Location, len(evs))
 	for i, e := range evs {
 		locs[i] = e.Loc
 	}

@@ -5,6 +5,7 @@ package report
 
 import (
 	"fmt"
+	"github.com/ferry-nb/ferry/internal/location"
 	"html/template"
 	"io"
 	"strconv"
@@ -69,7 +70,7 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 	}
 	scale := (width - left - 10) / total
 	p := page{Summary: s, Bytes: HumanBytes(s.BytesMoved), Width: width, Height: 2*laneH + 60}
-	lane := map[string]float64{"local": 20, "remote": 20 + laneH}
+	lane := map[location.Location]float64{location.Local: 20, location.Remote: 20 + laneH}
 	t := 0.0
 	for _, e := range evs {
 		y := lane[e.Loc]
@@ -84,7 +85,7 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 		}
 		t += e.TransferSeconds
 		p.XferSecs += e.TransferSeconds
-		cls := e.Loc
+		cls := string(e.Loc)
 		if e.Status == "error" {
 			cls += " err"
 		}
@@ -92,7 +93,7 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 			Title: fmt.Sprintf("#%d cell %s at %s: %.3fs (%s)", e.Seq, e.Cell, e.Loc, e.Runtime, e.Why)})
 		t += e.Runtime
 		p.ComputeSec += e.Runtime
-		p.Rows = append(p.Rows, row{Seq: e.Seq, Cell: e.Cell, Loc: e.Loc, Status: e.Status, Why: e.Why, Moved: strings.Join(e.Moved, ", "),
+		p.Rows = append(p.Rows, row{Seq: e.Seq, Cell: e.Cell, Loc: string(e.Loc), Status: e.Status, Why: e.Why, Moved: strings.Join(e.Moved, ", "),
 			Runtime: e.Runtime, Transfer: e.TransferSeconds, Think: e.Think, Bytes: HumanBytes(e.BytesMoved)})
 	}
 	p.TotalSecs = t

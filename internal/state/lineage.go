@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"github.com/ferry-nb/ferry/internal/location"
 	"sort"
 	"strings"
 	"sync"
@@ -13,7 +14,7 @@ type Run struct {
 	// Cell is the cell's key in the cost model, for runtime estimates.
 	Cell   string
 	Code   string
-	Loc    string
+	Loc    location.Location
 	Reads  map[string]int
 	Writes map[string]int
 	// Failed cells are replayed too (they may bind names before raising),

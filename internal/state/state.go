@@ -8,7 +8,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/location"
 )
 
 // Var is one variable of the user's namespace.
@@ -16,7 +16,7 @@ type Var struct {
 	Name    string
 	Version int
 	// At holds the locations with the newest version.
-	At   map[string]bool
+	At   map[location.Location]bool
 	Size int64
 	Hash string
 	// Movable is false for generators, open files, sockets …; Reason says
@@ -35,13 +35,12 @@ type Var struct {
 }
 
 // Locations returns the holders, sorted.
-func (v *Var) Locations() []string {
-	out := make([]string, 0, len(v.At))
+func (v *Var) Locations() []location.Location {
+	out := make([]location.Location, 0, len(v.At))
 	for l := range v.At {
 		out = append(out, l)
 	}
-	sort.Strings(out)
-	return out
+	return location.NewSet(out...)
 }
 
 // Map is the state map. It is safe for concurrent use.
@@ -50,23 +49,12 @@ type Map struct {
 	vars map[string]*Var
 	// gone[loc] are names deleted in the newest state that loc still holds
 	// an old value of; they are deleted there before a cell runs there.
-	gone map[string]map[string]bool
+	gone map[location.Location]map[string]bool
 }
 
 // New returns an empty map.
 func New() *Map {
-	return &Map{vars: map[string]*Var{}, gone: map[string]map[string]bool{}}
-}
-
-// Var implements policy.View.
-func (m *Map) Var(name string) (policy.Var, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.vars[name]
-	if !ok {
-		return policy.Var{}, false
-	}
-	return policy.Var{Size: v.Size, At: v.Locations(), Movable: v.Movable}, true
+	return &Map{vars: map[string]*Var{}, gone: map[location.Location]map[string]bool{}}
 }
 
 // Get returns a copy of a variable.
@@ -78,7 +66,7 @@ func (m *Map) Get(name string) (Var, bool) {
 		return Var{}, false
 	}
 	c := *v
-	c.At = map[string]bool{}
+	c.At = make(map[location.Location]bool, len(v.At))
 	for l := range v.At {
 		c.At[l] = true
 	}
@@ -142,18 +130,18 @@ func (m *Map) Needs(reads []string) []string {
 }
 
 // Stale returns, among names, those whose newest version is not at loc,
-// grouped by a location that holds them (local preferred as the source, as
-// the laptop is where the user's copy lives).
-func (m *Map) Stale(loc string, names []string) map[string][]string {
+// grouped by a location that holds them (the laptop preferred as the
+// source, as it is where the user's copy lives).
+func (m *Map) Stale(loc location.Location, names []string) map[location.Location][]string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := map[string][]string{}
+	out := map[location.Location][]string{}
 	for _, n := range names {
 		v, ok := m.vars[n]
 		if !ok || v.At[loc] || len(v.At) == 0 {
 			continue
 		}
-		src := "local"
+		src := location.Local
 		if !v.At[src] {
 			src = v.Locations()[0]
 		}
@@ -166,7 +154,7 @@ func (m *Map) Stale(loc string, names []string) map[string][]string {
 // the names that pin it, and whether there is one. Two unmovable values at
 // different places cannot be served; the first location wins and the cell
 // sees a NameError-free but stale view only if analysis missed a read.
-func (m *Map) Pinned(names []string) (loc string, why []string, ok bool) {
+func (m *Map) Pinned(names []string) (loc location.Location, why []string, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, n := range names {
@@ -200,7 +188,7 @@ func (m *Map) Size(names []string) int64 {
 
 // Arrived records that names now also live at loc, at the versions given
 // (a copy made before a newer write does not count).
-func (m *Map) Arrived(loc string, versions map[string]int) {
+func (m *Map) Arrived(loc location.Location, versions map[string]int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for n, ver := range versions {
@@ -237,7 +225,7 @@ type Change struct {
 // Ran records a cell that ran at loc: changed names get a new version held
 // only at loc; deleted names are gone (and will be deleted at the other
 // locations before a cell runs there). It returns the versions written.
-func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string) map[string]int {
+func (m *Map) Ran(loc location.Location, cell string, changed map[string]Change, deleted []string) map[string]int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	wrote := make(map[string]int, len(changed))
@@ -253,7 +241,7 @@ func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string)
 			}
 		}
 		v.Version++
-		v.At = map[string]bool{loc: true}
+		v.At = map[location.Location]bool{loc: true}
 		v.Size, v.Hash, v.Movable, v.Reason, v.Kind, v.Group, v.Uses = c.Size, c.Hash, c.Movable, c.Reason, c.Kind, c.Group, c.Uses
 		v.Producer = cell
 		delete(m.gone[loc], n)
@@ -278,7 +266,7 @@ func (m *Map) Ran(loc, cell string, changed map[string]Change, deleted []string)
 // Lost forgets every copy held at loc (its kernel died). It returns the
 // variables that now have no copy anywhere, as they were, for lineage to
 // rebuild them.
-func (m *Map) Lost(loc string) []Var {
+func (m *Map) Lost(loc location.Location) []Var {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var lost []Var
@@ -307,13 +295,13 @@ func (m *Map) Have(name string, ver int) bool {
 
 // Restore puts back a lost variable, rebuilt at loc. A name bound again
 // since it was lost keeps its newer value.
-func (m *Map) Restore(v Var, loc string) bool {
+func (m *Map) Restore(v Var, loc location.Location) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.vars[v.Name]; ok {
 		return false
 	}
-	v.At = map[string]bool{loc: true}
+	v.At = map[location.Location]bool{loc: true}
 	m.vars[v.Name] = &v
 	delete(m.gone[loc], v.Name)
 	return true
@@ -322,7 +310,7 @@ func (m *Map) Restore(v Var, loc string) bool {
 // Drop records that loc's copies of names are not the newest any more (a
 // replay overwrote them), so they are brought again before being read
 // there. It never drops a last copy.
-func (m *Map) Drop(loc string, names []string) {
+func (m *Map) Drop(loc location.Location, names []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, n := range names {
@@ -332,7 +320,7 @@ func (m *Map) Drop(loc string, names []string) {
 	}
 }
 
-func (m *Map) markGone(loc, name string) {
+func (m *Map) markGone(loc location.Location, name string) {
 	if m.gone[loc] == nil {
 		m.gone[loc] = map[string]bool{}
 	}
@@ -341,7 +329,7 @@ func (m *Map) markGone(loc, name string) {
 
 // Gone returns the names to delete at loc before a cell runs there, and
 // clears them (the caller deletes them).
-func (m *Map) Gone(loc string) []string {
+func (m *Map) Gone(loc location.Location) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []string

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"github.com/ferry-nb/ferry/internal/location"
 	"reflect"
 	"testing"
 )
@@ -11,13 +12,13 @@ func TestStaleAndArrived(t *testing.T) {
 	m.Ran("remote", "c2", map[string]Change{"z": {Size: 7, Movable: true}}, nil)
 
 	tests := []struct {
-		loc   string
+		loc   location.Location
 		names []string
-		want  map[string][]string
+		want  map[location.Location][]string
 	}{
-		{"remote", []string{"x", "z"}, map[string][]string{"local": {"x"}}},
-		{"local", []string{"x", "y", "z"}, map[string][]string{"remote": {"z"}}},
-		{"local", []string{"unknown"}, map[string][]string{}},
+		{"remote", []string{"x", "z"}, map[location.Location][]string{"local": {"x"}}},
+		{"local", []string{"x", "y", "z"}, map[location.Location][]string{"remote": {"z"}}},
+		{"local", []string{"unknown"}, map[location.Location][]string{}},
 	}
 	for _, tt := range tests {
 		if got := m.Stale(tt.loc, tt.names); !reflect.DeepEqual(got, tt.want) {
@@ -34,7 +35,7 @@ func TestStaleAndArrived(t *testing.T) {
 		t.Errorf("Ran says it wrote %v, want y at version %d", wrote, old["y"]+1)
 	}
 	m.Arrived("remote", old)
-	if got := m.Stale("remote", []string{"y"}); !reflect.DeepEqual(got, map[string][]string{"local": {"y"}}) {
+	if got := m.Stale("remote", []string{"y"}); !reflect.DeepEqual(got, map[location.Location][]string{"local": {"y"}}) {
 		t.Errorf("old copy of y counted as current: %v", got)
 	}
 }
@@ -45,7 +46,7 @@ func TestWritesInvalidateOtherCopies(t *testing.T) {
 	m.Arrived("remote", m.Versions([]string{"x"}))
 	m.Ran("remote", "c2", map[string]Change{"x": {Movable: true}}, nil)
 	v, _ := m.Get("x")
-	if !reflect.DeepEqual(v.Locations(), []string{"remote"}) || v.Version != 2 {
+	if !reflect.DeepEqual(v.Locations(), []location.Location{"remote"}) || v.Version != 2 {
 		t.Fatalf("after a remote write x is at %v version %d", v.Locations(), v.Version)
 	}
 	if got := m.Gone("local"); !reflect.DeepEqual(got, []string{"x"}) {
@@ -116,10 +117,10 @@ func TestPinnedAndLost(t *testing.T) {
 	if !m.Restore(lost[0], "local") || m.Restore(lost[0], "local") {
 		t.Fatal("Restore must put a lost name back once")
 	}
-	if v, _ := m.Get("gen"); v.Version != 1 || !reflect.DeepEqual(v.Locations(), []string{"local"}) {
+	if v, _ := m.Get("gen"); v.Version != 1 || !reflect.DeepEqual(v.Locations(), []location.Location{"local"}) {
 		t.Fatalf("restored gen: %+v", v)
 	}
-	if v, ok := m.Get("x"); !ok || !reflect.DeepEqual(v.Locations(), []string{"local"}) {
+	if v, ok := m.Get("x"); !ok || !reflect.DeepEqual(v.Locations(), []location.Location{"local"}) {
 		t.Fatalf("x after losing remote: %v %v", v.Locations(), ok)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/ferry-nb/ferry/internal/location"
 )
 
 // Event is one cell execution. Field names are a file format: keep them.
@@ -23,8 +25,8 @@ type Event struct {
 	Writes []string `json:"writes"`
 	// Sizes are the serialised sizes in bytes of the names written.
 	Sizes map[string]int64 `json:"sizes,omitempty"`
-	// Loc is where the cell ran: "local" or "remote".
-	Loc string `json:"loc"`
+	// Loc is where the cell ran: "local" or a cloud's name.
+	Loc location.Location `json:"loc"`
 	// Runtime is the cell's execution time at Loc in seconds, without
 	// transfers.
 	Runtime float64 `json:"runtime_s"`
@@ -164,8 +166,9 @@ func (e *Event) validate() error {
 	if e.Cell == "" {
 		return errors.New(`missing "cell"`)
 	}
-	if e.Loc != "local" && e.Loc != "remote" {
-		return fmt.Errorf(`"loc" is %q; want local or remote`, e.Loc)
+	// Replay and the oracle cost the laptop and the default cloud.
+	if e.Loc != location.Local && e.Loc != location.Remote {
+		return fmt.Errorf(`"loc" is %q; want %s or %s`, e.Loc, location.Local, location.Remote)
 	}
 	if e.Runtime < 0 || e.Think < 0 || e.TransferSeconds < 0 || e.BytesMoved < 0 {
 		return errors.New("negative time or size")

@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/notebook"
 )
 
@@ -89,7 +90,7 @@ func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]str
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[string]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
+		Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
 		Policy:   policy, Seed: seed, Analyzer: an,
 	})
 	if err != nil {
