@@ -449,7 +449,8 @@ func (inc *incarnation) handleOp(d commData, buffers [][]byte, send func(map[str
 		if d.RawSize == nil || *d.RawSize < 0 || *d.RawSize > maxPayload {
 			return fmt.Errorf("payload size %v is more than this machine holds; nothing will be loaded", d.RawSize)
 		}
-		a.in[d.ID] = &incoming{rawSize: *d.RawSize}
+		// Room for the declared size up to a bound: a bogus size costs nothing.
+		a.in[d.ID] = &incoming{rawSize: *d.RawSize, blob: make([]byte, 0, min(*d.RawSize, 64<<20))}
 	case agent.OpChunk:
 		in, ok := a.in[d.ID]
 		delete(a.in, d.ID) // a bad chunk drops the transfer

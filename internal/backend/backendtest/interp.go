@@ -651,6 +651,7 @@ func reprTo(b *strings.Builder, o *object, open map[*object]bool) {
 		b.WriteString(pyQuote(o.s))
 	case kBytes:
 		b.WriteString("bytearray(b'")
+		b.Grow(4 * len(o.b))
 		for _, c := range o.b {
 			switch {
 			case c == '\\' || c == '\'':
@@ -665,7 +666,9 @@ func reprTo(b *strings.Builder, o *object, open map[*object]bool) {
 			case c >= 0x20 && c < 0x7f:
 				b.WriteByte(c)
 			default:
-				fmt.Fprintf(b, `\x%02x`, c)
+				b.WriteString(`\x`)
+				b.WriteByte(hexDigits[c>>4])
+				b.WriteByte(hexDigits[c&15])
 			}
 		}
 		b.WriteString("')")
@@ -688,6 +691,8 @@ func reprTo(b *strings.Builder, o *object, open map[*object]bool) {
 		b.WriteString("<_io.TextIOWrapper name='fake.txt' mode='r' encoding='UTF-8'>")
 	}
 }
+
+const hexDigits = "0123456789abcdef"
 
 // pyQuote quotes s as Python's repr does for plain text.
 func pyQuote(s string) string {
