@@ -107,11 +107,37 @@ func (d *driver) send(ch wire.Channel, msgType string, content any, buffers [][]
 }
 
 // wait reads until req's idle status (and its reply, if wantReply) came;
-// onMsg, if set, sees each of req's messages as it arrives.
+// onMsg, if set, sees each of req's messages as it arrives. Messages of
+// req read earlier while waiting for another request count too.
 func (d *driver) wait(req *wire.Message, wantReply bool, onMsg func(wire.Incoming)) *result {
 	d.t.Helper()
 	r := &result{req: req}
 	idle := false
+	take := func(in wire.Incoming) {
+		r.msgs = append(r.msgs, in)
+		if onMsg != nil {
+			onMsg(in)
+		}
+		switch {
+		case in.Channel == wire.Shell || in.Channel == wire.Control:
+			r.reply = in.Msg
+		case in.Msg.Header.MsgType == "status":
+			var st struct {
+				State string `json:"execution_state"`
+			}
+			_ = in.Msg.Decode(&st)
+			idle = st.State == "idle"
+		}
+	}
+	backlog := d.stray
+	d.stray = nil
+	for _, in := range backlog {
+		if in.Msg.ParentID() == req.Header.MsgID {
+			take(in)
+		} else {
+			d.stray = append(d.stray, in)
+		}
+	}
 	timeout := time.After(10 * time.Second)
 	for !idle || wantReply && r.reply == nil {
 		select {
@@ -120,20 +146,7 @@ func (d *driver) wait(req *wire.Message, wantReply bool, onMsg func(wire.Incomin
 				d.stray = append(d.stray, in)
 				continue
 			}
-			r.msgs = append(r.msgs, in)
-			if onMsg != nil {
-				onMsg(in)
-			}
-			switch {
-			case in.Channel == wire.Shell || in.Channel == wire.Control:
-				r.reply = in.Msg
-			case in.Msg.Header.MsgType == "status":
-				var st struct {
-					State string `json:"execution_state"`
-				}
-				_ = in.Msg.Decode(&st)
-				idle = st.State == "idle"
-			}
+			take(in)
 		case <-timeout:
 			d.t.Fatalf("no answer to %s after 10 s; got %v", req.Header.MsgType, r.types())
 		}
