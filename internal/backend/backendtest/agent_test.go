@@ -4,11 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/agent"
 	"github.com/ferry-nb/ferry/internal/backend/backendtest"
@@ -385,5 +387,25 @@ func TestWrongSecret(t *testing.T) {
 	if keys := slices.Collect(maps.Keys(comms.Comms)); len(keys) != 1 || keys[0] != ok {
 		sort.Strings(keys)
 		t.Errorf("comm_info lists %v, want only the authorised comm", keys)
+	}
+}
+
+// TestReportSharedStructure: a value sharing one list at every level (2^40
+// paths) is reported at the cost of its 40 lists.
+func TestReportSharedStructure(t *testing.T) {
+	d := started(t, location.Local)
+	d.install("s")
+	code := "l0 = [1]"
+	for i := 1; i <= 40; i++ {
+		code += fmt.Sprintf("\nl%d = [l%d, l%d]", i, i-1, i-1)
+	}
+	t0 := time.Now()
+	r := d.exec(code, map[string]string{agent.ReportKey: agent.ReportExpr(nil, true)})
+	rep, err := agent.ParseReport(r.expr(agent.ReportKey))
+	if err != nil || len(rep.Changed) != 41 || rep.Changed["l40"].Hash == "" || rep.Changed["l40"].Group != "g:l0" {
+		t.Errorf("reported %d names (%v), l40 %+v", len(rep.Changed), err, rep.Changed["l40"])
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("the report took %s", d)
 	}
 }

@@ -2,11 +2,24 @@
 // tests of Ferry's policy and flow: moves, recovery, think time, cold
 // starts and races run in milliseconds, without Python kernels. A Kernel
 // implements backend.Backend and speaks the wire protocol the way
-// ipykernel with Ferry's agent does (status busy, outputs, the reply, then
-// idle, each with the request as parent; the state comm's pack/load
-// protocol of agent.py), running a small subset of Python (see interp.go).
-// Integration tests keep real ipykernels; this package only stands in for
-// them where the kernel's behaviour, not Python's, is under test.
+// ipykernel with Ferry's agent does: for each shell request status busy,
+// its outputs, the reply, then idle, each with the request as parent, one
+// request at a time; control requests at once; the state comm's pack/load
+// protocol of agent.py with windows of chunks. It runs a small subset of
+// Python (see interp.go), so cells stay valid Python that Ferry's analysis
+// reads as it reads real ones. Integration tests keep real ipykernels;
+// this package only stands in for them where the kernel's behaviour, not
+// Python's, is under test.
+//
+// A test builds one per location and hands them to kernel.Config:
+//
+//	local, cloud := backendtest.New(location.Local), backendtest.New(location.Remote, backendtest.WithStartDelay(time.Second))
+//
+// Knobs: WithStartDelay / SetStartDelay (a cold start; Start honours its
+// context), WithFailStart / SetFailStart, WithChunkSize, Kill (a crash:
+// the namespace is lost, pending requests get no answer). Inspection:
+// Value (a name's Python repr), Bytes, Names, Executed (runs of a cell's
+// code, hidden or not), Effects (effect("name") calls), Starts.
 package backendtest
 
 import (

@@ -738,14 +738,16 @@ func str(o *object) string {
 // a list. It is "" for a file or anything holding one (a value that cannot
 // be serialised), which the report treats as "changed whenever checked".
 func contentHash(o *object) string {
-	h, ok := hashOf(o, map[*object]bool{})
+	h, ok := hashOf(o, map[*object]bool{}, map[*object][32]byte{})
 	if !ok {
 		return ""
 	}
 	return hex.EncodeToString(h[:])
 }
 
-func hashOf(o *object, open map[*object]bool) ([32]byte, bool) {
+// hashOf hashes o; done memoises shared objects, so a value sharing one
+// list many times over costs each list once.
+func hashOf(o *object, open map[*object]bool, done map[*object][32]byte) ([32]byte, bool) {
 	switch o.kind {
 	case kBytes:
 		return sha256.Sum256(o.b), true
@@ -756,6 +758,9 @@ func hashOf(o *object, open map[*object]bool) ([32]byte, bool) {
 	case kNone:
 		return sha256.Sum256([]byte("None")), true
 	case kList:
+		if h, ok := done[o]; ok {
+			return h, true
+		}
 		if open[o] {
 			return sha256.Sum256([]byte("cycle")), true
 		}
@@ -764,7 +769,7 @@ func hashOf(o *object, open map[*object]bool) ([32]byte, bool) {
 		h := sha256.New()
 		h.Write([]byte("list:"))
 		for _, it := range o.items {
-			ih, ok := hashOf(it, open)
+			ih, ok := hashOf(it, open, done)
 			if !ok {
 				return [32]byte{}, false
 			}
@@ -772,6 +777,7 @@ func hashOf(o *object, open map[*object]bool) ([32]byte, bool) {
 		}
 		var out [32]byte
 		h.Sum(out[:0])
+		done[o] = out
 		return out, true
 	}
 	return [32]byte{}, false
