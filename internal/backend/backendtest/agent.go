@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,6 +85,127 @@ func (inc *incarnation) install(code string) error {
 		inc.agent.prints[n] = fingerprintOf(o)
 	}
 	return nil
+}
+
+// ---------------------------------------------------------------- fingerprints
+
+// contentHash is the value's SHA-256 in hex: of its bytes for a bytearray,
+// of a type tag and its text for an int or str, over its items' hashes for
+// a list. It is "" for a file or anything holding one (a value that cannot
+// be serialised), which the report treats as "changed whenever checked".
+func contentHash(o *object) string {
+	h, ok := hashOf(o, map[*object]bool{}, map[*object][32]byte{})
+	if !ok {
+		return ""
+	}
+	return hex.EncodeToString(h[:])
+}
+
+// hashOf hashes o; done memoises shared objects, so a value sharing one
+// list many times over costs each list once.
+func hashOf(o *object, open map[*object]bool, done map[*object][32]byte) ([32]byte, bool) {
+	switch o.kind {
+	case kBytes:
+		return sha256.Sum256(o.b), true
+	case kInt:
+		return sha256.Sum256([]byte("int:" + strconv.FormatInt(o.i, 10))), true
+	case kStr:
+		return sha256.Sum256([]byte("str:" + o.s)), true
+	case kNone:
+		return sha256.Sum256([]byte("None")), true
+	case kList:
+		if h, ok := done[o]; ok {
+			return h, true
+		}
+		if open[o] {
+			return sha256.Sum256([]byte("cycle")), true
+		}
+		open[o] = true
+		defer delete(open, o)
+		h := sha256.New()
+		h.Write([]byte("list:"))
+		for _, it := range o.items {
+			ih, ok := hashOf(it, open, done)
+			if !ok {
+				return [32]byte{}, false
+			}
+			h.Write(ih[:])
+		}
+		var out [32]byte
+		h.Sum(out[:0])
+		done[o] = out
+		return out, true
+	}
+	return [32]byte{}, false
+}
+
+// size approximates the value's bytes: what Ferry's cost model reads.
+func size(o *object) int64 {
+	switch o.kind {
+	case kStr:
+		return int64(len(o.s))
+	case kBytes:
+		return int64(len(o.b))
+	case kList:
+		n := int64(8 * len(o.items))
+		for _, it := range o.items {
+			if it != o {
+				n += min(size1(it), math.MaxInt32)
+			}
+		}
+		return n
+	}
+	return 8
+}
+
+// size1 is size one level deep, so cycles and deep nests stay cheap.
+func size1(o *object) int64 {
+	if o.kind == kList {
+		return int64(8 * len(o.items))
+	}
+	return size(o)
+}
+
+// unmovable says why o cannot move, or "".
+func unmovable(o *object) string {
+	if o.kind == kFile {
+		return "open file"
+	}
+	var walk func(o *object, path string, seen map[*object]bool) string
+	walk = func(o *object, path string, seen map[*object]bool) string {
+		if seen[o] {
+			return ""
+		}
+		seen[o] = true
+		for i, it := range o.items {
+			p := path + "[" + strconv.Itoa(i) + "]"
+			if it.kind == kFile {
+				return "holds an open file (at " + p + ")"
+			}
+			if why := walk(it, p, seen); why != "" {
+				return why
+			}
+		}
+		return ""
+	}
+	return walk(o, "", map[*object]bool{})
+}
+
+// reach is the set of non-atomic objects o holds (itself included): names
+// whose sets meet share an object and must move together.
+func reach(o *object) map[*object]bool {
+	out := map[*object]bool{}
+	stack := []*object{o}
+	for len(stack) > 0 && len(out) < 2000 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if x.atomic() || out[x] {
+			continue
+		}
+		out[x] = true
+		stack = append(stack, x.items...)
+	}
+	return out
 }
 
 // parseReportArgs reads report()'s arguments: a JSON list, then True or False.
