@@ -52,7 +52,7 @@ func runFerry(t *testing.T, policy string) session {
 	defer an.Close()
 	s := session{local: backendtest.New(location.Local), remote: backendtest.New(location.Remote)}
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[string]backend.Backend{"local": s.local, "remote": s.remote},
+		Backends: map[location.Location]backend.Backend{"local": s.local, "remote": s.remote},
 		Policy:   policy,
 		Analyzer: an,
 	})
