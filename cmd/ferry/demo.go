@@ -47,7 +47,7 @@ func runDemo(ctx context.Context, args []string) error {
 	defer an.Close()
 	tr := trace.NewMemory()
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(*python), "remote": remote},
+		Backends: map[location.Location]backend.Backend{location.Local: backend.NewLocal(*python), location.Remote: remote},
 		Policy:   "local", Analyzer: an, Trace: tr,
 	})
 	if err != nil {

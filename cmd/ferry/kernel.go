@@ -109,7 +109,7 @@ func (b *backendFlags) config() (kernel.Config, error) {
 }
 
 func (b *backendFlags) backends() (map[location.Location]backend.Backend, error) {
-	bs := map[location.Location]backend.Backend{"local": backend.NewLocal(b.python)}
+	bs := map[location.Location]backend.Backend{location.Local: backend.NewLocal(b.python)}
 	if b.remote != "" && b.localRemote {
 		return nil, errors.New("--remote and --local-remote exclude each other; pick one")
 	}
@@ -122,10 +122,10 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 		if err != nil {
 			return nil, err
 		}
-		bs["remote"] = r
+		bs[location.Remote] = r
 	}
 	if b.localRemote {
-		bs["remote"] = backend.NewStandIn(b.python)
+		bs[location.Remote] = backend.NewStandIn(b.python)
 	}
 	return bs, nil
 }

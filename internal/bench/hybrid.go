@@ -230,7 +230,7 @@ func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, u
 	an := analysis.New(python)
 	defer an.Close()
 	tr := trace.NewMemory()
-	cfg := kernel.Config{Backends: map[location.Location]backend.Backend{"local": local, "remote": remote}, Policy: pol, PolicyImpl: impl,
+	cfg := kernel.Config{Backends: map[location.Location]backend.Backend{location.Local: local, location.Remote: remote}, Policy: pol, PolicyImpl: impl,
 		Analyzer: an, Trace: tr, Link: link, RemoteSpeed: speed}
 	if impl != nil {
 		cfg.Policy = ""

@@ -56,7 +56,7 @@ func LinkUse(ctx context.Context, python, rate string, rtt time.Duration, mb int
 	}
 	an := analysis.New(python)
 	defer an.Close()
-	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
+	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{location.Local: backend.NewLocal(python), location.Remote: remote},
 		Policy: "local", Analyzer: an, Link: policy.Link{Bandwidth: bw, RTT: rtt.Seconds(), Compression: 1}, RemoteSpeed: 1})
 	if err != nil {
 		return nil, err

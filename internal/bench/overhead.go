@@ -177,7 +177,7 @@ func runDirect(ctx context.Context, python string, nb *notebook.Notebook) (time.
 // tracking on, as users run it; FERRY_BENCH_NOSTATE=1 leaves them off, to
 // measure relaying alone.
 func startFerryLocal(ctx context.Context, python string) (*client.Session, func(), error) {
-	cfg := kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python)}, Policy: "local"}
+	cfg := kernel.Config{Backends: map[location.Location]backend.Backend{location.Local: backend.NewLocal(python)}, Policy: "local"}
 	var an *analysis.Analyzer
 	if os.Getenv("FERRY_BENCH_NOSTATE") == "" {
 		an = analysis.New(python)

@@ -30,7 +30,7 @@ func Remote(ctx context.Context, python string, rounds int, transferMB int, out 
 	if err != nil {
 		return err
 	}
-	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python), "remote": r},
+	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{location.Local: backend.NewLocal(python), location.Remote: r},
 		Policy: "remote", Analyzer: an})
 	if err != nil {
 		return err

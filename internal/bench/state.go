@@ -50,7 +50,7 @@ func State(ctx context.Context, python string, notebooks []string, out io.Writer
 		}
 		remote := backend.NewStandIn(python)
 		an := analysis.New(python)
-		sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
+		sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{location.Local: backend.NewLocal(python), location.Remote: remote},
 			Policy: "pingpong", Analyzer: an, BaselineDump: true})
 		if err != nil {
 			an.Close()
@@ -100,7 +100,7 @@ func Serialisation(ctx context.Context, python string, gib float64, out io.Write
 	remote := backend.NewStandIn(python)
 	an := analysis.New(python)
 	defer an.Close()
-	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
+	sess, err := client.StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{location.Local: backend.NewLocal(python), location.Remote: remote},
 		Policy: "local", Analyzer: an})
 	if err != nil {
 		return err

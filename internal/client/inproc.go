@@ -28,7 +28,7 @@ func StartFerry(ctx context.Context, cfg kernel.Config) (*Session, error) {
 	}
 	cfg.Conn = info
 	if cfg.Backends == nil {
-		cfg.Backends = map[location.Location]backend.Backend{"local": backend.NewLocal("")}
+		cfg.Backends = map[location.Location]backend.Backend{location.Local: backend.NewLocal("")}
 	}
 	srv, err := kernel.New(cfg)
 	if err != nil {

@@ -69,15 +69,15 @@ type Case struct {
 // Cases lists the suite.
 func Cases() []Case {
 	return []Case{
-		{Name: "local kernel SIGKILL while idle", Strike: func(ctx context.Context, h *harness) error { return h.killIdle(ctx, "local") }},
-		{Name: "remote kernel SIGKILL while idle", Strike: func(ctx context.Context, h *harness) error { return h.killIdle(ctx, "remote") }},
-		{Name: "local kernel SIGKILL while running a cell", Strike: func(ctx context.Context, h *harness) error { return h.killRunning(ctx, "local") }},
-		{Name: "remote kernel SIGKILL while running a cell", Strike: func(ctx context.Context, h *harness) error { return h.killRunning(ctx, "remote") }},
+		{Name: "local kernel SIGKILL while idle", Strike: func(ctx context.Context, h *harness) error { return h.killIdle(ctx, location.Local) }},
+		{Name: "remote kernel SIGKILL while idle", Strike: func(ctx context.Context, h *harness) error { return h.killIdle(ctx, location.Remote) }},
+		{Name: "local kernel SIGKILL while running a cell", Strike: func(ctx context.Context, h *harness) error { return h.killRunning(ctx, location.Local) }},
+		{Name: "remote kernel SIGKILL while running a cell", Strike: func(ctx context.Context, h *harness) error { return h.killRunning(ctx, location.Remote) }},
 		{Name: "source kernel SIGKILL while sending", Big: 48 << 20, Strike: func(ctx context.Context, h *harness) error {
-			return h.duringTransfer(ctx, func() error { return h.kill("local") })
+			return h.duringTransfer(ctx, func() error { return h.kill(location.Local) })
 		}},
 		{Name: "target kernel SIGKILL while receiving", Big: 48 << 20, Strike: func(ctx context.Context, h *harness) error {
-			return h.duringTransfer(ctx, func() error { return h.kill("remote") })
+			return h.duringTransfer(ctx, func() error { return h.kill(location.Remote) })
 		}},
 		{Name: "WebSocket cut mid-message", Big: 48 << 20, Strike: func(ctx context.Context, h *harness) error {
 			return h.duringTransfer(ctx, func() error {
@@ -278,7 +278,7 @@ func runCase(ctx context.Context, e *env, c Case) Result {
 	}
 	an := analysis.New(e.python)
 	defer an.Close()
-	h.backends = map[location.Location]backend.Backend{"local": backend.NewLocal(e.python), "remote": remote}
+	h.backends = map[location.Location]backend.Backend{location.Local: backend.NewLocal(e.python), location.Remote: remote}
 	h.sess, err = client.StartFerry(ctx, kernel.Config{
 		Backends: h.backends,
 		Policy:   "local", Analyzer: an,

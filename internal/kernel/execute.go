@@ -427,8 +427,8 @@ func parseFerry(code string) (cmd []string, pin location.Location, body string) 
 	}
 	switch f[0] {
 	case "%%ferry":
-		if len(f) == 2 && (f[1] == "local" || f[1] == "remote") {
-			return nil, location.Location(f[1]), rest
+		if l := location.Location(f[1]); len(f) == 2 && (l == location.Local || l == location.Remote) {
+			return nil, l, rest
 		}
 		return f[1:], "", ""
 	case "%ferry":
