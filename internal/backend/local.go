@@ -145,6 +145,30 @@ func (l *Local) Start(ctx context.Context) error {
 	if _, err := os.Stat(l.Python); err != nil {
 		return fmt.Errorf("starting local kernel: interpreter %s not found (install python3-ipykernel, or pass --python PATH)", l.Python)
 	}
+	// Ports are chosen free and handed to the kernel, which binds them a
+	// moment later; another process may take one in between (seen with
+	// many kernels starting at once in the parallel test suites: the
+	// kernel logged "Address already in use" and then sat silent until
+	// the start timeout). Such a start is retried on fresh ports.
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			l.cleanupLocked()
+			slog.Warn("a port of the local kernel was taken before it bound it; starting it again on other ports")
+		}
+		if err = l.launchLocked(ctx); !errors.Is(err, errPortTaken) {
+			return err
+		}
+	}
+	return fmt.Errorf("local kernel (%s -m ipykernel_launcher) did not start: %w, three times; is the machine out of ports?", l.Python, err)
+}
+
+// errPortTaken is a kernel start that lost one of its ports to another
+// process before binding it.
+var errPortTaken = errors.New("a port was taken before the kernel bound it")
+
+// launchLocked starts one kernel process and waits until it answers.
+func (l *Local) launchLocked(ctx context.Context) error {
 	dir, err := os.MkdirTemp("", "ferry-local-")
 	if err != nil {
 		return fmt.Errorf("starting local kernel: %w", err)
@@ -206,7 +230,11 @@ func (l *Local) Start(ctx context.Context) error {
 
 	ctx, cancel := context.WithTimeout(ctx, l.StartTimeout)
 	defer cancel()
-	ki, err := waitReady(ctx, conn, died)
+	ki, err := waitReady(ctx, conn, died, func() bool { return strings.Contains(tail.String(), "Address already in use") })
+	if errors.Is(err, errPortTaken) {
+		l.killLocked()
+		return err
+	}
 	if err != nil {
 		l.killLocked()
 		msg := strings.TrimSpace(tail.String())
@@ -235,7 +263,7 @@ func (l *Local) pump(c *wire.ClientConn) {
 // waitReady sends kernel_info requests until one is answered and its IOPub
 // status arrives: only then is the SUB socket known to be connected, so no
 // output of the first cell can be lost.
-func waitReady(ctx context.Context, c *wire.ClientConn, died <-chan struct{}) (json.RawMessage, error) {
+func waitReady(ctx context.Context, c *wire.ClientConn, died <-chan struct{}, portTaken func() bool) (json.RawMessage, error) {
 	var info json.RawMessage
 	ids := map[string]bool{}
 	iopubSeen := false
@@ -268,12 +296,18 @@ func waitReady(ctx context.Context, c *wire.ClientConn, died <-chan struct{}) (j
 				iopubSeen = true
 			}
 		case <-tick.C:
+			if portTaken != nil && portTaken() {
+				return nil, errPortTaken
+			}
 			if !iopubSeen {
 				if err := send(); err != nil {
 					return nil, err
 				}
 			}
 		case <-died:
+			if portTaken != nil && portTaken() {
+				return nil, errPortTaken
+			}
 			return nil, errors.New("kernel process exited")
 		case <-ctx.Done():
 			return nil, fmt.Errorf("no answer: %w", ctx.Err())

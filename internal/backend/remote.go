@@ -731,6 +731,8 @@ func (r *Remote) write(ctx context.Context, ch wire.Channel, m *wire.Message) er
 		case <-again:
 		case <-died:
 			return fmt.Errorf("sending to the remote kernel: %w", ErrDied)
+		case <-ctx.Done():
+			return fmt.Errorf("sending to the remote kernel: %w", ctx.Err())
 		case <-time.After(25 * time.Second):
 			return fmt.Errorf("sending to the remote kernel: %w", err)
 		}
