@@ -30,8 +30,13 @@ type executeRequest struct {
 	StopOnError     *bool           `json:"stop_on_error"`
 }
 
-// execute is the flow of one cell (DESIGN.md): Ferry's own commands, then
-// placement, then forwarding and relaying, then bookkeeping.
+// execute is the flow of one cell, top to bottom as DESIGN.md draws it:
+// (1) Ferry's own commands; (2) recovery of what dead kernels held, then
+// analysis; (3) the plan, decided once by policy.MakePlan; (4) the plan's
+// moves carried out (carryOut); (5) the request forwarded and relayed;
+// (6) the agent's report, then the state map, lineage, model and trace.
+// No step calls back to an earlier one; after a kernel death during (4)
+// only the moves to the same location are planned again.
 func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	var req executeRequest
 	if err := m.Decode(&req); err != nil {
