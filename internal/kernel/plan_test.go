@@ -134,3 +134,40 @@ func TestInterruptWhileCellsRun(t *testing.T) {
 		t.Fatalf("after the interrupts y printed %q", r.Text())
 	}
 }
+
+// TestRebuildAfterKill: values that lived only in a cloud kernel that died
+// are rebuilt in its successor from lineage, checked by hash, and moved to
+// where the next cell needs them; the user is told in one notice.
+func TestRebuildAfterKill(t *testing.T) {
+	local, remote := backendtest.New(location.Local), backendtest.New(location.Remote)
+	sess := fakeSession(t, kernel.Config{Policy: "local"}, local, remote)
+	run(t, sess, "%%ferry remote\nx = 5")
+	run(t, sess, "%%ferry remote\ny = x + 1")
+	died := remote.Died()
+	remote.Kill()
+	<-died
+	r := run(t, sess, "print(y)")
+	if got := stream(r, "stdout"); got != "6\n" {
+		t.Fatalf("after the cloud kernel died, print(y) gave %q (%s)", got, r.Status)
+	}
+	if got := stream(r, "stderr"); !strings.Contains(got, "rebuilt x, y there") {
+		t.Fatalf("no notice of the rebuild in the cell's stderr: %q", got)
+	}
+	if tot := sess.Kernel.Stats.Totals(); tot.VarsLost != 2 || tot.VarsRebuilt != 2 {
+		t.Fatalf("lost %d, rebuilt %d; want x and y lost and rebuilt", tot.VarsLost, tot.VarsRebuilt)
+	}
+	if remote.Starts() != 2 {
+		t.Fatalf("%d cloud kernels started; want the first and its successor", remote.Starts())
+	}
+}
+
+// stream is the text a result printed on one stream.
+func stream(r *client.Result, name string) string {
+	var b strings.Builder
+	for _, o := range r.Outputs {
+		if o["output_type"] == "stream" && o["name"] == name {
+			b.WriteString(o["text"].(string))
+		}
+	}
+	return b.String()
+}
