@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 var (
@@ -26,7 +28,7 @@ type compared struct {
 // compare runs compare.py with args and decodes its verdict.
 func compare(t *testing.T, env []string, args ...string) compared {
 	t.Helper()
-	cmd := exec.Command(python, append([]string{comparePy}, args...)...)
+	cmd := exec.Command(testenv.Python(), append([]string{comparePy}, args...)...)
 	cmd.Env = env
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -82,7 +84,7 @@ func TestFerryRunMatchesNbconvert(t *testing.T) {
 	env := installSpec(t)
 	dir := t.TempDir()
 	ref := filepath.Join(dir, "ref.ipynb")
-	conv := exec.Command(python, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
+	conv := exec.Command(testenv.Python(), "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
 		"--ExecutePreprocessor.kernel_name=python3", "--output", ref, frontendsNB)
 	conv.Env = env
 	if out, err := conv.CombinedOutput(); err != nil {
@@ -90,7 +92,7 @@ func TestFerryRunMatchesNbconvert(t *testing.T) {
 	}
 	got := filepath.Join(dir, "ferry.ipynb")
 	sum := filepath.Join(dir, "summary.json")
-	run := exec.Command(ferryBin, "run", frontendsNB, "-o", got, "--allow-errors", "--summary", sum, "--python", python)
+	run := exec.Command(ferryBin, "run", frontendsNB, "-o", got, "--allow-errors", "--summary", sum, "--python", testenv.Python())
 	if out, err := run.CombinedOutput(); err != nil {
 		t.Fatalf("ferry run: %v\n%s", err, out)
 	}
@@ -140,7 +142,7 @@ func TestJupyterConsoleInTmux(t *testing.T) {
 		return string(out)
 	}
 	tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-		python+" -m jupyter_console --kernel ferry --ZMQTerminalInteractiveShell.banner=''")
+		testenv.Python()+" -m jupyter_console --kernel ferry --ZMQTerminalInteractiveShell.banner=''")
 	t.Cleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
 	waitFor := func(what string, within time.Duration) string {
 		t.Helper()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -56,9 +57,7 @@ func (l *logBuffer) String() string {
 // client once the kernel answers kernel_info.
 func startKernel(t *testing.T, extra ...string) *kernelProc {
 	t.Helper()
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-ipykernel)", python)
-	}
+	testenv.RequirePython(t)
 	info, err := wire.NewLocalConnInfo()
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +67,7 @@ func startKernel(t *testing.T, extra ...string) *kernelProc {
 		t.Fatal(err)
 	}
 	k := &kernelProc{info: info, exited: make(chan struct{}), stderr: &logBuffer{}}
-	k.cmd = exec.Command(ferryBin, append([]string{"kernel", "-f", cf, "--python", python}, extra...)...)
+	k.cmd = exec.Command(ferryBin, append([]string{"kernel", "-f", cf, "--python", testenv.Python()}, extra...)...)
 	k.cmd.Stderr = k.stderr
 	if err := k.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -320,7 +319,7 @@ func traceExecute(t *testing.T, c *client.Client, code string, silent bool, stor
 // for tests comparing Ferry with what it stands in for.
 func startPlainKernel(t *testing.T) *client.Client {
 	t.Helper()
-	plain := backend.NewLocal(python)
+	plain := backend.NewLocal(testenv.Python())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := plain.Start(ctx); err != nil {
@@ -508,7 +507,7 @@ func TestStatusCommand(t *testing.T) {
 	text := r.Text()
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`^Ferry \S+, policy local, up \d+s, 0 cells run\n`),
-		regexp.MustCompile(`\nlocal: ipykernel running, interpreter /usr/bin/python3, pid \d+, kernel uptime \d+s\n`),
+		regexp.MustCompile(`\nlocal: ipykernel running, interpreter ` + regexp.QuoteMeta(testenv.Python()) + `, pid \d+, kernel uptime \d+s\n`),
 		regexp.MustCompile(`\nremote: not configured`),
 	} {
 		if !want.MatchString(text) {
@@ -1153,7 +1152,7 @@ func TestFrontEndVanishes(t *testing.T) {
 	if err := info.Write(cf); err != nil {
 		t.Fatal(err)
 	}
-	manager := exec.Command("sh", "-c", `"$0" kernel -f "$1" --python "$2" --remote "$3" & echo $!; wait`, ferryBin, cf, python, srv.URL)
+	manager := exec.Command("sh", "-c", `"$0" kernel -f "$1" --python "$2" --remote "$3" & echo $!; wait`, ferryBin, cf, testenv.Python(), srv.URL)
 	manager.Env = append(os.Environ(), "FERRY_TOKEN="+srv.Token)
 	out, err := manager.StdoutPipe()
 	if err != nil {

@@ -12,13 +12,15 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 func startJupyterServer(t *testing.T) *backend.JupyterServer {
 	t.Helper()
+	testenv.RequireJupyterServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	s, err := backend.StartJupyterServer(ctx, python, 0)
+	s, err := backend.StartJupyterServer(ctx, testenv.Python(), 0)
 	if err != nil {
 		t.Fatalf("%v (apt-get install jupyter-server)", err)
 	}
@@ -130,7 +132,8 @@ func TestTokenNeverOnArgvOrInOutput(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestDemo(t *testing.T) {
-	out, err := exec.Command(ferryBin, "demo", "--python", python).CombinedOutput()
+	testenv.RequireJupyterServer(t)
+	out, err := exec.Command(ferryBin, "demo", "--python", testenv.Python()).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ferry demo: %v\n%s", err, out)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -264,7 +265,7 @@ func startFerryProc(ctx context.Context, t *testing.T, srv *backend.JupyterServe
 		t.Fatal(err)
 	}
 	p := &ferryProc{exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "kernel", "-f", cf, "--python", python, "--remote", srv.URL, "--policy", "local")
+	p.cmd = exec.Command(bin, "kernel", "-f", cf, "--python", testenv.Python(), "--remote", srv.URL, "--policy", "local")
 	env := []string{"FERRY_TOKEN=" + srv.Token}
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "FERRY_") {
@@ -380,7 +381,7 @@ func TestIOPubFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	sctx, scancel := context.WithTimeout(ctx, 90*time.Second)
-	unlimited, err := backend.StartJupyterServer(sctx, python, 0, "--ServerApp.limit_rate=False")
+	unlimited, err := backend.StartJupyterServer(sctx, testenv.Python(), 0, "--ServerApp.limit_rate=False")
 	scancel()
 	if err != nil {
 		t.Fatal(err)

@@ -13,17 +13,20 @@ import (
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
-
-const python = "/usr/bin/python3"
 
 // server is the jupyter-server standing in for the cloud; each run gets
 // its own kernel on it.
 var server *backend.JupyterServer
 
 func TestMain(m *testing.M) {
+	if err := testenv.CheckJupyterServer(); err != nil {
+		fmt.Fprintf(os.Stderr, "transparency tests: %v\n", err)
+		os.Exit(1)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	s, err := backend.StartJupyterServer(ctx, python, 0)
+	s, err := backend.StartJupyterServer(ctx, testenv.Python(), 0)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "transparency tests need jupyter-server: %v (apt-get install jupyter-server)\n", err)
@@ -82,14 +85,14 @@ func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]str
 		}
 		remote = r
 	} else {
-		remote = backend.NewStandIn(python)
+		remote = backend.NewStandIn(testenv.Python())
 	}
-	an := analysis.New(python)
+	an := analysis.New(testenv.Python())
 	defer an.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[string]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
+		Backends: map[string]backend.Backend{"local": backend.NewLocal(testenv.Python()), "remote": remote},
 		Policy:   policy, Seed: seed, Analyzer: an,
 	})
 	if err != nil {
@@ -105,9 +108,7 @@ func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]str
 }
 
 func TestTransparency(t *testing.T) {
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s is missing: run 'bash scripts/setup.sh'", python)
-	}
+	testenv.RequireJupyterServer(t)
 	// Each placement runs with a second local ipykernel as the remote, and
 	// with a kernel on a real jupyter-server (over its WebSocket).
 	type placement struct {
