@@ -67,6 +67,7 @@ var frontendsMustShow = []string{
 
 // nbclient runs the same notebook on the ferry kernelspec and on python3.
 func TestNbclientSameOutputs(t *testing.T) {
+	testenv.SkipIfShort(t, "nbclient on the ferry and python3 kernelspecs, 9 s")
 	env := installSpec(t)
 	c := compare(t, env, "kernels", frontendsNB, "python3", "ferry")
 	if !c.equal {
@@ -81,6 +82,7 @@ func TestNbclientSameOutputs(t *testing.T) {
 
 // ferry run gives the outputs nbconvert gives on python3, and a summary.
 func TestFerryRunMatchesNbconvert(t *testing.T) {
+	testenv.SkipIfShort(t, "nbconvert and ferry run on real kernels, 9 s")
 	env := installSpec(t)
 	dir := t.TempDir()
 	ref := filepath.Join(dir, "ref.ipynb")
@@ -125,6 +127,7 @@ func TestFerryRunMatchesNbconvert(t *testing.T) {
 // private one, so it has this test's environment (JUPYTER_PATH) whatever
 // other tmux servers run on the machine.
 func TestJupyterConsoleInTmux(t *testing.T) {
+	testenv.SkipIfShort(t, "jupyter console in tmux on a real kernel, 5 s")
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Fatal("tmux missing: apt-get install tmux")
 	}

@@ -342,6 +342,7 @@ func startPlainKernel(t *testing.T) *client.Client {
 // expressions through Ferry as straight from ipykernel, for every kind of
 // request that does or does not count.
 func TestExecutionCountsLikeIPykernel(t *testing.T) {
+	testenv.SkipIfShort(t, "a ferry kernel beside a plain ipykernel, 5 s")
 	k := startKernel(t)
 	direct := startPlainKernel(t)
 	steps := []struct {
@@ -428,6 +429,7 @@ func TestShellRequests(t *testing.T) {
 // its own history database emptied), but for the session number: IPython
 // numbers sessions in its database, Ferry calls the current one 0.
 func TestHistoryLikeIPykernel(t *testing.T) {
+	testenv.SkipIfShort(t, "a ferry kernel beside a plain ipykernel, 5 s")
 	// Fresh, separate history databases for both ipykernels.
 	t.Setenv("IPYTHONDIR", t.TempDir())
 	k := startKernel(t)
@@ -854,6 +856,7 @@ func TestBadSignaturesAreDropped(t *testing.T) {
 // Frames no client should send, on every channel: the kernel must neither
 // crash nor hang, and must answer what it can answer.
 func TestMalformedMessagesDoNotBreakTheKernel(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernel, 10 s")
 	k := startKernel(t)
 	signer, err := wire.NewSigner("hmac-sha256", []byte(k.info.Key))
 	if err != nil {
@@ -1031,6 +1034,7 @@ func TestHeartbeatWhileBusy(t *testing.T) {
 // KernelDied error, the next cell runs on a new ipykernel, and the count
 // goes on.
 func TestBackendDeathIsReportedAndRecovered(t *testing.T) {
+	testenv.SkipIfShort(t, "kills and restarts a real ipykernel, 4 s")
 	k := startKernel(t)
 	pid := k.backendPID(t)
 	res := k.startCell(t, "import time\nprint('running', flush=True)\ntime.sleep(60)")
@@ -1082,6 +1086,7 @@ func TestBackendDeathIsReportedAndRecovered(t *testing.T) {
 const spawnGrandchild = "import subprocess\n_child = subprocess.Popen(['sleep', '600'])\nprint(_child.pid)"
 
 func TestShutdownLeavesNoProcess(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels stopped four ways, 20 s")
 	tests := []struct {
 		name string
 		stop func(k *kernelProc) error
@@ -1143,6 +1148,7 @@ func TestShutdownLeavesNoProcess(t *testing.T) {
 // Ferry notices its parent is gone and stops, with its ipykernel, and
 // deletes its kernel on the remote server (no orphans on either side).
 func TestFrontEndVanishes(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 6 s")
 	srv := startJupyterServer(t)
 	info, err := wire.NewLocalConnInfo()
 	if err != nil {
@@ -1206,6 +1212,7 @@ func serverKernels(t *testing.T, s *backend.JupyterServer) []string {
 // The target kernel dies in the middle of a state transfer: the variable
 // is intact at the source and the session goes on.
 func TestTargetKilledMidTransfer(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 13 s")
 	k := startKernel(t, "--local-remote")
 	remotePID, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nimport os\nprint(os.getpid())", client.ExecOptions{}).Text()))
 	if err != nil {
@@ -1250,6 +1257,7 @@ func TestTargetKilledMidTransfer(t *testing.T) {
 // A value whose only copy died is rebuilt from the cells that made it; one
 // whose cell cannot run again (its input file is gone) is named, with why.
 func TestLostValuesRebuiltOrNamed(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 5 s")
 	k := startKernel(t, "--local-remote")
 	src := filepath.Join(t.TempDir(), "input.txt")
 	if err := os.WriteFile(src, []byte("from a file"), 0o600); err != nil {
@@ -1290,6 +1298,7 @@ func TestLostValuesRebuiltOrNamed(t *testing.T) {
 // in the cloud home (write-back), so the cloud kernel's death then loses
 // nothing and needs no rebuild.
 func TestThinkTimeWriteBack(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, waits out think times, 9 s")
 	k := startKernel(t, "--local-remote", "--policy", "ferry")
 	k.exec(t, "%%ferry remote\nimport os\nimport numpy as np\na = np.ones(1000)", client.ExecOptions{})
 	// %ferry commands are no cells for the interaction model.
@@ -1343,6 +1352,7 @@ func TestThinkTimeWriteBack(t *testing.T) {
 // where the cell runs instead of crossing a slow link, and only if its
 // content hash proves it the same.
 func TestRecomputeInsteadOfMoving(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 6 s")
 	k := startKernel(t, "--local-remote", "--bandwidth", "10Mbit")
 	k.exec(t, "%%ferry local\nimport numpy as np\nbig = np.arange(40_000_000, dtype=np.float64)", client.ExecOptions{})
 	k.exec(t, "%%ferry local\nsmall = [1, 2, 3]", client.ExecOptions{})
@@ -1363,6 +1373,7 @@ func TestRecomputeInsteadOfMoving(t *testing.T) {
 
 // The model learns what compression achieves on this notebook's payloads.
 func TestCompressionIsMeasured(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 4 s")
 	k := startKernel(t, "--local-remote", "--bandwidth", "10Gbit")
 	k.exec(t, "%%ferry local\nimport numpy as np\nz = np.zeros(5_000_000)", client.ExecOptions{})
 	if r := k.exec(t, "%%ferry remote\nprint(z.sum())", client.ExecOptions{}); r.Text() != "0.0\n" {

@@ -79,6 +79,7 @@ var ranRE = regexp.MustCompile(`(?m)^Ran (\d+) tests? in`)
 // ferry kernelspec of the binary just built. Every test applies to a
 // Python kernel, so none may be skipped.
 func TestConformance(t *testing.T) {
+	testenv.SkipIfShort(t, "the jupyter_kernel_test conformance suite on real kernels, 13 s")
 	env := installSpec(t)
 	cmd := exec.Command(testenv.Python(), "-m", "unittest", "-v", "test_ferry_kernel")
 	cmd.Dir = filepath.Join("..", "..", "tests", "conformance")

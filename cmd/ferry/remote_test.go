@@ -37,6 +37,7 @@ func startRemoteKernel(t *testing.T, s *backend.JupyterServer) *kernelProc {
 }
 
 func TestPinnedCellsRunOnBothSides(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 6 s")
 	s := startJupyterServer(t)
 	k := startRemoteKernel(t, s)
 	localPID := k.exec(t, "import os\nprint(os.getpid())", client.ExecOptions{}).Text()
@@ -55,6 +56,7 @@ func TestPinnedCellsRunOnBothSides(t *testing.T) {
 }
 
 func TestRemoteInterruptAndInputThroughFerry(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 6 s")
 	s := startJupyterServer(t)
 	k := startRemoteKernel(t, s)
 	r := k.exec(t, "%%ferry remote\nname = input('name? ')\nprint('hello', name)", client.ExecOptions{Input: func(p string, _ bool) (string, error) {
@@ -94,6 +96,7 @@ func TestRemoteInterruptAndInputThroughFerry(t *testing.T) {
 }
 
 func TestRemoteGoneFallsBackToLocal(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server that is stopped, 26 s")
 	s := startJupyterServer(t)
 	k := startRemoteKernel(t, s)
 	k.exec(t, "x = 5", client.ExecOptions{})
@@ -111,6 +114,7 @@ func TestRemoteGoneFallsBackToLocal(t *testing.T) {
 }
 
 func TestTokenNeverOnArgvOrInOutput(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 5 s")
 	s := startJupyterServer(t)
 	k := startRemoteKernel(t, s)
 	k.exec(t, "%%ferry remote\nprint(1)", client.ExecOptions{})
@@ -132,6 +136,7 @@ func TestTokenNeverOnArgvOrInOutput(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestDemo(t *testing.T) {
+	testenv.SkipIfShort(t, "ferry demo on real kernels and a jupyter-server, 7 s")
 	testenv.RequireJupyterServer(t)
 	out, err := exec.Command(ferryBin, "demo", "--python", testenv.Python()).CombinedOutput()
 	if err != nil {

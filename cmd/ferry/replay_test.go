@@ -18,6 +18,7 @@ import (
 // calibrated from its transfers predicts the run's measured time within
 // 15%.
 func TestReplayPredictsRecordedRun(t *testing.T) {
+	testenv.SkipIfShort(t, "ferry run on real kernels and a jupyter-server, 22 s")
 	dir := t.TempDir()
 	tr, sum := filepath.Join(dir, "t.jsonl"), filepath.Join(dir, "s.json")
 	nb := filepath.Join("..", "..", "bench", "notebooks", "digits.ipynb")

@@ -311,6 +311,7 @@ func checkConnFiles(t *testing.T, files map[string]os.FileMode) {
 }
 
 func TestSecretsNeverLeak(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, every front end, 26 s")
 	s := startJupyterServer(t)
 	for _, mode := range []string{"token in FERRY_TOKEN", "token in a file"} {
 		t.Run("run, "+mode, func(t *testing.T) {

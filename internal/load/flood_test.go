@@ -378,6 +378,7 @@ func (p *ferryProc) shutdown(ctx context.Context) error {
 // the server's rate limit dropped some, the server's own notice must reach
 // the front end. Ferry's memory must stay far below the flood's size.
 func TestIOPubFlood(t *testing.T) {
+	testenv.SkipIfShort(t, "IOPub floods through real kernels and two jupyter-servers, 2-4 min")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	sctx, scancel := context.WithTimeout(ctx, 90*time.Second)

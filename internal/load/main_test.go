@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,6 +31,12 @@ func TestMain(m *testing.M) {
 	if err := testenv.CheckJupyterServer(); err != nil {
 		fmt.Fprintf(os.Stderr, "load tests: %v\n", err)
 		os.Exit(1)
+	}
+	flag.Parse()
+	if testing.Short() {
+		// Every test here skips under -short (testenv.SkipIfShort), so no
+		// server is started; a test that runs under -short must not use it.
+		os.Exit(m.Run())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	s, err := backend.StartJupyterServer(ctx, testenv.Python(), 0)

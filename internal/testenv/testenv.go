@@ -125,3 +125,14 @@ func RequireRoot(t testing.TB, what string) {
 		t.Skipf("LOUD SKIP: %s need root; CI runs as root", what)
 	}
 }
+
+// SkipIfShort skips a slow integration test under go test -short (the
+// dev loop, make test-short), saying loudly why and where it does run:
+// why is what makes it slow and about how long it takes, e.g. "real
+// kernels and a jupyter-server, 25 s".
+func SkipIfShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("slow integration suite (%s): runs in full under make test", why)
+	}
+}

@@ -2,6 +2,7 @@ package transparency
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -24,6 +25,12 @@ func TestMain(m *testing.M) {
 	if err := testenv.CheckJupyterServer(); err != nil {
 		fmt.Fprintf(os.Stderr, "transparency tests: %v\n", err)
 		os.Exit(1)
+	}
+	flag.Parse()
+	if testing.Short() {
+		// Every test here skips under -short (testenv.SkipIfShort), so no
+		// server is started; a test that runs under -short must not use it.
+		os.Exit(m.Run())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	s, err := backend.StartJupyterServer(ctx, testenv.Python(), 0)
@@ -108,6 +115,7 @@ func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]str
 }
 
 func TestTransparency(t *testing.T) {
+	testenv.SkipIfShort(t, "30 notebooks under 9 placements, real kernels and a jupyter-server, 6-10 min")
 	testenv.RequireJupyterServer(t)
 	// Each placement runs with a second local ipykernel as the remote, and
 	// with a kernel on a real jupyter-server (over its WebSocket).
