@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # package still to come does not break the build).
 MODULE := github.com/ferry-nb/ferry
 CORE := wire kernel client policy state agent location transfer recovery thinktime
-RACE_PKGS = $(filter $(addprefix $(MODULE)/internal/,$(CORE)),$(shell $(GO) list ./internal/...))
+RACE_PKGS = $(filter $(addprefix $(MODULE)/internal/,$(CORE)),$(shell PATH="$(PATH)" $(GO) list ./internal/...))
 
 build:
 	$(GO) build -o bin/ferry ./cmd/ferry
