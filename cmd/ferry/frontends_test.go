@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 var (
@@ -26,7 +28,7 @@ type compared struct {
 // compare runs compare.py with args and decodes its verdict.
 func compare(t *testing.T, env []string, args ...string) compared {
 	t.Helper()
-	cmd := exec.Command(python, append([]string{comparePy}, args...)...)
+	cmd := exec.Command(testenv.Python(), append([]string{comparePy}, args...)...)
 	cmd.Env = env
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -65,6 +67,7 @@ var frontendsMustShow = []string{
 
 // nbclient runs the same notebook on the ferry kernelspec and on python3.
 func TestNbclientSameOutputs(t *testing.T) {
+	testenv.SkipIfShort(t, "nbclient on the ferry and python3 kernelspecs, 9 s")
 	env := installSpec(t)
 	c := compare(t, env, "kernels", frontendsNB, "python3", "ferry")
 	if !c.equal {
@@ -79,10 +82,11 @@ func TestNbclientSameOutputs(t *testing.T) {
 
 // ferry run gives the outputs nbconvert gives on python3, and a summary.
 func TestFerryRunMatchesNbconvert(t *testing.T) {
+	testenv.SkipIfShort(t, "nbconvert and ferry run on real kernels, 9 s")
 	env := installSpec(t)
 	dir := t.TempDir()
 	ref := filepath.Join(dir, "ref.ipynb")
-	conv := exec.Command(python, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
+	conv := exec.Command(testenv.Python(), "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
 		"--ExecutePreprocessor.kernel_name=python3", "--output", ref, frontendsNB)
 	conv.Env = env
 	if out, err := conv.CombinedOutput(); err != nil {
@@ -90,7 +94,7 @@ func TestFerryRunMatchesNbconvert(t *testing.T) {
 	}
 	got := filepath.Join(dir, "ferry.ipynb")
 	sum := filepath.Join(dir, "summary.json")
-	run := exec.Command(ferryBin, "run", frontendsNB, "-o", got, "--allow-errors", "--summary", sum, "--python", python)
+	run := exec.Command(ferryBin, "run", frontendsNB, "-o", got, "--allow-errors", "--summary", sum, "--python", testenv.Python())
 	if out, err := run.CombinedOutput(); err != nil {
 		t.Fatalf("ferry run: %v\n%s", err, out)
 	}
@@ -123,6 +127,7 @@ func TestFerryRunMatchesNbconvert(t *testing.T) {
 // private one, so it has this test's environment (JUPYTER_PATH) whatever
 // other tmux servers run on the machine.
 func TestJupyterConsoleInTmux(t *testing.T) {
+	testenv.SkipIfShort(t, "jupyter console in tmux on a real kernel, 5 s")
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Fatal("tmux missing: apt-get install tmux")
 	}
@@ -140,7 +145,7 @@ func TestJupyterConsoleInTmux(t *testing.T) {
 		return string(out)
 	}
 	tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-		python+" -m jupyter_console --kernel ferry --ZMQTerminalInteractiveShell.banner=''")
+		testenv.Python()+" -m jupyter_console --kernel ferry --ZMQTerminalInteractiveShell.banner=''")
 	t.Cleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
 	waitFor := func(what string, within time.Duration) string {
 		t.Helper()

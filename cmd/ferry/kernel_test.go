@@ -22,6 +22,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -56,9 +57,7 @@ func (l *logBuffer) String() string {
 // client once the kernel answers kernel_info.
 func startKernel(t *testing.T, extra ...string) *kernelProc {
 	t.Helper()
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-ipykernel)", python)
-	}
+	testenv.RequirePython(t)
 	info, err := wire.NewLocalConnInfo()
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +67,7 @@ func startKernel(t *testing.T, extra ...string) *kernelProc {
 		t.Fatal(err)
 	}
 	k := &kernelProc{info: info, exited: make(chan struct{}), stderr: &logBuffer{}}
-	k.cmd = exec.Command(ferryBin, append([]string{"kernel", "-f", cf, "--python", python}, extra...)...)
+	k.cmd = exec.Command(ferryBin, append([]string{"kernel", "-f", cf, "--python", testenv.Python()}, extra...)...)
 	k.cmd.Stderr = k.stderr
 	if err := k.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -320,7 +319,7 @@ func traceExecute(t *testing.T, c *client.Client, code string, silent bool, stor
 // for tests comparing Ferry with what it stands in for.
 func startPlainKernel(t *testing.T) *client.Client {
 	t.Helper()
-	plain := backend.NewLocal(python)
+	plain := backend.NewLocal(testenv.Python())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := plain.Start(ctx); err != nil {
@@ -343,6 +342,7 @@ func startPlainKernel(t *testing.T) *client.Client {
 // expressions through Ferry as straight from ipykernel, for every kind of
 // request that does or does not count.
 func TestExecutionCountsLikeIPykernel(t *testing.T) {
+	testenv.SkipIfShort(t, "a ferry kernel beside a plain ipykernel, 5 s")
 	k := startKernel(t)
 	direct := startPlainKernel(t)
 	steps := []struct {
@@ -429,6 +429,7 @@ func TestShellRequests(t *testing.T) {
 // its own history database emptied), but for the session number: IPython
 // numbers sessions in its database, Ferry calls the current one 0.
 func TestHistoryLikeIPykernel(t *testing.T) {
+	testenv.SkipIfShort(t, "a ferry kernel beside a plain ipykernel, 5 s")
 	// Fresh, separate history databases for both ipykernels.
 	t.Setenv("IPYTHONDIR", t.TempDir())
 	k := startKernel(t)
@@ -508,7 +509,7 @@ func TestStatusCommand(t *testing.T) {
 	text := r.Text()
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`^Ferry \S+, policy local, up \d+s, 0 cells run\n`),
-		regexp.MustCompile(`\nlocal: ipykernel running, interpreter /usr/bin/python3, pid \d+, kernel uptime \d+s\n`),
+		regexp.MustCompile(`\nlocal: ipykernel running, interpreter ` + regexp.QuoteMeta(testenv.Python()) + `, pid \d+, kernel uptime \d+s\n`),
 		regexp.MustCompile(`\nremote: not configured`),
 	} {
 		if !want.MatchString(text) {
@@ -855,6 +856,7 @@ func TestBadSignaturesAreDropped(t *testing.T) {
 // Frames no client should send, on every channel: the kernel must neither
 // crash nor hang, and must answer what it can answer.
 func TestMalformedMessagesDoNotBreakTheKernel(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernel, 10 s")
 	k := startKernel(t)
 	signer, err := wire.NewSigner("hmac-sha256", []byte(k.info.Key))
 	if err != nil {
@@ -1032,6 +1034,7 @@ func TestHeartbeatWhileBusy(t *testing.T) {
 // KernelDied error, the next cell runs on a new ipykernel, and the count
 // goes on.
 func TestBackendDeathIsReportedAndRecovered(t *testing.T) {
+	testenv.SkipIfShort(t, "kills and restarts a real ipykernel, 4 s")
 	k := startKernel(t)
 	pid := k.backendPID(t)
 	res := k.startCell(t, "import time\nprint('running', flush=True)\ntime.sleep(60)")
@@ -1083,6 +1086,7 @@ func TestBackendDeathIsReportedAndRecovered(t *testing.T) {
 const spawnGrandchild = "import subprocess\n_child = subprocess.Popen(['sleep', '600'])\nprint(_child.pid)"
 
 func TestShutdownLeavesNoProcess(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels stopped four ways, 20 s")
 	tests := []struct {
 		name string
 		stop func(k *kernelProc) error
@@ -1144,6 +1148,7 @@ func TestShutdownLeavesNoProcess(t *testing.T) {
 // Ferry notices its parent is gone and stops, with its ipykernel, and
 // deletes its kernel on the remote server (no orphans on either side).
 func TestFrontEndVanishes(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 6 s")
 	srv := startJupyterServer(t)
 	info, err := wire.NewLocalConnInfo()
 	if err != nil {
@@ -1153,7 +1158,7 @@ func TestFrontEndVanishes(t *testing.T) {
 	if err := info.Write(cf); err != nil {
 		t.Fatal(err)
 	}
-	manager := exec.Command("sh", "-c", `"$0" kernel -f "$1" --python "$2" --remote "$3" & echo $!; wait`, ferryBin, cf, python, srv.URL)
+	manager := exec.Command("sh", "-c", `"$0" kernel -f "$1" --python "$2" --remote "$3" & echo $!; wait`, ferryBin, cf, testenv.Python(), srv.URL)
 	manager.Env = append(os.Environ(), "FERRY_TOKEN="+srv.Token)
 	out, err := manager.StdoutPipe()
 	if err != nil {
@@ -1207,6 +1212,7 @@ func serverKernels(t *testing.T, s *backend.JupyterServer) []string {
 // The target kernel dies in the middle of a state transfer: the variable
 // is intact at the source and the session goes on.
 func TestTargetKilledMidTransfer(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 13 s")
 	k := startKernel(t, "--local-remote")
 	remotePID, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nimport os\nprint(os.getpid())", client.ExecOptions{}).Text()))
 	if err != nil {
@@ -1251,6 +1257,7 @@ func TestTargetKilledMidTransfer(t *testing.T) {
 // A value whose only copy died is rebuilt from the cells that made it; one
 // whose cell cannot run again (its input file is gone) is named, with why.
 func TestLostValuesRebuiltOrNamed(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 5 s")
 	k := startKernel(t, "--local-remote")
 	src := filepath.Join(t.TempDir(), "input.txt")
 	if err := os.WriteFile(src, []byte("from a file"), 0o600); err != nil {
@@ -1291,6 +1298,7 @@ func TestLostValuesRebuiltOrNamed(t *testing.T) {
 // in the cloud home (write-back), so the cloud kernel's death then loses
 // nothing and needs no rebuild.
 func TestThinkTimeWriteBack(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, waits out think times, 9 s")
 	k := startKernel(t, "--local-remote", "--policy", "ferry")
 	k.exec(t, "%%ferry remote\nimport os\nimport numpy as np\na = np.ones(1000)", client.ExecOptions{})
 	// %ferry commands are no cells for the interaction model.
@@ -1344,6 +1352,7 @@ func TestThinkTimeWriteBack(t *testing.T) {
 // where the cell runs instead of crossing a slow link, and only if its
 // content hash proves it the same.
 func TestRecomputeInsteadOfMoving(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 6 s")
 	k := startKernel(t, "--local-remote", "--bandwidth", "10Mbit")
 	k.exec(t, "%%ferry local\nimport numpy as np\nbig = np.arange(40_000_000, dtype=np.float64)", client.ExecOptions{})
 	k.exec(t, "%%ferry local\nsmall = [1, 2, 3]", client.ExecOptions{})
@@ -1364,6 +1373,7 @@ func TestRecomputeInsteadOfMoving(t *testing.T) {
 
 // The model learns what compression achieves on this notebook's payloads.
 func TestCompressionIsMeasured(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 4 s")
 	k := startKernel(t, "--local-remote", "--bandwidth", "10Gbit")
 	k.exec(t, "%%ferry local\nimport numpy as np\nz = np.zeros(5_000_000)", client.ExecOptions{})
 	if r := k.exec(t, "%%ferry remote\nprint(z.sum())", client.ExecOptions{}); r.Text() != "0.0\n" {

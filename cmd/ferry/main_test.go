@@ -10,13 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 // ferryBin is the ferry binary built for these tests; the integration tests
 // run it as Jupyter would.
 var ferryBin string
-
-const python = "/usr/bin/python3"
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ferry-test-")
@@ -42,16 +42,14 @@ func TestMain(m *testing.M) {
 // ever runs a stale kernelspec installed on the machine.
 func installSpec(t *testing.T, extra ...string) []string {
 	t.Helper()
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-jupyter-client python3-ipykernel)", python)
-	}
+	testenv.RequirePython(t)
 	prefix := t.TempDir()
-	args := append([]string{"install", "--prefix", prefix, "--python", python}, extra...)
+	args := append([]string{"install", "--prefix", prefix, "--python", testenv.Python()}, extra...)
 	if out, err := exec.Command(ferryBin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("ferry install: %v\n%s", err, out)
 	}
 	env := append(os.Environ(), "JUPYTER_PATH="+filepath.Join(prefix, "share", "jupyter"), "JUPYTER_PLATFORM_DIRS=1")
-	cmd := exec.Command(python, "-m", "jupyter_client.kernelspecapp", "list", "--json")
+	cmd := exec.Command(testenv.Python(), "-m", "jupyter_client.kernelspecapp", "list", "--json")
 	cmd.Env = append(env, "PYDEVD_DISABLE_FILE_VALIDATION=1")
 	out, err := cmd.Output()
 	if err != nil {
@@ -81,8 +79,9 @@ var ranRE = regexp.MustCompile(`(?m)^Ran (\d+) tests? in`)
 // ferry kernelspec of the binary just built. Every test applies to a
 // Python kernel, so none may be skipped.
 func TestConformance(t *testing.T) {
+	testenv.SkipIfShort(t, "the jupyter_kernel_test conformance suite on real kernels, 13 s")
 	env := installSpec(t)
-	cmd := exec.Command(python, "-m", "unittest", "-v", "test_ferry_kernel")
+	cmd := exec.Command(testenv.Python(), "-m", "unittest", "-v", "test_ferry_kernel")
 	cmd.Dir = filepath.Join("..", "..", "tests", "conformance")
 	cmd.Env = append(env, "FERRY_TEST_BINARY="+ferryBin, "PYDEVD_DISABLE_FILE_VALIDATION=1")
 	out, err := cmd.CombinedOutput()

@@ -12,13 +12,15 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 func startJupyterServer(t *testing.T) *backend.JupyterServer {
 	t.Helper()
+	testenv.RequireJupyterServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	s, err := backend.StartJupyterServer(ctx, python, 0)
+	s, err := backend.StartJupyterServer(ctx, testenv.Python(), 0)
 	if err != nil {
 		t.Fatalf("%v (apt-get install jupyter-server)", err)
 	}
@@ -35,6 +37,7 @@ func startRemoteKernel(t *testing.T, s *backend.JupyterServer) *kernelProc {
 }
 
 func TestPinnedCellsRunOnBothSides(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 6 s")
 	s := startJupyterServer(t)
 	k := startRemoteKernel(t, s)
 	localPID := k.exec(t, "import os\nprint(os.getpid())", client.ExecOptions{}).Text()
@@ -53,6 +56,7 @@ func TestPinnedCellsRunOnBothSides(t *testing.T) {
 }
 
 func TestRemoteInterruptAndInputThroughFerry(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 6 s")
 	s := startJupyterServer(t)
 	k := startRemoteKernel(t, s)
 	r := k.exec(t, "%%ferry remote\nname = input('name? ')\nprint('hello', name)", client.ExecOptions{Input: func(p string, _ bool) (string, error) {
@@ -92,6 +96,7 @@ func TestRemoteInterruptAndInputThroughFerry(t *testing.T) {
 }
 
 func TestRemoteGoneFallsBackToLocal(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server that is stopped, 26 s")
 	s := startJupyterServer(t)
 	k := startRemoteKernel(t, s)
 	k.exec(t, "x = 5", client.ExecOptions{})
@@ -109,6 +114,7 @@ func TestRemoteGoneFallsBackToLocal(t *testing.T) {
 }
 
 func TestTokenNeverOnArgvOrInOutput(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 5 s")
 	s := startJupyterServer(t)
 	k := startRemoteKernel(t, s)
 	k.exec(t, "%%ferry remote\nprint(1)", client.ExecOptions{})
@@ -130,7 +136,9 @@ func TestTokenNeverOnArgvOrInOutput(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestDemo(t *testing.T) {
-	out, err := exec.Command(ferryBin, "demo", "--python", python).CombinedOutput()
+	testenv.SkipIfShort(t, "ferry demo on real kernels and a jupyter-server, 7 s")
+	testenv.RequireJupyterServer(t)
+	out, err := exec.Command(ferryBin, "demo", "--python", testenv.Python()).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ferry demo: %v\n%s", err, out)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/trace"
 )
 
@@ -17,12 +18,13 @@ import (
 // calibrated from its transfers predicts the run's measured time within
 // 15%.
 func TestReplayPredictsRecordedRun(t *testing.T) {
+	testenv.SkipIfShort(t, "ferry run on real kernels and a jupyter-server, 22 s")
 	dir := t.TempDir()
 	tr, sum := filepath.Join(dir, "t.jsonl"), filepath.Join(dir, "s.json")
 	nb := filepath.Join("..", "..", "bench", "notebooks", "digits.ipynb")
 	sess := filepath.Join("..", "..", "bench", "sessions", "digits.json")
 	out, err := exec.Command(ferryBin, "run", nb, "--session", sess, "-o", filepath.Join(dir, "o.ipynb"), "--local-remote",
-		"--policy", "pingpong", "--think-scale", "0.1", "--trace", tr, "--summary", sum, "--python", python).CombinedOutput()
+		"--policy", "pingpong", "--think-scale", "0.1", "--trace", tr, "--summary", sum, "--python", testenv.Python()).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ferry run: %v\n%s", err, out)
 	}

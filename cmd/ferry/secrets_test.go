@@ -17,6 +17,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -318,6 +319,7 @@ func checkConnFiles(t *testing.T, files map[string]os.FileMode) {
 }
 
 func TestSecretsNeverLeak(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, every front end, 26 s")
 	s := startJupyterServer(t)
 	for _, mode := range []string{"token in FERRY_TOKEN", "token in a file"} {
 		t.Run("run, "+mode, func(t *testing.T) {
@@ -326,7 +328,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			nb := migrationNotebook(t, dir, side)
 			out, tr, rep, sum := filepath.Join(dir, "out.ipynb"), filepath.Join(dir, "t.jsonl"), filepath.Join(dir, "r.html"), filepath.Join(dir, "s.json")
 			env := ferryEnv()
-			args := []string{"run", nb, "-o", out, "--remote", s.URL, "--trace", tr, "--report", rep, "--summary", sum, "--python", python}
+			args := []string{"run", nb, "-o", out, "--remote", s.URL, "--trace", tr, "--report", rep, "--summary", sum, "--python", testenv.Python()}
 			if mode == "token in FERRY_TOKEN" {
 				env = append(env, "FERRY_TOKEN="+s.Token)
 			} else {
@@ -385,7 +387,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 		var stderr logBuf
-		cmd := exec.Command(ferryBin, "kernel", "-f", cf, "--python", python, "--remote", s.URL)
+		cmd := exec.Command(ferryBin, "kernel", "-f", cf, "--python", testenv.Python(), "--remote", s.URL)
 		cmd.Env = ferryEnv("FERRY_TOKEN=" + s.Token)
 		cmd.Stdout, cmd.Stderr = &stderr, &stderr
 		if err := cmd.Start(); err != nil {
@@ -477,7 +479,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		out, tr, rep, sum := filepath.Join(dir, "out.ipynb"), filepath.Join(dir, "t.jsonl"), filepath.Join(dir, "r.html"), filepath.Join(dir, "s.json")
 		wrong := wire.NewID() + wire.NewID()
 		r := runFerryWatched(t, ferryEnv("FERRY_TOKEN="+wrong), "run", nb, "-o", out, "--remote", s.URL, "--trace", tr, "--report", rep, "--summary", sum,
-			"--python", python, "--allow-errors")
+			"--python", testenv.Python(), "--allow-errors")
 		nbOut, _ := os.ReadFile(out)
 		said := r.stderr.String() + string(nbOut)
 		if !strings.Contains(said, "rejected the token") {
@@ -510,7 +512,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		if err := os.WriteFile(tf, []byte(s.Token), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		r := runFerryWatched(t, ferryEnv(), "run", nb, "-o", out, "--remote", url, "--token-file", tf, "--python", python, "--allow-errors")
+		r := runFerryWatched(t, ferryEnv(), "run", nb, "-o", out, "--remote", url, "--token-file", tf, "--python", testenv.Python(), "--allow-errors")
 		nbOut, _ := os.ReadFile(out)
 		said := r.stderr.String() + string(nbOut)
 		if !strings.Contains(said, strconv.Itoa(ports[0])) {

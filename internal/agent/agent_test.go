@@ -15,23 +15,20 @@ import (
 	"github.com/ferry-nb/ferry/internal/agent"
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
-const python = "/usr/bin/python3"
-
 func needPython(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-ipykernel python3-cloudpickle python3-numpy python3-zstandard)", python)
-	}
+	testenv.RequirePython(t, "cloudpickle", "numpy", "zstandard")
 }
 
 // TestAgentPython runs the agent's Python unit tests in-process with
 // Debian's interpreter (numpy, pandas, cloudpickle, dill are needed).
 func TestAgentPython(t *testing.T) {
 	needPython(t)
-	out, err := exec.Command(python, "-m", "unittest", "-v", "agent_test").CombinedOutput()
+	out, err := exec.Command(testenv.Python(), "-m", "unittest", "-v", "agent_test").CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
 		t.Fatalf("agent tests failed: %v", err)
@@ -66,7 +63,7 @@ type kernel struct {
 func startKernel(ctx context.Context, t *testing.T) *kernel {
 	t.Helper()
 	needPython(t)
-	b := backend.NewLocal(python)
+	b := backend.NewLocal(testenv.Python())
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +389,7 @@ for _ in range(int(sys.argv[1])):
 print(json.dumps(best))
 `
 	b.StopTimer()
-	cmd := exec.Command(python, "-c", script, strconv.Itoa(max(b.N, 2)))
+	cmd := exec.Command(testenv.Python(), "-c", script, strconv.Itoa(max(b.N, 2)))
 	b.StartTimer()
 	out, err := cmd.CombinedOutput()
 	b.StopTimer()

@@ -3,23 +3,20 @@ package analysis
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-)
 
-const python = "/usr/bin/python3"
+	"github.com/ferry-nb/ferry/internal/testenv"
+)
 
 func newAnalyzer(t *testing.T) *Analyzer {
 	t.Helper()
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-ipykernel)", python)
-	}
-	a := New(python)
+	testenv.RequirePython(t)
+	a := New(testenv.Python())
 	t.Cleanup(a.Close)
 	return a
 }

@@ -29,19 +29,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
-const python = "/usr/bin/python3"
-
 func startServer(t *testing.T) *JupyterServer {
 	t.Helper()
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh'", python)
-	}
+	testenv.RequireJupyterServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	s, err := StartJupyterServer(ctx, python, 0)
+	s, err := StartJupyterServer(ctx, testenv.Python(), 0)
 	if err != nil {
 		t.Fatalf("%v (apt-get install jupyter-server)", err)
 	}

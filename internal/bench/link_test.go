@@ -3,23 +3,22 @@ package bench
 import (
 	"context"
 	"io"
-	"os"
 	"testing"
 	"time"
 
-	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 // A move over the rate-limited link is whole, and cannot beat the link:
 // random bytes do not compress, so a share over the rate would mean the
 // link was not limited or the bytes were miscounted.
 func TestLinkUse(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("LOUD SKIP: the link bench needs root for network namespaces and tc; CI runs as root")
-	}
+	testenv.SkipIfShort(t, "a jupyter-server in a network namespace behind tc, 11-20 s")
+	testenv.RequireRoot(t, "the link bench's network namespaces and tc")
+	testenv.RequireJupyterServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := LinkUse(ctx, backend.DefaultPython, "50mbit", 10*time.Millisecond, 8, io.Discard)
+	res, err := LinkUse(ctx, testenv.Python(), "50mbit", 10*time.Millisecond, 8, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,13 @@ package bench
 import (
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 func writeNotebook(t *testing.T, cells ...string) string {
@@ -25,13 +24,11 @@ func writeNotebook(t *testing.T, cells ...string) string {
 // The whole-notebook figure times both sides, and a cell that raises on
 // either side is an error naming the notebook, not a figure.
 func TestNotebookOverhead(t *testing.T) {
-	if _, err := os.Stat(backend.DefaultPython); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh' (apt-get install python3-ipykernel)", backend.DefaultPython)
-	}
+	testenv.RequirePython(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ok := writeNotebook(t, "import time\nx = list(range(1000))", "time.sleep(0.2)\ny = len(x)")
-	res, err := NotebookOverhead(ctx, backend.DefaultPython, []string{ok}, 1, io.Discard)
+	res, err := NotebookOverhead(ctx, testenv.Python(), []string{ok}, 1, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +36,7 @@ func TestNotebookOverhead(t *testing.T) {
 		t.Fatalf("got %+v; want both sides timed over the 0.2 s sleep", res)
 	}
 	bad := writeNotebook(t, "x = 1", "1/0")
-	if _, err := NotebookOverhead(ctx, backend.DefaultPython, []string{bad}, 1, io.Discard); err == nil || !strings.Contains(err.Error(), "t.ipynb") {
+	if _, err := NotebookOverhead(ctx, testenv.Python(), []string{bad}, 1, io.Discard); err == nil || !strings.Contains(err.Error(), "t.ipynb") {
 		t.Fatalf("a raising cell gave %v; want an error naming the notebook", err)
 	}
 }

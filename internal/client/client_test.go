@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,21 +10,18 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
-
-const python = "/usr/bin/python3"
 
 // TestStreamsMergeLikeNbformat: consecutive stream messages of one name
 // join into one output, as nbclient stores them; another stream name, a
 // display or a clear_output starts a new one. Large floods join in linear
 // time (they were copied whole at every message).
 func TestStreamsMergeLikeNbformat(t *testing.T) {
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s missing: run 'bash scripts/setup.sh'", python)
-	}
+	testenv.RequirePython(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python)}})
+	s, err := StartFerry(ctx, kernel.Config{Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(testenv.Python())}})
 	if err != nil {
 		t.Fatal(err)
 	}

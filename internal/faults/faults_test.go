@@ -6,26 +6,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
-
-func python(t *testing.T) string {
-	p := os.Getenv("FERRY_PYTHON")
-	if p == "" {
-		p = backend.DefaultPython
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("no interpreter at %s: run `bash scripts/setup.sh` (installs python3-ipykernel, jupyter-server)", p)
-	}
-	return p
-}
 
 // TestFaults runs every fault case against real kernels and a real
 // jupyter-server; FERRY_FAULTS=substring runs some.
 func TestFaults(t *testing.T) {
+	testenv.SkipIfShort(t, "13 faults against real kernels and a jupyter-server, 3 min")
+	testenv.RequireJupyterServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	rs, err := Run(ctx, Options{Python: python(t), Only: os.Getenv("FERRY_FAULTS"), Log: testLog{t}})
+	rs, err := Run(ctx, Options{Python: testenv.Python(), Only: os.Getenv("FERRY_FAULTS"), Log: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,13 +14,15 @@ import (
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 // fakeSession runs the real Ferry kernel in-process over two fake
 // backends (the laptop and the cloud) with the real analysis helper.
 func fakeSession(t *testing.T, cfg kernel.Config, local, remote *backendtest.Kernel) *client.Session {
 	t.Helper()
-	an := analysis.New(backend.DefaultPython)
+	testenv.RequirePython(t)
+	an := analysis.New(testenv.Python())
 	t.Cleanup(an.Close)
 	cfg.Backends = map[location.Location]backend.Backend{location.Local: local, location.Remote: remote}
 	cfg.Analyzer = an

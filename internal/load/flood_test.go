@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -264,7 +265,7 @@ func startFerryProc(ctx context.Context, t *testing.T, srv *backend.JupyterServe
 		t.Fatal(err)
 	}
 	p := &ferryProc{exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "kernel", "-f", cf, "--python", python, "--remote", srv.URL, "--policy", "local")
+	p.cmd = exec.Command(bin, "kernel", "-f", cf, "--python", testenv.Python(), "--remote", srv.URL, "--policy", "local")
 	env := []string{"FERRY_TOKEN=" + srv.Token}
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "FERRY_") {
@@ -377,10 +378,11 @@ func (p *ferryProc) shutdown(ctx context.Context) error {
 // the server's rate limit dropped some, the server's own notice must reach
 // the front end. Ferry's memory must stay far below the flood's size.
 func TestIOPubFlood(t *testing.T) {
+	testenv.SkipIfShort(t, "IOPub floods through real kernels and two jupyter-servers, 2-4 min")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	sctx, scancel := context.WithTimeout(ctx, 90*time.Second)
-	unlimited, err := backend.StartJupyterServer(sctx, python, 0, "--ServerApp.limit_rate=False")
+	unlimited, err := backend.StartJupyterServer(sctx, testenv.Python(), 0, "--ServerApp.limit_rate=False")
 	scancel()
 	if err != nil {
 		t.Fatal(err)

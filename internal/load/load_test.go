@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 var (
@@ -46,11 +48,8 @@ func cellWant(k, i, pid int) string {
 // must come from the kernel it was pinned to, and after shutdown no
 // goroutine and no kernel process may be left.
 func TestManyNotebooksThroughOneServer(t *testing.T) {
+	testenv.SkipIfShort(t, "many notebooks on real kernels and a jupyter-server, 2 min even at 2 x 40 cells")
 	nbs, cells := *loadNotebooks, *loadCells
-	if testing.Short() {
-		t.Logf("-short: %d notebooks x %d cells instead of %d x %d", min(nbs, 2), min(cells, 40), nbs, cells)
-		nbs, cells = min(nbs, 2), min(cells, 40)
-	}
 	if cells < 2 {
 		t.Fatalf("-load-cells %d: need at least 2 so state moves both ways", cells)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,9 +20,8 @@ import (
 	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
-
-const python = "/usr/bin/python3"
 
 // server is the one jupyter-server standing in for the cloud, started with
 // the options StartJupyterServer gives every server Ferry starts (so its
@@ -29,12 +29,18 @@ const python = "/usr/bin/python3"
 var server *backend.JupyterServer
 
 func TestMain(m *testing.M) {
-	if _, err := os.Stat(python); err != nil {
-		fmt.Fprintf(os.Stderr, "load tests need %s with the Jupyter packages: run 'bash scripts/setup.sh'\n", python)
+	if err := testenv.CheckJupyterServer(); err != nil {
+		fmt.Fprintf(os.Stderr, "load tests: %v\n", err)
 		os.Exit(1)
 	}
+	flag.Parse()
+	if testing.Short() {
+		// Every test here skips under -short (testenv.SkipIfShort), so no
+		// server is started; a test that runs under -short must not use it.
+		os.Exit(m.Run())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	s, err := backend.StartJupyterServer(ctx, python, 0)
+	s, err := backend.StartJupyterServer(ctx, testenv.Python(), 0)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "load tests need jupyter-server: %v (apt-get install jupyter-server)\n", err)
@@ -61,8 +67,8 @@ func startNotebook(ctx context.Context, srv *backend.JupyterServer) (*notebook, 
 	if err != nil {
 		return nil, err
 	}
-	l := backend.NewLocal(python)
-	an := analysis.New(python)
+	l := backend.NewLocal(testenv.Python())
+	an := analysis.New(testenv.Python())
 	// Policy "local": cells run where their %%ferry pin says, everything
 	// else locally; the remote kernel starts with the first remote cell.
 	sess, err := client.StartFerry(ctx, kernel.Config{

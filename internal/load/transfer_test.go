@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 // TestGigabyteMoveKeepsHeapBounded moves a 1 GB numpy array from the local
@@ -15,6 +17,7 @@ import (
 // so its Go heap must stay far below the payload, and the array must
 // arrive bit for bit (SHA-256 computed in both kernels).
 func TestGigabyteMoveKeepsHeapBounded(t *testing.T) {
+	testenv.SkipIfShort(t, "1 GB moved between real kernels through a jupyter-server, 1-2 min")
 	const size int64 = 1_000_000_000
 	const heapLimit = 300 << 20
 	before := runtime.NumGoroutine()

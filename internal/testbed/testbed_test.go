@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 func roundTrip(t *testing.T, addr string) time.Duration {
@@ -69,9 +71,7 @@ func TestLatencyProxyAddsRTTAndKeepsData(t *testing.T) {
 }
 
 func TestRateLimitedNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("LOUD SKIP: the test bed needs root for network namespaces and tc; CI runs as root")
-	}
+	testenv.RequireRoot(t, "the test bed's network namespaces and tc")
 	tb, err := Up(Config{Rate: "50mbit"})
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestRateLimitedNamespace(t *testing.T) {
 		t.Fatalf("no namespace: %v", tb.Notes)
 	}
 	// A sink inside the namespace: python reads and discards what arrives.
-	srv := exec.Command("ip", "netns", "exec", tb.NS, "/usr/bin/python3", "-c", `import socket
+	srv := exec.Command("ip", "netns", "exec", tb.NS, testenv.Python(), "-c", `import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("`+tb.NSIP+`", 7999)); s.listen(1)
 c, _ = s.accept()
 n = 0
@@ -129,9 +129,7 @@ c.sendall(str(n).encode()); c.close()`)
 }
 
 func TestCPUQuota(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("LOUD SKIP: cgroups need root; CI runs as root")
-	}
+	testenv.RequireRoot(t, "cgroups")
 	tb, err := Up(Config{LocalCPU: 0.25})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +138,7 @@ func TestCPUQuota(t *testing.T) {
 	if tb.cgroup == "" {
 		t.Fatalf("no cgroup: %v", tb.Notes)
 	}
-	busy := exec.Command("/usr/bin/python3", "-c", "import time\nt=time.time()\nwhile time.time()-t < 2: pass\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_utime)")
+	busy := exec.Command(testenv.Python(), "-c", "import time\nt=time.time()\nwhile time.time()-t < 2: pass\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_utime)")
 	out, err := busy.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package transparency
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -14,17 +15,26 @@ import (
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/testenv"
 )
-
-const python = "/usr/bin/python3"
 
 // server is the jupyter-server standing in for the cloud; each run gets
 // its own kernel on it.
 var server *backend.JupyterServer
 
 func TestMain(m *testing.M) {
+	if err := testenv.CheckJupyterServer(); err != nil {
+		fmt.Fprintf(os.Stderr, "transparency tests: %v\n", err)
+		os.Exit(1)
+	}
+	flag.Parse()
+	if testing.Short() {
+		// Every test here skips under -short (testenv.SkipIfShort), so no
+		// server is started; a test that runs under -short must not use it.
+		os.Exit(m.Run())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	s, err := backend.StartJupyterServer(ctx, python, 0)
+	s, err := backend.StartJupyterServer(ctx, testenv.Python(), 0)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "transparency tests need jupyter-server: %v (apt-get install jupyter-server)\n", err)
@@ -83,14 +93,14 @@ func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]str
 		}
 		remote = r
 	} else {
-		remote = backend.NewStandIn(python)
+		remote = backend.NewStandIn(testenv.Python())
 	}
-	an := analysis.New(python)
+	an := analysis.New(testenv.Python())
 	defer an.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(python), "remote": remote},
+		Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(testenv.Python()), "remote": remote},
 		Policy:   policy, Seed: seed, Analyzer: an,
 	})
 	if err != nil {
@@ -106,9 +116,8 @@ func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]str
 }
 
 func TestTransparency(t *testing.T) {
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s is missing: run 'bash scripts/setup.sh'", python)
-	}
+	testenv.SkipIfShort(t, "30 notebooks under 9 placements, real kernels and a jupyter-server, 6-10 min")
+	testenv.RequireJupyterServer(t)
 	// Each placement runs with a second local ipykernel as the remote, and
 	// with a kernel on a real jupyter-server (over its WebSocket).
 	type placement struct {

@@ -1,0 +1,138 @@
+// Package testenv is what the tests know about the machine they run on:
+// which Python interpreter has the Jupyter stack, and whether it really
+// does. A test that needs a piece of the set-up asks for it here and
+// fails, not skips, with the one command that fixes it, so a machine set
+// up wrong never reports a pass it did not earn.
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// DefaultPython is the Debian interpreter that has the Jupyter packages
+// scripts/setup.sh installs.
+const DefaultPython = "/usr/bin/python3"
+
+// Fix is what to run when the set-up is missing or incomplete.
+const Fix = "run: bash scripts/setup.sh (installs python3-ipykernel, python3-jupyter-client, jupyter-server and the rest of the Debian packages the tests use)"
+
+// Python is the interpreter the tests run kernels, servers and helper
+// scripts on: $FERRY_PYTHON if set, else DefaultPython.
+func Python() string {
+	if p := os.Getenv("FERRY_PYTHON"); p != "" {
+		return p
+	}
+	return DefaultPython
+}
+
+// debianPackage names the Debian package that provides a Python module.
+var debianPackage = map[string]string{
+	"ipykernel":      "python3-ipykernel",
+	"jupyter_client": "python3-jupyter-client",
+	"jupyter_server": "python3-jupyter-server",
+}
+
+var (
+	mu      sync.Mutex
+	checked = map[string]error{} // interpreter and modules -> result
+)
+
+// CheckModules reports whether Python() exists and imports every module,
+// as an error that says what is missing and how to fix it. Each
+// interpreter and module list is checked once per test binary.
+func CheckModules(modules ...string) error {
+	py := Python()
+	key := py + "\x00" + strings.Join(modules, ",")
+	mu.Lock()
+	defer mu.Unlock()
+	if err, ok := checked[key]; ok {
+		return err
+	}
+	err := checkModules(py, modules)
+	checked[key] = err
+	return err
+}
+
+func checkModules(py string, modules []string) error {
+	if _, err := os.Stat(py); err != nil {
+		return fmt.Errorf("no Python interpreter at %s (FERRY_PYTHON, else %s): %v; %s", py, DefaultPython, err, Fix)
+	}
+	// Import each module for real, so a broken install fails here and not
+	// deep inside a test; report every missing one, not the first.
+	script := "import importlib, sys\nbad = []\nfor m in sys.argv[1:]:\n    try:\n        importlib.import_module(m)\n    except Exception as e:\n        bad.append('%s (%s: %s)' % (m, type(e).__name__, e))\nif bad:\n    print('; '.join(bad))\n    sys.exit(1)\n"
+	cmd := exec.Command(py, append([]string{"-c", script}, modules...)...)
+	cmd.Env = append(os.Environ(), "PYDEVD_DISABLE_FILE_VALIDATION=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		var pkgs []string
+		for _, m := range modules {
+			if p, ok := debianPackage[m]; ok && strings.Contains(string(out), m+" (") {
+				pkgs = append(pkgs, p)
+			}
+		}
+		missing := strings.TrimSpace(string(out))
+		if missing == "" {
+			missing = err.Error()
+		}
+		hint := ""
+		if len(pkgs) > 0 {
+			hint = " (Debian: " + strings.Join(pkgs, " ") + ")"
+		}
+		return fmt.Errorf("%s cannot import what the tests need: %s%s; %s", py, missing, hint, Fix)
+	}
+	return nil
+}
+
+// CheckPython is CheckModules for a kernel: ipykernel and jupyter_client.
+// For TestMain, which has no testing.TB.
+func CheckPython() error { return CheckModules("ipykernel", "jupyter_client") }
+
+// CheckJupyterServer is CheckPython and jupyter_server, for tests that
+// start a jupyter-server. For TestMain, which has no testing.TB.
+func CheckJupyterServer() error {
+	return CheckModules("ipykernel", "jupyter_client", "jupyter_server")
+}
+
+// RequirePython fails the test unless Python() exists and imports
+// ipykernel and jupyter_client, and any extra modules the test needs.
+func RequirePython(t testing.TB, extra ...string) {
+	t.Helper()
+	if err := CheckModules(append([]string{"ipykernel", "jupyter_client"}, extra...)...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RequireJupyterServer fails the test unless Python() can also run
+// jupyter-server.
+func RequireJupyterServer(t testing.TB) {
+	t.Helper()
+	if err := CheckJupyterServer(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RequireRoot skips the test, loudly, unless it runs as root: what says
+// what needs root (network namespaces, tc, cgroups). CI runs as root, so
+// there these tests always run.
+func RequireRoot(t testing.TB, what string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("LOUD SKIP: %s need root; CI runs as root", what)
+	}
+}
+
+// SkipIfShort skips a slow integration test under go test -short (the
+// dev loop, make test-short), saying loudly why and where it does run:
+// why is what makes it slow and about how long it takes, e.g. "real
+// kernels and a jupyter-server, 25 s".
+func SkipIfShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("slow integration suite (%s): runs in full under make test", why)
+	}
+}
