@@ -502,15 +502,7 @@ func (inc *incarnation) handleShell(m *wire.Message) error {
 	if err != nil {
 		return err
 	}
-	o.iopub("status", map[string]string{"execution_state": "idle"})
-	if err := o.flush(); err != nil {
-		return err
-	}
-	if m.Header.MsgType == "shutdown_request" {
-		inc.die("shut down by request")
-		return errDead
-	}
-	return nil
+	return inc.finish(o, m)
 }
 
 // handleControl answers a control request at once, even while a cell runs.
@@ -526,6 +518,12 @@ func (inc *incarnation) handleControl(m *wire.Message) error {
 	default:
 		inc.simpleReply(o, wire.Control)
 	}
+	return inc.finish(o, m)
+}
+
+// finish publishes idle after request m, sends what it produced, and
+// ends the incarnation after a shutdown_request, as ipykernel does.
+func (inc *incarnation) finish(o *out, m *wire.Message) error {
 	o.iopub("status", map[string]string{"execution_state": "idle"})
 	if err := o.flush(); err != nil {
 		return err
