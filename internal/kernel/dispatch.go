@@ -86,12 +86,18 @@ func (s *Server) shutdown(ctx context.Context, m *wire.Message, ch wire.Channel)
 	// From here on no kernel is (re)started: a cell caught mid-transfer
 	// must not bring a dead backend back while Ferry stops.
 	s.stopping.Store(true)
+	// As ipykernel does: the reply first, on the channel the request came
+	// on, then the children stopped, then the same content broadcast on
+	// IOPub (other front ends learn of the shutdown or restart there),
+	// then idle (idleOrStop).
+	content := map[string]any{"status": "ok", "restart": req.Restart}
+	s.send(ch, m, "shutdown_reply", content, nil)
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for _, b := range s.backends {
 		_ = b.Shutdown(sctx)
 	}
-	s.send(ch, m, "shutdown_reply", map[string]any{"status": "ok", "restart": req.Restart}, nil)
+	s.publish(wire.IOPub, "shutdown_reply", m, content, nil)
 	// Jupyter's kernel manager restarts by starting a new process, so the
 	// kernel exits either way, once idle is published (idleOrStop).
 }
