@@ -143,8 +143,15 @@ func (s *Server) forwardAs(ctx context.Context, loc location.Location, ch wire.C
 	s.register(id, c)
 	defer s.finish(id)
 	died := b.Died()
+	// Only here does Ferry know a request did not run: the kernel was dead
+	// before it was sent, or it could not be sent.
+	select {
+	case <-died:
+		return fail(fmt.Errorf("the %s kernel died before %s was sent to it: %w (%w)", loc, m.Header.MsgType, backend.ErrDied, errNotSent))
+	default:
+	}
 	if err := b.Send(ctx, ch, out); err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("%w (%w)", err, errNotSent))
 	}
 	var onReply func(*wire.Message)
 	if relay {
@@ -217,7 +224,9 @@ func (s *Server) await(ctx context.Context, loc location.Location, c *call, msgT
 			return giveUp(fmt.Errorf("the %s kernel went idle without answering %s (its handler failed; the kernel's log says why)", loc, msgType))
 		case <-died:
 			if !c.started.Load() {
-				return giveUp(fmt.Errorf("the %s kernel died before it took up %s: %w (%w)", loc, msgType, backend.ErrDied, errNotStarted))
+				// Its busy status may have been dropped by IOPub, or still
+				// be on its way: the request may have run, wholly or partly.
+				return giveUp(fmt.Errorf("the %s kernel died before it confirmed it took up %s: %w (%w)", loc, msgType, backend.ErrDied, errUnconfirmed))
 			}
 			return giveUp(fmt.Errorf("the %s kernel died while handling %s: %w", loc, msgType, backend.ErrDied))
 		case <-ctx.Done():
@@ -227,9 +236,15 @@ func (s *Server) await(ctx context.Context, loc location.Location, c *call, msgT
 	return reply, nil
 }
 
-// errNotStarted marks a request whose kernel died before it said busy:
-// the request did not run.
-var errNotStarted = errors.New("the request did not start")
+// errNotSent marks a request that never reached its kernel: it did not
+// run.
+var errNotSent = errors.New("the request was not sent")
+
+// errUnconfirmed marks a request whose kernel died before Ferry heard it
+// say busy. That does not mean it did not run: a kernel's IOPub drops
+// messages past its high-water mark, and the busy status may still be
+// queued when the death is noticed.
+var errUnconfirmed = errors.New("the kernel never confirmed it started the request")
 
 // failRequest answers a request Ferry could not get answered by a backend,
 // so the front end never hangs.

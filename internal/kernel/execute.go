@@ -232,8 +232,11 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 			st := s.backends[loc].Status()
 			lost := s.recovery.Lost(loc)
 			what := "died while running this cell"
-			if errors.Is(err, errNotStarted) {
-				what = "died before this cell started, so the cell did not run"
+			switch {
+			case errors.Is(err, errNotSent):
+				what = "died before this cell was sent to it, so the cell did not run"
+			case errors.Is(err, errUnconfirmed):
+				what = "died before it confirmed it started this cell, so the cell may have run partly"
 			}
 			ename = "KernelDied"
 			msg = fmt.Sprintf("the %s kernel %s (%s); Ferry starts a new one for the next cell", loc, what, orDefault(st.LastExit, "no exit status"))
