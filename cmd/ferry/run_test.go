@@ -95,3 +95,85 @@ func TestRunPinnedRemoteUnreachable(t *testing.T) {
 		t.Errorf("the pinned cell's outputs are %v; want one FerryError", outs)
 	}
 }
+
+// quietEnv is ferryEnv without debug logging, so stderr holds only what
+// a user sees.
+func quietEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range ferryEnv(extra...) {
+		if kv != "FERRY_DEBUG=1" {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// ferry run checks --python once, before the first cell: an interpreter
+// that is missing, not executable or without ipykernel fails the run with
+// one line naming it and the fix, and no cell runs; a bare name is looked
+// up in PATH, as a shell would.
+func TestRunChecksPython(t *testing.T) {
+	testenv.RequirePython(t)
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "python-not-executable")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noIPykernel := filepath.Join(dir, "python-without-ipykernel")
+	if err := os.WriteFile(noIPykernel, []byte("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'ipykernel'\" >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(testenv.Python(), filepath.Join(bin, "ferrytestpython")); err != nil {
+		t.Fatal(err)
+	}
+	pathEnv := "PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")
+	nb := writeNotebook(t, dir, "py.ipynb", []string{"print(6 * 7)"})
+	tests := []struct {
+		name, python string
+		want         []string // in the one line of stderr; nil: the run succeeds
+	}{
+		{"missing", filepath.Join(dir, "no-such-python"), []string{filepath.Join(dir, "no-such-python"), "not found", "--python"}},
+		{"not executable", notExec, []string{notExec, "not executable", "--python"}},
+		{"without ipykernel", noIPykernel, []string{noIPykernel, "ipykernel", "--python"}},
+		{"bare name not in PATH", "no-such-python-ferry", []string{"no-such-python-ferry", "PATH", "--python"}},
+		{"bare name in PATH", "ferrytestpython", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.ipynb")
+			code, stderr := ferryCmd(t, quietEnv(pathEnv), "run", nb, "-o", out, "--python", tt.python)
+			if tt.want == nil {
+				if code != 0 {
+					t.Fatalf("ferry run --python %s: exit %d\n%s", tt.python, code, stderr)
+				}
+				got, err := notebook.Read(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o := toJSON(got.Cells[0]["outputs"]); !strings.Contains(o, "42") {
+					t.Errorf("the cell's outputs are %s, want 42", o)
+				}
+				return
+			}
+			if code == 0 {
+				t.Fatalf("ferry run --python %s exited 0", tt.python)
+			}
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if len(lines) != 1 {
+				t.Errorf("want one line on stderr, got %d:\n%s", len(lines), stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(lines[len(lines)-1], w) {
+					t.Errorf("the error does not say %q: %s", w, lines[len(lines)-1])
+				}
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Error("ferry run wrote an executed notebook though no cell could run")
+			}
+		})
+	}
+}
