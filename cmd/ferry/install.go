@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/policy"
 )
 
 func runInstall(ctx context.Context, args []string) error {
@@ -17,7 +19,7 @@ func runInstall(ctx context.Context, args []string) error {
 	name := fs.String("name", "ferry", "kernelspec name")
 	display := fs.String("display-name", "Python 3 (Ferry)", "name shown in the front end's kernel picker")
 	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter the local kernel runs on")
-	policy := fs.String("policy", "", "placement policy the kernel starts with (default local)")
+	pol := fs.String("policy", "", "placement policy the kernel starts with (default local)")
 	remote := fs.String("remote", "", "Jupyter Server URL of the cloud kernel, written into the kernelspec (the token is not: set FERRY_TOKEN or --token-file)")
 	tokenFile := fs.String("token-file", "", "token file the kernel reads at start, written into the kernelspec")
 	if err := parse(fs, args); err != nil {
@@ -25,6 +27,17 @@ func runInstall(ctx context.Context, args []string) error {
 	}
 	if *user && *prefix != "" {
 		return fmt.Errorf("--user and --prefix exclude each other; pick one")
+	}
+	// Refuse what would put a secret into kernel.json (any user who can
+	// read the kernelspec, or ps while Jupyter runs it, would see it) or
+	// start a kernel that cannot work.
+	if *remote != "" {
+		if err := backend.CheckRemoteURL(*remote); err != nil {
+			return fmt.Errorf("--remote: %w", err)
+		}
+	}
+	if _, err := policy.New(*pol, 1); err != nil {
+		return fmt.Errorf("--policy: %w", err)
 	}
 	if _, err := os.Stat(*python); err != nil {
 		return fmt.Errorf("interpreter %s not found; pass --python PATH to one with ipykernel (apt-get install python3-ipykernel)", *python)
@@ -51,8 +64,8 @@ func runInstall(ctx context.Context, args []string) error {
 	}
 	dir := filepath.Join(root, *name)
 	argv := []string{exe, "kernel", "-f", "{connection_file}", "--python", *python}
-	if *policy != "" {
-		argv = append(argv, "--policy", *policy)
+	if *pol != "" {
+		argv = append(argv, "--policy", *pol)
 	}
 	if *remote != "" {
 		argv = append(argv, "--remote", *remote)
@@ -82,5 +95,18 @@ func runInstall(ctx context.Context, args []string) error {
 		return fmt.Errorf("writing kernelspec: %w", err)
 	}
 	fmt.Printf("installed kernelspec %q (%s) in %s\n", *name, *display, dir)
+	if *remote != "" && !haveTokenSource(*tokenFile) {
+		fmt.Fprintln(os.Stderr, "ferry install: warning: --remote is set but the kernel has no token to present: set FERRY_TOKEN where Jupyter runs, "+
+			"pass --token-file FILE, or set token_file in Ferry's config file (ignore this if the server needs no token)")
+	}
 	return nil
+}
+
+// haveTokenSource reports whether a kernel started from the kernelspec
+// will find a remote token: FERRY_TOKEN, a token file from the flag,
+// FERRY_TOKEN_FILE or the config file. The token itself is never read
+// here, nor written anywhere.
+func haveTokenSource(tokenFile string) bool {
+	return strings.TrimSpace(os.Getenv("FERRY_TOKEN")) != "" || tokenFile != "" ||
+		strings.TrimSpace(os.Getenv("FERRY_TOKEN_FILE")) != "" || loadConfig().TokenFile != ""
 }

@@ -77,6 +77,11 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 // closes the trace writer.
 func (b *backendFlags) config() (kernel.Config, error) {
 	cfg := kernel.Config{Policy: b.policy, Seed: b.seed}
+	// A bare name (--python python3) is looked up in PATH, as a shell
+	// would; a path that does not work is left for the kernel to report.
+	if p, err := resolvePython(b.python); err == nil {
+		b.python = p
+	}
 	var err error
 	if cfg.Link.Bandwidth, err = policy.ParseBandwidth(b.bandwidth); err != nil {
 		return cfg, err

@@ -78,6 +78,10 @@ func runNotebook(ctx context.Context, args []string) error {
 		sc.ThinkScale *= *thinkScale
 		steps = session.Steps(sc)
 	}
+	// Every cell needs the interpreter: check it once, before the first.
+	if bf.python, err = checkPython(ctx, bf.python); err != nil {
+		return err
+	}
 	cfg, err := bf.config()
 	if err != nil {
 		return err

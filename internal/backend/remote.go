@@ -84,13 +84,10 @@ type Remote struct {
 
 // NewRemote checks cfg and returns a remote backend; it connects on Start.
 func NewRemote(cfg RemoteConfig) (*Remote, error) {
-	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("remote URL %q is not an http(s) URL like https://host:8888", redact(cfg.URL))
+	if err := CheckRemoteURL(cfg.URL); err != nil {
+		return nil, err
 	}
-	if u.User != nil || u.Query().Get("token") != "" {
-		return nil, errors.New("put the remote token in FERRY_TOKEN or a token file, not in the URL (URLs end up in logs)")
-	}
+	u, _ := url.Parse(strings.TrimRight(cfg.URL, "/"))
 	if cfg.KernelName == "" {
 		cfg.KernelName = "python3"
 	}
@@ -128,6 +125,27 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 	return &Remote{cfg: cfg, base: u, client: &http.Client{Transport: tr, Jar: jar, Timeout: 60 * time.Second},
 		in: make(chan wire.Incoming, 256), died: d, seen: map[string]struct{}{},
 		reconnected: make(chan struct{})}, nil
+}
+
+// CheckRemoteURL checks that s is an http(s) URL of a Jupyter Server and
+// carries no secret: a user and password, or a token query parameter (in
+// any letter case). URLs end up in logs, argv and kernel.json; the token
+// belongs in FERRY_TOKEN or a token file. Its errors never repeat s's
+// secret.
+func CheckRemoteURL(s string) error {
+	u, err := url.Parse(strings.TrimRight(s, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("remote URL %q is not an http(s) URL like https://host:8888", redact(s))
+	}
+	if u.User != nil {
+		return errors.New("the remote URL carries a user and password (user:pass@host); drop them and put the server's token in FERRY_TOKEN or a file passed with --token-file (URLs end up in logs)")
+	}
+	for k := range u.Query() {
+		if strings.EqualFold(k, "token") {
+			return errors.New("the remote URL carries a token (?token=…); drop it and put the token in FERRY_TOKEN or a file passed with --token-file (URLs end up in logs)")
+		}
+	}
+	return nil
 }
 
 func redact(s string) string {

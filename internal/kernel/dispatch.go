@@ -86,12 +86,18 @@ func (s *Server) shutdown(ctx context.Context, m *wire.Message, ch wire.Channel)
 	// From here on no kernel is (re)started: a cell caught mid-transfer
 	// must not bring a dead backend back while Ferry stops.
 	s.stopping.Store(true)
+	// As ipykernel does: the reply first, on the channel the request came
+	// on, then the children stopped, then the same content broadcast on
+	// IOPub (other front ends learn of the shutdown or restart there),
+	// then idle (idleOrStop).
+	content := map[string]any{"status": "ok", "restart": req.Restart}
+	s.send(ch, m, "shutdown_reply", content, nil)
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for _, b := range s.backends {
 		_ = b.Shutdown(sctx)
 	}
-	s.send(ch, m, "shutdown_reply", map[string]any{"status": "ok", "restart": req.Restart}, nil)
+	s.publish(wire.IOPub, "shutdown_reply", m, content, nil)
 	// Jupyter's kernel manager restarts by starting a new process, so the
 	// kernel exits either way, once idle is published (idleOrStop).
 }
@@ -137,8 +143,15 @@ func (s *Server) forwardAs(ctx context.Context, loc location.Location, ch wire.C
 	s.register(id, c)
 	defer s.finish(id)
 	died := b.Died()
+	// Only here does Ferry know a request did not run: the kernel was dead
+	// before it was sent, or it could not be sent.
+	select {
+	case <-died:
+		return fail(fmt.Errorf("the %s kernel died before %s was sent to it: %w (%w)", loc, m.Header.MsgType, backend.ErrDied, errNotSent))
+	default:
+	}
 	if err := b.Send(ctx, ch, out); err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("%w (%w)", err, errNotSent))
 	}
 	var onReply func(*wire.Message)
 	if relay {
@@ -211,7 +224,9 @@ func (s *Server) await(ctx context.Context, loc location.Location, c *call, msgT
 			return giveUp(fmt.Errorf("the %s kernel went idle without answering %s (its handler failed; the kernel's log says why)", loc, msgType))
 		case <-died:
 			if !c.started.Load() {
-				return giveUp(fmt.Errorf("the %s kernel died before it took up %s: %w (%w)", loc, msgType, backend.ErrDied, errNotStarted))
+				// Its busy status may have been dropped by IOPub, or still
+				// be on its way: the request may have run, wholly or partly.
+				return giveUp(fmt.Errorf("the %s kernel died before it confirmed it took up %s: %w (%w)", loc, msgType, backend.ErrDied, errUnconfirmed))
 			}
 			return giveUp(fmt.Errorf("the %s kernel died while handling %s: %w", loc, msgType, backend.ErrDied))
 		case <-ctx.Done():
@@ -221,9 +236,15 @@ func (s *Server) await(ctx context.Context, loc location.Location, c *call, msgT
 	return reply, nil
 }
 
-// errNotStarted marks a request whose kernel died before it said busy:
-// the request did not run.
-var errNotStarted = errors.New("the request did not start")
+// errNotSent marks a request that never reached its kernel: it did not
+// run.
+var errNotSent = errors.New("the request was not sent")
+
+// errUnconfirmed marks a request whose kernel died before Ferry heard it
+// say busy. That does not mean it did not run: a kernel's IOPub drops
+// messages past its high-water mark, and the busy status may still be
+// queued when the death is noticed.
+var errUnconfirmed = errors.New("the kernel never confirmed it started the request")
 
 // failRequest answers a request Ferry could not get answered by a backend,
 // so the front end never hangs.

@@ -153,6 +153,16 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	loc := plan.Loc
 	s.lastWhy = plan.Why
+	if out.err != nil && pin != "" {
+		// %%ferry is the user's word: the cell runs there or not at all,
+		// never silently somewhere else.
+		if ctx.Err() != nil {
+			return // shutting down
+		}
+		s.lastWhy += fmt.Sprintf("; moving state to %s failed (%v), so the cell did not run", loc, out.err)
+		s.failUnrun(m, store, count, unrunReason(pin, out.err, true))
+		return
+	}
 	if out.err != nil {
 		// The data stayed where it was; run the cell there instead of
 		// failing it, so nothing is lost.
@@ -171,7 +181,16 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		}
 	}
 
-	// 5. Forward and relay.
+	// 5. Forward and relay, once the kernel runs: a kernel that cannot
+	// start ran nothing, and the cell is counted nowhere.
+	if err := s.ready(ctx, loc); err != nil {
+		if ctx.Err() != nil {
+			return // shutting down
+		}
+		s.lastWhy += fmt.Sprintf("; the %s kernel could not start (%v), so the cell did not run", loc, err)
+		s.failUnrun(m, store, count, unrunReason(loc, err, false))
+		return
+	}
 	s.where.set(loc)
 	defer s.where.set("")
 	content = s.withReport(content, eff)
@@ -213,8 +232,11 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 			st := s.backends[loc].Status()
 			lost := s.recovery.Lost(loc)
 			what := "died while running this cell"
-			if errors.Is(err, errNotStarted) {
-				what = "died before this cell started, so the cell did not run"
+			switch {
+			case errors.Is(err, errNotSent):
+				what = "died before this cell was sent to it, so the cell did not run"
+			case errors.Is(err, errUnconfirmed):
+				what = "died before it confirmed it started this cell, so the cell may have run partly"
 			}
 			ename = "KernelDied"
 			msg = fmt.Sprintf("the %s kernel %s (%s); Ferry starts a new one for the next cell", loc, what, orDefault(st.LastExit, "no exit status"))
@@ -254,6 +276,41 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names}); err != nil {
 		s.log.Warn("writing trace", "err", err)
 	}
+}
+
+// failUnrun answers a cell that did not run anywhere with one FerryError
+// (in the cell and in its reply). It counts as executed, as a cell that
+// raised does, so its history entry keeps its number.
+func (s *Server) failUnrun(m *wire.Message, store bool, count int, msg string) {
+	if store {
+		s.execCount = count
+	}
+	s.lastEnd = time.Now()
+	s.publishError(m, "FerryError", msg)
+	s.send(wire.Shell, m, "execute_reply", map[string]any{"status": "error", "ename": "FerryError", "evalue": msg, "traceback": []string{}, "execution_count": s.execCount}, nil)
+}
+
+// unrunReason says why a cell bound for loc did not run, and what fixes
+// it. err is a failure to get loc's kernel ready or, if moving, to move
+// the cell's inputs there.
+func unrunReason(loc location.Location, err error, moving bool) string {
+	var se *startError
+	switch {
+	case errors.As(err, &se):
+		fix := "check --remote URL (or FERRY_REMOTE) and the token (FERRY_TOKEN or --token-file)"
+		if se.loc == location.Local {
+			fix = "check --python (an interpreter with ipykernel)"
+		}
+		return fmt.Sprintf("the %s kernel could not start, so this cell did not run and nothing ran in its place: %v; %s", se.loc, err, fix)
+	case errors.Is(err, errUnmovable):
+		return fmt.Sprintf("this cell is pinned to %s by %%%%ferry %s, but it reads values that cannot be moved there (%v), so it did not run; make them in a %%%%ferry %s cell, or remove %%%%ferry %s to run it where they are",
+			loc, loc, strings.TrimPrefix(err.Error(), errUnmovable.Error()+": "), loc, loc)
+	case errors.Is(err, errStopping):
+		return "Ferry is shutting down, so this cell did not run"
+	case moving:
+		return fmt.Sprintf("could not move this cell's inputs to the %s kernel (%v); pinned there by %%%%ferry %s, it did not run, and nothing ran in its place", loc, err, loc)
+	}
+	return fmt.Sprintf("the %s kernel is not ready (%v), so this cell did not run", loc, err)
 }
 
 // errUnmovable is returned when a needed value cannot be serialised.

@@ -26,10 +26,22 @@ func (s *Server) Start(ctx context.Context, loc location.Location) (<-chan struc
 		return nil, errStopping
 	}
 	if err := b.Start(ctx); err != nil {
-		return nil, err
+		return nil, &startError{loc: loc, err: err}
 	}
 	return b.Died(), nil
 }
+
+// startError is a backend's failure to start: the request that needed
+// the kernel was never sent. Its text is the backend's own, which already
+// says what failed; the kernel tells it apart (errors.As) to say that a
+// cell did not run and how to fix the set-up.
+type startError struct {
+	loc location.Location
+	err error
+}
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
 
 // Running reports whether loc's kernel has a live incarnation.
 func (s *Server) Running(loc location.Location) bool {

@@ -16,7 +16,8 @@
 //	local, cloud := backendtest.New(location.Local), backendtest.New(location.Remote, backendtest.WithStartDelay(time.Second))
 //
 // Knobs: WithStartDelay / SetStartDelay (a cold start; Start honours its
-// context), WithFailStart / SetFailStart, WithChunkSize, Kill (a crash:
+// context), WithFailStart / SetFailStart, WithChunkSize, WithLostBusy
+// (IOPub loses execute requests' busy status), Kill (a crash:
 // the namespace is lost, pending requests get no answer). Inspection:
 // Value (a name's Python repr), Bytes, Names, Executed (runs of a cell's
 // code, hidden or not), Effects (effect("name") calls), Starts.
@@ -51,6 +52,11 @@ func WithStartDelay(d time.Duration) Option { return func(k *Kernel) { k.startDe
 // WithFailStart makes every Start fail with err.
 func WithFailStart(err error) Option { return func(k *Kernel) { k.failStart = err } }
 
+// WithLostBusy makes every execute_request's busy status get lost, as
+// a kernel's IOPub socket drops messages past its high-water mark: the
+// request runs, but Ferry never hears that it started.
+func WithLostBusy() Option { return func(k *Kernel) { k.lostBusy.Store(true) } }
+
 // WithChunkSize sets the payload chunk size of the state comm (n > 0).
 func WithChunkSize(n int) Option {
 	return func(k *Kernel) {
@@ -69,6 +75,7 @@ type Kernel struct {
 	in        chan wire.Incoming
 	chunkSize int
 	startSem  chan struct{} // one Start at a time
+	lostBusy  atomic.Bool
 
 	mu         sync.Mutex
 	startDelay time.Duration
@@ -482,7 +489,9 @@ var replyTypes = map[string]bool{"execute_request": true, "kernel_info_request":
 // handleShell answers one shell request: busy, its outputs and reply, idle.
 func (inc *incarnation) handleShell(m *wire.Message) error {
 	o := &out{inc: inc, req: m}
-	o.iopub("status", map[string]string{"execution_state": "busy"})
+	if m.Header.MsgType != "execute_request" || !inc.k.lostBusy.Load() {
+		o.iopub("status", map[string]string{"execution_state": "busy"})
+	}
 	if err := o.flush(); err != nil {
 		return err
 	}
