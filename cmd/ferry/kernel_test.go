@@ -315,9 +315,9 @@ func traceExecute(t *testing.T, c *client.Client, code string, silent bool, stor
 	return tr
 }
 
-// startPlainKernel starts a plain ipykernel and connects a client to it,
-// for tests comparing Ferry with what it stands in for.
-func startPlainKernel(t *testing.T) *client.Client {
+// startPlainIPykernel starts a plain ipykernel, shut down when the test
+// ends, and returns its connection info.
+func startPlainIPykernel(t *testing.T) wire.ConnInfo {
 	t.Helper()
 	plain := backend.NewLocal(testenv.Python())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -327,11 +327,20 @@ func startPlainKernel(t *testing.T) *client.Client {
 	}
 	t.Cleanup(func() { _ = plain.Shutdown(context.Background()) })
 	info, _ := plain.ConnInfo()
-	direct, err := client.Connect(info)
+	return info
+}
+
+// startPlainKernel starts a plain ipykernel and connects a client to it,
+// for tests comparing Ferry with what it stands in for.
+func startPlainKernel(t *testing.T) *client.Client {
+	t.Helper()
+	direct, err := client.Connect(startPlainIPykernel(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(direct.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	if _, err := direct.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/testenv"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
@@ -135,15 +134,7 @@ func TestShutdownReplyLikeIPykernel(t *testing.T) {
 	for _, ch := range []wire.Channel{wire.Control, wire.Shell} {
 		for _, restart := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s restart=%v", ch, restart), func(t *testing.T) {
-				plain := backend.NewLocal(testenv.Python())
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				defer cancel()
-				if err := plain.Start(ctx); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = plain.Shutdown(context.Background()) })
-				info, _ := plain.ConnInfo()
-				want := sendShutdown(t, info, ch, restart)
+				want := sendShutdown(t, startPlainIPykernel(t), ch, restart)
 
 				k := startKernel(t)
 				got := sendShutdown(t, k.info, ch, restart)
