@@ -1,8 +1,20 @@
 // Package analysis tells which notebook names a cell reads and may write,
-// from Python's own ast after IPython's input transformations. The work is
-// done by analyze.py in one long-lived helper process of the notebook's
-// interpreter, spoken to in JSON lines over its stdin and stdout; results
-// are cached by the SHA-256 of the code.
+// and what it does outside the namespace: the files it reads, writes,
+// lists, globs, deletes or tests, the environment variables it reads and
+// sets, the modules it imports (a local a.py may need to travel), whether
+// it changes the working directory, which process-level settings it
+// changes (print options, rcParams, logging, sys.path, module attributes
+// ...) and which side effects (shell, network, file writes) it may have.
+// It works from Python's own ast after IPython's input transformations,
+// so magics and !shell count. The work is done by analyze.py in one
+// long-lived helper process of the notebook's interpreter, spoken to in
+// JSON lines over its stdin and stdout; results are cached by the SHA-256
+// of the code.
+//
+// The facts are static and err towards "unknown": a path the analysis
+// cannot spell sets FilesUnknown, an os.environ it cannot name sets
+// EnvUnknown. Functions the cell defines carry the same facts in
+// DefEffects, so a call from a later cell adds what the function does.
 package analysis
 
 import (
@@ -53,11 +65,23 @@ type Result struct {
 	DefEffects map[string]Effects `json:"def_effects"`
 	// Magics are the IPython magics the cell uses (pinfo for x?).
 	Magics []string `json:"magics"`
-	// Shell is set when the cell runs shell commands (!cmd, %%bash).
+	// Shell is set when the cell runs shell commands (!cmd, %%bash, %sx,
+	// os.system, subprocess ..., also through a function it defines and
+	// calls).
 	Shell bool `json:"shell"`
+	// Facts are what the cell does outside the namespace, now or through
+	// the functions it defines and calls.
+	Facts
+	// ModuleAttrs are the AttrStores "X.attr" whose X an import statement
+	// in this cell binds (import m; m.VERBOSE = True). The caller may add
+	// stores on other names it knows to be modules. Settings then holds
+	// "module.attr".
+	ModuleAttrs []string `json:"module_attrs,omitempty"`
 	// Dynamic means the cell may touch any name (exec, eval, globals(),
 	// star imports, sys.modules, unknown magics): treat every name as
-	// read and possibly changed.
+	// read and possibly changed. (Those of them that can also reach files
+	// and the environment, such as exec and %run, set FilesUnknown and
+	// EnvUnknown; a failed analysis sets all three.)
 	Dynamic bool `json:"dynamic"`
 	// Unparsable is set when the cell does not parse; it runs anyway and
 	// the namespace diff after it decides. Error says why.
@@ -65,12 +89,88 @@ type Result struct {
 	Error      string `json:"error"`
 }
 
-// Effects are what a function or class body does to globals when called.
+// Effects are what a function or class body does to globals, and
+// outside the namespace, when called.
 type Effects struct {
 	Reads  []string `json:"reads"`
 	Writes []string `json:"writes"`
 	Maybe  []string `json:"maybe"`
 	Calls  []string `json:"calls"`
+	Facts
+}
+
+// Facts are what code does outside the notebook's names. Every list is
+// sorted; empty ones are omitted from the JSON.
+type Facts struct {
+	// Files are the files the code uses by a path it spells: a literal,
+	// an f-string or sum of literals, os.path.join / Path(...) / p / "x"
+	// of them, or a name bound to one earlier in the same scope. Paths are
+	// as written (relative or absolute) after posixpath.normpath; URLs are
+	// not files (they count as "network").
+	Files []FileUse `json:"files,omitempty"`
+	// FilesUnknown: the code may use files it does not name (a path from
+	// a variable, a parameter or a computed string; shell commands; exec;
+	// %run's script; open passed around; unknown magics). Treat it as
+	// possibly reading and writing any file.
+	FilesUnknown bool `json:"files_unknown,omitempty"`
+	// Imports are the top-level modules imported ("a" for import a.b and
+	// from a.b import c; relative imports are left out), including
+	// importlib.import_module("x") and __import__("x").
+	Imports []string `json:"imports,omitempty"`
+	// Env are the environment variables read by name (os.environ["X"],
+	// os.environ.get, os.getenv, "X" in os.environ, %env X, $X in
+	// os.path.expandvars).
+	Env []string `json:"env,omitempty"`
+	// EnvWrites are the environment variables set or deleted by name
+	// (os.environ["X"] = / del, setdefault, pop, os.putenv, os.unsetenv,
+	// %env X=1, %env X 1, %set_env X 1).
+	EnvWrites []string `json:"env_writes,omitempty"`
+	// EnvUnknown: os.environ is used in a way that names no variable
+	// (iterated, copied, updated, a computed key, passed on, bare %env,
+	// load_dotenv): treat every variable as read and possibly set.
+	EnvUnknown bool `json:"env_unknown,omitempty"`
+	// Chdir: the code changes the working directory (os.chdir, %cd,
+	// %pushd, %popd).
+	Chdir bool `json:"chdir,omitempty"`
+	// Settings are process-level settings changed, as tags:
+	// numpy.printoptions, numpy.seterr, pandas.options, matplotlib.rc,
+	// matplotlib.backend, logging, warnings, ipython.config,
+	// ipython.magics, sys.path, torch.threads, torch.defaults,
+	// sklearn.config, umask, recursionlimit, random.seed, locale, and
+	// module.attr (Result only; see ModuleAttrs).
+	Settings []string `json:"settings,omitempty"`
+	// AttrStores are "X.attr" for every assignment, augmented assignment
+	// or deletion of X.attr (or X.attr.more) where X is a global name: a
+	// store on a module changes process state.
+	AttrStores []string `json:"attr_stores,omitempty"`
+	// SideEffects are static hints for the agent to confirm at run time:
+	// "shell" (!cmd, shell magics, os.system, os.popen, os.exec*,
+	// os.spawn*, subprocess), "network" (calls into requests, urllib,
+	// http, socket, smtplib, ftplib, httpx, aiohttp, boto3, paramiko ...;
+	// a URL given as a path; %pip, %conda) and "file-write" (a Files entry
+	// that writes or deletes, or an unresolved path given to a function
+	// that writes).
+	SideEffects []string `json:"side_effects,omitempty"`
+}
+
+// FileUse is one use of a file or directory by path.
+type FileUse struct {
+	// Path is as written, normalised by posixpath.normpath; for Op
+	// "glob" it is the pattern (Path("data").glob("*.csv") is
+	// "data/*.csv").
+	Path string `json:"path"`
+	// Op is "read", "write" (including creating a directory), "list" (a
+	// directory's entries), "glob", "delete" or "exists" (stat-like
+	// tests). open's mode decides: no mode or "r" reads, "w" and "x"
+	// write, "a" and "+" read and write (an append needs the old
+	// content). A move reads and deletes its source and writes its
+	// destination; a copy reads its source and writes its destination.
+	Op string `json:"op"`
+}
+
+// unknown is the Result of a failed analysis: anything may happen.
+func unknown() Result {
+	return Result{Dynamic: true, Facts: Facts{FilesUnknown: true, EnvUnknown: true}}
 }
 
 // maxCache bounds the result cache; a notebook has far fewer distinct cells.
@@ -115,13 +215,13 @@ func (a *Analyzer) Analyze(ctx context.Context, code string) (Result, error) {
 	select {
 	case a.sem <- struct{}{}:
 	case <-ctx.Done():
-		return Result{Dynamic: true}, fmt.Errorf("analysing cell: %w", ctx.Err())
+		return unknown(), fmt.Errorf("analysing cell: %w", ctx.Err())
 	}
 	r, err := a.ask(ctx, code)
 	if err != nil {
 		a.stopLocked()
 		<-a.sem
-		return Result{Dynamic: true}, err
+		return unknown(), err
 	}
 	<-a.sem
 	a.cacheMu.Lock()
