@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -328,4 +329,226 @@ func TestAnalyzeConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// uses renders Files as "op path" strings, for names checks.
+func uses(fs []FileUse) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Op+" "+f.Path)
+	}
+	return out
+}
+
+func TestFacts(t *testing.T) {
+	a := newAnalyzer(t)
+	tests := []struct {
+		name, code string
+		in         string // check DefEffects[in] instead of the cell
+		files      names
+		imports    names
+		env        names
+		envWrites  names
+		settings   names
+		attrStores names
+		modAttrs   names
+		side       names
+		// Exact booleans.
+		filesUnknown, envUnknown, chdir, shell bool
+	}{
+		// open and friends.
+		{name: "open without mode reads", code: `open("data/a.txt")`, files: has("read data/a.txt"), side: names{not: []string{"file-write"}}},
+		{name: "open for writing", code: `open("out.txt", "w")`, files: names{has: []string{"write out.txt"}, not: []string{"read out.txt"}}, side: has("file-write")},
+		{name: "open r+ reads and writes", code: `open("db.bin", "r+b")`, files: has("read db.bin", "write db.bin")},
+		{name: "open append reads and writes", code: `fh = open(file="log.txt", mode="a")`, files: has("read log.txt", "write log.txt")},
+		{name: "io.open", code: "import io\nio.open('x.txt')", files: has("read x.txt"), imports: has("io")},
+		{name: "os.open by flags", code: "os.open('f.bin', os.O_WRONLY | os.O_CREAT)", files: has("write f.bin")},
+		{name: "path normalised", code: `open("./data//sub/../a.csv")`, files: has("read data/a.csv")},
+		{name: "name bound to a literal", code: "p = 'data/x.csv'\nopen(p)", files: has("read data/x.csv")},
+		{name: "f-string of literals", code: "d = 'data'\nopen(f'{d}/x.csv')\nopen(f'plain.txt')", files: has("read data/x.csv", "read plain.txt")},
+		{name: "concatenation and os.path.join", code: "open('data/' + 'a.csv')\nopen(os.path.join('data', 'b.csv'))", files: has("read data/a.csv", "read data/b.csv")},
+		{name: "pathlib chains", code: "from pathlib import Path\nopen(Path('a') / 'b' / 'c.txt')\nopen(Path('a').joinpath('d.txt'))",
+			files: has("read a/b/c.txt", "read a/d.txt"), imports: has("pathlib")},
+		{name: "conditional binding is not a literal", code: "if c:\n    p = 'a.txt'\nopen(p)", filesUnknown: true, files: names{not: []string{"read a.txt"}}},
+		{name: "open on a name from another cell", code: "open(path)", filesUnknown: true},
+		{name: "open with a substituted f-string", code: "open(f'data/{name}.csv')", filesUnknown: true},
+		{name: "open with an unknown mode may write", code: "open('x.txt', mode)", files: has("read x.txt", "write x.txt"), side: has("file-write")},
+		{name: "open passed as a value", code: "o = open\no('x')", filesUnknown: true},
+		{name: "open file objects are not paths", code: "with open('m.pkl', 'rb') as f:\n    m = pickle.load(f)\n    d = pd.read_csv(f)",
+			files: has("read m.pkl")},
+		{name: "a StringIO is not a path", code: "buf = io.BytesIO()\nfig.savefig(buf)\npd.read_csv(io.StringIO(s))"},
+		{name: "a descriptor is not a path", code: "open(0)"},
+		{name: "a string not passed to a file function is no file", code: "x = 'data/x.csv'\nprint(x)", files: names{not: []string{"read data/x.csv"}}},
+
+		// numpy, pandas, images, models.
+		{name: "numpy reads", code: "import numpy as np\nnp.load('a.npy')\nnp.loadtxt('b.txt')\nnp.genfromtxt('c.csv')\nnp.fromfile('d.bin')",
+			files: has("read a.npy", "read b.txt", "read c.csv", "read d.bin")},
+		{name: "numpy memmap defaults to r+", code: "np.memmap('m.dat', mode='r')\nnp.memmap('n.dat')", files: has("read m.dat", "read n.dat", "write n.dat")},
+		{name: "numpy writes", code: "np.save('a', x)\nnp.savez('b.npz', x=x)\nnp.savez_compressed('c', x=x)\nnp.savetxt('d.txt', x)\nx.tofile('e.bin')",
+			files: has("write a.npy", "write b.npz", "write c.npz", "write d.txt", "write e.bin"), side: has("file-write")},
+		{name: "pandas readers", code: "pd.read_csv('a.csv')\npd.read_parquet('b.parquet')\npd.read_excel(io='c.xlsx')\npd.read_pickle('d.pkl')\npd.read_json('e.json')",
+			files: has("read a.csv", "read b.parquet", "read c.xlsx", "read d.pkl", "read e.json")},
+		{name: "pandas writers on anything", code: "df.to_csv('a.csv')\nresult.frame.to_parquet('b.parquet')\nto_write.to_excel('c.xlsx')\ns.to_json(path_or_buf='d.json')",
+			files: has("write a.csv", "write b.parquet", "write c.xlsx", "write d.json"), side: has("file-write")},
+		{name: "to_numpy and to_csv() without a path write no file", code: "x = df.to_numpy()\ns = df.to_csv()\nh = df.to_html()",
+			files: names{not: []string{"write ."}}, side: names{not: []string{"file-write"}}},
+		{name: "savefig", code: "plt.savefig('fig.png')\nfig.savefig('figs/b.pdf')", files: has("write fig.png", "write figs/b.pdf")},
+		{name: "savefig to a computed path", code: "fig.savefig(out)", filesUnknown: true, side: has("file-write")},
+		{name: "PIL open and save", code: "from PIL import Image\nim = Image.open('a.png')\nim.save('b.png')", files: has("read a.png", "write b.png"), imports: has("PIL")},
+		{name: "torch and joblib", code: "torch.load('m.pt')\ntorch.save(m, 'n.pt')\njoblib.dump(m, 'j.pkl')\njoblib.load('k.pkl')",
+			files: has("read m.pt", "write n.pt", "write j.pkl", "read k.pkl")},
+		{name: "pickle through open", code: "pickle.dump(m, open('m.pkl', 'wb'))", files: has("write m.pkl")},
+		{name: "rasterio by mode", code: "rasterio.open('a.tif')\nrasterio.open('b.tif', 'w')", files: has("read a.tif", "write b.tif")},
+
+		// Directories and globs.
+		{name: "glob", code: "import glob\nglob.glob('data/*.csv')\nglob.iglob('**/*.py', recursive=True)", files: has("glob data/*.csv", "glob **/*.py")},
+		{name: "Path glob joins", code: "Path('data').glob('*.csv')\nPath('src').rglob('*.py')", files: has("glob data/*.csv", "glob src/**/*.py")},
+		{name: "listing", code: "os.listdir()\nos.listdir('data')\nos.walk('src')\nos.scandir('x')\nPath('y').iterdir()",
+			files: has("list .", "list data", "list src", "list x", "list y")},
+		{name: "deleting", code: "os.remove('a')\nos.unlink('b')\nos.rmdir('c')\nshutil.rmtree('d')\nPath('e').unlink()\nPath('f').rmdir()",
+			files: has("delete a", "delete b", "delete c", "delete d", "delete e", "delete f"), side: has("file-write")},
+		{name: "moves", code: "os.rename('a', 'b')\nshutil.move('c', 'd')\nos.replace('e', 'f')", files: has("delete a", "read a", "write b", "delete c", "write d", "write f")},
+		{name: "copies", code: "shutil.copy('a', 'b')\nshutil.copyfile('c', 'd')\nshutil.copytree('e', 'f/')", files: has("read a", "write b", "read c", "write d", "read e", "write f")},
+		{name: "making directories", code: "os.makedirs('out/x', exist_ok=True)\nos.mkdir('y')\nPath('z').mkdir(parents=True)", files: has("write out/x", "write y", "write z")},
+		{name: "existence tests", code: "os.path.exists('cfg.yaml')\nos.path.isfile('a')\nPath('b').exists()\nPath('c').is_dir()",
+			files: has("exists cfg.yaml", "exists a", "exists b", "exists c"), side: names{not: []string{"file-write"}}},
+		{name: "Path text methods", code: "p = Path('d')\n(p / 'a.txt').write_text('hi')\n(p / 'b.txt').read_text()\nPath('c').read_bytes()\nPath('t').touch()",
+			files: has("write d/a.txt", "read d/b.txt", "read c", "write t")},
+		{name: "Path methods on an unknown path", code: "p.read_text()", filesUnknown: true},
+		{name: "Path of a variable", code: "Path(var).exists()", filesUnknown: true},
+		{name: "rename and replace on non-paths are no files", code: "df = df.rename(columns={'a': 'b'})\ns = s.replace('a', 'b')"},
+		{name: "URLs are network, not files", code: "pd.read_csv('https://example.com/x.csv')", side: has("network"), files: names{not: []string{"read https:/example.com/x.csv"}}},
+
+		// Functions defined in the cell.
+		{name: "a function reading its parameter", code: "def load(path):\n    with open(path) as fh:\n        return fh.read()", in: "load", filesUnknown: true},
+		{name: "the cell itself does not run the function", code: "def load(path):\n    return pd.read_csv(path)"},
+		{name: "a function with a local literal", code: "def f():\n    p = 'x.csv'\n    return open(p)", in: "f", files: has("read x.csv")},
+		{name: "a function reading a global path is unknown", code: "P = 'x'\ndef f():\n    return open(P)", in: "f", filesUnknown: true},
+		{name: "calling a function defined here adds its files", code: "def save():\n    df.to_csv('out.csv')\nsave()", files: has("write out.csv"), side: has("file-write")},
+		{name: "a method's files count when the class is used", code: "class C:\n    def save(self):\n        open('x', 'w')\nC().save()", files: has("write x")},
+		{name: "function env and settings", code: "def g():\n    os.environ['K'] = 'v'\n    np.set_printoptions(precision=2)\n    return os.getenv('J')",
+			in: "g", env: has("J"), envWrites: has("K"), settings: has("numpy.printoptions")},
+
+		// IPython.
+		{name: "%run reads the script", code: "%run script.py", files: has("read script.py"), filesUnknown: true, envUnknown: true},
+		{name: "%load reads the file", code: "%load snippet.py", files: has("read snippet.py")},
+		{name: "%%writefile", code: "%%writefile out.txt\nhello\n", files: names{has: []string{"write out.txt"}, not: []string{"read out.txt"}}, side: has("file-write")},
+		{name: "%%writefile -a", code: "%%writefile -a out.txt\nhello\n", files: has("read out.txt", "write out.txt")},
+		{name: "%cd", code: "%cd data", chdir: true},
+		{name: "%pushd and %popd", code: "%pushd data\n%popd", chdir: true},
+		{name: "os.chdir", code: "os.chdir('x')", chdir: true},
+		{name: "%ls", code: "%ls", files: has("list .")},
+		{name: "shell command", code: "!ls", shell: true, filesUnknown: true, side: has("shell")},
+		{name: "bash cell", code: "%%bash\nrm -rf x", shell: true, filesUnknown: true, side: has("shell")},
+		{name: "%sx", code: "%sx ls", shell: true, filesUnknown: true},
+		{name: "os.system", code: "os.system('ls')", shell: true, filesUnknown: true, side: has("shell")},
+		{name: "subprocess", code: "import subprocess\nsubprocess.run(['ls'])", shell: true, filesUnknown: true, side: has("shell")},
+		{name: "exec may do anything", code: "exec(src)", filesUnknown: true, envUnknown: true},
+		{name: "%pip", code: "%pip install x", side: has("network")},
+
+		// Imports.
+		{name: "imports", code: "import a.b as c\nfrom x.y import z\nfrom . import w\nfrom .rel import v\nimportlib.import_module('m.n')\n__import__('q')",
+			imports: names{has: []string{"a", "x", "m", "q"}, not: []string{"c", "b", "y", "z", "w", "rel"}}},
+
+		// Environment.
+		{name: "environment reads", code: "os.environ['A']\nos.environ.get('B')\nos.getenv('C')\n'D' in os.environ\nos.path.expandvars('$E/${F}')",
+			env: has("A", "B", "C", "D", "E", "F")},
+		{name: "environ imported by name", code: "from os import environ\nenviron['X']", env: has("X")},
+		{name: "%env reads", code: "%env HOME", env: has("HOME")},
+		{name: "%env writes", code: "%env A=1\n%env B 2\n%set_env C 3", envWrites: has("A", "B", "C"), env: names{not: []string{"A", "B", "C"}}},
+		{name: "environment writes", code: "os.environ['A'] = '1'\ndel os.environ['B']\nos.environ.setdefault('C', 'x')\nos.environ.pop('D')\nos.putenv('E', '1')\nos.unsetenv('F')",
+			envWrites: has("A", "B", "C", "D", "E", "F")},
+		{name: "augmented environment write reads too", code: "os.environ['PATH'] += ':x'", env: has("PATH"), envWrites: has("PATH")},
+		{name: "iterating the environment", code: "for k in os.environ:\n    pass", envUnknown: true},
+		{name: "copying the environment", code: "env = dict(os.environ)", envUnknown: true},
+		{name: "updating the environment", code: "os.environ.update(A='1')", envUnknown: true},
+		{name: "a computed key", code: "os.environ[key]", envUnknown: true},
+		{name: "bare %env", code: "%env", envUnknown: true},
+
+		// Settings.
+		{name: "numpy print options", code: "np.set_printoptions(precision=3)", settings: has("numpy.printoptions")},
+		{name: "numpy printoptions context does not persist", code: "with np.printoptions(precision=2):\n    print(a)", settings: names{not: []string{"numpy.printoptions"}}},
+		{name: "pandas options", code: "pd.set_option('display.max_rows', 5)\npd.options.display.width = 100", settings: has("pandas.options"), attrStores: has("pd.options")},
+		{name: "matplotlib rc", code: "plt.rcParams['figure.figsize'] = (3, 4)\nmpl.rcParams.update({})\nplt.style.use('ggplot')\nsns.set_theme()\nplt.rc('font', size=8)",
+			settings: has("matplotlib.rc")},
+		{name: "matplotlib backend", code: "%matplotlib inline\nimport matplotlib\nmatplotlib.use('Agg')", settings: has("matplotlib.backend")},
+		{name: "logging", code: "logging.basicConfig(level=10)\nlogging.getLogger('x').setLevel(10)", settings: has("logging")},
+		{name: "warnings", code: "warnings.filterwarnings('ignore')", settings: has("warnings")},
+		{name: "IPython config magics", code: "%config InlineBackend.figure_format = 'svg'\n%load_ext autoreload\n%autoreload 2\n%precision 3", settings: has("ipython.config")},
+		{name: "registering a magic", code: "from IPython.core.magic import register_line_magic\n@register_line_magic\ndef hi(line):\n    return line", settings: has("ipython.magics")},
+		{name: "sys.path", code: "sys.path.append('src')\nsys.path.insert(0, 'x')", settings: has("sys.path")},
+		{name: "sys.path rebound", code: "sys.path = ['a']", settings: has("sys.path")},
+		{name: "threads, sklearn, umask, recursion", code: "torch.set_num_threads(2)\nsklearn.set_config(display='text')\nos.umask(0)\nsys.setrecursionlimit(5000)",
+			settings: has("torch.threads", "sklearn.config", "umask", "recursionlimit")},
+		{name: "module attributes", code: "import mymod\nmymod.VERBOSE = True\nobj.attr = 3\nobj.a.b = 4",
+			attrStores: has("mymod.VERBOSE", "obj.attr", "obj.a"), modAttrs: names{has: []string{"mymod.VERBOSE"}, not: []string{"obj.attr"}}, settings: has("module.attr")},
+		{name: "attribute store on a local is not a global store", code: "def f(o):\n    o.x = 1", in: "f", attrStores: names{not: []string{"o.x"}}},
+		{name: "no module.attr without an import", code: "obj.attr = 3", settings: names{not: []string{"module.attr"}}},
+
+		// Network.
+		{name: "network calls", code: "import requests\nrequests.get('http://x')", side: has("network")},
+		{name: "urllib", code: "from urllib.request import urlopen\nurlopen('http://x')", side: has("network")},
+		{name: "time is not an effect", code: "import time\ntime.sleep(1)", side: names{not: []string{"network", "shell", "file-write", "time"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			r, err := a.Analyze(ctx, tt.code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Unparsable {
+				t.Fatalf("unparsable: %s", r.Error)
+			}
+			f := r.Facts
+			if tt.in != "" {
+				e, ok := r.DefEffects[tt.in]
+				if !ok {
+					t.Fatalf("def_effects = %v, missing %q", r.DefEffects, tt.in)
+				}
+				f = e.Facts
+			}
+			tt.files.check(t, "files", uses(f.Files))
+			tt.imports.check(t, "imports", f.Imports)
+			tt.env.check(t, "env", f.Env)
+			tt.envWrites.check(t, "env_writes", f.EnvWrites)
+			tt.settings.check(t, "settings", f.Settings)
+			tt.attrStores.check(t, "attr_stores", f.AttrStores)
+			tt.modAttrs.check(t, "module_attrs", r.ModuleAttrs)
+			tt.side.check(t, "side_effects", f.SideEffects)
+			if f.FilesUnknown != tt.filesUnknown {
+				t.Errorf("files_unknown = %v, want %v (files %v)", f.FilesUnknown, tt.filesUnknown, f.Files)
+			}
+			if f.EnvUnknown != tt.envUnknown {
+				t.Errorf("env_unknown = %v, want %v", f.EnvUnknown, tt.envUnknown)
+			}
+			if f.Chdir != tt.chdir {
+				t.Errorf("chdir = %v, want %v", f.Chdir, tt.chdir)
+			}
+			if tt.in == "" && r.Shell != tt.shell {
+				t.Errorf("shell = %v, want %v", r.Shell, tt.shell)
+			}
+			for _, l := range [][]string{f.Imports, f.Env, f.EnvWrites, f.Settings, f.AttrStores, f.SideEffects} {
+				if !slices.IsSorted(l) {
+					t.Errorf("not sorted: %v", l)
+				}
+			}
+			if !slices.IsSortedFunc(f.Files, func(x, y FileUse) int { return cmp.Or(cmp.Compare(x.Path, y.Path), cmp.Compare(x.Op, y.Op)) }) {
+				t.Errorf("files not sorted by path and op: %v", f.Files)
+			}
+			if slices.Contains(f.SideEffects, "file-write") != slices.ContainsFunc(f.Files, func(u FileUse) bool { return u.Op == "write" || u.Op == "delete" }) && !f.FilesUnknown {
+				t.Errorf("side_effects %v disagree with files %v", f.SideEffects, f.Files)
+			}
+		})
+	}
+}
+
+func TestFailedAnalysisIsUnknown(t *testing.T) {
+	a := New("/nonexistent/python")
+	defer a.Close()
+	r, err := a.Analyze(context.Background(), "x = 1")
+	if err == nil || !r.Dynamic || !r.FilesUnknown || !r.EnvUnknown {
+		t.Fatalf("failed analysis: %+v, %v", r, err)
+	}
 }

@@ -921,11 +921,11 @@ class _F:
     """One path argument of a file function: op is a FileUse op, or "open"
     (the op follows a mode argument at `mode`, default `mode_default`)."""
 
-    __slots__ = ("op", "pos", "kws", "default", "mode", "mode_default")
+    __slots__ = ("op", "pos", "kws", "default", "mode", "mode_default", "suffix")
 
-    def __init__(self, op, pos=0, kws=(), default=None, mode=None, mode_default="r"):
+    def __init__(self, op, pos=0, kws=(), default=None, mode=None, mode_default="r", suffix=None):
         self.op, self.pos, self.kws, self.default = op, pos, kws, default
-        self.mode, self.mode_default = mode, mode_default
+        self.mode, self.mode_default, self.suffix = mode, mode_default, suffix
 
 
 def _ops(op, pos=0, *kws, **kw):
@@ -955,8 +955,8 @@ FILE_CALLS = {
     "scipy.io.loadmat": _ops("read", 0, "file_name"), "xarray.open_dataset": _ops("read", 0, "filename_or_obj"),
     "xarray.open_dataarray": _ops("read", 0, "filename_or_obj"), "pyarrow.parquet.read_table": _ops("read", 0, "source"),
     "dotenv.load_dotenv": _ops("read", 0, "dotenv_path", default=".env"),
-    "numpy.save": _ops("write", 0, "file"), "numpy.savez": _ops("write", 0, "file"),
-    "numpy.savez_compressed": _ops("write", 0, "file"), "torch.save": _ops("write", 1, "f"),
+    "numpy.save": _ops("write", 0, "file", suffix=".npy"), "numpy.savez": _ops("write", 0, "file", suffix=".npz"),
+    "numpy.savez_compressed": _ops("write", 0, "file", suffix=".npz"), "torch.save": _ops("write", 1, "f"),
     "joblib.dump": _ops("write", 1, "filename"), "scipy.io.savemat": _ops("write", 0, "file_name"),
     "glob.glob": _ops("glob", 0, "pathname"), "glob.iglob": _ops("glob", 0, "pathname"),
     "os.listdir": _ops("list", 0, "path", default="."), "os.scandir": _ops("list", 0, "path", default="."),
@@ -986,7 +986,7 @@ ANY_FILE_CALLS.update({
     "loadtxt": _ops("read", 0, "fname"), "genfromtxt": _ops("read", 0, "fname"), "imread": _ops("read", 0, "fname", "filename", "uri"),
     "savetxt": _ops("write", 0, "fname"), "savefig": _ops("write", 0, "fname"), "tofile": _ops("write", 0, "fid", "file"),
     "imwrite": _ops("write", 0, "filename", "uri"), "imsave": _ops("write", 0, "fname"),
-    "savez_compressed": _ops("write", 0, "file"),
+    "savez_compressed": _ops("write", 0, "file", suffix=".npz"),
 })
 # pathlib methods on a path: op, and whether the op takes a path argument.
 PATH_METHODS = {
@@ -1207,7 +1207,7 @@ class Facts:
             return
         if sc.scope.kind not in ("module", "function") or target.id in sc.scope.globals:
             return
-        if self.opens(value):
+        if self.opens(value) or (isinstance(value, ast.Call) and self.qual(value.func) in STREAMS | {"StringIO", "BytesIO"}):
             sc.scope.literals[target.id] = _HANDLE
             return
         v = self.text(value)
@@ -1354,16 +1354,18 @@ class Facts:
         if write:
             fx.side_effects.add("file-write")
 
-    def path_arg(self, node, ops):
-        """A path argument used for ops; True if it resolved."""
+    def path_arg(self, node, ops, suffix=None):
+        """A path argument used for ops; True if it resolved. suffix: what
+        the function appends to a name without it (np.save)."""
         if node is None or self.not_a_path(node):
             return False
         v = self.text(node)
         if v is None:
             self.unknown(write=bool(set(ops) & {"write", "delete"}))
             return False
+        path = v[0] if suffix is None or v[0].endswith(suffix) else v[0] + suffix
         for op in ops:
-            self.file(v[0], op)
+            self.file(path, op)
         return True
 
     def shell(self):
@@ -1424,7 +1426,7 @@ class Facts:
                 else:
                     self.file(posixpath.join(r[0], v[0]), "glob")
                 continue
-            self.path_arg(a, ops)
+            self.path_arg(a, ops, sp.suffix)
 
     # ----------------------------------------------------- calls
 
