@@ -26,6 +26,12 @@ line on stdout:
                 effects across cells,
      "magics":  magics used (line and cell), "shell": whether it runs
                 !commands or shell cell magics,
+     facts (each omitted when empty; see the Facts class for what is
+     recognised; def_effects entries carry them too):
+     "files": [{"path", "op"}] with op read/write/list/glob/delete/exists,
+     "files_unknown", "imports", "env", "env_writes", "env_unknown",
+     "chdir", "settings", "attr_stores", "side_effects" (shell, network,
+     file-write), and for the cell only "module_attrs",
      "dynamic": the cell may touch any name (exec, eval, globals(), vars(),
                 locals(), star imports, __import__, sys.modules, __main__,
                 get_ipython() internals, unknown magics ...),
