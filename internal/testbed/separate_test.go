@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,5 +259,47 @@ func TestHideListKeepsTheSystem(t *testing.T) {
 	}
 	if _, _, err := hideList(filepath.Join(os.TempDir(), "venv", "bin", "python"), nil); err == nil {
 		t.Error("a python under a hidden directory was accepted")
+	}
+}
+
+// TestStartCloudIsSeparate: the test bed's cloud (ferry testbed, the
+// benchmarks) is the separate one when root, behind the proxy.
+func TestStartCloudIsSeparate(t *testing.T) {
+	testenv.RequireRoot(t, "the test bed's namespaces, mounts and user")
+	testenv.RequireJupyterServer(t)
+	tb, err := Up(Config{RTT: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Down()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cloud, err := tb.StartCloud(ctx, testenv.Python())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cloud.Close()
+	if cloud.Separate == nil || cloud.Server != cloud.Separate.JupyterServer {
+		t.Fatalf("the test bed's cloud is not separate: %q", tb.Notes)
+	}
+	if st, err := os.Stat(cloud.Separate.Home); err != nil || int(st.Sys().(*syscall.Stat_t).Uid) != cloud.Separate.UID {
+		t.Errorf("the cloud's home %s is not its user's: %v", cloud.Separate.Home, err)
+	}
+	// Through the proxy, as the laptop reaches it.
+	r, err := backend.NewRemote(backend.RemoteConfig{URL: cloud.URL(), Token: cloud.Server.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatalf("%v\nserver log:\n%s", err, cloud.Server.Log())
+	}
+	if out := runCell(t, r, "import os; print(os.environ['USER'])"); out != CloudUser+"\n" {
+		t.Errorf("the cloud kernel runs as %q, want %s", out, CloudUser)
+	}
+	_ = r.Shutdown(ctx)
+	dir := cloud.Separate.dir
+	cloud.Close()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the cloud's directory %s left behind: %v", dir, err)
 	}
 }
