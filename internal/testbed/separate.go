@@ -133,6 +133,18 @@ func cloudUser() (uid, gid int, err error) {
 // environment. URL is reachable from this process directly. Close
 // removes all of it. Without root it fails with ErrNotSeparate; it never
 // falls back to a server that shares the laptop's disk.
+//
+// From a TestMain:
+//
+//	s, err := testbed.StartSeparateServer(ctx, testenv.Python(), testbed.SeparateOptions{})
+//	if errors.Is(err, testbed.ErrNotSeparate) { /* say so loudly; skip or use backend.StartJupyterServer */ }
+//	server = s.JupyterServer // URL, Token, Kernels, DeleteKernel, Log
+//	code := m.Run()
+//	s.Close()
+//
+// A suite that restarts the server calls s.Restart and reads
+// s.JupyterServer again (the embedded server's own Restart works too,
+// same namespaces and user, but leaves s holding the stopped one).
 func StartSeparateServer(ctx context.Context, python string, opts SeparateOptions) (*Separate, error) {
 	if err := CheckSeparate(); err != nil {
 		return nil, err
