@@ -14,8 +14,9 @@ PKGS=(
   python3-numpy python3-pandas python3-sklearn
   # ZeroMQ for the Go side (cgo), and the build
   libzmq3-dev pkg-config gcc
-  # tests: terminal front end, network shaping
-  tmux iproute2 procps
+  # tests: terminal front end, network shaping, the test bed's separate
+  # cloud (unshare, setpriv, mount, useradd)
+  tmux iproute2 procps util-linux mount passwd
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (it installs Debian packages): sudo $0" >&2
@@ -30,6 +31,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# The test bed's cloud runs as its own unprivileged user (internal/testbed;
+# the tests create it too when missing).
+id ferrycloud >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
+  --home-dir /nonexistent --shell /usr/sbin/nologin ferrycloud
 export PATH="$PATH:/usr/local/go/bin"
 go build -o bin/ferry ./cmd/ferry
 ./bin/ferry install --python /usr/bin/python3

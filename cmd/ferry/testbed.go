@@ -31,11 +31,16 @@ func runTestbed(ctx context.Context, args []string) error {
 	for _, n := range tb.Notes {
 		fmt.Println("testbed:", n)
 	}
+	n0 := len(tb.Notes)
 	cloud, err := tb.StartCloud(ctx, *python)
 	if err != nil {
 		return err
 	}
 	defer cloud.Close()
+	// What the cloud shares with this machine, and what it does not.
+	for _, n := range tb.Notes[n0:] {
+		fmt.Println("testbed:", n)
+	}
 	if err := os.WriteFile(*tokenFile, []byte(cloud.Server.Token), 0o600); err != nil {
 		return err
 	}

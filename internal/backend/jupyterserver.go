@@ -21,29 +21,63 @@ import (
 // stand-in "cloud" of `ferry demo`, the benchmarks and the tests.
 type JupyterServer struct {
 	URL   string
-	Token string // random; passed by environment, never on argv
+	Token string // random; passed by a config file, never on argv or in the environment
 	Port  int
 	cmd   *exec.Cmd
-	dir   string
+	dir   string // removed on Stop ("" when the caller owns the directories)
 	done  chan struct{}
 	log   *tailBuffer
 	// how it was started, for Restart
-	python, ip    string
-	prefix, extra []string
+	python string
+	opts   ServerOptions
+}
+
+// ServerOptions say how StartJupyterServerWith starts a server. The zero
+// value is StartJupyterServer's: loopback, a free port, Ferry's own
+// environment, a temporary root directory removed on Stop.
+type ServerOptions struct {
+	IP   string // listen address; "" is 127.0.0.1
+	Port int    // 0: a free port
+	// Prefix runs the server under a command, e.g. "ip netns exec NS" for
+	// the test bed's cloud namespace.
+	Prefix []string
+	// Env, when non-nil, is the server's whole environment in place of
+	// Ferry's own (ChildEnv); the JUPYTER_* directories are added to it.
+	Env []string
+	// RootDir is the server's root_dir and working directory, and
+	// JupyterDir holds its JUPYTER_CONFIG/RUNTIME/DATA directories (""
+	// : RootDir). The caller makes and removes them; when RootDir is ""
+	// both are one temporary directory removed on Stop.
+	RootDir, JupyterDir string
+	// UID and GID own the server's config when the prefix runs it as
+	// another user (0: as Ferry's user); a server that is not root does
+	// not need --allow-root.
+	UID, GID int
+	// Extra are additional --ServerApp options.
+	Extra []string
 }
 
 // StartJupyterServer starts jupyter-server with python on a free loopback
 // port (or port, if non-zero) and waits until its API answers. extra are
 // additional --ServerApp options.
 func StartJupyterServer(ctx context.Context, python string, port int, extra ...string) (*JupyterServer, error) {
-	return StartJupyterServerIn(ctx, python, "127.0.0.1", nil, port, extra...)
+	return StartJupyterServerWith(ctx, python, ServerOptions{Port: port, Extra: extra})
 }
 
 // StartJupyterServerIn is StartJupyterServer listening on ip, with the
 // command run under prefix (e.g. "ip netns exec NS" for the test bed's
 // cloud namespace).
 func StartJupyterServerIn(ctx context.Context, python, ip string, prefix []string, port int, extra ...string) (*JupyterServer, error) {
-	return startJupyterServer(ctx, python, ip, prefix, port, wire.NewID()+wire.NewID(), extra)
+	return StartJupyterServerWith(ctx, python, ServerOptions{IP: ip, Prefix: prefix, Port: port, Extra: extra})
+}
+
+// StartJupyterServerWith starts jupyter-server with python as opts say
+// and waits until its API answers.
+func StartJupyterServerWith(ctx context.Context, python string, opts ServerOptions) (*JupyterServer, error) {
+	if opts.IP == "" {
+		opts.IP = "127.0.0.1"
+	}
+	return startJupyterServer(ctx, python, opts, wire.NewID()+wire.NewID())
 }
 
 // Restart stops the server and starts a new one on the same address with
@@ -51,10 +85,13 @@ func StartJupyterServerIn(ctx context.Context, python, ip string, prefix []strin
 // mid-session (its kernels are gone).
 func (s *JupyterServer) Restart(ctx context.Context) (*JupyterServer, error) {
 	s.Stop()
-	return startJupyterServer(ctx, s.python, s.ip, s.prefix, s.Port, s.Token, s.extra)
+	opts := s.opts
+	opts.Port = s.Port
+	return startJupyterServer(ctx, s.python, opts, s.Token)
 }
 
-func startJupyterServer(ctx context.Context, python, ip string, prefix []string, port int, token string, extra []string) (*JupyterServer, error) {
+func startJupyterServer(ctx context.Context, python string, opts ServerOptions, token string) (*JupyterServer, error) {
+	ip, port := opts.IP, opts.Port
 	if port == 0 {
 		ps, err := wire.FreePorts("127.0.0.1", 1)
 		if err != nil {
@@ -62,46 +99,72 @@ func startJupyterServer(ctx context.Context, python, ip string, prefix []string,
 		}
 		port = ps[0]
 	}
-	dir, err := os.MkdirTemp("", "ferry-jupyter-server-")
-	if err != nil {
-		return nil, err
+	root, jdir, owned := opts.RootDir, opts.JupyterDir, ""
+	if root == "" {
+		dir, err := os.MkdirTemp("", "ferry-jupyter-server-")
+		if err != nil {
+			return nil, err
+		}
+		root, jdir, owned = dir, dir, dir
+	} else if jdir == "" {
+		jdir = root
+	}
+	cleanup := func() {
+		if owned != "" {
+			os.RemoveAll(owned)
+		}
 	}
 	args := []string{"-m", "jupyter_server", "--no-browser", "--ServerApp.ip=" + ip, "--ServerApp.port=" + strconv.Itoa(port),
-		"--ServerApp.port_retries=0", "--ServerApp.root_dir=" + dir, "--ServerApp.open_browser=False"}
-	if os.Geteuid() == 0 {
+		"--ServerApp.port_retries=0", "--ServerApp.root_dir=" + root, "--ServerApp.open_browser=False"}
+	if os.Geteuid() == 0 && opts.UID == 0 {
 		args = append(args, "--allow-root")
 	}
-	args = append(args, extra...)
-	argv := append(append(append([]string(nil), prefix...), python), args...)
+	args = append(args, opts.Extra...)
+	argv := append(append(append([]string(nil), opts.Prefix...), python), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = dir
+	cmd.Dir = root
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// The token goes in a 0600 config file, not the environment: the
 	// server's kernels inherit its environment, and a notebook could read
 	// it there. Ferry's own token is not passed on either.
-	cmd.Env = ChildEnv("JUPYTER_CONFIG_DIR="+filepath.Join(dir, ".config"),
-		"JUPYTER_RUNTIME_DIR="+filepath.Join(dir, ".runtime"), "JUPYTER_DATA_DIR="+filepath.Join(dir, ".data"), "PYDEVD_DISABLE_FILE_VALIDATION=1")
-	// Tornado refuses WebSocket messages over 10 MiB by default; state
-	// transfers are chunked below that, but users' own messages may not be.
-	cfgDir := filepath.Join(dir, ".config")
+	cfgDir := filepath.Join(jdir, ".config")
+	jupyterEnv := []string{"JUPYTER_CONFIG_DIR=" + cfgDir,
+		"JUPYTER_RUNTIME_DIR=" + filepath.Join(jdir, ".runtime"), "JUPYTER_DATA_DIR=" + filepath.Join(jdir, ".data"), "PYDEVD_DISABLE_FILE_VALIDATION=1"}
+	if opts.Env != nil {
+		cmd.Env = append(append([]string{}, opts.Env...), jupyterEnv...)
+	} else {
+		cmd.Env = ChildEnv(jupyterEnv...)
+	}
 	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
-		os.RemoveAll(dir)
+		cleanup()
 		return nil, err
 	}
+	// Tornado refuses WebSocket messages over 10 MiB by default; state
+	// transfers are chunked below that, but users' own messages may not be.
 	conf := "c.ServerApp.tornado_settings = {'websocket_max_message_size': 4 * 1024 ** 3}\n" +
 		"c.ServerApp.token = " + strconv.Quote(token) + "\n"
-	if err := os.WriteFile(filepath.Join(cfgDir, "jupyter_server_config.py"), []byte(conf), 0o600); err != nil {
-		os.RemoveAll(dir)
+	cfgFile := filepath.Join(cfgDir, "jupyter_server_config.py")
+	if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
+		cleanup()
 		return nil, err
+	}
+	if opts.UID != 0 || opts.GID != 0 {
+		// Readable by the server's user alone: still 0600, now its own.
+		for _, p := range []string{cfgDir, cfgFile} {
+			if err := os.Chown(p, opts.UID, opts.GID); err != nil {
+				cleanup()
+				return nil, fmt.Errorf("handing the server's config to uid %d: %w", opts.UID, err)
+			}
+		}
 	}
 	log := &tailBuffer{max: 16 << 10}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
+		cleanup()
 		return nil, fmt.Errorf("starting jupyter-server with %s: %w (apt-get install jupyter-server)", python, err)
 	}
-	s := &JupyterServer{URL: "http://" + ip + ":" + strconv.Itoa(port), Token: token, Port: port, cmd: cmd, dir: dir, done: make(chan struct{}), log: log,
-		python: python, ip: ip, prefix: prefix, extra: extra}
+	s := &JupyterServer{URL: "http://" + ip + ":" + strconv.Itoa(port), Token: token, Port: port, cmd: cmd, dir: owned, done: make(chan struct{}), log: log,
+		python: python, opts: opts}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -117,7 +180,7 @@ func startJupyterServer(ctx context.Context, python, ip string, prefix []string,
 		}
 		select {
 		case <-s.done:
-			os.RemoveAll(dir)
+			cleanup()
 			return nil, fmt.Errorf("jupyter-server exited at start: %s", lastLine(log.String()))
 		case <-ctx.Done():
 			s.Stop()
@@ -207,5 +270,7 @@ func (s *JupyterServer) Stop() {
 		<-s.done
 	}
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL) // kernels it started
-	os.RemoveAll(s.dir)
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
 }

@@ -93,11 +93,15 @@ func Hybrid(ctx context.Context, o HybridOptions) ([]HybridRow, error) {
 }
 
 func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *testbed.Testbed) ([]HybridRow, error) {
+	n0 := len(tb.Notes)
 	cloud, err := tb.StartCloud(ctx, o.Python)
 	if err != nil {
 		return nil, err
 	}
 	defer cloud.Close()
+	for _, n := range tb.Notes[n0:] {
+		fmt.Fprintf(o.Progress, "[%s] %s\n", st.Name, n)
+	}
 	url, token := cloud.URL(), cloud.Server.Token
 	bw, _ := policy.ParseBandwidth(st.Rate)
 	link := policy.Link{Bandwidth: bw, RTT: st.RTT.Seconds(), Compression: 1}

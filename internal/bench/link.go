@@ -45,11 +45,15 @@ func LinkUse(ctx context.Context, python, rate string, rtt time.Duration, mb int
 	if tb.NS == "" {
 		return nil, fmt.Errorf("the link could not be rate-limited, so its use cannot be measured (run as root on a machine with network namespaces and tc)")
 	}
+	n0 := len(tb.Notes)
 	cloud, err := tb.StartCloud(ctx, python)
 	if err != nil {
 		return nil, err
 	}
 	defer cloud.Close()
+	for _, n := range tb.Notes[n0:] {
+		fmt.Fprintln(out, n)
+	}
 	remote, err := backend.NewRemote(backend.RemoteConfig{URL: cloud.URL(), Token: cloud.Server.Token})
 	if err != nil {
 		return nil, err

@@ -2,7 +2,8 @@
 // benchmark from real OS mechanisms: a cgroup v1 CPU quota slows the laptop
 // kernel, a network namespace behind a veth pair with tc tbf limits the
 // link rate, and a user-space proxy adds latency (tc netem does not work on
-// these machines).
+// these machines). As root the cloud is also a separate machine (see
+// Separate): its own mount namespace, user, HOME, /tmp and environment.
 package testbed
 
 import (

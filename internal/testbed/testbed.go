@@ -2,8 +2,6 @@ package testbed
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -47,9 +45,7 @@ func run(args ...string) error {
 
 // Up builds what the machine allows and says loudly what it could not.
 func Up(cfg Config) (*Testbed, error) {
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	tb := &Testbed{cfg: cfg, id: hex.EncodeToString(b[:])}
+	tb := &Testbed{cfg: cfg, id: newID()}
 	if err := tb.network(); err != nil {
 		tb.Down()
 		tb.Notes = append(tb.Notes, "no network namespace or tc ("+err.Error()+"): the link is NOT rate-limited")
