@@ -15,33 +15,60 @@ import (
 //go:embed agent.py
 var Source string
 
+// AuditSource and ProcSource are the agent's two helper modules, installed
+// before it as sys.modules["_ferry_audit"] (what a cell touches outside its
+// namespace: files, side effects) and sys.modules["_ferry_proc"] (the
+// process state a notebook sets).
+//
+//go:embed _ferry_audit.py
+var AuditSource string
+
+//go:embed _ferry_proc.py
+var ProcSource string
+
 // CommTarget is the comm target the agent registers; a comm_open to it must
 // carry {"secret": secret} as its data.
 const CommTarget = "ferry.state"
 
 // InstallCode returns code that installs the agent as
-// sys.modules["_ferry_agent"] without binding any name in the user's
-// namespace, and registers the "ferry.state" comm target guarded by secret.
-func InstallCode(secret string) string {
-	return `(lambda s, t: (s.modules.__setitem__("_ferry_agent", t.ModuleType("_ferry_agent")),` +
-		` setattr(s.modules["_ferry_agent"], "__file__", "<ferry-agent>"),` +
-		` exec(compile(` + strconv.Quote(Source) + `, "<ferry-agent>", "exec"), s.modules["_ferry_agent"].__dict__),` +
-		` s.modules["_ferry_agent"].install(` + strconv.Quote(secret) + `)))(__import__("sys"), __import__("types"))`
+// sys.modules["_ferry_agent"] (its helpers first) without binding any name
+// in the user's namespace, and registers the "ferry.state" comm target
+// guarded by secret. env are environment variables to set in the kernel
+// first (the user's --forward-env), nil for none.
+func InstallCode(secret string, env map[string]string) string {
+	if env == nil {
+		env = map[string]string{}
+	}
+	envJSON, _ := json.Marshal(env)
+	mod := func(name, src string) string {
+		return ` s.modules.__setitem__("` + name + `", t.ModuleType("` + name + `")),` +
+			` setattr(s.modules["` + name + `"], "__file__", "<` + name + `>"),` +
+			` exec(compile(` + strconv.Quote(src) + `, "<` + name + `>", "exec"), s.modules["` + name + `"].__dict__),`
+	}
+	return `(lambda s, t, j: (` + mod("_ferry_audit", AuditSource) + mod("_ferry_proc", ProcSource) + mod("_ferry_agent", Source) +
+		` s.modules["_ferry_agent"].install(` + strconv.Quote(secret) + `, env=j.loads(` + strconv.Quote(string(envJSON)) + `))))` +
+		`(__import__("sys"), __import__("types"), __import__("json"))`
 }
 
 // ReportExpr is the user_expressions entry that returns the post-cell
-// report; maybe are the names the cell may have mutated.
-func ReportExpr(maybe []string, dynamic bool) string {
+// report; maybe are the names the cell may have mutated, proc whether it
+// may have changed process settings (the agent then captures them).
+func ReportExpr(maybe []string, dynamic, proc bool) string {
 	if maybe == nil {
 		maybe = []string{}
 	}
 	b, _ := json.Marshal(maybe)
-	d := "False"
-	if dynamic {
-		d = "True"
-	}
-	return `__import__("_ferry_agent").report(` + string(b) + `, ` + d + `)`
+	py := map[bool]string{false: "False", true: "True"}
+	return `__import__("_ferry_agent").report(` + string(b) + `, ` + py[dynamic] + `, ` + py[proc] + `)`
 }
+
+// InfoKey and InfoExpr ask the installed agent about its kernel (Python
+// and module versions, environment names, root and files) in the install
+// request's user_expressions.
+const (
+	InfoKey  = "__ferry_info__"
+	InfoExpr = `__import__("_ferry_agent").info()`
+)
 
 // DumpSessionExpr measures a full-session dill dump (the baseline).
 const DumpSessionExpr = `__import__("_ferry_agent").dump_session_size()`
@@ -60,14 +87,62 @@ type Change struct {
 	Group   string `json:"group"`
 	// Module is the module's name for kind "module": it moves as an import.
 	Module string `json:"module,omitempty"`
+	// Needs is the top-level module the value's type comes from (sklearn
+	// for a fitted model): loading it faithfully elsewhere needs the same
+	// version there.
+	Needs string `json:"needs,omitempty"`
 }
 
-// Report is what the agent says a cell changed.
+// FindVersionsExpr asks the agent for the versions of top-level modules
+// (without importing them): {module: version, null if not installed}.
+func FindVersionsExpr(mods []string) string {
+	b, _ := json.Marshal(mods)
+	return `__import__("_ferry_agent").find_versions(` + string(b) + `)`
+}
+
+// Report is what the agent says a cell changed. Files under the root the
+// cell wrote are in Changed, and those it deleted in Deleted, as
+// FilePrefix pseudo-names.
 type Report struct {
 	Changed map[string]Change `json:"changed"`
 	Deleted []string          `json:"deleted"`
 	Error   string            `json:"error"`
+	// Reads are the root-relative files the cell read, and Lists the
+	// folders it listed or globbed, as the audit hook saw them.
+	Reads []string `json:"reads,omitempty"`
+	Lists []string `json:"lists,omitempty"`
+	// Effects are what a re-run would do again: files written, network
+	// connections, subprocesses. A cell with effects is never re-run
+	// behind the user's back.
+	Effects []string `json:"effects,omitempty"`
+	// Imports are top-level modules imported since the last report, with
+	// their versions ("" when a module has none).
+	Imports map[string]string `json:"imports,omitempty"`
+}
+
+// Info is what the agent says of its kernel when installed.
+type Info struct {
+	Python  string            `json:"python"`
+	Pickle  int               `json:"pickle"`
+	Modules map[string]string `json:"modules"`
+	// Env are the names of the kernel's environment variables, never
+	// their values.
+	Env  []string `json:"env"`
+	Root string   `json:"root"`
+	// Files are the files under the root: path -> [size, mtime ns].
+	Files     map[string][2]int64 `json:"files"`
+	Truncated bool                `json:"truncated"`
+	User      string              `json:"user"`
 }
 
 // RNG is the pseudo-variable holding the random generators' state.
 const RNG = "__ferry_rng__"
+
+// Proc is the pseudo-variable holding the process state the notebook set
+// (environment variables, cwd, sys.path, print options, rcParams, logging,
+// warnings filters, IPython settings and magics). Every cell reads it.
+const Proc = "__ferry_proc__"
+
+// FilePrefix starts the pseudo-name of a file under the notebook's root:
+// FilePrefix + "data/x.csv". Such a name is never a Python identifier.
+const FilePrefix = "__ferry_file__:"

@@ -111,11 +111,22 @@ import struct
 import sys
 import time
 import types
+import warnings
+
+import _ferry_audit as _audit
+import _ferry_proc as _proc
 
 # The comm protocol and report format version; Go's agent.ProtocolVersion.
-PROTOCOL = 2
+PROTOCOL = 3
 CHUNK = 8 << 20
 RNG = "__ferry_rng__"
+# The process state the notebook set (environment, cwd, sys.path, print
+# options, rcParams, logging, warnings filters, IPython settings, magics).
+PROC = "__ferry_proc__"
+# Files under the root travel as pseudo-variables named by this prefix and
+# their root-relative path.
+FILE_PREFIX = "__ferry_file__:"
+_PSEUDO = (RNG, PROC)
 MAGIC = b"FRY1"
 FORMAT = "ferry-payload-1"
 TREE_TAG = b"ferry-tree-sha256-1"
@@ -439,12 +450,123 @@ def _rng_state():
     return h.hexdigest()[:32]
 
 
-def report(names=(), dynamic=False):
-    """What the cell just run changed. names: those it may have mutated."""
+def report(names=(), dynamic=False, proc=False):
+    """What the cell just run changed. names: those it may have mutated;
+    proc: the cell may have changed process settings (from the analysis)."""
     try:
-        return _JSON(_report(set(names), dynamic))
+        rec = _audit.take()
+        out = _report(set(names), dynamic)
+        _outside(out, rec, proc or dynamic)
+        return _JSON(out)
     except BaseException as e:  # never disturb the user's cell, not even on KeyboardInterrupt
         return _JSON({"error": "%s: %s" % (type(e).__name__, e), "changed": {}, "deleted": []})
+
+
+_proc_signals = None
+_nmodules = 0
+
+
+def _signals():
+    """Cheap signs that process state changed without an audit event."""
+    import logging
+
+    return (os.getcwd(), len(sys.path), len(warnings.filters), len(logging.root.handlers), logging.root.level)
+
+
+def _outside(out, rec, proc):
+    """Add to a report what the cell did outside its namespace: files
+    under the root it wrote or deleted (as FILE_PREFIX pseudo-names), files
+    it read and folders it listed, its side effects, the process state if
+    it may have changed, and modules imported since the last report."""
+    global _proc_signals, _nmodules
+    changed, deleted = out["changed"], out["deleted"]
+    candidates = set(rec.writes | rec.deletes) if rec is not None else set()
+    # Files written before may change later through a handle left open
+    # (fh.write in the next cell): their size and mtime tell.
+    for r, old in list(_fstat.items()):
+        if r not in candidates and _audit.stat_of(r) != old:
+            candidates.add(r)
+    for r in sorted(candidates):
+        n = FILE_PREFIX + r
+        st = _audit.stat_of(r)
+        if st is None or not os.path.isfile(_audit.path_of(r)):
+            _fstat.pop(r, None)
+            _prints.pop(n, None)
+            deleted.append(n)
+            continue
+        if len(_fstat) < 1000 or r in _fstat:
+            _fstat[r] = st
+        v = _audit.version_of(r)
+        if v is None or _prints.get(n) == v[1]:
+            continue
+        _prints[n] = v[1]
+        changed[n] = {"size": v[0], "hash": v[1], "kind": "file", "movable": True, "reason": ""}
+    if rec is not None:
+        if rec.reads:
+            out["reads"] = sorted(rec.reads)
+        if rec.lists:
+            out["lists"] = sorted(rec.lists)
+        if rec.effects:
+            out["effects"] = list(rec.effects)
+        proc = proc or rec.proc
+    sig = _signals()
+    if proc or sig != _proc_signals:
+        _proc_signals = sig
+        st = _proc.capture(_shell)
+        fp = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in st.items())).encode()).hexdigest()[:32]
+        if _prints.get(PROC) != fp:
+            _prints[PROC] = fp
+            changed[PROC] = {"size": 1000, "hash": fp, "kind": "process", "movable": True, "reason": ""}
+    if len(sys.modules) != _nmodules:
+        _nmodules = len(sys.modules)
+        mods = _module_versions()
+        new = {m: v for m, v in mods.items() if _seen_modules.get(m) != v}
+        _seen_modules.update(new)
+        if new:
+            out["imports"] = new
+    deleted.sort()
+
+
+_seen_modules = {}
+_fstat = {}  # tracked file -> (size, mtime ns) when last seen by a report or load
+
+
+def _module_versions():
+    """Top-level modules imported, with their version where they say."""
+    out = {}
+    for name, m in list(sys.modules.items()):
+        if "." in name or name.startswith("_") or m is None:
+            continue
+        v = getattr(m, "__version__", "")
+        out[name] = v if isinstance(v, str) else str(v)
+    return out
+
+
+def info():
+    """This kernel as Ferry compares it with the other side: Python and
+    pickle versions, the modules imported and their versions, the names
+    (not values) of its environment variables, its root and the files
+    under it."""
+    import platform
+
+    try:
+        files, truncated = _audit.inventory()
+    except Exception:
+        files, truncated = {}, True
+    mods = _module_versions()
+    _seen_modules.update(mods)
+    return _JSON({"python": platform.python_version(), "pickle": pickle.HIGHEST_PROTOCOL, "modules": mods,
+                  "env": sorted(os.environ), "root": _audit.root, "files": files, "truncated": truncated,
+                  "user": _user()})
+
+
+def _user():
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except Exception:
+        return str(os.getuid())
 
 
 def _describe(obj, fp):
@@ -452,7 +574,49 @@ def _describe(obj, fp):
     d = {"size": _size(obj), "hash": fp.content, "kind": type(obj).__name__, "movable": why is None, "reason": why or ""}
     if isinstance(obj, types.ModuleType):
         d["module"] = obj.__name__
+        d["needs"] = obj.__name__.split(".")[0]
+    else:
+        m = getattr(type(obj), "__module__", None) or ""
+        top = m.split(".")[0]
+        if top and top not in ("builtins", "__main__", "collections", "datetime", "decimal", "fractions") and not top.startswith("_"):
+            d["needs"] = top
     return d
+
+
+def find_versions(names):
+    """{module: version, "" if it has none, None if not installed} for
+    top-level module names, without importing them."""
+    import importlib.metadata
+    import importlib.util
+
+    dists = {}
+    try:
+        dists = importlib.metadata.packages_distributions()
+    except Exception:
+        pass
+    out = {}
+    for n in names:
+        m = sys.modules.get(n)
+        if m is not None:
+            v = getattr(m, "__version__", "")
+            out[n] = v if isinstance(v, str) else str(v)
+            continue
+        try:
+            spec = importlib.util.find_spec(n)
+        except Exception:
+            spec = None
+        if spec is None:
+            out[n] = None
+            continue
+        v = ""
+        for dist in dists.get(n, [n]):
+            try:
+                v = importlib.metadata.version(dist)
+                break
+            except Exception:
+                pass
+        out[n] = v
+    return _JSON(out)
 
 
 def _report(maybe, dynamic):
@@ -461,7 +625,7 @@ def _report(maybe, dynamic):
     changed, deleted = {}, []
     cur = set(current)
     for n in list(_prints):
-        if n != RNG and n not in cur:
+        if n not in _PSEUDO and not n.startswith(FILE_PREFIX) and n not in cur:
             deleted.append(n)
             del _prints[n]
     for n in current:
@@ -675,6 +839,15 @@ def pack(names):
         if n == RNG:
             group[n] = _get_rng()
             continue
+        if n == PROC:
+            group[n] = _proc.capture(_shell)
+            continue
+        if n.startswith(FILE_PREFIX):
+            try:
+                group[n] = pickle.PickleBuffer(_audit.read_file(n[len(FILE_PREFIX):]))
+            except OSError as e:
+                unmovable[n] = "the file cannot be read here (%s)" % e
+            continue
         if n not in ns:
             continue
         why = _unmovable_reason(ns[n])
@@ -686,7 +859,7 @@ def pack(names):
     # need not hash what it just verified.
     for n, v in group.items():
         fp = _prints.get(n)
-        if n != RNG and isinstance(fp, _FP) and fp.content and _is_buffer_like(v) and fp.same_object(v):
+        if n not in _PSEUDO and isinstance(fp, _FP) and fp.content and _is_buffer_like(v) and fp.same_object(v):
             hashes[n] = fp.content
     oob = []
     try:
@@ -814,11 +987,30 @@ def _unframe(blob):
     return data, bufs
 
 
+_notes = []  # what the last load said: warnings raised, settings not applied
+
+
 def load(blob):
     """Inverse of pack over the reassembled, verified payload; assigns into
-    the namespace. blob must be writable: arrays loaded from it are."""
+    the namespace. blob must be writable: arrays loaded from it are.
+
+    Unpickling may import the user's libraries. It runs with IPython's
+    builtins in place, as a cell does (pandas, for one, decides at import
+    whether it runs in a kernel by looking for get_ipython), and the
+    warnings it raises (a model pickled by another scikit-learn version)
+    are kept in _notes for Ferry to show in the cell."""
     data, bufs = _unframe(blob)
-    fmt, group, hashes = pickle.loads(data, buffers=bufs)
+    del _notes[:]
+    trap = getattr(_shell, "builtin_trap", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if trap is not None:
+            with trap:
+                fmt, group, hashes = pickle.loads(data, buffers=bufs)
+        else:
+            fmt, group, hashes = pickle.loads(data, buffers=bufs)
+    for w in caught:
+        _notes.append("%s: %s" % (w.category.__name__, str(w.message).strip().splitlines()[0][:300] if str(w.message).strip() else ""))
     if fmt != FORMAT:
         raise ValueError("payload format %r, want %r" % (fmt, FORMAT))
     ns = _user_ns()
@@ -826,6 +1018,18 @@ def load(blob):
         if k == RNG:
             _set_rng(v)
             _prints[RNG] = _rng_state()
+            continue
+        if k == PROC:
+            for why in _proc.apply(_shell, v):
+                _notes.append("could not apply " + why)
+            continue
+        if k.startswith(FILE_PREFIX):
+            r = k[len(FILE_PREFIX):]
+            _audit.write_file(r, v)
+            ver = _audit.version_of(r)
+            if ver is not None:
+                _prints[k] = ver[1]
+                _fstat[r] = _audit.stat_of(r)
             continue
         ns[k] = v
         h = hashes.get(k)
@@ -860,7 +1064,11 @@ def deserialise(payload, hexhash):
 def delete(names):
     ns = _user_ns()
     for n in names:
-        ns.pop(n, None)
+        if n.startswith(FILE_PREFIX):
+            _audit.remove_file(n[len(FILE_PREFIX):])
+            _fstat.pop(n[len(FILE_PREFIX):], None)
+        else:
+            ns.pop(n, None)
         _prints.pop(n, None)
 
 
@@ -997,7 +1205,7 @@ def _handle(comm, d, buffers):
             comm.send({"op": "error", "id": tid, "error": "payload hash mismatch (%d of %s chunks); nothing was loaded" % (inc.n, d.get("chunks"))})
             return
         names = load(inc.blob)
-        comm.send({"op": "loaded", "id": tid, "hash": got, "names": names})
+        comm.send({"op": "loaded", "id": tid, "hash": got, "names": names, "notes": list(_notes)})
     elif op == "drop":
         _incoming.pop(tid, None)
         _outgoing.pop(tid, None)
@@ -1041,15 +1249,24 @@ def dump_session_size():
     return _JSON({"bytes": c.n, "seconds": time.perf_counter() - t0, "error": err})
 
 
-def install(secret, shell=None):
-    """Register the comm target and take a first fingerprint of everything."""
-    global _secret, _shell, _Pickler
+def install(secret, shell=None, env=None):
+    """Register the comm target, start watching cells (audit hook, process
+    baseline) and take a first fingerprint of everything. env are the
+    environment variables the user forwarded to this kernel
+    (--forward-env); they are part of its baseline."""
+    global _secret, _shell, _Pickler, _proc_signals
     _secret = secret
     if shell is None:
         from IPython import get_ipython
 
         shell = get_ipython()
     _shell = shell
+    for k, v in (env or {}).items():
+        os.environ[k] = v
+    _audit.set_root(os.getcwd())
+    _audit.install(shell)
+    _proc.baseline(shell)
+    _proc_signals = _signals()
     km = getattr(shell, "kernel", None)
     cm = getattr(km, "comm_manager", None)
     if cm is not None:

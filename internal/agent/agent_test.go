@@ -39,17 +39,17 @@ func TestAgentPython(t *testing.T) {
 }
 
 func TestInstallCodeIsOneExpression(t *testing.T) {
-	code := agent.InstallCode(`se"cret`)
-	if !strings.HasPrefix(code, "(lambda s, t:") || strings.Count(code, "\n") != 0 {
+	code := agent.InstallCode(`se"cret`, nil)
+	if !strings.HasPrefix(code, "(lambda s, t, j:") || strings.Count(code, "\n") != 0 {
 		t.Fatalf("install code is not a single-line expression")
 	}
 	if !strings.Contains(code, strconv.Quote(`se"cret`)) {
 		t.Fatalf("secret not quoted")
 	}
-	if got := agent.ReportExpr([]string{"a\"b"}, true); !strings.Contains(got, `["a\"b"], True`) {
+	if got := agent.ReportExpr([]string{"a\"b"}, true, false); !strings.Contains(got, `["a\"b"], True`) {
 		t.Fatalf("report expression quotes names wrongly: %s", got)
 	}
-	if got := agent.ReportExpr(nil, false); !strings.Contains(got, `([], False)`) {
+	if got := agent.ReportExpr(nil, false, false); !strings.Contains(got, `([], False, False)`) {
 		t.Fatalf("report expression without names: %s", got)
 	}
 }
@@ -110,7 +110,7 @@ func (k *kernel) run(ctx context.Context, code string, opt client.ExecOptions) *
 func (k *kernel) install(ctx context.Context, secret string) *client.Result {
 	k.t.Helper()
 	no := false
-	return k.run(ctx, agent.InstallCode(secret), client.ExecOptions{Silent: true, StoreHistory: &no})
+	return k.run(ctx, agent.InstallCode(secret, nil), client.ExecOptions{Silent: true, StoreHistory: &no})
 }
 
 // comm sends a comm message (comm_open or comm_msg) and returns the comm
@@ -190,7 +190,7 @@ func TestHiddenInstallLeavesNoTrace(t *testing.T) {
 	}
 	// The user's next cell, with the post-cell report riding on it.
 	r := k.run(ctx, "b = [a]\nprint(sorted(n for n in dir() if not n.startswith('_')), len(In), _, sorted(Out))\n%who",
-		client.ExecOptions{UserExpressions: map[string]string{agent.ReportKey: agent.ReportExpr([]string{"b"}, false)}})
+		client.ExecOptions{UserExpressions: map[string]string{agent.ReportKey: agent.ReportExpr([]string{"b"}, false, false)}})
 	if r.Count != 2 {
 		t.Fatalf("execution count after a hidden install = %d, want 2", r.Count)
 	}

@@ -14,7 +14,7 @@ import (
 // checks the installed agent's at install (ProtocolKey), so an agent left
 // in a kernel by another Ferry build is never spoken to in the wrong
 // dialect. Bump both together when a message changes shape.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // ProtocolKey is the user_expressions key of the install request that
 // returns the installed agent's PROTOCOL.
@@ -50,9 +50,13 @@ type Msg struct {
 	Chunks    int               `json:"chunks"`
 	Names     []string          `json:"names"`
 	Unmovable map[string]string `json:"unmovable"`
-	Error     string            `json:"error"`
-	Seconds   float64           `json:"seconds"`
-	RawSize   int64             `json:"raw_size"`
+	// Notes are what the target said while loading: warnings its
+	// libraries raised (a model pickled by another version) and settings
+	// it could not apply. Ferry shows them in the cell.
+	Notes   []string `json:"notes"`
+	Error   string   `json:"error"`
+	Seconds float64  `json:"seconds"`
+	RawSize int64    `json:"raw_size"`
 }
 
 // CommData reads an agent message from an IOPub comm_msg, returning its
@@ -112,6 +116,10 @@ func ParseReport(raw json.RawMessage) (Report, error) {
 		Changed map[string]*Change `json:"changed"`
 		Deleted []string           `json:"deleted"`
 		Error   string             `json:"error"`
+		Reads   []string           `json:"reads"`
+		Lists   []string           `json:"lists"`
+		Effects []string           `json:"effects"`
+		Imports map[string]string  `json:"imports"`
 	}
 	if err := json.Unmarshal([]byte(text), &r); err != nil {
 		return rep, fmt.Errorf("malformed report: %w", err)
@@ -125,6 +133,7 @@ func ParseReport(raw json.RawMessage) (Report, error) {
 		return rep, errors.New("malformed report: no \"changed\" map")
 	}
 	rep.Changed, rep.Deleted = make(map[string]Change, len(r.Changed)), r.Deleted
+	rep.Reads, rep.Lists, rep.Effects, rep.Imports = r.Reads, r.Lists, r.Effects, r.Imports
 	for n, ch := range r.Changed {
 		if ch == nil {
 			return Report{}, fmt.Errorf("malformed report: %q is described by null, not an object", n)
@@ -149,4 +158,17 @@ func CheckProtocol(raw json.RawMessage) error {
 		return fmt.Errorf("%w: the kernel's agent speaks version %q, this Ferry %d; restart the kernel so Ferry installs its own", ErrProtocol, text, ProtocolVersion)
 	}
 	return nil
+}
+
+// ParseInfo reads the install request's InfoKey result.
+func ParseInfo(raw json.RawMessage) (Info, error) {
+	var info Info
+	text, err := ParseBundle(raw)
+	if err != nil {
+		return info, err
+	}
+	if err := json.Unmarshal([]byte(text), &info); err != nil {
+		return info, fmt.Errorf("malformed agent info: %w", err)
+	}
+	return info, nil
 }

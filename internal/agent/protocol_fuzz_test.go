@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -186,7 +187,7 @@ func FuzzCommData(f *testing.F) {
 }
 
 func TestCheckProtocol(t *testing.T) {
-	if err := CheckProtocol(bundle(t, "2")); err != nil {
+	if err := CheckProtocol(bundle(t, strconv.Itoa(ProtocolVersion))); err != nil {
 		t.Fatalf("version %d rejected: %v", ProtocolVersion, err)
 	}
 	for _, raw := range []json.RawMessage{bundle(t, "1"), bundle(t, "'2'"), json.RawMessage(`{"status":"error","ename":"AttributeError","evalue":"no PROTOCOL"}`)} {

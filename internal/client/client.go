@@ -464,6 +464,17 @@ func orMap(v any) map[string]any {
 	return map[string]any{}
 }
 
+// Stream joins the text a result's stream name ("stdout", "stderr") got.
+func (r *Result) Stream(name string) string {
+	var b strings.Builder
+	for _, o := range r.Outputs {
+		if o["output_type"] == "stream" && o["name"] == name {
+			b.WriteString(str(o["text"]))
+		}
+	}
+	return b.String()
+}
+
 // Text joins the text of a result's streams and text/plain results, for
 // tests and summaries.
 func (r *Result) Text() string {

@@ -83,15 +83,17 @@ func (s *Server) shutdown(ctx context.Context, m *wire.Message, ch wire.Channel)
 		Restart bool `json:"restart"`
 	}
 	_ = m.Decode(&req)
-	// From here on no kernel is (re)started: a cell caught mid-transfer
-	// must not bring a dead backend back while Ferry stops.
-	s.stopping.Store(true)
 	// As ipykernel does: the reply first, on the channel the request came
 	// on, then the children stopped, then the same content broadcast on
 	// IOPub (other front ends learn of the shutdown or restart there),
-	// then idle (idleOrStop).
+	// then idle (idleOrStop). Before the children stop, files written in a
+	// cloud are copied home.
 	content := map[string]any{"status": "ok", "restart": req.Restart}
 	s.send(ch, m, "shutdown_reply", content, nil)
+	s.writeBackBeforeShutdown(ctx, ch)
+	// From here on no kernel is (re)started: a cell caught mid-transfer
+	// must not bring a dead backend back while Ferry stops.
+	s.stopping.Store(true)
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	for _, b := range s.backends {

@@ -12,12 +12,14 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/ferry-nb/ferry/internal/agent"
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/recovery"
 	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/trace"
+	"github.com/ferry-nb/ferry/internal/transfer"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
@@ -92,20 +94,35 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if !first {
 		think = t0.Sub(s.lastEnd).Seconds()
 	}
-	eff := s.analyze(ctx, code)
-	cell := policy.Cell{Hash: cellKey(m.Metadata, code), Index: -1, Reads: s.state.Needs(eff.Reads), Writes: eff.Writes, Pin: pin, Locs: s.locs}
+	key := cellKey(m.Metadata, code)
+	eff := s.analyze(ctx, key, code)
+	cell := policy.Cell{Hash: key, Index: -1, Reads: s.state.Needs(eff.Reads), Writes: eff.Writes, Pin: pin, Locs: s.locs}
 	pinWhy := ""
 	if pin != "" {
 		pinWhy = "pinned to " + pin.String() + " by %%ferry " + pin.String()
 	} else if loc, why, ok := s.state.Pinned(cell.Reads); ok {
 		cell.Pin = loc
 		pinWhy = "pinned to " + loc.String() + " by " + strings.Join(why, ", ")
+	} else if len(eff.Outside) > 0 {
+		cell.Pin = location.Local
+		pinWhy = "pinned to local: it reads " + strings.Join(eff.Outside, ", ") + ", outside the notebook's folder, which only the laptop has"
 	}
 
 	// 3. The plan: where the cell runs, what moves or is remade there.
 	plan := policy.MakePlan(s.policy, cell, s.facts, s.model)
+	if cell.Pin == "" && plan.Loc != location.Local {
+		if fb := s.fileBytes(plan); fb > s.filesCap() {
+			cell.Pin = location.Local
+			pinWhy = fmt.Sprintf("pinned to local: it needs %s of files from the notebook's folder at %s, more than the %s Ferry moves for one cell (--files-cap)",
+				report.HumanBytes(fb), plan.Loc, report.HumanBytes(s.filesCap()))
+			plan = policy.MakePlan(s.policy, cell, s.facts, s.model)
+		}
+	}
 	if pinWhy != "" {
 		plan.Why = pinWhy
+	}
+	if note := s.envNotice(plan.Loc, eff.Facts.Env); note != "" && !req.Silent {
+		notes = append(notes, note)
 	}
 	s.lastCosts = plan.Costs
 	if s.backends[plan.Loc] == nil {
@@ -138,6 +155,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		s.baselineDump(ctx, plan)
 	}
 	out := s.carryOut(ctx, &plan)
+	notes = append(notes, out.notes...)
 	if (len(s.noticeDeaths()) > 0 || s.recovery.Pending()) && !s.stopping.Load() {
 		// A kernel died during the moves: rebuild what it alone held,
 		// then plan the moves to the same location again.
@@ -146,6 +164,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		plan.Moves = policy.PlanMoves(plan.Loc, cell, s.facts, s.model)
 		again := s.carryOut(ctx, &plan)
 		again.bytes, again.seconds = again.bytes+out.bytes, again.seconds+out.seconds
+		notes = append(notes, again.notes...)
 		out = again
 	}
 	if note := strings.Trim(strings.Join(notes, "\n"), "\n"); note != "" {
@@ -252,12 +271,23 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	// 6. The agent's report: what the cell bound, deleted or mutated;
 	// then the state map, lineage, model and trace learn of it.
 	var wrote map[string]int
-	reply.Content, wrote = s.afterCell(ctx, loc, cell.Hash, eff, reply.Content)
+	var rep agent.Report
+	reply.Content, wrote, rep = s.afterCell(ctx, loc, cell.Hash, eff, reply.Content)
 	var rs struct {
 		Status string `json:"status"`
 	}
 	_ = json.Unmarshal(reply.Content, &rs)
-	s.lineage.Add(recovery.Run(cell.Hash, code, loc, rs.Status != "ok", readVers, wrote))
+	run := recovery.Run(cell.Hash, code, loc, rs.Status != "ok", readVers, wrote)
+	// What the cell did outside its namespace, as the agent saw it, and
+	// what the analysis expects of it (a shell command or a network call
+	// the audit hook may not see): such a cell is never re-run hidden.
+	run.Effects = append(run.Effects, rep.Effects...)
+	for _, e := range eff.Facts.SideEffects {
+		if e != "file-write" || len(rep.Effects) == 0 {
+			run.Effects = append(run.Effects, e)
+		}
+	}
+	s.lineage.Add(run)
 	c := &call{fe: m, count: s.execCount}
 	if !store {
 		c.count = 0
@@ -325,6 +355,9 @@ type moved struct {
 	// failed: the data is still there, so the cell can run there.
 	err  error
 	from location.Location
+	// notes are for the cell's output: values remade by re-running cells
+	// (what ran, where, why), and what a target said while loading.
+	notes []string
 }
 
 // carryOut executes plan's moves in order: names gone or stale at the
@@ -347,20 +380,36 @@ func (s *Server) carryOut(ctx context.Context, plan *policy.Plan) moved {
 		if mv.Recompute != nil {
 			t0 := time.Now()
 			if made := s.recovery.Recompute(ctx, mv.To, *mv.Recompute); len(made) > 0 {
-				plan.Why += "; " + mv.Recompute.Describe(made, mv.To, time.Since(t0).Seconds(), report.HumanBytes(s.state.Size(made)))
+				d := mv.Recompute.Describe(made, mv.To, time.Since(t0).Seconds(), report.HumanBytes(s.state.Size(made)))
+				plan.Why += "; " + d
+				out.notes = append(out.notes, d)
 				names = without(names, made)
 			}
 		}
 		if len(names) == 0 {
 			continue
 		}
+		if err := s.checkVersions(ctx, mv.From, mv.To, names); err != nil {
+			out.err, out.from = err, mv.From
+			return out
+		}
 		vers := s.state.Versions(names)
 		res, err := s.mover.Move(ctx, mv.From, mv.To, names)
+		if errors.Is(err, transfer.ErrIncompatible) {
+			// A certain failure: the target lacks what the values need.
+			// They stay where they are, and so do the cells reading them.
+			for _, n := range names {
+				s.state.SetUnmovable(n, "the "+mv.To.String()+" kernel could not load it ("+lastLine(err.Error())+")")
+			}
+		}
 		if err != nil {
 			out.err, out.from = err, mv.From
 			return out
 		}
 		recovery.Record(s.state, s.model, mv.To, vers, res)
+		for _, n := range res.Notes {
+			out.notes = append(out.notes, fmt.Sprintf("the %s kernel said while loading %s: %s", mv.To, strings.Join(res.Names, ", "), n))
+		}
 		out.bytes += res.Bytes
 		out.seconds += res.WireSeconds
 		out.names = append(out.names, names...)
@@ -584,6 +633,7 @@ func (s *Server) statusText() string {
 	if len(s.locs.Clouds()) == 0 {
 		b.WriteString("remote: not configured (pass --remote URL or set FERRY_REMOTE)\n")
 	}
+	b.WriteString(s.versionSkew())
 	if l := s.model.Link; len(s.locs.Clouds()) > 0 && (l.RTT > 0 || l.Bandwidth > 0) {
 		bw := "bandwidth not measured yet"
 		if l.Bandwidth > 0 {

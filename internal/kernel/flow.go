@@ -27,11 +27,20 @@ type effects struct {
 	Defs    map[string][]string
 	// Inert cells cannot change any name.
 	Inert bool
+	// Proc: the cell may change process settings (environment, cwd,
+	// print options …), so the report captures them.
+	Proc bool
+	// Facts are what the cell does outside the namespace (files,
+	// environment, settings, side-effect hints), with the functions it
+	// calls; Outside are paths outside the notebook's folder it reads that
+	// only the laptop has.
+	Facts   analysis.Facts
+	Outside []string
 }
 
 // analyze returns the cell's effects. If the helper fails, the cell is
 // treated as dynamic: correct beats small.
-func (s *Server) analyze(ctx context.Context, code string) effects {
+func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	if s.cfg.Analyzer == nil {
 		return effects{}
 	}
@@ -43,6 +52,8 @@ func (s *Server) analyze(ctx context.Context, code string) effects {
 		r = analysis.Result{Dynamic: true}
 	}
 	eff := effects{Reads: r.Reads, Writes: r.Writes, Dynamic: r.Dynamic, Defs: r.Defs}
+	eff.Facts = s.cellFacts(r)
+	eff.Proc = changesProcess(eff.Facts, r)
 	// A cell that binds, deletes, calls and mutates nothing cannot change
 	// the namespace: it needs no report (pass, a bare name, x.shape).
 	eff.Inert = r.Error == "" && !r.Dynamic && len(r.Writes) == 0 && len(r.Deleted) == 0 && len(r.Calls) == 0 && len(r.Maybe) == 0
@@ -61,9 +72,16 @@ func (s *Server) analyze(ctx context.Context, code string) effects {
 	if r.Dynamic {
 		eff.Reads = s.state.Names()
 	}
-	if _, ok := s.state.Get(agent.RNG); ok {
-		eff.Reads = append(eff.Reads, agent.RNG)
+	for _, p := range []string{agent.RNG, agent.Proc} {
+		if _, ok := s.state.Get(p); ok {
+			eff.Reads = append(eff.Reads, p)
+		}
 	}
+	// The files it may read, under the notebook's folder, are inputs like
+	// names; those outside it stay on the laptop, and so does the cell.
+	fn := s.fileNeeds(cell, eff.Facts, r.Dynamic)
+	eff.Reads = append(eff.Reads, fn.Names...)
+	eff.Outside = fn.Outside
 	for n := range maybe {
 		eff.Maybe = append(eff.Maybe, n)
 	}
@@ -88,7 +106,7 @@ func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessag
 	if ue == nil {
 		ue = map[string]json.RawMessage{}
 	}
-	expr, _ := json.Marshal(agent.ReportExpr(eff.Maybe, eff.Dynamic))
+	expr, _ := json.Marshal(agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc))
 	ue[agent.ReportKey] = expr
 	c["user_expressions"], _ = json.Marshal(ue)
 	out, err := json.Marshal(c)
@@ -99,14 +117,15 @@ func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessag
 }
 
 // afterCell updates the state map from the agent's report and returns the
-// reply content without Ferry's entry, and the versions the cell wrote.
-func (s *Server) afterCell(ctx context.Context, loc location.Location, cell string, eff effects, reply json.RawMessage) (json.RawMessage, map[string]int) {
+// reply content without Ferry's entry, the versions the cell wrote, and
+// the report.
+func (s *Server) afterCell(ctx context.Context, loc location.Location, cell string, eff effects, reply json.RawMessage) (json.RawMessage, map[string]int, agent.Report) {
 	if s.cfg.Analyzer == nil || eff.Inert {
-		return reply, nil
+		return reply, nil, agent.Report{}
 	}
 	var c map[string]json.RawMessage
 	if json.Unmarshal(reply, &c) != nil {
-		return reply, nil
+		return reply, nil, agent.Report{}
 	}
 	var ue map[string]json.RawMessage
 	_ = json.Unmarshal(c["user_expressions"], &ue)
@@ -114,7 +133,7 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 	if !ok {
 		// The cell raised, so ipykernel evaluated no expressions; ask now,
 		// as the cell may have changed names before raising.
-		exprs, err := transfer.Exec(ctx, s, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(eff.Maybe, eff.Dynamic)})
+		exprs, err := transfer.Exec(ctx, s, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc)})
 		if err == nil {
 			raw = exprs[agent.ReportKey]
 		}
@@ -129,7 +148,7 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 	}
 	changes := make(map[string]state.Change, len(rep.Changed))
 	for n, ch := range rep.Changed {
-		sc := state.Change{Size: ch.Size, Hash: ch.Hash, Movable: ch.Movable, Reason: ch.Reason, Kind: ch.Kind, Group: ch.Group}
+		sc := state.Change{Size: ch.Size, Hash: ch.Hash, Movable: ch.Movable, Reason: ch.Reason, Kind: ch.Kind, Group: ch.Group, Needs: ch.Needs}
 		if uses, ok := eff.Defs[n]; ok {
 			sc.Uses = uses
 		} else if old, ok := s.state.Get(n); ok && ch.Kind == old.Kind {
@@ -138,14 +157,16 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 		changes[n] = sc
 	}
 	wrote := s.state.Ran(loc, cell, changes, rep.Deleted)
+	s.files.Learn(cell, rep.Reads, rep.Lists)
+	s.learnImports(loc, rep.Imports)
 	if ue != nil {
 		delete(ue, agent.ReportKey)
 		c["user_expressions"], _ = json.Marshal(ue)
 		if out, err := json.Marshal(c); err == nil {
-			return out, wrote
+			return out, wrote, rep
 		}
 	}
-	return reply, wrote
+	return reply, wrote, rep
 }
 
 // baselineDump measures what dump-the-session migration would cost before

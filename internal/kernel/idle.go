@@ -24,6 +24,11 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
 	ictx, stop := s.untilWoken(ctx)
 	defer stop()
 	s.think.Run(ictx, s.policy, s.lastCell)
+	// Files written in a cloud go home while the user thinks, whatever
+	// the policy: the laptop is where the user expects to find them.
+	if ictx.Err() == nil {
+		s.writeBackFiles(ictx)
+	}
 }
 
 // untilWoken returns a context cancelled when the next shell request

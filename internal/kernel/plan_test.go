@@ -84,8 +84,12 @@ func TestPlanRecomputesInsteadOfMoving(t *testing.T) {
 	const makeX = "x = blob(4000000)"
 	run(t, sess, makeX)
 	r := run(t, sess, "%%ferry remote\nprint(len(x))")
-	if r.Text() != "4000000\n" {
+	if r.Stream("stdout") != "4000000\n" {
 		t.Fatalf("cloud cell printed %q (%s), want 4000000", r.Text(), r.Status)
+	}
+	// A hidden re-run is announced in the cell: what ran, where, why.
+	if e := r.Stream("stderr"); !strings.Contains(e, "recomputed x at remote by re-running 1 cell") || !strings.Contains(e, "instead of moving") {
+		t.Fatalf("the recompute was not announced in the cell: stderr %q", e)
 	}
 	tot := sess.Kernel.Stats.Totals()
 	if tot.Recomputed != 1 || tot.BytesMoved != 0 {

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/files"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/recovery"
@@ -58,6 +60,16 @@ type Config struct {
 	OnChunk func(src, dst location.Location, chunk int)
 	// Log receives Ferry's own log lines (slog.Default if nil).
 	Log *slog.Logger
+	// Root is the notebook's folder on the laptop, the local kernel's
+	// working directory ("" = Ferry's own): files under it are state.
+	Root string
+	// ForwardEnv names laptop environment variables to set in the cloud
+	// kernels (--forward-env); no other part of the laptop's environment
+	// is copied.
+	ForwardEnv []string
+	// FilesCap bounds the files brought to a cloud for one cell (0: 2
+	// GiB); a cell needing more runs on the laptop, and says why.
+	FilesCap int64
 }
 
 // Server is one running Ferry kernel.
@@ -106,6 +118,8 @@ type Server struct {
 	// kernel routes. facts is the state map and lineage as planning sees
 	// them.
 	mover    *transfer.Mover
+	files    *files.Tracker
+	out      *outside
 	recovery *recovery.Recovery
 	think    *thinktime.Worker
 	facts    policy.Facts
@@ -113,6 +127,10 @@ type Server struct {
 	// wake is signalled when a shell request arrives, to cancel
 	// think-time work.
 	wake chan struct{}
+	// work is held by the shell worker while it handles a request or
+	// spends think time, so a shutdown from the control channel can tell
+	// whether it may move state (the mover is the shell worker's).
+	work chan struct{}
 	// stopping is set once a shutdown began: no backend starts again.
 	stopping atomic.Bool
 	// wg counts the goroutines Serve starts; Serve waits for them.
@@ -279,12 +297,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, locs: location.NewSet(locs...), log: cfg.Log,
 		start: time.Now(), calls: map[string]*call{}, commOwner: map[string]location.Location{}, policy: p, model: model,
-		state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}), wake: make(chan struct{}, 1)}
+		state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}), wake: make(chan struct{}, 1), work: make(chan struct{}, 1)}
 	s.where.set(location.Local)
 	s.where.set("")
 	// Without an Analyzer the state map stays empty, so nothing is ever
 	// planned to move, rebuilt or proposed in think time.
-	s.mover = transfer.New(s, transfer.Config{Secret: wire.NewID() + wire.NewID(), OnChunk: cfg.OnChunk, Log: cfg.Log})
+	root := cfg.Root
+	if root == "" {
+		root, _ = os.Getwd()
+	}
+	s.files, s.out = files.New(root), newOutside()
+	s.mover = transfer.New(s, transfer.Config{Secret: wire.NewID() + wire.NewID(), OnChunk: cfg.OnChunk, Log: cfg.Log,
+		Env: s.forwardEnv, OnInstall: s.onInstall})
 	s.recovery = recovery.New(s, s.mover, s.state, s.lineage, model, s.locs, cfg.Log)
 	s.facts = s.recovery.Facts()
 	s.think = thinktime.New(s, s.mover, s.state, s.facts, model, s.locs, cfg.Log)
@@ -370,10 +394,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		for {
 			select {
 			case m := <-shellQ:
+				s.work <- struct{}{}
 				s.handleShell(ctx, m)
 				if m.Header.MsgType == "execute_request" {
 					s.idle(ctx, shellQ)
 				}
+				<-s.work
 			case <-ctx.Done():
 				return
 			}

@@ -261,7 +261,7 @@ func (r *Recovery) Replay(ctx context.Context, loc location.Location, plan state
 			clobbered[n] = true
 		}
 	}
-	exprs, err := transfer.Exec(ctx, r.req, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false)})
+	exprs, err := transfer.Exec(ctx, r.req, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false, false)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("asking the agent what was made: %w", err)
 	}
@@ -389,7 +389,7 @@ func Run(cell, code string, loc location.Location, failed bool, reads, wrote map
 		run.Writes = map[string]int{}
 	}
 	for n, v := range reads {
-		if n == agent.RNG {
+		if n == agent.RNG || n == agent.Proc {
 			if _, ok := run.Writes[n]; !ok {
 				continue
 			}
@@ -400,16 +400,7 @@ func Run(cell, code string, loc location.Location, failed bool, reads, wrote map
 }
 
 // FirstLine is a cell's first line, shortened, for messages.
-func FirstLine(code string) string {
-	line, _, more := strings.Cut(strings.TrimSpace(code), "\n")
-	if len(line) > 60 {
-		line, more = line[:60], true
-	}
-	if more {
-		line += " …"
-	}
-	return line
-}
+func FirstLine(code string) string { return state.FirstLine(code) }
 
 func plural(n int) string {
 	if n == 1 {

@@ -20,6 +20,10 @@ type Run struct {
 	// Failed cells are replayed too (they may bind names before raising),
 	// and their error on replay is expected.
 	Failed bool
+	// Effects are what the cell did outside its namespace that a re-run
+	// would do again (files written, network, subprocesses): such a run
+	// is never replayed behind the user's back.
+	Effects []string
 }
 
 // Lineage is the log of the cells that produced the state, so a value whose
@@ -140,6 +144,9 @@ func planOne(runs []Run, name string, ver int, have func(string, int) bool) (map
 		if !wrote {
 			continue
 		}
+		if len(r.Effects) > 0 {
+			return nil, fmt.Sprintf("the cell that made it (%s) has side effects (%s), so Ferry does not run it again behind your back", FirstLine(r.Code), r.Effects[0])
+		}
 		steps[i] = true
 		for n, v := range r.Reads {
 			if !have(n, v) {
@@ -159,6 +166,18 @@ func planOne(runs []Run, name string, ver int, have func(string, int) bool) (map
 		return nil, fmt.Sprintf("it needs %s, which no longer exist%s", strings.Join(miss, ", "), verbS(len(miss)))
 	}
 	return steps, ""
+}
+
+// FirstLine is a cell's first line, shortened, for messages.
+func FirstLine(code string) string {
+	line, _, more := strings.Cut(strings.TrimSpace(code), "\n")
+	if len(line) > 60 {
+		line, more = line[:60], true
+	}
+	if more {
+		line += " …"
+	}
+	return line
 }
 
 // verbS is a present-tense verb's ending for n subjects ("it exists",

@@ -6,10 +6,15 @@ package state
 
 import (
 	"sort"
+	"strings"
 	"sync"
 
+	"github.com/ferry-nb/ferry/internal/agent"
 	"github.com/ferry-nb/ferry/internal/location"
 )
+
+// isFile tells a file's pseudo-name (files.Name) from a variable's.
+func isFile(n string) bool { return strings.HasPrefix(n, agent.FilePrefix) }
 
 // Var is one variable of the user's namespace.
 type Var struct {
@@ -32,6 +37,10 @@ type Var struct {
 	// Uses are the globals a function or class reads when called, so a
 	// cell calling it needs them too.
 	Uses []string
+	// Needs is the top-level module the value's type comes from (sklearn
+	// for a fitted model): the target must have it, at the same version,
+	// to load the value faithfully.
+	Needs string
 }
 
 // Locations returns the holders, sorted.
@@ -220,6 +229,7 @@ type Change struct {
 	Kind    string
 	Group   string
 	Uses    []string
+	Needs   string
 }
 
 // Ran records a cell that ran at loc: changed names get a new version held
@@ -236,13 +246,17 @@ func (m *Map) Ran(loc location.Location, cell string, changed map[string]Change,
 			m.vars[n] = v
 		}
 		for l := range v.At {
-			if l != loc {
-				m.markGone(l, n) // the old copy there is stale; never read it
+			// The old copy there is stale; never read it. A stale file
+			// stays on that disk until a cell there reads it, and then
+			// the new version is brought: deleting the user's copy of a
+			// file because a cloud cell rewrote it would lose it there.
+			if l != loc && !isFile(n) {
+				m.markGone(l, n)
 			}
 		}
 		v.Version++
 		v.At = map[location.Location]bool{loc: true}
-		v.Size, v.Hash, v.Movable, v.Reason, v.Kind, v.Group, v.Uses = c.Size, c.Hash, c.Movable, c.Reason, c.Kind, c.Group, c.Uses
+		v.Size, v.Hash, v.Movable, v.Reason, v.Kind, v.Group, v.Uses, v.Needs = c.Size, c.Hash, c.Movable, c.Reason, c.Kind, c.Group, c.Uses, c.Needs
 		v.Producer = cell
 		delete(m.gone[loc], n)
 		wrote[n] = v.Version
@@ -271,8 +285,8 @@ func (m *Map) Lost(loc location.Location) []Var {
 	defer m.mu.Unlock()
 	var lost []Var
 	for n, v := range m.vars {
-		if !v.At[loc] {
-			continue
+		if !v.At[loc] || (loc == location.Local && isFile(n)) {
+			continue // files on the laptop's disk outlive its kernel
 		}
 		delete(v.At, loc)
 		if len(v.At) == 0 {

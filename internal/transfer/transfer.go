@@ -100,6 +100,9 @@ type Result struct {
 	// Unmovable says, per name that could not be serialised, why; those
 	// names stayed where they were.
 	Unmovable map[string]string
+	// Notes are what the target said while loading (warnings raised by
+	// its libraries, settings it could not apply), for the cell's output.
+	Notes []string
 }
 
 // Compression is the payload's sent/raw size ratio, 0 when nothing was
@@ -114,10 +117,12 @@ func (r Result) Compression() float64 {
 // Mover moves values between locations. Its methods are called from the
 // kernel's shell worker, one at a time.
 type Mover struct {
-	req     Requester
-	secret  string
-	onChunk func(src, dst location.Location, chunk int)
-	log     *slog.Logger
+	req       Requester
+	secret    string
+	onChunk   func(src, dst location.Location, chunk int)
+	log       *slog.Logger
+	env       func(loc location.Location) map[string]string
+	onInstall func(loc location.Location, info agent.Info)
 
 	// readyMu makes Ready install one agent at a time: the kernel starts
 	// kernels ahead of the first cell on goroutines of their own.
@@ -133,6 +138,7 @@ type Mover struct {
 type agentState struct {
 	died   <-chan struct{} // the incarnation the agent was installed in
 	commID string
+	info   agent.Info
 }
 
 // Config configures a Mover.
@@ -144,6 +150,14 @@ type Config struct {
 	// suite strikes there).
 	OnChunk func(src, dst location.Location, chunk int)
 	Log     *slog.Logger
+	// Env returns the environment variables to set in loc's kernel when
+	// the agent is installed: the user's --forward-env, for the clouds.
+	Env func(loc location.Location) map[string]string
+	// OnInstall, if set, is called (from whichever goroutine made the
+	// kernel ready) each time the agent is installed in a new kernel
+	// incarnation, with what the agent says of its kernel: the kernel
+	// registers the files it holds and compares versions.
+	OnInstall func(loc location.Location, info agent.Info)
 }
 
 // New returns a Mover reaching kernels through req.
@@ -151,7 +165,8 @@ func New(req Requester, cfg Config) *Mover {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Mover{req: req, secret: cfg.Secret, onChunk: cfg.OnChunk, log: cfg.Log, agents: map[location.Location]*agentState{}}
+	return &Mover{req: req, secret: cfg.Secret, onChunk: cfg.OnChunk, log: cfg.Log, env: cfg.Env, onInstall: cfg.OnInstall,
+		agents: map[location.Location]*agentState{}}
 }
 
 // Ready makes sure loc's kernel runs with the agent installed in its
@@ -171,12 +186,20 @@ func (m *Mover) Ready(ctx context.Context, loc location.Location) error {
 	if a != nil && a.died == died && !closed(died) {
 		return nil
 	}
-	exprs, err := Exec(ctx, m.req, loc, agent.InstallCode(m.secret), map[string]string{agent.ProtocolKey: agent.ProtocolExpr})
+	var env map[string]string
+	if m.env != nil {
+		env = m.env(loc)
+	}
+	exprs, err := Exec(ctx, m.req, loc, agent.InstallCode(m.secret, env), map[string]string{agent.ProtocolKey: agent.ProtocolExpr, agent.InfoKey: agent.InfoExpr})
 	if err != nil {
 		return fmt.Errorf("installing the agent in the %s kernel: %w", loc, err)
 	}
 	if err := agent.CheckProtocol(exprs[agent.ProtocolKey]); err != nil {
 		return fmt.Errorf("installing the agent in the %s kernel: %w", loc, err)
+	}
+	info, err := agent.ParseInfo(exprs[agent.InfoKey])
+	if err != nil {
+		m.log.Warn("the agent did not describe its kernel; versions and files there are unknown", "at", loc, "err", err)
 	}
 	comm := wire.NewID()
 	if _, err := m.req.Request(ctx, loc, wire.Shell, "comm_open", map[string]any{
@@ -188,9 +211,40 @@ func (m *Mover) Ready(ctx context.Context, loc location.Location) error {
 	if a != nil && a.died != died {
 		m.dead = append(m.dead, loc) // its old incarnation died
 	}
-	m.agents[loc] = &agentState{died: died, commID: comm}
+	m.agents[loc] = &agentState{died: died, commID: comm, info: info}
 	m.mu.Unlock()
+	if m.onInstall != nil {
+		m.onInstall(loc, info)
+	}
 	return nil
+}
+
+// Info returns what the agent in loc's current kernel said of it when
+// installed, and whether one is installed.
+func (m *Mover) Info(loc location.Location) (agent.Info, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.agents[loc]
+	if a == nil {
+		return agent.Info{}, false
+	}
+	return a.info, true
+}
+
+// ErrIncompatible is returned when the target could not load a payload
+// because its Python lacks a module the payload needs, or has one without
+// what the payload refers to: a certain failure, not retried.
+var ErrIncompatible = errors.New("the target cannot load this payload")
+
+// incompatible reports whether a load error names a missing module or
+// attribute (ModuleNotFoundError, ImportError, "Can't get attribute").
+func incompatible(agentErr string) bool {
+	for _, p := range []string{"ModuleNotFoundError", "ImportError", "Can't get attribute", "AttributeError"} {
+		if strings.Contains(agentErr, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Dead returns the locations whose kernel incarnation, with the agent
@@ -246,7 +300,7 @@ func (m *Mover) Move(ctx context.Context, src, dst location.Location, names []st
 			return res, nil
 		}
 		lastErr = err
-		if errors.Is(err, backend.ErrDied) || ctx.Err() != nil {
+		if errors.Is(err, backend.ErrDied) || errors.Is(err, ErrIncompatible) || ctx.Err() != nil {
 			break
 		}
 		m.log.Warn("state transfer failed; retrying", "from", src, "to", dst, "err", err)
@@ -371,9 +425,13 @@ func (m *Mover) once(ctx context.Context, src, dst location.Location, names []st
 			}
 			res.Names = append([]string(nil), d.Names...)
 			sort.Strings(res.Names)
+			res.Notes = d.Notes
 			res.WireSeconds = time.Since(t0).Seconds()
 			return res, nil
 		case agent.OpError:
+			if incompatible(d.Error) {
+				return Result{}, fmt.Errorf("%w: loading at %s: %s", ErrIncompatible, dst, d.Error)
+			}
 			return Result{}, fmt.Errorf("loading at %s: %s", dst, d.Error)
 		}
 	}

@@ -208,18 +208,21 @@ func reach(o *object) map[*object]bool {
 	return out
 }
 
-// parseReportArgs reads report()'s arguments: a JSON list, then True or False.
+// parseReportArgs reads report()'s arguments: a JSON list, then True or
+// False for dynamic, then (ignored: a fake kernel has no process state)
+// True or False for proc.
 func parseReportArgs(args string) (map[string]bool, bool, error) {
-	i := strings.LastIndexByte(args, ',')
-	if i < 0 {
-		return nil, false, raise("TypeError", "report() takes names and dynamic")
-	}
+	dec := json.NewDecoder(strings.NewReader(args))
 	var names []string
-	if err := json.Unmarshal([]byte(args[:i]), &names); err != nil {
+	if err := dec.Decode(&names); err != nil {
 		return nil, false, raise("SyntaxError", "report() names: %v", err)
 	}
+	rest := strings.Split(strings.TrimPrefix(strings.TrimSpace(args[dec.InputOffset():]), ","), ",")
+	if len(rest) < 1 || len(rest) > 2 {
+		return nil, false, raise("TypeError", "report() takes names, dynamic and proc")
+	}
 	var dynamic bool
-	switch strings.TrimSpace(args[i+1:]) {
+	switch strings.TrimSpace(rest[0]) {
 	case "True":
 		dynamic = true
 	case "False":

@@ -194,7 +194,7 @@ func (r *result) expr(key string) json.RawMessage {
 // install installs the agent as Ferry does and checks its protocol.
 func (d *driver) install(secret string) {
 	d.t.Helper()
-	r := d.hiddenExec(agent.InstallCode(secret), map[string]string{agent.ProtocolKey: agent.ProtocolExpr})
+	r := d.hiddenExec(agent.InstallCode(secret, nil), map[string]string{agent.ProtocolKey: agent.ProtocolExpr})
 	if st := r.content()["status"]; st != "ok" {
 		d.t.Fatalf("install: %v", r.content())
 	}
@@ -215,7 +215,7 @@ func (d *driver) open(secret string) (string, *result) {
 // report asks the agent what changed, as Ferry does after a cell raised.
 func (d *driver) report(maybe []string, dynamic bool) agent.Report {
 	d.t.Helper()
-	r := d.hiddenExec("", map[string]string{agent.ReportKey: agent.ReportExpr(maybe, dynamic)})
+	r := d.hiddenExec("", map[string]string{agent.ReportKey: agent.ReportExpr(maybe, dynamic, false)})
 	rep, err := agent.ParseReport(r.expr(agent.ReportKey))
 	if err != nil {
 		d.t.Fatalf("report: %v", err)

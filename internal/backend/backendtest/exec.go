@@ -299,6 +299,9 @@ func (inc *incarnation) evalExpression(src string) (string, error) {
 		switch {
 		case s == agent.ProtocolExpr:
 			return strconv.Itoa(agent.ProtocolVersion), nil
+		case s == agent.InfoExpr:
+			// A fake kernel has no disk, modules or environment to tell of.
+			return `{"python":"3.fake","pickle":5,"modules":{},"env":[],"root":"","files":{},"truncated":false,"user":"fake"}`, nil
 		case s == agent.DumpSessionExpr:
 			return inc.dumpSize(), nil
 		case strings.HasPrefix(s, reportPrefix) && strings.HasSuffix(s, ")"):
