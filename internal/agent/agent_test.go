@@ -25,10 +25,12 @@ func needPython(t testing.TB) {
 }
 
 // TestAgentPython runs the agent's Python unit tests in-process with
-// Debian's interpreter (numpy, pandas, cloudpickle, dill are needed).
+// Debian's interpreter (numpy, pandas, cloudpickle, dill are needed):
+// agent_test.py for the agent, outside_test.py for its helpers (files,
+// side effects, process state).
 func TestAgentPython(t *testing.T) {
 	needPython(t)
-	out, err := exec.Command(testenv.Python(), "-m", "unittest", "-v", "agent_test").CombinedOutput()
+	out, err := exec.Command(testenv.Python(), "-m", "unittest", "-v", "agent_test", "outside_test").CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
 		t.Fatalf("agent tests failed: %v", err)

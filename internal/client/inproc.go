@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/kernel"
@@ -51,9 +52,25 @@ func StartFerry(ctx context.Context, cfg kernel.Config) (*Session, error) {
 }
 
 // Close shuts the kernel and its backends down and waits for it.
+//
+// It asks the kernel to shut down first, as a front end does, so the
+// kernel can copy files written in a cloud home before its kernels stop;
+// if that takes more than a minute (or ctx ends), it is stopped outright.
 func (s *Session) Close(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if s.Client != nil && s.Client.Shutdown(sctx, false) == nil {
+		select {
+		case err := <-s.errc:
+			s.Client.Close()
+			return err
+		case <-sctx.Done():
+		}
+	}
 	s.Kernel.Stop()
 	err := <-s.errc
-	s.Client.Close()
+	if s.Client != nil {
+		s.Client.Close()
+	}
 	return err
 }

@@ -59,9 +59,8 @@ func newOutside() *outside {
 
 // onInstall is transfer.Config.OnInstall: a new kernel incarnation at loc
 // has the agent. Its modules and environment names are recorded, and the
-// first time, the files its disk holds enter the state map: the laptop's
-// as the newest versions (the user's copy), a cloud's only where the name
-// is unknown (a file left in Ferry's folder there by an earlier session).
+// first time at the laptop, the files under the notebook's folder enter
+// the state map as the newest versions (the user's copy).
 func (s *Server) onInstall(loc location.Location, info agent.Info) {
 	o := s.out
 	o.mu.Lock()
@@ -83,13 +82,16 @@ func (s *Server) onInstall(loc location.Location, info agent.Info) {
 	if info.Truncated {
 		s.log.Warn("more files under the notebook's folder than Ferry tracks; cells reading the others may not find them in the cloud", "at", loc, "tracked", len(info.Files))
 	}
+	// Only the laptop's files are registered: they are the user's. Files
+	// already in a cloud's folder (left by an earlier session) are not
+	// Ferry's to copy home or to delete; a cell there that reads one the
+	// laptop also has gets the laptop's version first.
+	if loc != location.Local {
+		return
+	}
 	changed := map[string]state.Change{}
 	for rel, st := range info.Files {
-		n := files.Name(rel)
-		if _, known := s.state.Get(n); known && loc != location.Local {
-			continue
-		}
-		changed[n] = state.Change{Size: st[0], Hash: fmt.Sprintf("stat:%d:%d", st[0], st[1]), Movable: true, Kind: "file"}
+		changed[files.Name(rel)] = state.Change{Size: st[0], Hash: fmt.Sprintf("stat:%d:%d", st[0], st[1]), Movable: true, Kind: "file"}
 	}
 	if len(changed) > 0 {
 		s.state.Ran(loc, "", changed, nil)
