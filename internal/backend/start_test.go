@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func slowKernelspec(t *testing.T, s *JupyterServer, name string, delay time.Dura
 		t.Fatal(err)
 	}
 	script := filepath.Join(dir, "slow.sh")
-	body := "#!/bin/sh\nsleep " + strings.TrimSuffix(delay.String(), "s") + "\nexec " + testenv.Python() + " -m ipykernel_launcher -f \"$1\"\n"
+	body := "#!/bin/sh\nsleep " + strconv.Itoa(int(delay.Seconds())) + " || exit 1\nexec " + testenv.Python() + " -m ipykernel_launcher -f \"$1\"\n"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
