@@ -35,7 +35,8 @@ func (s *Server) Start(ctx context.Context, loc location.Location) (<-chan struc
 // How a slow kernel start is announced in the running cell's output: a
 // cloud kernel on a cold node takes minutes, and the cell shows nothing
 // else meanwhile.
-const (
+// Variables so tests can shorten them.
+var (
 	startNotice = 2 * time.Second  // a start longer than this is announced
 	startUpdate = 10 * time.Second // then an update this often
 )
@@ -51,10 +52,11 @@ func (s *Server) startBackend(ctx context.Context, loc location.Location, b back
 	}
 	t0 := time.Now()
 	cell := s.cell.Load()
+	notice, update := startNotice, startUpdate
 	done := make(chan struct{})
 	announced := make(chan bool, 1)
 	if cell != nil {
-		go func() { announced <- s.announceStart(cell, loc, b, t0, done) }()
+		go func() { announced <- s.announceStart(cell, loc, b, t0, notice, update, done) }()
 	} else {
 		announced <- false
 	}
@@ -76,9 +78,9 @@ func (s *Server) startBackend(ctx context.Context, loc location.Location, b back
 }
 
 // announceStart tells the cell that loc's kernel is starting, once the
-// start took startNotice, then every startUpdate until done; it reports
+// start took notice, then every update until done; it reports
 // whether it said anything.
-func (s *Server) announceStart(cell *wire.Message, loc location.Location, b backend.Backend, t0 time.Time, done <-chan struct{}) bool {
+func (s *Server) announceStart(cell *wire.Message, loc location.Location, b backend.Backend, t0 time.Time, notice, update time.Duration, done <-chan struct{}) bool {
 	since := func() time.Duration {
 		// A start another goroutine began earlier (the kernel's own
 		// pre-start) is older than this wait.
@@ -87,7 +89,7 @@ func (s *Server) announceStart(cell *wire.Message, loc location.Location, b back
 		}
 		return time.Since(t0)
 	}
-	t := time.NewTimer(startNotice)
+	t := time.NewTimer(notice)
 	defer t.Stop()
 	select {
 	case <-done:
@@ -95,7 +97,7 @@ func (s *Server) announceStart(cell *wire.Message, loc location.Location, b back
 	case <-t.C:
 	}
 	s.startNote(cell, fmt.Sprintf("Ferry: starting %s kernel…\n", loc.Describe()))
-	tick := time.NewTicker(startUpdate)
+	tick := time.NewTicker(update)
 	defer tick.Stop()
 	for {
 		select {
@@ -223,4 +225,13 @@ func (s *Server) ready(ctx context.Context, loc location.Location) error {
 	}
 	_, err := s.Start(ctx, loc)
 	return err
+}
+
+// workDirNote is the working directory's part of a %ferry status line
+// (for a remote kernel, relative to the server's root).
+func workDirNote(st backend.Status) string {
+	if st.WorkDir == "" {
+		return ""
+	}
+	return ", working dir " + st.WorkDir
 }

@@ -231,6 +231,12 @@ func (m *Model) StartCost(loc location.Location) float64 {
 	if m.Cold == nil || !m.Cold(loc) {
 		return 0
 	}
+	return m.StartSeconds(loc)
+}
+
+// StartSeconds is the measured start of loc's kernel (a blend of the
+// starts seen), 0 before the first.
+func (m *Model) StartSeconds(loc location.Location) float64 {
 	m.startMu.Lock()
 	defer m.startMu.Unlock()
 	return m.starts[loc]
