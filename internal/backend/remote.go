@@ -549,20 +549,23 @@ func (r *Remote) create(ctx context.Context, old string) (string, error) {
 		err = errors.New("remote server created a kernel without an id")
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if err != nil {
 		r.startBegan = time.Time{}
+		r.mu.Unlock()
 		if timedOut {
 			return "", &startTimeoutError{r.cfg.StartTimeout, "the server did not answer the create request"}
 		}
 		return "", err
 	}
 	if r.stopped {
+		r.startBegan = time.Time{}
+		r.mu.Unlock()
 		// Shutdown ran while the server created it: nobody else knows it.
 		_ = r.deleteKernel(context.Background(), k.ID)
 		return "", errShutDown
 	}
 	r.kernelID, r.pending, r.session, r.startState = k.ID, k.ID, wire.NewID(), "starting"
+	r.mu.Unlock()
 	return k.ID, nil
 }
 
@@ -589,6 +592,16 @@ const dialAttempt = 20 * time.Second
 // timeout passes. Only a kernel that is gone, dead or past the timeout is
 // given up (and deleted); ctx ending leaves it pending for the next Start.
 func (r *Remote) await(ctx context.Context, id string) error {
+	// Shutdown ends the wait at once, a dial or kernel_info in flight too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	r.mu.Lock()
 	began := r.startBegan
 	r.mu.Unlock()
@@ -628,10 +641,8 @@ func (r *Remote) await(ctx context.Context, id string) error {
 		if err == nil {
 			break
 		}
-		select {
-		case <-r.stop:
+		if r.isStopped() {
 			return errShutDown
-		default:
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("waiting for the cloud kernel %s to start: %w", id, ctx.Err())
@@ -663,9 +674,10 @@ func (r *Remote) await(ctx context.Context, id string) error {
 		}
 		select {
 		case <-ctx.Done():
+			if r.isStopped() {
+				return errShutDown
+			}
 			return fmt.Errorf("waiting for the cloud kernel %s to start: %w", id, ctx.Err())
-		case <-r.stop:
-			return errShutDown
 		case <-time.After(min(time.Second, time.Until(deadline))):
 		}
 	}
@@ -683,6 +695,9 @@ func (r *Remote) await(ctx context.Context, id string) error {
 	cancel()
 	if err != nil {
 		r.closeConn()
+		if r.isStopped() {
+			return errShutDown // Shutdown deleted the kernel
+		}
 		switch {
 		case ctx.Err() != nil:
 			return fmt.Errorf("waiting for the cloud kernel %s to start: %w", id, ctx.Err())
@@ -701,6 +716,16 @@ func (r *Remote) await(ctx context.Context, id string) error {
 	r.connMu.Unlock()
 	slog.Debug("remote kernel ready", "kernel", id, "protocol", proto, "start", now.Sub(began))
 	return nil
+}
+
+// isStopped reports whether Shutdown began.
+func (r *Remote) isStopped() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // closeConn closes the socket without deleting the kernel and waits for

@@ -149,3 +149,42 @@ func TestRemoteStartTimeout(t *testing.T) {
 		t.Fatalf("kernels left on the server after the timeout: %v (%v)", ids, err)
 	}
 }
+
+// TestRemoteShutdownWhileStarting: Shutdown during a slow start deletes
+// the pending kernel and ends the Start's wait at once.
+func TestRemoteShutdownWhileStarting(t *testing.T) {
+	testenv.SkipIfShort(t, "a jupyter-server and a slow kernelspec")
+	s := startServer(t)
+	slowKernelspec(t, s, "slow", 60*time.Second)
+	r, err := NewRemote(RemoteConfig{URL: s.URL, Token: s.Token, KernelName: "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Start(context.Background()) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for r.Status().KernelID == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("no kernel was created within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond) // bounded polling
+	}
+	t0 := time.Now()
+	if err := r.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, errShutDown) {
+			t.Errorf("Start ended by Shutdown: %v, want errShutDown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start still waits 10 s after Shutdown")
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("Shutdown and the Start's end took %s", d)
+	}
+	if ids, err := s.Kernels(t.Context()); err != nil || len(ids) != 0 {
+		t.Fatalf("kernels left on the server: %v (%v)", ids, err)
+	}
+}
