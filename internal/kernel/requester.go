@@ -34,8 +34,7 @@ func (s *Server) Start(ctx context.Context, loc location.Location) (<-chan struc
 
 // How a slow kernel start is announced in the running cell's output: a
 // cloud kernel on a cold node takes minutes, and the cell shows nothing
-// else meanwhile.
-// Variables so tests can shorten them.
+// else meanwhile. Variables, so tests can shorten them.
 var (
 	startNotice = 2 * time.Second  // a start longer than this is announced
 	startUpdate = 10 * time.Second // then an update this often
