@@ -53,6 +53,16 @@ type backendFlags struct {
 	tokenFile      string
 	remoteCA       string
 	remoteInsecure bool
+	remoteWorkDir  string
+	remoteGateway  bool
+	startTimeout   string
+
+	// dir is the notebook's directory on this machine: the local
+	// kernel's working directory, and what the cloud kernel's default
+	// working directory is named after. Set by the command (ferry run:
+	// the notebook's directory or --cwd); empty means Ferry's own, which
+	// Jupyter sets to the notebook's when it starts `ferry kernel`.
+	dir string
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -68,6 +78,9 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.tokenFile, "token-file", envOr("FERRY_TOKEN_FILE", conf.TokenFile), "file holding the remote server's token (env FERRY_TOKEN_FILE)")
 	fs.StringVar(&b.remoteCA, "remote-ca", envOr("FERRY_REMOTE_CA", conf.RemoteCA), "extra CA certificate (PEM) for an https remote")
 	fs.BoolVar(&b.remoteInsecure, "remote-insecure", conf.RemoteInsecure, "accept any TLS certificate from the remote (self-signed test servers only)")
+	fs.StringVar(&b.remoteWorkDir, "remote-workdir", envOr("FERRY_REMOTE_WORKDIR", ""), "the cloud kernel's working directory, relative to the server's root (env FERRY_REMOTE_WORKDIR; default ferry/NOTEBOOKDIR-HASH, one per notebook directory)")
+	fs.BoolVar(&b.remoteGateway, "remote-gateway", envOr("FERRY_REMOTE_GATEWAY", "") != "" || conf.RemoteGateway, "the remote is an Enterprise Gateway: pass the working directory and launch timeout as KERNEL_WORKING_DIR and KERNEL_LAUNCH_TIMEOUT (env FERRY_REMOTE_GATEWAY)")
+	fs.StringVar(&b.startTimeout, "start-timeout", envOr("FERRY_START_TIMEOUT", orDefaultStr(conf.StartTimeout, backend.DefaultStartTimeout.String())), "how long the cloud kernel may take to start, e.g. 10m or 600 (seconds) (env FERRY_START_TIMEOUT)")
 	fs.BoolVar(&b.stateOff, "no-state", false, "do not analyse cells or move state (every cell must run in one place)")
 	fs.BoolVar(&b.localRemote, "local-remote", false, "stand in for the cloud with a second kernel on this machine (tests, demos)")
 	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x)")
@@ -114,7 +127,19 @@ func (b *backendFlags) config() (kernel.Config, error) {
 }
 
 func (b *backendFlags) backends() (map[location.Location]backend.Backend, error) {
-	bs := map[location.Location]backend.Backend{location.Local: backend.NewLocal(b.python)}
+	dir := b.dir
+	if dir == "" {
+		// Say it explicitly rather than rely on inheritance: the kernel's
+		// directory is the one Ferry was started in.
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, fmt.Errorf("finding the notebook's directory: %w", err)
+		}
+		dir = wd
+	}
+	local := backend.NewLocal(b.python)
+	local.Dir = dir
+	bs := map[location.Location]backend.Backend{location.Local: local}
 	if b.remote != "" && b.localRemote {
 		return nil, errors.New("--remote and --local-remote exclude each other; pick one")
 	}
@@ -123,16 +148,44 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 		if err != nil {
 			return nil, err
 		}
-		r, err := backend.NewRemote(backend.RemoteConfig{URL: b.remote, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure})
+		timeout, err := parseStartTimeout(b.startTimeout)
+		if err != nil {
+			return nil, err
+		}
+		wd := b.remoteWorkDir
+		if wd == "" {
+			wd = backend.DefaultWorkDir(dir)
+		}
+		r, err := backend.NewRemote(backend.RemoteConfig{URL: b.remote, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure,
+			WorkDir: wd, Gateway: b.remoteGateway, StartTimeout: timeout})
 		if err != nil {
 			return nil, err
 		}
 		bs[location.Remote] = r
 	}
 	if b.localRemote {
-		bs[location.Remote] = backend.NewStandIn(b.python)
+		standIn := backend.NewStandIn(b.python)
+		standIn.Dir = dir
+		bs[location.Remote] = standIn
 	}
 	return bs, nil
+}
+
+// parseStartTimeout reads --start-timeout: a Go duration (10m, 90s) or a
+// number of seconds.
+func parseStartTimeout(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		secs, nerr := strconv.ParseFloat(s, 64)
+		if nerr != nil {
+			return 0, fmt.Errorf("--start-timeout %q is not a duration like 10m or a number of seconds", s)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("--start-timeout %q must be positive", s)
+	}
+	return d, nil
 }
 
 func runKernel(ctx context.Context, args []string) error {
@@ -203,6 +256,8 @@ type fileConfig struct {
 	TokenFile      string `json:"token_file"`
 	RemoteCA       string `json:"remote_ca"`
 	RemoteInsecure bool   `json:"remote_insecure"`
+	RemoteGateway  bool   `json:"remote_gateway"`
+	StartTimeout   string `json:"start_timeout"`
 }
 
 func loadConfig() fileConfig {

@@ -48,6 +48,7 @@ func runNotebook(ctx context.Context, args []string) error {
 	sessionPath := fs.String("session", "", "replay a scripted user session (cells, think times, edits) instead of running all cells")
 	thinkScale := fs.Float64("think-scale", 1, "with --session: multiply the script's think times")
 	reportPath := fs.String("report", "", "write a self-contained HTML report (timeline, decisions, totals) to this file")
+	cwd := fs.String("cwd", "", "working directory of the local kernel (default: the notebook's directory, as nbconvert and papermill)")
 	var bf backendFlags
 	bf.register(fs)
 	// Accept flags after the notebook path too, as users type them.
@@ -64,6 +65,9 @@ func runNotebook(ctx context.Context, args []string) error {
 	}
 	nb, err := notebook.Read(in)
 	if err != nil {
+		return err
+	}
+	if bf.dir, err = notebook.Dir(in, *cwd); err != nil {
 		return err
 	}
 	var steps []notebook.Step

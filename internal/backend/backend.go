@@ -69,6 +69,14 @@ type Status struct {
 	LastExit    string
 	// RTT is the round trip measured when the kernel started.
 	RTT time.Duration
+	// WorkDir is the kernel's working directory: a local path, or for a
+	// remote kernel one relative to the server's root.
+	WorkDir string
+	// Starting is when the start under way began (zero when none is);
+	// StartTook is how long the last successful start took. The kernel
+	// announces a slow start and feeds the policy from them.
+	Starting  time.Time
+	StartTook time.Duration
 }
 
 // ErrDied is returned when a kernel died while Ferry waited on it.

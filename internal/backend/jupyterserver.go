@@ -202,6 +202,11 @@ func lastLine(s string) string {
 	return s
 }
 
+// Dir is the server's root directory (its kernels' paths are relative to
+// it); its .data subdirectory is the server's JUPYTER_DATA_DIR, where
+// kernelspecs written under kernels/NAME are found.
+func (s *JupyterServer) Dir() string { return s.dir }
+
 // Log returns the tail of the server's output (it holds no token: the
 // token came in a config file and the server only logs a masked URL).
 func (s *JupyterServer) Log() string { return s.log.String() }

@@ -36,6 +36,11 @@ type Local struct {
 	Args []string
 	// StartTimeout bounds how long a kernel may take to answer.
 	StartTimeout time.Duration
+	// Dir is the kernel's working directory: the notebook's directory, as
+	// Jupyter, nbconvert and papermill start kernels. Empty means Ferry's
+	// own, which Jupyter already set to the notebook's; callers that know
+	// the directory set it.
+	Dir string
 	// OnStart, if set, is called with each new kernel's pid (the test bed
 	// moves it into a CPU-quota cgroup).
 	OnStart func(pid int) error
@@ -192,6 +197,7 @@ func (l *Local) launchLocked(ctx context.Context) error {
 		argv[i] = strings.ReplaceAll(a, "{connection_file}", cf)
 	}
 	cmd := exec.Command(l.Python, argv...)
+	cmd.Dir = l.Dir
 	// Own process group so an interrupt or kill reaches the kernel and its
 	// children, and Pdeathsig so it dies with Ferry even on SIGKILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -414,7 +420,10 @@ func (l *Local) Status() Status {
 	l.exitMu.Lock()
 	last := l.lastExit
 	l.exitMu.Unlock()
-	st := Status{Location: l.Loc, Kind: "ipykernel", Interpreter: l.Python, Started: l.started, Restarts: l.restarts, LastExit: last, State: "not started"}
+	st := Status{Location: l.Loc, Kind: "ipykernel", Interpreter: l.Python, Started: l.started, Restarts: l.restarts, LastExit: last, State: "not started", WorkDir: l.Dir}
+	if st.WorkDir == "" {
+		st.WorkDir, _ = os.Getwd()
+	}
 	if l.cmd != nil && l.cmd.Process != nil {
 		st.PID = l.cmd.Process.Pid
 		select {

@@ -3,8 +3,10 @@ package backend
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +17,12 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +45,52 @@ type RemoteConfig struct {
 	Insecure   bool   // accept any certificate (self-signed test servers)
 	// Legacy forces the JSON framing even if the server offers v1.
 	Legacy bool
+	// WorkDir is the kernel's working directory, relative to the server's
+	// root: the cloud is another machine, and two notebooks must not share
+	// (or clobber) each other's files there. Empty means
+	// DefaultWorkDir(the process's working directory). Start creates it
+	// through the Contents API and passes it as the kernel's path.
+	WorkDir string
+	// Gateway says the server is an Enterprise Gateway: it has no Contents
+	// API, and takes the working directory (and the launch timeout) as
+	// KERNEL_* environment variables in the create request. Jupyter
+	// Server has no way to say which it is, so the user does
+	// (--remote-gateway). EG honours KERNEL_WORKING_DIR only with
+	// EG_MIRROR_WORKING_DIRS set, and it is a path on the kernel's host.
+	Gateway bool
+	// StartTimeout bounds a kernel's start, from the create request until
+	// it answers kernel_info (a cold node or an image pull takes minutes);
+	// 0 means DefaultStartTimeout. A slow start is waited for, never
+	// deleted and created again.
+	StartTimeout time.Duration
+}
+
+// DefaultStartTimeout is how long a cloud kernel may take to start.
+const DefaultStartTimeout = 5 * time.Minute
+
+// ErrStartTimeout is a kernel that was still starting when the start
+// timeout passed; it was deleted.
+var ErrStartTimeout = errors.New("the cloud kernel did not start in time")
+
+// DefaultWorkDir is the server-relative working directory of the kernel
+// for a notebook whose local directory is dir: ferry/<base>-<hash>, the
+// hash of dir's absolute path telling apart notebooks in directories of
+// the same name.
+func DefaultWorkDir(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	sum := sha256.Sum256([]byte(dir))
+	base := strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r < ' ' {
+			return '_'
+		}
+		return r
+	}, filepath.Base(dir))
+	if base == "" || base == "." || base == "/" || base == "_" || strings.HasPrefix(base, ".") {
+		base = "notebook" // a leading dot is hidden, which the Contents API refuses
+	}
+	return "ferry/" + base + "-" + hex.EncodeToString(sum[:4])
 }
 
 // Remote is a kernel on a Jupyter Server, reached over its REST API and
@@ -48,10 +99,19 @@ type Remote struct {
 	cfg    RemoteConfig
 	base   *url.URL
 	client *http.Client
+	// long is client without its overall time limit, for the create
+	// request: an Enterprise Gateway answers it only once the kernel's
+	// pod runs. Its requests are bounded by the start timeout instead.
+	long *http.Client
 
 	in chan wire.Incoming
 
-	// mu guards the lifecycle: Start and Shutdown, and what they set.
+	// startSem admits one Start at a time; a Start waiting for it gives
+	// up with its ctx. mu is not held across a start, so Status and
+	// Shutdown answer while a kernel takes minutes to come up.
+	startSem chan struct{}
+
+	// mu guards the lifecycle fields Start and Shutdown set.
 	mu       sync.Mutex
 	kernelID string
 	session  string
@@ -59,6 +119,15 @@ type Remote struct {
 	restarts int
 	info     json.RawMessage
 	rtt      time.Duration
+	// pending is a kernel the server created that has not answered yet,
+	// since startBegan: a Start that gave up (its ctx ended) leaves it
+	// here, and the next Start waits on it instead of creating another.
+	pending    string
+	startBegan time.Time
+	startTook  time.Duration // the last successful start, create to ready
+	startState string        // what the pending kernel is doing, for Status
+	stopped    bool          // Shutdown began: no kernel is created again
+	stop       chan struct{} // closed by Shutdown, ends a start's wait
 
 	// connMu guards the connection, which the reader replaces on reconnect.
 	connMu sync.Mutex
@@ -91,6 +160,14 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 	if cfg.KernelName == "" {
 		cfg.KernelName = "python3"
 	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = DefaultStartTimeout
+	}
+	if cfg.WorkDir == "" {
+		wd, _ := os.Getwd()
+		cfg.WorkDir = DefaultWorkDir(wd)
+	}
+	cfg.WorkDir = strings.Trim(path.Clean("/"+filepath.ToSlash(cfg.WorkDir)), "/")
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
@@ -123,6 +200,7 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 	d := make(chan struct{})
 	close(d)
 	return &Remote{cfg: cfg, base: u, client: &http.Client{Transport: tr, Jar: jar, Timeout: 60 * time.Second},
+		long: &http.Client{Transport: tr, Jar: jar}, startSem: make(chan struct{}, 1), stop: make(chan struct{}),
 		in: make(chan wire.Incoming, 256), died: d, seen: map[string]struct{}{},
 		reconnected: make(chan struct{})}, nil
 }
@@ -188,6 +266,10 @@ func (r *Remote) KernelInfo() json.RawMessage {
 
 // api does one REST call and turns HTTP failures into one-line errors.
 func (r *Remote) api(ctx context.Context, method, path string, body any, out any) error {
+	return r.apiWith(ctx, r.client, method, path, body, out)
+}
+
+func (r *Remote) apiWith(ctx context.Context, client *http.Client, method, path string, body any, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -213,7 +295,7 @@ func (r *Remote) api(ctx context.Context, method, path string, body any, out any
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := r.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return r.netError(err)
 	}
@@ -356,22 +438,67 @@ func isTLSError(err error) bool {
 }
 
 // Start creates a kernel on the server and connects to it, or does nothing
-// if one is running.
+// if one is running. Starting is its own step, bounded by StartTimeout from
+// the create request: a kernel the server created is waited for until it
+// answers, however long it takes (a cold node, an image pull), and never
+// deleted and created again because it is slow. A Start whose ctx ends
+// leaves the kernel pending, and the next Start resumes waiting on it.
 func (r *Remote) Start(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	select {
+	case r.startSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the cloud kernel's start: %w", ctx.Err())
+	}
+	defer func() { <-r.startSem }()
 	if r.Alive() {
 		return nil
 	}
 	if err := r.api(ctx, http.MethodGet, "/api", nil, nil); err != nil {
 		return err
 	}
-	if r.kernelID != "" {
+	r.mu.Lock()
+	id, old, stopped := r.pending, r.kernelID, r.stopped
+	r.mu.Unlock()
+	if stopped {
+		return errShutDown
+	}
+	if id == "" {
+		var err error
+		if id, err = r.create(ctx, old); err != nil {
+			return err
+		}
+	}
+	return r.await(ctx, id)
+}
+
+// errShutDown refuses a start once Shutdown began.
+var errShutDown = errors.New("the remote backend is shut down")
+
+// startTimeoutError is a kernel still starting when the start timeout
+// passed; errors.Is finds ErrStartTimeout.
+type startTimeoutError struct {
+	timeout time.Duration
+	state   string // the server's execution_state, or what was awaited
+}
+
+func (e *startTimeoutError) Error() string {
+	return fmt.Sprintf("the cloud kernel did not start within %s (%s); raise --start-timeout", e.timeout, e.state)
+}
+
+func (e *startTimeoutError) Is(target error) bool { return target == ErrStartTimeout }
+
+// create asks the server for a kernel in the working directory and
+// records it as pending; old is the last incarnation's kernel, deleted
+// first.
+func (r *Remote) create(ctx context.Context, old string) (string, error) {
+	if old != "" {
+		r.mu.Lock()
 		r.restarts++
+		r.mu.Unlock()
 		// The server may have restarted the dead kernel, empty, under the
 		// same id; Ferry starts its own, so that one would be an orphan.
-		if err := r.deleteKernel(ctx, r.kernelID); err != nil {
-			slog.Warn("could not delete the old remote kernel; it stays on the server", "kernel", r.kernelID, "err", err)
+		if err := r.deleteKernel(ctx, old); err != nil {
+			slog.Warn("could not delete the old remote kernel; it stays on the server", "kernel", old, "err", err)
 		}
 	}
 	// The server answers an unknown name with a bare HTTP 500; ask first.
@@ -385,45 +512,251 @@ func (r *Remote) Start(ctx context.Context) error {
 				names = append(names, n)
 			}
 			sort.Strings(names)
-			return fmt.Errorf("remote server has no kernel named %q: pass --remote-kernel with one of %s", r.cfg.KernelName, strings.Join(names, ", "))
+			return "", fmt.Errorf("remote server has no kernel named %q: pass --remote-kernel with one of %s", r.cfg.KernelName, strings.Join(names, ", "))
 		}
 	}
+	body := map[string]any{"name": r.cfg.KernelName}
+	if r.cfg.WorkDir != "" {
+		// jupyter-server starts the kernel in the nearest existing parent
+		// of path, silently: the directory must exist first. An Enterprise
+		// Gateway has no Contents API.
+		if !r.cfg.Gateway {
+			if err := r.makeDir(ctx, r.cfg.WorkDir); err != nil {
+				slog.Warn("could not create the cloud kernel's working directory; it starts in the nearest existing parent", "dir", r.cfg.WorkDir, "err", err)
+			}
+		}
+		body["path"] = r.cfg.WorkDir
+	}
+	if r.cfg.Gateway {
+		env := map[string]string{"KERNEL_LAUNCH_TIMEOUT": strconv.Itoa(int(r.cfg.StartTimeout.Seconds()))}
+		if r.cfg.WorkDir != "" {
+			env["KERNEL_WORKING_DIR"] = r.cfg.WorkDir
+		}
+		body["env"] = env
+	}
+	began := time.Now()
+	r.mu.Lock()
+	r.startBegan, r.startState = began, "creating"
+	r.mu.Unlock()
 	var k struct {
 		ID string `json:"id"`
 	}
-	if err := r.api(ctx, http.MethodPost, "/api/kernels", map[string]string{"name": r.cfg.KernelName}, &k); err != nil {
-		return err
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.StartTimeout)
+	err := r.apiWith(pctx, r.long, http.MethodPost, "/api/kernels", body, &k)
+	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	cancel()
+	if err == nil && k.ID == "" {
+		err = errors.New("remote server created a kernel without an id")
 	}
-	if k.ID == "" {
-		return errors.New("remote server created a kernel without an id")
-	}
-	r.kernelID, r.session = k.ID, wire.NewID()
-	r.closing.Store(false)
-	ws, proto, err := r.dial(ctx)
+	r.mu.Lock()
 	if err != nil {
+		r.startBegan = time.Time{}
+		r.mu.Unlock()
+		if timedOut {
+			return "", &startTimeoutError{r.cfg.StartTimeout, "the server did not answer the create request"}
+		}
+		return "", err
+	}
+	if r.stopped {
+		r.startBegan = time.Time{}
+		r.mu.Unlock()
+		// Shutdown ran while the server created it: nobody else knows it.
 		_ = r.deleteKernel(context.Background(), k.ID)
+		return "", errShutDown
+	}
+	r.kernelID, r.pending, r.session, r.startState = k.ID, k.ID, wire.NewID(), "starting"
+	r.mu.Unlock()
+	return k.ID, nil
+}
+
+// makeDir creates dir and its parents through the Contents API; one that
+// exists is fine.
+func (r *Remote) makeDir(ctx context.Context, dir string) error {
+	p := ""
+	for _, part := range strings.Split(dir, "/") {
+		p = path.Join(p, part)
+		err := r.api(ctx, http.MethodPut, "/api/contents/"+p, map[string]string{"type": "directory"}, nil)
+		if err != nil && !IsStatus(err, http.StatusConflict) {
+			return err
+		}
+	}
+	return nil
+}
+
+// dialAttempt bounds one WebSocket dial while a kernel starts:
+// jupyter-server holds the handshake until the kernel answers kernel_info,
+// so a dial of a starting kernel times out and is made again.
+const dialAttempt = 20 * time.Second
+
+// await waits for the pending kernel id until it answers or the start
+// timeout passes. Only a kernel that is gone, dead or past the timeout is
+// given up (and deleted); ctx ending leaves it pending for the next Start.
+func (r *Remote) await(ctx context.Context, id string) error {
+	// Shutdown ends the wait at once, a dial or kernel_info in flight too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	r.mu.Lock()
+	began := r.startBegan
+	r.mu.Unlock()
+	deadline := began.Add(r.cfg.StartTimeout)
+	giveUp := func(err error) error {
+		_ = r.deleteKernel(context.Background(), id)
+		r.mu.Lock()
+		if r.pending == id {
+			r.pending, r.kernelID, r.startBegan = "", "", time.Time{}
+		}
+		r.mu.Unlock()
 		return err
+	}
+	gone := func(h error) error {
+		r.mu.Lock()
+		if r.pending == id {
+			r.pending, r.kernelID, r.startBegan = "", "", time.Time{}
+		}
+		r.mu.Unlock()
+		return fmt.Errorf("the cloud kernel %s stopped while starting (it is gone from the server; see the server's log): %w", id, h)
+	}
+	state := func() string {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return "still " + r.startState
+	}
+	var ws *websocket.Conn
+	var proto string
+	for {
+		if !time.Now().Before(deadline) {
+			return giveUp(&startTimeoutError{r.cfg.StartTimeout, state()})
+		}
+		actx, cancel := context.WithDeadline(ctx, minTime(deadline, time.Now().Add(dialAttempt)))
+		var err error
+		ws, proto, err = r.dial(actx, id)
+		cancel()
+		if err == nil {
+			break
+		}
+		if r.isStopped() {
+			return errShutDown
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting for the cloud kernel %s to start: %w", id, ctx.Err())
+		}
+		if IsStatus(err, http.StatusNotFound) {
+			return gone(err)
+		}
+		if IsStatus(err) {
+			return giveUp(err) // refused (a token, a failed start): waiting will not help
+		}
+		// Not answered in time, or the connection broke: ask the server
+		// whether the kernel is still there and what it is doing.
+		var k struct {
+			State  string `json:"execution_state"`
+			Reason string `json:"reason"`
+		}
+		gerr := r.api(ctx, http.MethodGet, "/api/kernels/"+id, nil, &k)
+		switch {
+		case IsStatus(gerr, http.StatusNotFound):
+			return gone(gerr)
+		case gerr == nil && k.State == "dead":
+			return giveUp(fmt.Errorf("the cloud kernel %s died while starting: %s (see the server's log)", id, orDefault(k.Reason, "no reason given")))
+		case gerr != nil && !IsStatus(gerr) && ctx.Err() == nil:
+			return gerr // the server stopped answering; the kernel stays pending
+		case gerr == nil && k.State != "":
+			r.mu.Lock()
+			r.startState = k.State
+			r.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			if r.isStopped() {
+				return errShutDown
+			}
+			return fmt.Errorf("waiting for the cloud kernel %s to start: %w", id, ctx.Err())
+		case <-time.After(min(time.Second, time.Until(deadline))):
+		}
 	}
 	startup := make(chan wire.Incoming, 64)
 	died := make(chan struct{})
+	r.closing.Store(false)
 	r.connMu.Lock()
 	r.ws, r.proto, r.died, r.dest = ws, proto, died, startup
 	r.connMu.Unlock()
-	r.started = time.Now()
 	go r.readLoop(ws, died)
-	go r.watch(k.ID, died)
+	go r.watch(id, died)
 	t0 := time.Now()
-	info, err := r.waitReady(ctx, startup, died)
+	wctx, cancel := context.WithDeadline(ctx, deadline)
+	info, err := r.waitReady(wctx, startup, died)
+	cancel()
 	if err != nil {
-		_ = r.shutdownLocked(context.Background())
-		return fmt.Errorf("remote kernel %s did not answer: %w", k.ID, err)
+		r.closeConn()
+		if r.isStopped() {
+			return errShutDown // Shutdown deleted the kernel
+		}
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("waiting for the cloud kernel %s to start: %w", id, ctx.Err())
+		case !time.Now().Before(deadline):
+			return giveUp(&startTimeoutError{r.cfg.StartTimeout, "connected, no answer to kernel_info"})
+		}
+		return giveUp(fmt.Errorf("remote kernel %s did not answer: %w", id, err))
 	}
-	r.info, r.rtt = info, time.Since(t0)
+	now := time.Now()
+	r.mu.Lock()
+	r.info, r.rtt, r.started = info, now.Sub(t0), now
+	r.startTook, r.pending, r.startBegan = now.Sub(began), "", time.Time{}
+	r.mu.Unlock()
 	r.connMu.Lock()
 	r.dest = r.in
 	r.connMu.Unlock()
-	slog.Debug("remote kernel ready", "kernel", k.ID, "protocol", proto)
+	slog.Debug("remote kernel ready", "kernel", id, "protocol", proto, "start", now.Sub(began))
 	return nil
+}
+
+// isStopped reports whether Shutdown began.
+func (r *Remote) isStopped() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// closeConn closes the socket without deleting the kernel and waits for
+// the reader to stop.
+func (r *Remote) closeConn() {
+	r.closing.Store(true)
+	r.connMu.Lock()
+	ws, died := r.ws, r.died
+	r.ws = nil
+	r.connMu.Unlock()
+	if ws != nil {
+		_ = ws.CloseNow()
+	}
+	select {
+	case <-died:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // deleteKernel deletes a kernel on the server; one already gone counts as
@@ -451,11 +784,12 @@ func (r *Remote) deleteKernel(ctx context.Context, id string) error {
 	return err
 }
 
-// dial opens the kernel's channels WebSocket with this backend's session.
-func (r *Remote) dial(ctx context.Context) (*websocket.Conn, string, error) {
+// dial opens kernel id's channels WebSocket with this backend's session;
+// ctx bounds it.
+func (r *Remote) dial(ctx context.Context, id string) (*websocket.Conn, string, error) {
 	u := *r.base
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
-	u.Path = strings.TrimRight(u.Path, "/") + "/api/kernels/" + r.kernelID + "/channels"
+	u.Path = strings.TrimRight(u.Path, "/") + "/api/kernels/" + id + "/channels"
 	u.RawQuery = url.Values{"session_id": {r.session}}.Encode()
 	h := http.Header{}
 	r.authorize(h)
@@ -463,9 +797,7 @@ func (r *Remote) dial(ctx context.Context) (*websocket.Conn, string, error) {
 	if !r.cfg.Legacy {
 		opts.Subprotocols = []string{SubprotocolV1}
 	}
-	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	ws, resp, err := websocket.Dial(dctx, u.String(), opts)
+	ws, resp, err := websocket.Dial(ctx, u.String(), opts)
 	if err != nil {
 		if resp == nil || resp.StatusCode < 300 {
 			return nil, "", r.netError(err)
@@ -474,12 +806,12 @@ func (r *Remote) dial(ctx context.Context) (*websocket.Conn, string, error) {
 		if resp.Body != nil {
 			data, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<10))
 		}
-		h := &HTTPError{Method: http.MethodGet, Path: "/api/kernels/" + r.kernelID + "/channels", Status: resp.StatusCode, Message: scrub(serverMessage(data), r.cfg.Token)}
+		h := &HTTPError{Method: http.MethodGet, Path: "/api/kernels/" + id + "/channels", Status: resp.StatusCode, Message: scrub(serverMessage(data), r.cfg.Token)}
 		switch h.Status {
 		case http.StatusUnauthorized, http.StatusForbidden:
 			return nil, "", &explainedError{fmt.Sprintf("remote server %s rejected the token on the kernel channel (HTTP %d): set FERRY_TOKEN or --token-file", redact(r.cfg.URL), h.Status), h}
 		case http.StatusNotFound:
-			return nil, "", &explainedError{fmt.Sprintf("remote kernel %s is gone (HTTP 404 on its channels)", r.kernelID), h}
+			return nil, "", &explainedError{fmt.Sprintf("remote kernel %s is gone (HTTP 404 on its channels)", id), h}
 		}
 		return nil, "", h
 	}
@@ -488,10 +820,9 @@ func (r *Remote) dial(ctx context.Context) (*websocket.Conn, string, error) {
 }
 
 // waitReady sends kernel_info requests until one is answered and an IOPub
-// message arrived, as for a local kernel.
+// message arrived, as for a local kernel; ctx bounds it (the start
+// timeout).
 func (r *Remote) waitReady(ctx context.Context, startup <-chan wire.Incoming, died <-chan struct{}) (json.RawMessage, error) {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
 	ids := map[string]bool{}
 	var info json.RawMessage
 	iopub := false
@@ -645,6 +976,9 @@ func (r *Remote) watch(id string, died <-chan struct{}) {
 // reconnect reopens the socket within a bounded time, unless the kernel is
 // gone.
 func (r *Remote) reconnect() (*websocket.Conn, error) {
+	r.mu.Lock()
+	id := r.kernelID
+	r.mu.Unlock()
 	deadline := time.Now().Add(20 * time.Second)
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -652,10 +986,10 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 		var k struct {
 			ID string `json:"id"`
 		}
-		err := r.api(ctx, http.MethodGet, "/api/kernels/"+r.kernelID, nil, &k)
+		err := r.api(ctx, http.MethodGet, "/api/kernels/"+id, nil, &k)
 		if err == nil {
 			var ws *websocket.Conn
-			ws, _, err = r.dial(ctx)
+			ws, _, err = r.dial(ctx, id)
 			if err == nil {
 				cancel()
 				r.connMu.Lock()
@@ -671,7 +1005,7 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 		// A 404 for the kernel, or for its channels just after the kernel
 		// was listed, means it was deleted or the server restarted.
 		if h := (*HTTPError)(nil); errors.As(err, &h) && h.Status == http.StatusNotFound {
-			return nil, &explainedError{fmt.Sprintf("the remote kernel %s is gone (deleted, or the server restarted)", r.kernelID), h}
+			return nil, &explainedError{fmt.Sprintf("the remote kernel %s is gone (deleted, or the server restarted)", id), h}
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("the remote kernel connection closed and could not be reopened: %w", err)
@@ -769,30 +1103,22 @@ func (r *Remote) Interrupt(ctx context.Context) error {
 	return r.api(ctx, http.MethodPost, "/api/kernels/"+id+"/interrupt", nil, nil)
 }
 
-// Shutdown deletes the kernel on the server and closes the socket.
+// Shutdown deletes the kernel on the server (a pending one too) and
+// closes the socket. A Start waiting for a kernel returns at once.
 func (r *Remote) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.shutdownLocked(ctx)
-}
-
-func (r *Remote) shutdownLocked(ctx context.Context) error {
-	if r.kernelID == "" {
+	if !r.stopped {
+		r.stopped = true
+		close(r.stop)
+	}
+	id := r.kernelID
+	r.mu.Unlock()
+	if id == "" {
 		return nil
 	}
 	r.closing.Store(true)
-	err := r.deleteKernel(ctx, r.kernelID)
-	r.connMu.Lock()
-	ws, died := r.ws, r.died
-	r.ws = nil
-	r.connMu.Unlock()
-	if ws != nil {
-		_ = ws.Close(websocket.StatusNormalClosure, "ferry shutting down")
-	}
-	select {
-	case <-died:
-	case <-time.After(5 * time.Second):
-	}
+	err := r.deleteKernel(ctx, id)
+	r.closeConn()
 	r.client.CloseIdleConnections()
 	return err
 }
@@ -801,7 +1127,9 @@ func (r *Remote) shutdownLocked(ctx context.Context) error {
 func (r *Remote) Status() Status {
 	r.mu.Lock()
 	st := Status{Location: r.Location(), Kind: "jupyter-server kernel " + r.cfg.KernelName, URL: redact(r.cfg.URL), KernelID: r.kernelID,
-		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started"}
+		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started", WorkDir: r.cfg.WorkDir,
+		Starting: r.startBegan, StartTook: r.startTook}
+	startState := r.startState
 	r.mu.Unlock()
 	r.exitMu.Lock()
 	st.LastExit = r.lastExit
@@ -809,12 +1137,14 @@ func (r *Remote) Status() Status {
 	r.connMu.Lock()
 	proto := r.proto
 	r.connMu.Unlock()
-	if st.KernelID != "" {
-		if r.Alive() {
-			st.State = "connected (" + protoName(proto) + ")"
-		} else {
-			st.State = "disconnected"
-		}
+	switch {
+	case !st.Starting.IsZero():
+		st.State = fmt.Sprintf("starting (%s, %s so far)", startState, time.Since(st.Starting).Round(time.Second))
+	case st.KernelID == "":
+	case r.Alive():
+		st.State = "connected (" + protoName(proto) + ")"
+	default:
+		st.State = "disconnected"
 	}
 	return st
 }

@@ -28,7 +28,9 @@ func (s *Server) handleShell(ctx context.Context, m *wire.Message) {
 	defer s.idleOrStop(m)
 	switch m.Header.MsgType {
 	case "execute_request":
+		s.setCell(m)
 		s.execute(ctx, m)
+		s.cell.Store(nil)
 	case "kernel_info_request":
 		s.kernelInfo(ctx, m, wire.Shell)
 	case "history_request":

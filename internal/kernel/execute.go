@@ -619,6 +619,7 @@ func (s *Server) statusText() string {
 		if st.KernelID != "" {
 			fmt.Fprintf(&b, ", kernel %s", st.KernelID)
 		}
+		b.WriteString(workDirNote(st))
 		if !st.Started.IsZero() && st.State == "running" {
 			fmt.Fprintf(&b, ", kernel uptime %s", time.Since(st.Started).Round(time.Second))
 		}

@@ -3,6 +3,7 @@ package kernel
 import (
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 )
 
@@ -16,3 +17,14 @@ func SetIdleGrace(d time.Duration) (restore func()) {
 
 // LinkModel is the cost model's current link estimate, for tests.
 func (s *Server) LinkModel() policy.Link { return s.model.Link }
+
+// SetStartNotices shortens when a kernel start is announced and how often
+// it is updated, for tests; it returns a function that restores them.
+func SetStartNotices(notice, update time.Duration) (restore func()) {
+	on, ou := startNotice, startUpdate
+	startNotice, startUpdate = notice, update
+	return func() { startNotice, startUpdate = on, ou }
+}
+
+// StartSeconds is the cost model's measured start of loc's kernel.
+func (s *Server) StartSeconds(loc location.Location) float64 { return s.model.StartSeconds(loc) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/location"
@@ -25,10 +26,112 @@ func (s *Server) Start(ctx context.Context, loc location.Location) (<-chan struc
 	if s.stopping.Load() {
 		return nil, errStopping
 	}
-	if err := b.Start(ctx); err != nil {
+	if err := s.startBackend(ctx, loc, b); err != nil {
 		return nil, &startError{loc: loc, err: err}
 	}
 	return b.Died(), nil
+}
+
+// How a slow kernel start is announced in the running cell's output: a
+// cloud kernel on a cold node takes minutes, and the cell shows nothing
+// else meanwhile. Variables, so tests can shorten them.
+var (
+	startNotice = 2 * time.Second  // a start longer than this is announced
+	startUpdate = 10 * time.Second // then an update this often
+)
+
+// startBackend starts b and, when that is a start (b was not running),
+// announces it on the running cell if it takes over startNotice and feeds
+// its duration to the policy (Model.ObserveStart). The duration is the
+// backend's own (Status().StartTook, from its create request) when it
+// reports one, else the wait here. Any goroutine may call it.
+func (s *Server) startBackend(ctx context.Context, loc location.Location, b backend.Backend) error {
+	if b.Alive() {
+		return b.Start(ctx)
+	}
+	t0 := time.Now()
+	cell := s.cell.Load()
+	notice, update := startNotice, startUpdate
+	done := make(chan struct{})
+	announced := make(chan bool, 1)
+	if cell != nil {
+		go func() { announced <- s.announceStart(cell, loc, b, t0, notice, update, done) }()
+	} else {
+		announced <- false
+	}
+	err := b.Start(ctx)
+	close(done)
+	wasAnnounced := <-announced
+	if err != nil {
+		return err
+	}
+	took := time.Since(t0)
+	if st := b.Status(); st.StartTook > 0 {
+		took = st.StartTook
+	}
+	s.model.ObserveStart(loc, took.Seconds())
+	if wasAnnounced {
+		s.startNote(cell, fmt.Sprintf("Ferry: %s kernel started in %s\n", loc.Describe(), roundSeconds(took)))
+	}
+	return nil
+}
+
+// announceStart tells the cell that loc's kernel is starting, once the
+// start took notice, then every update until done; it reports
+// whether it said anything.
+func (s *Server) announceStart(cell *wire.Message, loc location.Location, b backend.Backend, t0 time.Time, notice, update time.Duration, done <-chan struct{}) bool {
+	since := func() time.Duration {
+		// A start another goroutine began earlier (the kernel's own
+		// pre-start) is older than this wait.
+		if st := b.Status(); !st.Starting.IsZero() && st.Starting.Before(t0) {
+			return time.Since(st.Starting)
+		}
+		return time.Since(t0)
+	}
+	t := time.NewTimer(notice)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+	}
+	s.startNote(cell, fmt.Sprintf("Ferry: starting %s kernel…\n", loc.Describe()))
+	tick := time.NewTicker(update)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return true
+		case <-tick.C:
+			s.startNote(cell, fmt.Sprintf("Ferry: still starting %s kernel (%s so far)…\n", loc.Describe(), roundSeconds(since())))
+		}
+	}
+}
+
+func (s *Server) startNote(cell *wire.Message, text string) {
+	s.publish(wire.IOPub, "stream", cell, map[string]string{"name": "stderr", "text": text}, nil)
+}
+
+// roundSeconds shows a duration as whole seconds ("23 s"), or tenths
+// under ten seconds.
+func roundSeconds(d time.Duration) string {
+	if d < 10*time.Second {
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	}
+	return fmt.Sprintf("%.0f s", d.Seconds())
+}
+
+// setCell records m as the running cell, unless it is silent (its output
+// is not shown).
+func (s *Server) setCell(m *wire.Message) {
+	var c struct {
+		Silent bool `json:"silent"`
+	}
+	if m.Decode(&c) == nil && c.Silent {
+		s.cell.Store(nil)
+		return
+	}
+	s.cell.Store(m)
 }
 
 // startError is a backend's failure to start: the request that needed
@@ -121,4 +224,13 @@ func (s *Server) ready(ctx context.Context, loc location.Location) error {
 	}
 	_, err := s.Start(ctx, loc)
 	return err
+}
+
+// workDirNote is the working directory's part of a %ferry status line
+// (for a remote kernel, relative to the server's root).
+func workDirNote(st backend.Status) string {
+	if st.WorkDir == "" {
+		return ""
+	}
+	return ", working dir " + st.WorkDir
 }

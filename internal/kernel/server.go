@@ -124,6 +124,11 @@ type Server struct {
 	think    *thinktime.Worker
 	facts    policy.Facts
 
+	// cell is the running cell's execute_request (nil between cells and
+	// for silent ones): a kernel start that takes a while is announced in
+	// its output. Set by the shell worker, read by whoever starts a kernel.
+	cell atomic.Pointer[wire.Message]
+
 	// wake is signalled when a shell request arrives, to cancel
 	// think-time work.
 	wake chan struct{}
@@ -291,11 +296,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	model := policy.NewModel(cfg.Link)
 	model.SpeedPrior = cfg.RemoteSpeed
+	var s *Server
+	// A plan at a location whose kernel is not running pays its start.
+	model.Cold = func(l location.Location) bool { return !s.Running(l) }
 	var locs []location.Location
 	for l := range cfg.Backends {
 		locs = append(locs, l)
 	}
-	s := &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, locs: location.NewSet(locs...), log: cfg.Log,
+	s = &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, locs: location.NewSet(locs...), log: cfg.Log,
 		start: time.Now(), calls: map[string]*call{}, commOwner: map[string]location.Location{}, policy: p, model: model,
 		state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}), wake: make(chan struct{}, 1), work: make(chan struct{}, 1)}
 	s.where.set(location.Local)

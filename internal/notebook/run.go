@@ -5,11 +5,35 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/client"
 )
+
+// Dir is the working directory a headless run of the notebook at path
+// gives its kernel: override if set, else the notebook's own directory, as
+// nbconvert and papermill do, so relative paths in cells mean what they
+// meant in Jupyter. It returns an absolute path.
+func Dir(path, override string) (string, error) {
+	dir := filepath.Dir(path)
+	if override != "" {
+		dir = override
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("the kernel's working directory: %w", err)
+	}
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		if override != "" {
+			return "", fmt.Errorf("--cwd %s is not a directory", override)
+		}
+		return "", fmt.Errorf("the notebook's directory %s: %w", dir, err)
+	}
+	return abs, nil
+}
 
 // Executor runs code; client.Session implements it.
 type Executor interface {

@@ -34,7 +34,9 @@ func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
 	best := locs[0]
 	for _, loc := range locs {
 		ov := newOverlay(v)
-		total[loc] = immediateCost(c, ov, m, loc)
+		// A kernel's start is paid once, by this cell: not again by the
+		// predicted cells, which find it running.
+		total[loc] = immediateCost(c, ov, m, loc) + m.StartCost(loc)
 		ov.ran(c.Reads, c.Writes, nil, loc)
 		total[loc] += lookahead(ahead, ov, m, locs)
 		if total[loc] < total[best] {

@@ -8,6 +8,7 @@ package policy
 import (
 	"math"
 	"sort"
+	"sync"
 
 	"github.com/ferry-nb/ferry/internal/location"
 )
@@ -51,8 +52,20 @@ func (l Link) TransferTime(n int64) float64 {
 // one per kind of measurement, each called from one place in the kernel:
 // ObserveRuntime after every cell, ObserveTransfer after every move (its
 // own time, never a kernel start or a recompute), ObserveCompression from
-// a large payload, ObserveRTT from a link probe. Policies read it.
+// a large payload, ObserveRTT from a link probe, ObserveStart from a
+// kernel start. Policies read it.
 type Model struct {
+	// Cold, if set, reports whether loc's kernel is not running now, so
+	// that running a cell there first pays the kernel's start (StartCost).
+	// The kernel sets it at construction; replay leaves it nil (a trace
+	// does not record which kernels ran).
+	Cold func(loc location.Location) bool
+	// startMu guards starts: a start ends on whichever goroutine needed
+	// the kernel (the kernel's pre-start, a cell), not only the shell
+	// worker that plans.
+	startMu sync.Mutex
+	starts  map[location.Location]float64
+
 	// Link is read by the policies and set by the Observe methods (and
 	// by whoever builds the model, as the starting point).
 	Link Link
@@ -188,6 +201,45 @@ func (m *Model) ObserveRTT(seconds float64) {
 	} else {
 		m.Link.RTT = 0.7*m.Link.RTT + 0.3*seconds
 	}
+}
+
+// ObserveStart records that starting loc's kernel took seconds, from the
+// request until it answered. The kernel calls it after each start it
+// waited for; a start under a second (a warm laptop kernel) is noise and
+// is recorded too, as it costs next to nothing in plans.
+func (m *Model) ObserveStart(loc location.Location, seconds float64) {
+	if seconds <= 0 {
+		return
+	}
+	m.startMu.Lock()
+	defer m.startMu.Unlock()
+	if m.starts == nil {
+		m.starts = map[location.Location]float64{}
+	}
+	if old, ok := m.starts[loc]; ok {
+		m.starts[loc] = 0.5*old + 0.5*seconds
+	} else {
+		m.starts[loc] = seconds
+	}
+}
+
+// StartCost is what running a cell at loc costs before it runs: the
+// measured start of loc's kernel if it is not running now (Cold), else 0.
+// A location never started costs nothing here: there is no measurement,
+// and a guess would keep a fresh session off the cloud for ever.
+func (m *Model) StartCost(loc location.Location) float64 {
+	if m.Cold == nil || !m.Cold(loc) {
+		return 0
+	}
+	return m.StartSeconds(loc)
+}
+
+// StartSeconds is the measured start of loc's kernel (a blend of the
+// starts seen), 0 before the first.
+func (m *Model) StartSeconds(loc location.Location) float64 {
+	m.startMu.Lock()
+	defer m.startMu.Unlock()
+	return m.starts[loc]
 }
 
 // SpeedRatio is the observed local/remote runtime ratio (the median over

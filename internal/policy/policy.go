@@ -139,7 +139,7 @@ func place(c Cell, v View, m *Model, loc location.Location, reason string) Decis
 	}
 	d := Decision{Loc: loc, Reason: reason, Costs: map[location.Location]float64{}}
 	for _, l := range c.locations() {
-		d.Costs[l] = immediateCost(c, v, m, l)
+		d.Costs[l] = immediateCost(c, v, m, l) + m.StartCost(l)
 	}
 	return d
 }

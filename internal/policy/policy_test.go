@@ -246,3 +246,45 @@ func TestModelObserveTransfer(t *testing.T) {
 		t.Fatalf("rtt %.3f after a 100 ms probe from 20 ms, want a blend", m.Link.RTT)
 	}
 }
+
+// TestStartCost: a location whose kernel is not running costs its
+// measured start on top (once, not again for the predicted cells), so a
+// short cell does not wake a cloud kernel that takes a minute to start;
+// once it runs, the start costs nothing.
+func TestStartCost(t *testing.T) {
+	m := NewModel(Link{Bandwidth: 1e9 / 8, RTT: 0.001})
+	m.SpeedPrior = 4
+	cold := map[location.Location]bool{Remote: true}
+	m.Cold = func(l location.Location) bool { return cold[l] }
+	c := Cell{Hash: "short", Writes: []string{"x"}}
+	if d := NewFerry().Decide(c, simState{}, m); d.Loc != Remote {
+		t.Fatalf("with no start measured the first cell went to %s (%s), want the faster cloud", d.Loc, d.Reason)
+	}
+	m.ObserveStart(Remote, 60)
+	if got := m.StartCost(Remote); got != 60 {
+		t.Fatalf("StartCost(cold cloud) = %.1f, want the measured 60 s", got)
+	}
+	if got := m.StartCost(Local); got != 0 {
+		t.Fatalf("StartCost(running laptop) = %.1f, want 0", got)
+	}
+	d := NewFerry().Decide(c, simState{}, m)
+	if d.Loc != Local || d.Costs[Remote] < 60 || d.Costs[Remote] > 61 {
+		t.Fatalf("cold cloud with a 60 s start: cell at %s, costs %v, want the laptop and the cloud's cost to include the start once", d.Loc, d.Costs)
+	}
+	if d := place(c, simState{}, m, Remote, "fixed"); d.Costs[Remote] < 60 {
+		t.Fatalf("place: the cold cloud's cost %v misses its start", d.Costs)
+	}
+	cold[Remote] = false
+	if d := NewFerry().Decide(c, simState{}, m); d.Loc != Remote || d.Costs[Remote] > 1 {
+		t.Fatalf("running cloud: cell at %s, costs %v, want the cloud with no start cost", d.Loc, d.Costs)
+	}
+	m.ObserveStart(Remote, 20)
+	cold[Remote] = true
+	if got := m.StartCost(Remote); got != 40 {
+		t.Fatalf("StartCost after 60 s and 20 s starts = %.1f, want their blend 40", got)
+	}
+	m.Cold = nil // replay: nothing is known to be cold
+	if got := m.StartCost(Remote); got != 0 {
+		t.Fatalf("StartCost without Cold = %.1f, want 0", got)
+	}
+}
