@@ -56,6 +56,8 @@ type backendFlags struct {
 	remoteWorkDir  string
 	remoteGateway  bool
 	startTimeout   string
+	forwardEnv     string
+	filesCap       string
 
 	// dir is the notebook's directory on this machine: the local
 	// kernel's working directory, and what the cloud kernel's default
@@ -81,6 +83,8 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.remoteWorkDir, "remote-workdir", envOr("FERRY_REMOTE_WORKDIR", ""), "the cloud kernel's working directory, relative to the server's root (env FERRY_REMOTE_WORKDIR; default ferry/NOTEBOOKDIR-HASH, one per notebook directory)")
 	fs.BoolVar(&b.remoteGateway, "remote-gateway", envOr("FERRY_REMOTE_GATEWAY", "") != "" || conf.RemoteGateway, "the remote is an Enterprise Gateway: pass the working directory and launch timeout as KERNEL_WORKING_DIR and KERNEL_LAUNCH_TIMEOUT (env FERRY_REMOTE_GATEWAY)")
 	fs.StringVar(&b.startTimeout, "start-timeout", envOr("FERRY_START_TIMEOUT", orDefaultStr(conf.StartTimeout, backend.DefaultStartTimeout.String())), "how long the cloud kernel may take to start, e.g. 10m or 600 (seconds) (env FERRY_START_TIMEOUT)")
+	fs.StringVar(&b.forwardEnv, "forward-env", envOr("FERRY_FORWARD_ENV", ""), "comma-separated laptop environment variables to set in the cloud kernel, e.g. AWS_PROFILE,DATA_DIR (env FERRY_FORWARD_ENV); nothing else of the laptop's environment is copied")
+	fs.StringVar(&b.filesCap, "files-cap", envOr("FERRY_FILES_CAP", "2GB"), "most file data from the notebook's folder moved to the cloud for one cell (e.g. 500MB); a cell needing more runs on the laptop (env FERRY_FILES_CAP)")
 	fs.BoolVar(&b.stateOff, "no-state", false, "do not analyse cells or move state (every cell must run in one place)")
 	fs.BoolVar(&b.localRemote, "local-remote", false, "stand in for the cloud with a second kernel on this machine (tests, demos)")
 	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x)")
@@ -113,6 +117,15 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	}
 	if cfg.Backends, err = b.backends(); err != nil {
 		return cfg, err
+	}
+	cfg.Root = b.dir
+	for _, n := range strings.Split(b.forwardEnv, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.ForwardEnv = append(cfg.ForwardEnv, n)
+		}
+	}
+	if cfg.FilesCap, err = parseBytes(b.filesCap); err != nil {
+		return cfg, fmt.Errorf("--files-cap: %w", err)
 	}
 	if !b.stateOff {
 		cfg.Analyzer = analysis.New(b.python)
@@ -169,6 +182,26 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 		bs[location.Remote] = standIn
 	}
 	return bs, nil
+}
+
+// parseBytes reads a size like 2GB, 500MB, 64KiB or a number of bytes.
+func parseBytes(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.m
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("%q is not a size like 2GB or 500MB", s)
+	}
+	return int64(v * float64(mult)), nil
 }
 
 // parseStartTimeout reads --start-timeout: a Go duration (10m, 90s) or a

@@ -277,6 +277,9 @@ def apply(shell, st):
     added = [_from_rel(t) for t in st.get("sys_path", [])]
     if added or any(p not in base_path for p in sys.path):
         sys.path[:] = added + [p for p in base_path if p not in added]
+    # IPython's first: setting %precision also sets numpy's print
+    # precision, which the numpy options below then correct.
+    _apply_ipython(shell, st.get("ipython", {}), failed)
     # A library is imported here only to apply a setting that differs from
     # its defaults; one already imported is brought in line either way.
     if "numpy" in st and (st["numpy"] != _NUMPY_DEFAULTS or "numpy" in sys.modules):
@@ -324,7 +327,6 @@ def apply(shell, st):
             warnings._filters_mutated()
         except Exception as e:
             failed.append("warnings filters (%s)" % e)
-    _apply_ipython(shell, st.get("ipython", {}), failed)
     for kind, table in st.get("magics", {}).items():
         for n, f in table.items():
             try:

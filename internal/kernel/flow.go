@@ -56,7 +56,8 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	eff.Proc = changesProcess(eff.Facts, r)
 	// A cell that binds, deletes, calls and mutates nothing cannot change
 	// the namespace: it needs no report (pass, a bare name, x.shape).
-	eff.Inert = r.Error == "" && !r.Dynamic && len(r.Writes) == 0 && len(r.Deleted) == 0 && len(r.Calls) == 0 && len(r.Maybe) == 0
+	eff.Inert = r.Error == "" && !r.Dynamic && len(r.Writes) == 0 && len(r.Deleted) == 0 && len(r.Calls) == 0 && len(r.Maybe) == 0 &&
+		!eff.Proc && len(eff.Facts.Files) == 0 && !eff.Facts.FilesUnknown && len(eff.Facts.SideEffects) == 0 && len(r.Magics) == 0
 	maybe := map[string]bool{}
 	for _, n := range r.Maybe {
 		maybe[n] = true
@@ -79,7 +80,9 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	}
 	// The files it may read, under the notebook's folder, are inputs like
 	// names; those outside it stay on the laptop, and so does the cell.
-	fn := s.fileNeeds(cell, eff.Facts, r.Dynamic)
+	// A change of directory needs the folder there, and relative paths
+	// after it mean other files: every known file counts as read.
+	fn := s.fileNeeds(cell, eff.Facts, r.Dynamic || eff.Facts.Chdir)
 	eff.Reads = append(eff.Reads, fn.Names...)
 	eff.Outside = fn.Outside
 	for n := range maybe {

@@ -406,3 +406,13 @@ func killNS(ns string) {
 		time.Sleep(50 * time.Millisecond) // polling for exits, bounded by deadline
 	}
 }
+
+// HostIP is the laptop's address as the cloud's namespace reaches it, for
+// services a test runs on the laptop ("" if the namespace is not this
+// Separate's own).
+func (s *Separate) HostIP() string {
+	if s.owned == nil {
+		return ""
+	}
+	return s.owned.HostIP
+}

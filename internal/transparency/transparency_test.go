@@ -2,6 +2,7 @@ package transparency
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -15,12 +16,19 @@ import (
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/testbed"
 	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
 // server is the jupyter-server standing in for the cloud; each run gets
-// its own kernel on it.
-var server *backend.JupyterServer
+// its own kernel on it. As root (CI) it is another machine in every way
+// Ferry cannot see through (testbed.StartSeparateServer: its own network
+// and mount namespaces, user, HOME, working directory, /tmp and an emptied
+// environment), so no case can pass because both kernels share a disk.
+var (
+	server   *backend.JupyterServer
+	separate *testbed.Separate
+)
 
 func TestMain(m *testing.M) {
 	if err := testenv.CheckJupyterServer(); err != nil {
@@ -34,15 +42,24 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	s, err := backend.StartJupyterServer(ctx, testenv.Python(), 0)
+	sep, err := testbed.StartSeparateServer(ctx, testenv.Python(), testbed.SeparateOptions{})
+	if err == nil {
+		separate, server = sep, sep.JupyterServer
+	} else if errors.Is(err, testbed.ErrNotSeparate) {
+		fmt.Fprintf(os.Stderr, "transparency tests: LOUD NOTE: the cloud shares this machine's disk and environment (%v); the machine cases skip\n", err)
+		server, err = backend.StartJupyterServer(ctx, testenv.Python(), 0)
+	}
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "transparency tests need jupyter-server: %v (apt-get install jupyter-server)\n", err)
 		os.Exit(1)
 	}
-	server = s
 	code := m.Run()
-	s.Stop()
+	if separate != nil {
+		separate.Close()
+	} else {
+		server.Stop()
+	}
 	os.Exit(code)
 }
 
@@ -66,8 +83,16 @@ func comparable(nb *notebook.Notebook) []string {
 				switch t := m["text"].(type) {
 				case []string:
 					text = strings.Join(t, "")
+				case []any:
+					for _, x := range t {
+						text += fmt.Sprint(x)
+					}
 				case string:
 					text = t
+				}
+				text = withoutFerryNotes(text)
+				if text == "" {
+					continue
 				}
 				out = append(out, fmt.Sprintf("%d %s: %s", i, m["name"], text))
 			case "execute_result", "display_data":
@@ -85,34 +110,62 @@ func comparable(nb *notebook.Notebook) []string {
 // for the remote one, and returns the comparable outputs and the stats.
 func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]string, int) {
 	t.Helper()
+	return runIn(t, t.TempDir(), c.Name, c.Notebook(), policy, seed, viaServer)
+}
+
+// runIn runs nb with the laptop kernel in dir (the notebook's folder) and
+// the cloud's kernel on the test's jupyter-server (viaServer) or a second
+// local kernel, and returns its outputs and how many cells ran remotely.
+func runIn(t *testing.T, dir, name string, nb *notebook.Notebook, policy string, seed int64, viaServer bool) ([]string, int) {
+	t.Helper()
 	var remote backend.Backend
 	if viaServer {
-		r, err := backend.NewRemote(backend.RemoteConfig{URL: server.URL, Token: server.Token})
+		// A working directory of its own per run, as Ferry gives each
+		// notebook folder one.
+		r, err := backend.NewRemote(backend.RemoteConfig{URL: server.URL, Token: server.Token, WorkDir: backend.DefaultWorkDir(dir)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		remote = r
 	} else {
-		remote = backend.NewStandIn(testenv.Python())
+		standIn := backend.NewStandIn(testenv.Python())
+		standIn.Dir = dir
+		remote = standIn
 	}
 	an := analysis.New(testenv.Python())
 	defer an.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	local := backend.NewLocal(testenv.Python())
+	local.Dir = dir
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[location.Location]backend.Backend{"local": backend.NewLocal(testenv.Python()), "remote": remote},
-		Policy:   policy, Seed: seed, Analyzer: an,
+		Backends: map[location.Location]backend.Backend{"local": local, "remote": remote},
+		Policy:   policy, Seed: seed, Analyzer: an, Root: dir,
 	})
 	if err != nil {
-		t.Fatalf("%s under %s: %v", c.Name, policy, err)
+		t.Fatalf("%s under %s: %v", name, policy, err)
 	}
 	defer sess.Close(context.Background())
-	nb := c.Notebook()
 	if _, err := notebook.Run(ctx, nb, sess, notebook.RunOptions{AllowErrors: true}); err != nil {
-		t.Fatalf("%s under %s: %v", c.Name, policy, err)
+		t.Fatalf("%s under %s: %v", name, policy, err)
 	}
 	_, remoteCells, _, _ := sess.Kernel.Stats.Snapshot()
 	return comparable(nb), remoteCells
+}
+
+// withoutFerryNotes drops Ferry's own lines ("Ferry: recomputed x …", a
+// kernel start): they say what Ferry did, and are not the notebook's.
+func withoutFerryNotes(text string) string {
+	if !strings.Contains(text, "Ferry: ") {
+		return text
+	}
+	var keep []string
+	for _, l := range strings.SplitAfter(text, "\n") {
+		if !strings.HasPrefix(l, "Ferry: ") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "")
 }
 
 func TestTransparency(t *testing.T) {
