@@ -532,7 +532,7 @@ func TestStatusCommand(t *testing.T) {
 	text := r.Text()
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`^Ferry \S+, policy local, up \d+s, 0 cells run\n`),
-		regexp.MustCompile(`\nlocal: ipykernel running, interpreter ` + regexp.QuoteMeta(testenv.Python()) + `, pid \d+, kernel uptime \d+s\n`),
+		regexp.MustCompile(`\nlocal: ipykernel running, interpreter ` + regexp.QuoteMeta(testenv.Python()) + `, pid \d+, working dir [^,\n]+, kernel uptime \d+s\n`),
 		regexp.MustCompile(`\nremote: not configured`),
 	} {
 		if !want.MatchString(text) {

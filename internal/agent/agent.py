@@ -583,6 +583,23 @@ def _describe(obj, fp):
     return d
 
 
+_VERSION_RE = re.compile(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", re.M)
+
+
+def _source_version(spec):
+    """__version__ as a module without package metadata spells it in its
+    source (read, not imported: importing may have side effects)."""
+    origin = getattr(spec, "origin", None) or ""
+    if not origin.endswith(".py"):
+        return ""
+    try:
+        with open(origin, encoding="utf-8", errors="replace") as f:
+            m = _VERSION_RE.search(f.read(65536))
+    except OSError:
+        return ""
+    return m.group(1) if m else ""
+
+
 def find_versions(names):
     """{module: version, "" if it has none, None if not installed} for
     top-level module names, without importing them."""
@@ -615,6 +632,8 @@ def find_versions(names):
                 break
             except Exception:
                 pass
+        if not v:
+            v = _source_version(spec)
         out[n] = v
     return _JSON(out)
 

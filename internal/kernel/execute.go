@@ -121,9 +121,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if pinWhy != "" {
 		plan.Why = pinWhy
 	}
-	if note := s.envNotice(plan.Loc, eff.Facts.Env); note != "" && !req.Silent {
-		notes = append(notes, note)
-	}
+
 	s.lastCosts = plan.Costs
 	if s.backends[plan.Loc] == nil {
 		err := fmt.Errorf("this cell is pinned to %s, but no %s backend is configured (pass --remote URL or set FERRY_REMOTE)", plan.Loc, plan.Loc)
@@ -209,6 +207,10 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		s.lastWhy += fmt.Sprintf("; the %s kernel could not start (%v), so the cell did not run", loc, err)
 		s.failUnrun(m, store, count, unrunReason(loc, err, false))
 		return
+	}
+	// The kernel is ready, so what it said of its environment is known.
+	if note := s.envNotice(loc, eff.Facts.Env); note != "" && !req.Silent {
+		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
 	}
 	s.where.set(loc)
 	defer s.where.set("")
@@ -408,7 +410,7 @@ func (s *Server) carryOut(ctx context.Context, plan *policy.Plan) moved {
 		}
 		recovery.Record(s.state, s.model, mv.To, vers, res)
 		for _, n := range res.Notes {
-			out.notes = append(out.notes, fmt.Sprintf("the %s kernel said while loading %s: %s", mv.To, strings.Join(res.Names, ", "), n))
+			out.notes = append(out.notes, fmt.Sprintf("the %s kernel said while loading %s: %s", mv.To, strings.Join(shownNames(res.Names), ", "), n))
 		}
 		out.bytes += res.Bytes
 		out.seconds += res.WireSeconds

@@ -284,6 +284,13 @@ func (s *Server) checkVersions(ctx context.Context, src, dst location.Location, 
 		mods = append(mods, m)
 	}
 	sort.Strings(mods)
+	// Both agents must be there to be asked (the move would install them
+	// first anyway).
+	for _, l := range []location.Location{src, dst} {
+		if err := s.mover.Ready(ctx, l); err != nil {
+			return err
+		}
+	}
 	have, want := s.moduleVersions(ctx, dst, mods), s.moduleVersions(ctx, src, mods)
 	for _, m := range mods {
 		dv, ok := have[m]
@@ -467,4 +474,20 @@ func (s *Server) writeBackBeforeShutdown(ctx context.Context, ch wire.Channel) {
 	case <-time.After(2 * time.Second):
 		s.log.Warn("shutting down while a cell runs: files written in the cloud and not yet copied home stay there")
 	}
+}
+
+// shownNames are names as a user knows them: variables by name, files by
+// path, Ferry's own pseudo-variables left out.
+func shownNames(names []string) []string {
+	var out []string
+	for _, n := range names {
+		switch {
+		case n == agent.RNG || n == agent.Proc:
+		case files.IsName(n):
+			out = append(out, files.Rel(n))
+		default:
+			out = append(out, n)
+		}
+	}
+	return out
 }

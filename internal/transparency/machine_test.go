@@ -1,16 +1,21 @@
 package transparency
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/notebook"
+	"github.com/ferry-nb/ferry/internal/testbed"
 	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
@@ -110,5 +115,126 @@ func TestMachine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// streamOf is the text cell i of nb wrote to stream name.
+func streamOf(nb *notebook.Notebook, i int, name string) string {
+	var b strings.Builder
+	outs, _ := nb.Cells[i]["outputs"].([]any)
+	for _, o := range outs {
+		m, _ := o.(client.Output)
+		if m == nil {
+			m, _ = o.(map[string]any)
+		}
+		if m["output_type"] != "stream" || m["name"] != name {
+			continue
+		}
+		switch t := m["text"].(type) {
+		case []string:
+			b.WriteString(strings.Join(t, ""))
+		case string:
+			b.WriteString(t)
+		}
+	}
+	return b.String()
+}
+
+// skewModule writes a module skewmod of version v into a new folder; its
+// Model warns when unpickled if warn is set.
+func skewModule(t *testing.T, v string, warn bool) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := "import warnings\n__version__ = " + strconv.Quote(v) + "\n\nclass Model:\n    def __init__(self, value):\n        self.value = value\n"
+	if warn {
+		src += "\n    def __setstate__(self, st):\n        warnings.warn('Model unpickled by skewmod ' + __version__)\n        self.__dict__.update(st)\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "skewmod.py"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestVersionSkew: a value whose module the cloud lacks, or has at another
+// version, is not sent; the cell runs where the value is, with a one-line
+// reason, and its output equals all-local's. With the same version there,
+// the value moves and the warnings its loading raised reach the cell.
+func TestVersionSkew(t *testing.T) {
+	testenv.SkipIfShort(t, "three separate clouds with different package sets, about 1 min")
+	if separate == nil {
+		t.Skip("LOUD SKIP: the cloud is not another machine here (needs root); a package set of its own cannot be given")
+	}
+	lib := skewModule(t, "1.0", true)
+	cells := []string{
+		"import sys\nsys.path.insert(0, " + strconv.Quote(lib) + ")\nimport skewmod\nm = skewmod.Model(3)",
+		"print(m.value)",
+		"m.value += 1",
+		"print(m.value, skewmod.__version__)",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, c := range []struct {
+		name  string
+		cloud string // skewmod's version at the cloud, "" for none
+		// want is in the stderr of cell 1 (planned for the cloud).
+		want string
+		ran  bool // cell 1 ran in the cloud
+	}{
+		{"missing at the cloud", "", "m needs skewmod, which the remote kernel does not have", false},
+		{"another version at the cloud", "2.0", "m was made with skewmod 1.0; the remote kernel has skewmod 2.0", false},
+		{"same version, load warnings shown", "1.0", "the remote kernel said while loading m: UserWarning: Model unpickled by skewmod 1.0", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := separate.JupyterServer
+			if c.cloud != "" {
+				sep, err := testbed.StartSeparateServer(ctx, testenv.Python(), testbed.SeparateOptions{PythonPath: skewModule(t, c.cloud, true)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer sep.Close()
+				srv = sep.JupyterServer
+			}
+			dir := t.TempDir()
+			local := notebook.FromCode(cells...)
+			runWith(t, runOpts{dir: dir, name: c.name, nb: local, policy: "local", server: srv})
+			nb := notebook.FromCode(cells...)
+			runWith(t, runOpts{dir: t.TempDir(), name: c.name, nb: nb, policy: "pingpong", server: srv})
+			if got, want := strings.Join(comparable(nb), "\n"), strings.Join(comparable(local), "\n"); got != want {
+				t.Errorf("outputs differ from all-local\n--- local\n%s\n--- pingpong\n%s", want, got)
+			}
+			if e := streamOf(nb, 1, "stderr"); !strings.Contains(e, c.want) {
+				t.Errorf("cell 1's stderr %q lacks %q", e, c.want)
+			}
+			if c.ran != !strings.Contains(streamOf(nb, 1, "stderr"), "running it at local") {
+				t.Errorf("cell 1 ran in the cloud: %v, want %v (stderr %q)", !c.ran, c.ran, streamOf(nb, 1, "stderr"))
+			}
+			// A certain failure is not tried again: later cloud cells
+			// reading m stay on the laptop without another attempt.
+			if e := streamOf(nb, 3, "stderr"); strings.Contains(e, "could not move") {
+				t.Errorf("cell 3 tried the refused move again: %q", e)
+			}
+		})
+	}
+}
+
+// TestForwardEnv: the laptop's environment is not copied to the cloud. A
+// cloud cell reading a variable only the laptop has sees it unset and is
+// told which flag sends it; with --forward-env it sees the laptop's value.
+func TestForwardEnv(t *testing.T) {
+	testenv.SkipIfShort(t, "two runs against a separate-machine cloud")
+	if separate == nil {
+		t.Skip("LOUD SKIP: the cloud is not another machine here (needs root)")
+	}
+	t.Setenv("PROBE_LAPTOP_ONLY", "from-the-laptop")
+	cells := []string{"%%ferry remote\nimport os\nprint(os.environ.get('PROBE_LAPTOP_ONLY'))"}
+	nb := notebook.FromCode(cells...)
+	runWith(t, runOpts{dir: t.TempDir(), name: "env", nb: nb, policy: "local", server: separate.JupyterServer})
+	if out, e := streamOf(nb, 0, "stdout"), streamOf(nb, 0, "stderr"); out != "None\n" || !strings.Contains(e, "PROBE_LAPTOP_ONLY is set on the laptop but not in the remote kernel") || !strings.Contains(e, "--forward-env PROBE_LAPTOP_ONLY") {
+		t.Fatalf("without --forward-env: stdout %q, stderr %q", out, e)
+	}
+	nb = notebook.FromCode(cells...)
+	runWith(t, runOpts{dir: t.TempDir(), name: "env", nb: nb, policy: "local", server: separate.JupyterServer, forwardEnv: []string{"PROBE_LAPTOP_ONLY"}})
+	if out, e := streamOf(nb, 0, "stdout"), streamOf(nb, 0, "stderr"); out != "from-the-laptop\n" || strings.Contains(e, "forward-env") {
+		t.Fatalf("with --forward-env: stdout %q, stderr %q", out, e)
 	}
 }

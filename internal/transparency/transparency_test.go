@@ -118,18 +118,41 @@ func run(t *testing.T, c Case, policy string, seed int64, viaServer bool) ([]str
 // local kernel, and returns its outputs and how many cells ran remotely.
 func runIn(t *testing.T, dir, name string, nb *notebook.Notebook, policy string, seed int64, viaServer bool) ([]string, int) {
 	t.Helper()
+	srv := server
+	if !viaServer {
+		srv = nil
+	}
+	remoteCells := runWith(t, runOpts{dir: dir, name: name, nb: nb, policy: policy, seed: seed, server: srv})
+	return comparable(nb), remoteCells
+}
+
+// runOpts say how runWith runs a notebook.
+type runOpts struct {
+	dir, name string
+	nb        *notebook.Notebook
+	policy    string
+	seed      int64
+	// server is the cloud; nil stands a second local kernel in for it.
+	server     *backend.JupyterServer
+	forwardEnv []string
+}
+
+// runWith runs o.nb (its outputs land in it) and returns how many cells
+// ran remotely.
+func runWith(t *testing.T, o runOpts) int {
+	t.Helper()
 	var remote backend.Backend
-	if viaServer {
+	if o.server != nil {
 		// A working directory of its own per run, as Ferry gives each
 		// notebook folder one.
-		r, err := backend.NewRemote(backend.RemoteConfig{URL: server.URL, Token: server.Token, WorkDir: backend.DefaultWorkDir(dir)})
+		r, err := backend.NewRemote(backend.RemoteConfig{URL: o.server.URL, Token: o.server.Token, WorkDir: backend.DefaultWorkDir(o.dir)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		remote = r
 	} else {
 		standIn := backend.NewStandIn(testenv.Python())
-		standIn.Dir = dir
+		standIn.Dir = o.dir
 		remote = standIn
 	}
 	an := analysis.New(testenv.Python())
@@ -137,20 +160,20 @@ func runIn(t *testing.T, dir, name string, nb *notebook.Notebook, policy string,
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	local := backend.NewLocal(testenv.Python())
-	local.Dir = dir
+	local.Dir = o.dir
 	sess, err := client.StartFerry(ctx, kernel.Config{
 		Backends: map[location.Location]backend.Backend{"local": local, "remote": remote},
-		Policy:   policy, Seed: seed, Analyzer: an, Root: dir,
+		Policy:   o.policy, Seed: o.seed, Analyzer: an, Root: o.dir, ForwardEnv: o.forwardEnv,
 	})
 	if err != nil {
-		t.Fatalf("%s under %s: %v", name, policy, err)
+		t.Fatalf("%s under %s: %v", o.name, o.policy, err)
 	}
 	defer sess.Close(context.Background())
-	if _, err := notebook.Run(ctx, nb, sess, notebook.RunOptions{AllowErrors: true}); err != nil {
-		t.Fatalf("%s under %s: %v", name, policy, err)
+	if _, err := notebook.Run(ctx, o.nb, sess, notebook.RunOptions{AllowErrors: true}); err != nil {
+		t.Fatalf("%s under %s: %v", o.name, o.policy, err)
 	}
 	_, remoteCells, _, _ := sess.Kernel.Stats.Snapshot()
-	return comparable(nb), remoteCells
+	return remoteCells
 }
 
 // withoutFerryNotes drops Ferry's own lines ("Ferry: recomputed x …", a
