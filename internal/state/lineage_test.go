@@ -2,6 +2,7 @@ package state
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -140,5 +141,24 @@ func TestLineageKeepsTheNewest(t *testing.T) {
 	p := l.Plan(map[string]int{"a": 1, "c": 1}, func(string, int) bool { return false })
 	if !reflect.DeepEqual(p.Rebuilt, []string{"c"}) || p.Missing["a"] == "" {
 		t.Fatalf("with room for 2 runs: rebuilt %v, missing %v", p.Rebuilt, p.Missing)
+	}
+}
+
+// TestPlanRefusesRunsWithEffects: a value whose producing cell had side
+// effects is not planned for a re-run; the reason names the effect. A
+// value downstream of it is not rebuilt either.
+func TestPlanRefusesRunsWithEffects(t *testing.T) {
+	l := NewLineage(0)
+	l.Add(Run{Cell: "a", Code: "x = post()", Writes: map[string]int{"x": 1}, Reads: map[string]int{}, Effects: []string{"POST request to http://svc/"}})
+	l.Add(Run{Cell: "b", Code: "y = x + 1", Writes: map[string]int{"y": 1}, Reads: map[string]int{"x": 1}})
+	l.Add(Run{Cell: "c", Code: "z = 3", Writes: map[string]int{"z": 1}, Reads: map[string]int{}})
+	p := l.Plan(map[string]int{"x": 1, "y": 1, "z": 1}, func(string, int) bool { return false })
+	if len(p.Rebuilt) != 1 || p.Rebuilt[0] != "z" {
+		t.Fatalf("rebuilt %v, want only z", p.Rebuilt)
+	}
+	for _, n := range []string{"x", "y"} {
+		if !strings.Contains(p.Missing[n], "side effects (POST request to http://svc/)") {
+			t.Errorf("%s: reason %q does not name the effect", n, p.Missing[n])
+		}
 	}
 }

@@ -75,6 +75,13 @@ var MachineCases = []MachineCase{
 			"from IPython.core.magic import register_cell_magic\n@register_cell_magic\ndef shout(line, cell):\n    print(cell.upper())",
 			"%%shout\nhello magic",
 		}},
+	{Name: "matplotlib_settings", Expect: []string{"3.5 #E5E5E5", "3.5"},
+		Cells: []string{
+			"import matplotlib.pyplot as plt\nplt.style.use('ggplot')\nplt.rcParams['lines.linewidth'] = 3.5",
+			"print(plt.rcParams['lines.linewidth'], plt.rcParams['axes.facecolor'])",
+			"fig, ax = plt.subplots()\nline, = ax.plot([0, 1], [0, 1])\nw = line.get_linewidth()\nplt.close(fig)",
+			"print(w)",
+		}},
 	{Name: "pandas_frames_print_whole", Expect: []string{"a  b  c  d  e  f  g  h  i  j  k  l  m  n  o  p"},
 		Cells: []string{
 			"import pandas as pd\ndf = pd.DataFrame({c: range(3) for c in 'abcdefghijklmnop'})",

@@ -284,7 +284,12 @@ func (inc *incarnation) report(maybe map[string]bool, dynamic bool) string {
 			}
 		}
 	}
-	b, _ := json.Marshal(map[string]any{"changed": changed, "deleted": deleted})
+	rep := map[string]any{"changed": changed, "deleted": deleted}
+	if len(inc.cellEffects) > 0 {
+		rep["effects"] = inc.cellEffects
+		inc.cellEffects = nil
+	}
+	b, _ := json.Marshal(rep)
 	return string(b)
 }
 

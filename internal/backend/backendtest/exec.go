@@ -48,7 +48,12 @@ func (inc *incarnation) execute(o *out) error {
 	default:
 	}
 	inc.running.Store(true)
-	x := &executor{inc: inc, o: o, allowStdin: req.AllowStdin == nil || *req.AllowStdin}
+	x := &executor{inc: inc, o: o, allowStdin: req.AllowStdin == nil || *req.AllowStdin, silent: req.Silent}
+	if !req.Silent {
+		inc.mu.Lock()
+		inc.cellEffects = nil
+		inc.mu.Unlock()
+	}
 	var result *object
 	var err error
 	if isInstall(req.Code) {
@@ -94,6 +99,7 @@ type executor struct {
 	inc        *incarnation
 	o          *out
 	allowStdin bool
+	silent     bool // Ferry's hidden work: its effects are not the user's cell's
 }
 
 // run executes code statement by statement, delivering output as it
@@ -185,6 +191,9 @@ func (x *executor) effect(name string) {
 	x.inc.k.mu.Lock()
 	x.inc.k.effects[name]++
 	x.inc.k.mu.Unlock()
+	if !x.silent {
+		x.inc.cellEffects = append(x.inc.cellEffects, "effect "+name) // x.inc.mu is held while a cell runs
+	}
 }
 
 // wait releases the namespace and delivers the output so far while a

@@ -373,6 +373,10 @@ type incarnation struct {
 	ns    map[string]*object
 	count int // IPython's execution_count - 1: cells stored so far
 	agent agentState
+	// cellEffects are the effect() calls of the running user cell, as the
+	// agent's audit hook records side effects: only for cells that are
+	// not silent (Ferry's hidden work and replays are), reported once.
+	cellEffects []string
 }
 
 func newIncarnation(k *Kernel) *incarnation {
