@@ -1366,7 +1366,7 @@ func TestThinkTimeWriteBack(t *testing.T) {
 	k.exec(t, "%%ferry remote\nd = a * 3", client.ExecOptions{})
 	k.exec(t, "e = d + c", client.ExecOptions{})
 	why := k.exec(t, "%ferry why", client.ExecOptions{}).Text()
-	if !regexp.MustCompile(`(?s)^last cell ran at (local|remote): look-ahead .*\n  estimated: local \d+\.\d{3} s, remote \d+\.\d{3} s .*\n  (moved before it: [a-z, ]+ \(.* in \d+\.\d\d s\)|nothing moved)\n$`).MatchString(why) {
+	if !regexp.MustCompile(`(?s)^last cell ran at (local|remote): look-ahead .*\n  estimated: local \d+\.\d{3} s, remote \d+\.\d{3} s .*\n  (moved before it: [a-z', ]+ \(.* in \d+\.\d\d s\)|nothing moved)\n$`).MatchString(why) {
 		t.Errorf("%%ferry why after a placed cell:\n%s", why)
 	}
 }
@@ -1380,8 +1380,12 @@ func TestRecomputeInsteadOfMoving(t *testing.T) {
 	k.exec(t, "%%ferry local\nimport numpy as np\nbig = np.arange(40_000_000, dtype=np.float64)", client.ExecOptions{})
 	k.exec(t, "%%ferry local\nsmall = [1, 2, 3]", client.ExecOptions{})
 	r := k.exec(t, "%%ferry remote\nprint(int(big[-1]), sum(small))", client.ExecOptions{})
-	if r.Status != "ok" || r.Text() != "39999999 6\n" {
+	if r.Status != "ok" || r.Stream("stdout") != "39999999 6\n" {
 		t.Fatalf("the cell reading big at remote: %s %q", r.Status, r.Text())
+	}
+	// The hidden re-run is announced in the cell itself.
+	if e := r.Stream("stderr"); !strings.Contains(e, "Ferry: recomputed big") {
+		t.Fatalf("the recomputation was not announced in the cell: %q", e)
 	}
 	why := k.exec(t, "%ferry why", client.ExecOptions{}).Text()
 	if !regexp.MustCompile(`recomputed big(, small)? at remote by re-running [12] cells? \(`).MatchString(why) || !strings.Contains(why, "instead of moving 305.2 MiB") {

@@ -467,10 +467,12 @@ _nmodules = 0
 
 
 def _signals():
-    """Cheap signs that process state changed without an audit event."""
+    """Cheap signs that process state changed without an audit event. (Not
+    the warnings filters: libraries add their own when imported, and the
+    analysis names the notebook's own filterwarnings calls.)"""
     import logging
 
-    return (os.getcwd(), len(sys.path), len(warnings.filters), len(logging.root.handlers), logging.root.level)
+    return (os.getcwd(), len(sys.path), len(logging.root.handlers), logging.root.level)
 
 
 def _outside(out, rec, proc):

@@ -585,8 +585,14 @@ func (r *Remote) makeDir(ctx context.Context, dir string) error {
 
 // dialAttempt bounds one WebSocket dial while a kernel starts:
 // jupyter-server holds the handshake until the kernel answers kernel_info,
-// so a dial of a starting kernel times out and is made again.
-const dialAttempt = 20 * time.Second
+// so a dial of a starting kernel times out and is made again. It is longer
+// than jupyter-server's own kernel_info wait (kernel_info_timeout, 60 s):
+// when a dial given up earlier left the server's kernel_info request
+// pending (it keeps one per kernel), every later handshake waits out those
+// 60 s and then opens anyway. Attempts of 20 s never lasted that long, and
+// under load a slow-starting kernel was never reached (seen in make test:
+// four 20 s attempts, four "Timeout waiting for kernel_info reply").
+const dialAttempt = 75 * time.Second
 
 // await waits for the pending kernel id until it answers or the start
 // timeout passes. Only a kernel that is gone, dead or past the timeout is

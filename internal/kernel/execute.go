@@ -227,7 +227,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	s.lastEnd = time.Now()
 	s.lastMoved = "nothing moved"
 	if len(out.names) > 0 {
-		s.lastMoved = fmt.Sprintf("moved before it: %s (%s in %.2f s)", strings.Join(out.names, ", "), report.HumanBytes(out.bytes), out.seconds)
+		s.lastMoved = fmt.Sprintf("moved before it: %s (%s in %.2f s)", strings.Join(shownNames(out.names, true), ", "), report.HumanBytes(out.bytes), out.seconds)
 	}
 	s.Stats.mu.Lock()
 	if loc == location.Local {
@@ -410,7 +410,7 @@ func (s *Server) carryOut(ctx context.Context, plan *policy.Plan) moved {
 		}
 		recovery.Record(s.state, s.model, mv.To, vers, res)
 		for _, n := range res.Notes {
-			out.notes = append(out.notes, fmt.Sprintf("the %s kernel said while loading %s: %s", mv.To, strings.Join(shownNames(res.Names), ", "), n))
+			out.notes = append(out.notes, fmt.Sprintf("the %s kernel said while loading %s: %s", mv.To, strings.Join(shownNames(res.Names, false), ", "), n))
 		}
 		out.bytes += res.Bytes
 		out.seconds += res.WireSeconds

@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sort"
 	"time"
 
@@ -136,17 +137,34 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 	if !ok {
 		// The cell raised, so ipykernel evaluated no expressions; ask now,
 		// as the cell may have changed names before raising.
-		exprs, err := transfer.Exec(ctx, s, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc)})
-		if err == nil {
-			raw = exprs[agent.ReportKey]
+		// ipykernel aborts requests for a moment after a cell raised;
+		// the report is asked again then (bounded), since losing it
+		// would lose the cell's in-place changes.
+		for attempt := 1; ; attempt++ {
+			exprs, err := transfer.Exec(ctx, s, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc)})
+			if err == nil {
+				raw = exprs[agent.ReportKey]
+			}
+			if !errors.Is(err, transfer.ErrAborted) || attempt == 8 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(attempt) * 25 * time.Millisecond):
+			}
 		}
 	}
 	rep, err := agent.ParseReport(raw)
 	if err != nil {
-		s.log.Warn("no state report from the agent; assuming the cell changed what it writes", "err", err)
+		s.log.Warn("no state report from the agent; assuming the cell changed what it writes or may mutate", "err", err)
 		rep = agent.Report{Changed: map[string]agent.Change{}}
 		for _, w := range eff.Writes {
 			rep.Changed[w] = agent.Change{Movable: true}
+		}
+		for _, w := range eff.Maybe { // known values it may have changed in place
+			if old, ok := s.state.Get(w); ok {
+				rep.Changed[w] = agent.Change{Movable: old.Movable, Reason: old.Reason, Kind: old.Kind, Size: old.Size, Group: old.Group, Needs: old.Needs}
+			}
 		}
 	}
 	changes := make(map[string]state.Change, len(rep.Changed))

@@ -477,17 +477,24 @@ func (s *Server) writeBackBeforeShutdown(ctx context.Context, ch wire.Channel) {
 }
 
 // shownNames are names as a user knows them: variables by name, files by
-// path, Ferry's own pseudo-variables left out.
-func shownNames(names []string) []string {
-	var out []string
+// path; Ferry's own pseudo-variables are left out, or, with pseudo, named
+// last in words.
+func shownNames(names []string, pseudo bool) []string {
+	var out, extra []string
 	for _, n := range names {
 		switch {
-		case n == agent.RNG || n == agent.Proc:
+		case n == agent.RNG:
+			extra = append(extra, "the random generators' state")
+		case n == agent.Proc:
+			extra = append(extra, "the process settings")
 		case files.IsName(n):
 			out = append(out, files.Rel(n))
 		default:
 			out = append(out, n)
 		}
+	}
+	if pseudo {
+		out = append(out, extra...)
 	}
 	return out
 }

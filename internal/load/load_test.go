@@ -111,7 +111,7 @@ func TestManyNotebooksThroughOneServer(t *testing.T) {
 					if pid == 0 {
 						return fmt.Errorf("cell %d: no %s kernel process found", i, loc)
 					}
-					if got, want := r.Text(), cellWant(k, i, pid); got != want {
+					if got, want := r.Stream("stdout"), cellWant(k, i, pid); got != want {
 						return fmt.Errorf("cell %d (%s): printed %q, want %q", i, loc, got, want)
 					}
 				}

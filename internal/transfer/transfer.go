@@ -80,11 +80,20 @@ func Exec(ctx context.Context, r Requester, loc location.Location, code string, 
 	if err := res.Msg.Decode(&rep); err != nil {
 		return nil, err
 	}
+	if rep.Status == "aborted" {
+		return nil, ErrAborted
+	}
 	if rep.Status != "ok" {
 		return nil, fmt.Errorf("%w: %s: %s", ErrAgent, rep.EName, rep.EValue)
 	}
 	return rep.Exprs, nil
 }
+
+// ErrAborted is returned by Exec when ipykernel aborted the request: it
+// arrived in the short window after a cell raised in which ipykernel
+// aborts what is queued (stop_on_error). Nothing ran; asking again a
+// moment later works.
+var ErrAborted = errors.New("the kernel aborted the request (it came right after a cell raised)")
 
 // Result is one finished move.
 type Result struct {

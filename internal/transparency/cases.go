@@ -41,5 +41,6 @@ var Cases = []Case{
 	{"display_outputs", []string{"from IPython.display import display, HTML\nimport pandas as pd\ndf = pd.DataFrame({'x': [1, 2]})", "display(HTML('<b>bold</b>'))", "df", "print(df.x.sum())\ndf.x.sum()"}},
 	{"sets_and_tuples", []string{"s = {1, 2}\nt = (s,)", "s.add(3)", "print(sorted(t[0]), t[0] is s)"}},
 	{"object_into_container_later", []string{"obj = {'v': 1}", "holder = [obj]", "obj['v'] = 2", "print(holder[0]['v'], holder[0] is obj)"}},
+	{"raising_cell_mutation", []string{"data = [1, 2, 3]", "data.append(4)\nraise ValueError('after the append')", "print(data)", "data.append(5)\nraise KeyError('again')", "print(data, len(data))"}},
 	{"stdout_stderr", []string{"import sys\nprint('out')\nprint('err', file=sys.stderr)", "v = 3", "print(v, file=sys.stderr)"}},
 }
