@@ -23,17 +23,27 @@ type Session struct {
 // StartFerry starts a Ferry kernel with cfg (its Conn is filled in) and
 // connects to it, returning once the kernel answers.
 func StartFerry(ctx context.Context, cfg kernel.Config) (*Session, error) {
-	info, err := wire.NewLocalConnInfo()
-	if err != nil {
-		return nil, err
-	}
-	cfg.Conn = info
 	if cfg.Backends == nil {
 		cfg.Backends = map[location.Location]backend.Backend{location.Local: backend.NewLocal("")}
 	}
-	srv, err := kernel.New(cfg)
-	if err != nil {
-		return nil, err
+	// The free ports are found, then bound: another process may take one
+	// in between (seen under a loaded make test), so a bind that finds its
+	// port taken is tried again with new ones.
+	var srv *kernel.Server
+	var info wire.ConnInfo
+	for attempt := 1; ; attempt++ {
+		var err error
+		if info, err = wire.NewLocalConnInfo(); err != nil {
+			return nil, err
+		}
+		cfg.Conn = info
+		srv, err = kernel.New(cfg)
+		if err == nil {
+			break
+		}
+		if attempt == 5 || !wire.IsAddrInUse(err) {
+			return nil, err
+		}
 	}
 	s := &Session{Kernel: srv, errc: make(chan error, 1)}
 	go func() { s.errc <- srv.Serve(context.WithoutCancel(ctx)) }()

@@ -373,3 +373,14 @@ func Ping(addr string, payload []byte, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// IsAddrInUse reports whether err is a bind that found its port taken
+// (EADDRINUSE): ports are found free, then bound, and another process may
+// take one in between, so the caller picks new ones.
+func IsAddrInUse(err error) bool {
+	var zerr zmq.Errno
+	if errors.As(err, &zerr) {
+		return zerr == zmq.EADDRINUSE
+	}
+	return errors.Is(err, syscall.EADDRINUSE)
+}

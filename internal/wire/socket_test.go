@@ -154,3 +154,25 @@ func TestSocketCloseWakesRecv(t *testing.T) {
 		t.Fatalf("Send after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestIsAddrInUse: a second bind of a taken port is told apart from other
+// failures, so callers can pick new ports.
+func TestIsAddrInUse(t *testing.T) {
+	ps, err := FreePorts("127.0.0.1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("tcp://127.0.0.1:%d", ps[0])
+	a, err := Bind(ROUTER, addr, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	_, err = Bind(ROUTER, addr, "second")
+	if err == nil || !IsAddrInUse(err) {
+		t.Fatalf("second bind of %s: %v; IsAddrInUse = %v, want true", addr, err, IsAddrInUse(err))
+	}
+	if IsAddrInUse(errors.New("something else")) {
+		t.Fatal("IsAddrInUse true for an unrelated error")
+	}
+}
