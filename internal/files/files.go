@@ -16,6 +16,7 @@
 package files
 
 import (
+	"fmt"
 	"os"
 	"path"
 	"path/filepath"
@@ -54,6 +55,7 @@ type Tracker struct {
 	mu      sync.Mutex
 	learned map[string][]Use // cell key -> what the audit hook saw it read
 	chdir   bool             // the notebook changed its working directory
+	stamps  map[string]stamp // laptop files as Ferry last knew them
 }
 
 // New returns a tracker for the notebook folder root (the laptop kernel's
@@ -252,4 +254,59 @@ func matchParts(pat, parts []string) bool {
 		pat, parts = pat[1:], parts[1:]
 	}
 	return len(parts) == 0
+}
+
+// A stamp is what the laptop's disk showed of a file when Ferry last knew
+// its content there: size and modification time.
+type stamp struct {
+	size  int64
+	mtime int64
+}
+
+// Path is where the tracked file rel is on the laptop.
+func (t *Tracker) Path(rel string) string {
+	if strings.HasPrefix(rel, "/") {
+		return rel
+	}
+	return filepath.Join(t.root, filepath.FromSlash(rel))
+}
+
+// Stamp records the laptop's file rel as Ferry knows it now (after the
+// inventory, a laptop cell that wrote it, or a move that brought it).
+func (t *Tracker) Stamp(rel string) {
+	st, err := os.Stat(t.Path(rel))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stamps == nil {
+		t.stamps = map[string]stamp{}
+	}
+	if err != nil {
+		delete(t.stamps, rel)
+		return
+	}
+	t.stamps[rel] = stamp{st.Size(), st.ModTime().UnixNano()}
+}
+
+// Outside says whether the laptop's file rel changed since it was
+// stamped, by something other than a cell (an editor, a download): then
+// its size and a version for it, or gone if it was removed. A file never
+// stamped is stamped now and counts as unchanged.
+func (t *Tracker) Outside(rel string) (changed, gone bool, size int64, version string) {
+	st, err := os.Stat(t.Path(rel))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stamps == nil {
+		t.stamps = map[string]stamp{}
+	}
+	old, known := t.stamps[rel]
+	if err != nil {
+		delete(t.stamps, rel)
+		return known, known, 0, ""
+	}
+	now := stamp{st.Size(), st.ModTime().UnixNano()}
+	t.stamps[rel] = now
+	if !known || old == now {
+		return false, false, now.size, ""
+	}
+	return true, false, now.size, fmt.Sprintf("stat:%d:%d", now.size, now.mtime)
 }

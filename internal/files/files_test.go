@@ -85,3 +85,46 @@ func TestLearnedReads(t *testing.T) {
 		t.Fatalf("after a chdir a relative read should bring every file: %v", got.Names)
 	}
 }
+
+// TestOutsideChanges: a laptop file changed or removed by something other
+// than a cell is noticed; one Ferry stamped after its own write is not.
+func TestOutsideChanges(t *testing.T) {
+	root := t.TempDir()
+	tr := New(root)
+	p := filepath.Join(root, "data.csv")
+	if err := os.WriteFile(p, []byte("a\n1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tr.Stamp("data.csv")
+	if changed, _, _, _ := tr.Outside("data.csv"); changed {
+		t.Fatal("unchanged file reported changed")
+	}
+	// An editor rewrites it (another size; mtime may be equal on coarse clocks).
+	if err := os.WriteFile(p, []byte("a\n1\n2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changed, gone, size, v := tr.Outside("data.csv")
+	if !changed || gone || size != 6 || v == "" {
+		t.Fatalf("edited file: changed %v gone %v size %d version %q", changed, gone, size, v)
+	}
+	if changed, _, _, _ := tr.Outside("data.csv"); changed {
+		t.Fatal("the same change reported twice")
+	}
+	// Ferry's own write, stamped after, is not an outside change.
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tr.Stamp("data.csv")
+	if changed, _, _, _ := tr.Outside("data.csv"); changed {
+		t.Fatal("Ferry's own stamped write reported as an outside change")
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if changed, gone, _, _ := tr.Outside("data.csv"); !changed || !gone {
+		t.Fatalf("removed file: changed %v gone %v", changed, gone)
+	}
+	if changed, _, _, _ := tr.Outside("never-stamped.csv"); changed {
+		t.Fatal("a file never stamped and absent reported changed")
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/agent"
 	"github.com/ferry-nb/ferry/internal/analysis"
+	"github.com/ferry-nb/ferry/internal/files"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/state"
@@ -84,6 +85,7 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	// A change of directory needs the folder there, and relative paths
 	// after it mean other files: every known file counts as read.
 	fn := s.fileNeeds(cell, eff.Facts, r.Dynamic || eff.Facts.Chdir)
+	s.laptopEdits(fn.Names)
 	eff.Reads = append(eff.Reads, fn.Names...)
 	eff.Outside = fn.Outside
 	for n := range maybe {
@@ -178,6 +180,18 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 		changes[n] = sc
 	}
 	wrote := s.state.Ran(loc, cell, changes, rep.Deleted)
+	if loc == location.Local { // the laptop's files as this cell left them
+		for n := range changes {
+			if files.IsName(n) {
+				s.files.Stamp(files.Rel(n))
+			}
+		}
+		for _, n := range rep.Deleted {
+			if files.IsName(n) {
+				s.files.Stamp(files.Rel(n))
+			}
+		}
+	}
 	s.files.Learn(cell, rep.Reads, rep.Lists)
 	s.learnImports(loc, rep.Imports)
 	if ue != nil {

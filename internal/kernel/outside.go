@@ -96,6 +96,45 @@ func (s *Server) onInstall(loc location.Location, info agent.Info) {
 	if len(changed) > 0 {
 		s.state.Ran(loc, "", changed, nil)
 	}
+	for rel := range info.Files {
+		s.files.Stamp(rel)
+	}
+}
+
+// onLoaded is transfer.Config.OnLoaded: files that arrived on the laptop
+// are stamped as Ferry's own writes.
+func (s *Server) onLoaded(dst location.Location, names []string) {
+	if dst != location.Local {
+		return
+	}
+	for _, n := range names {
+		if files.IsName(n) {
+			s.files.Stamp(files.Rel(n))
+		}
+	}
+}
+
+// laptopEdits brings into the state map the laptop files among names that
+// changed or vanished there outside any cell (an editor, a download)
+// since Ferry last knew them: the laptop's copy becomes the newest, so a
+// cloud cell never reads the stale one.
+func (s *Server) laptopEdits(names []string) {
+	for _, n := range names {
+		if !files.IsName(n) {
+			continue
+		}
+		v, ok := s.state.Get(n)
+		if !ok || !v.At[location.Local] {
+			continue // the newest version is elsewhere: the laptop's is stale anyway
+		}
+		changed, gone, size, ver := s.files.Outside(files.Rel(n))
+		switch {
+		case gone:
+			s.state.Ran(location.Local, "", nil, []string{n})
+		case changed:
+			s.state.Ran(location.Local, "", map[string]state.Change{n: {Size: size, Hash: ver, Movable: true, Kind: "file"}}, nil)
+		}
+	}
 }
 
 // cellFacts are the cell's outside facts with those of the notebook

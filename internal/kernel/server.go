@@ -316,7 +316,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.files, s.out = files.New(root), newOutside()
 	s.mover = transfer.New(s, transfer.Config{Secret: wire.NewID() + wire.NewID(), OnChunk: cfg.OnChunk, Log: cfg.Log,
-		Env: s.forwardEnv, OnInstall: s.onInstall})
+		Env: s.forwardEnv, OnInstall: s.onInstall, OnLoaded: s.onLoaded})
 	s.recovery = recovery.New(s, s.mover, s.state, s.lineage, model, s.locs, cfg.Log)
 	s.facts = s.recovery.Facts()
 	s.think = thinktime.New(s, s.mover, s.state, s.facts, model, s.locs, cfg.Log)

@@ -132,6 +132,7 @@ type Mover struct {
 	log       *slog.Logger
 	env       func(loc location.Location) map[string]string
 	onInstall func(loc location.Location, info agent.Info)
+	onLoaded  func(dst location.Location, names []string)
 
 	// readyMu makes Ready install one agent at a time: the kernel starts
 	// kernels ahead of the first cell on goroutines of their own.
@@ -167,6 +168,11 @@ type Config struct {
 	// incarnation, with what the agent says of its kernel: the kernel
 	// registers the files it holds and compares versions.
 	OnInstall func(loc location.Location, info agent.Info)
+	// OnLoaded, if set, is called after a target confirmed loading names
+	// (from whichever goroutine made the move): the kernel stamps files
+	// that arrived on the laptop, so it can tell them from files changed
+	// there outside a cell.
+	OnLoaded func(dst location.Location, names []string)
 }
 
 // New returns a Mover reaching kernels through req.
@@ -174,7 +180,7 @@ func New(req Requester, cfg Config) *Mover {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Mover{req: req, secret: cfg.Secret, onChunk: cfg.OnChunk, log: cfg.Log, env: cfg.Env, onInstall: cfg.OnInstall,
+	return &Mover{req: req, secret: cfg.Secret, onChunk: cfg.OnChunk, log: cfg.Log, env: cfg.Env, onInstall: cfg.OnInstall, onLoaded: cfg.OnLoaded,
 		agents: map[location.Location]*agentState{}}
 }
 
@@ -435,6 +441,9 @@ func (m *Mover) once(ctx context.Context, src, dst location.Location, names []st
 			res.Names = append([]string(nil), d.Names...)
 			sort.Strings(res.Names)
 			res.Notes = d.Notes
+			if m.onLoaded != nil {
+				m.onLoaded(dst, res.Names)
+			}
 			res.WireSeconds = time.Since(t0).Seconds()
 			return res, nil
 		case agent.OpError:

@@ -238,3 +238,46 @@ func TestForwardEnv(t *testing.T) {
 		t.Fatalf("with --forward-env: stdout %q, stderr %q", out, e)
 	}
 }
+
+// TestLaptopEditBetweenCells: a file the user changes on the laptop
+// between two cloud cells (an editor, a download) is brought again; the
+// cloud never reads its stale copy. One removed there is removed in the
+// cloud too.
+func TestLaptopEditBetweenCells(t *testing.T) {
+	testenv.SkipIfShort(t, "a separate-machine cloud")
+	if separate == nil {
+		t.Skip("LOUD SKIP: the cloud is not another machine here (needs root)")
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "data.csv")
+	if err := os.WriteFile(p, []byte("v1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sess := startSession(ctx, t, runOpts{dir: dir, name: "edit", policy: "local", server: separate.JupyterServer})
+	defer sess.Close(context.Background())
+	cell := "%%ferry remote\nimport os\nprint(open('data.csv').read().strip() if os.path.exists('data.csv') else 'no data.csv')"
+	exec := func() string {
+		r, err := sess.Execute(ctx, cell, client.ExecOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Stream("stdout")
+	}
+	if got := exec(); got != "v1\n" {
+		t.Fatalf("first read in the cloud: %q", got)
+	}
+	if err := os.WriteFile(p, []byte("v2, longer\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := exec(); got != "v2, longer\n" {
+		t.Fatalf("after the laptop's copy changed, the cloud read %q", got)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if got := exec(); got != "no data.csv\n" {
+		t.Fatalf("after the laptop's copy was removed, the cloud read %q", got)
+	}
+}

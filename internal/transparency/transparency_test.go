@@ -141,6 +141,22 @@ type runOpts struct {
 // ran remotely.
 func runWith(t *testing.T, o runOpts) int {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sess := startSession(ctx, t, o)
+	defer sess.Close(context.Background())
+	if _, err := notebook.Run(ctx, o.nb, sess, notebook.RunOptions{AllowErrors: true}); err != nil {
+		t.Fatalf("%s under %s: %v", o.name, o.policy, err)
+	}
+	_, remoteCells, _, _ := sess.Kernel.Stats.Snapshot()
+	return remoteCells
+}
+
+// startSession starts Ferry as runWith runs it: the laptop kernel in
+// o.dir, the cloud on o.server (or a second local kernel). The caller
+// closes it.
+func startSession(ctx context.Context, t *testing.T, o runOpts) *client.Session {
+	t.Helper()
 	var remote backend.Backend
 	if o.server != nil {
 		// A working directory of its own per run, as Ferry gives each
@@ -156,9 +172,7 @@ func runWith(t *testing.T, o runOpts) int {
 		remote = standIn
 	}
 	an := analysis.New(testenv.Python())
-	defer an.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	t.Cleanup(an.Close)
 	local := backend.NewLocal(testenv.Python())
 	local.Dir = o.dir
 	sess, err := client.StartFerry(ctx, kernel.Config{
@@ -168,12 +182,7 @@ func runWith(t *testing.T, o runOpts) int {
 	if err != nil {
 		t.Fatalf("%s under %s: %v", o.name, o.policy, err)
 	}
-	defer sess.Close(context.Background())
-	if _, err := notebook.Run(ctx, o.nb, sess, notebook.RunOptions{AllowErrors: true}); err != nil {
-		t.Fatalf("%s under %s: %v", o.name, o.policy, err)
-	}
-	_, remoteCells, _, _ := sess.Kernel.Stats.Snapshot()
-	return remoteCells
+	return sess
 }
 
 // withoutFerryNotes drops Ferry's own lines ("Ferry: recomputed x …", a
