@@ -27,6 +27,8 @@ logging            the root logger's level and its stream and file
 warnings           filters added to warnings.filters
 ipython            %precision, %xmode, and traits set with %config
 magics             line and cell magics the notebook registered
+attrs              attributes the notebook assigned on modules
+                   (mymod.VERBOSE = True), when they are plain data
 =================  =========================================================
 
 Values that cannot be carried (a handler of another kind, an option whose
@@ -45,6 +47,26 @@ import warnings
 import _ferry_audit as audit
 
 _base = {}  # this kernel's baseline, from baseline()
+_attrs = set()  # (module, attribute) pairs the notebook assigned
+# Module attributes travel only when their value is plain data: a flag, a
+# number, a path; anything else (an object, a function) might not pickle,
+# and one unpicklable setting must not make the whole state unmovable.
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+def track(module, attr):
+    """Carry module.attr from now on (the notebook assigned it)."""
+    _attrs.add((module, attr))
+
+
+def _plain(v, depth=0):
+    if isinstance(v, _PLAIN):
+        return True
+    if depth < 3 and isinstance(v, (list, tuple, set, frozenset)):
+        return all(_plain(x, depth + 1) for x in v)
+    if depth < 3 and isinstance(v, dict):
+        return all(_plain(k, depth + 1) and _plain(x, depth + 1) for k, x in v.items())
+    return False
 _NUMPY_DEFAULTS = {"edgeitems": 3, "threshold": 1000, "floatmode": "maxprec", "precision": 8, "suppress": False, "linewidth": 75,
                    "nanstr": "nan", "infstr": "inf", "sign": "-", "formatter": None, "legacy": False}
 
@@ -174,6 +196,17 @@ def capture(shell):
     st["warnings"] = added
     st["ipython"] = _capture_ipython(shell)
     st["magics"] = _capture_magics(shell)
+    attrs = {}
+    for mod, attr in sorted(_attrs):
+        m = sys.modules.get(mod)
+        if m is None or not hasattr(m, attr):
+            continue
+        v = getattr(m, attr)
+        if _plain(v):
+            attrs[mod + ":" + attr] = v
+        else:
+            skipped.append("%s.%s (a %s, not plain data)" % (mod, attr, type(v).__name__))
+    st["attrs"] = attrs
     st["skipped"] = skipped
     return st
 
@@ -327,6 +360,17 @@ def apply(shell, st):
             warnings._filters_mutated()
         except Exception as e:
             failed.append("warnings filters (%s)" % e)
+    for key, v in st.get("attrs", {}).items():
+        mod, _, attr = key.partition(":")
+        try:
+            import importlib
+
+            m = importlib.import_module(mod)
+            if not _same(getattr(m, attr, _missing), v):
+                setattr(m, attr, v)
+            track(mod, attr)
+        except Exception as e:
+            failed.append("%s.%s (%s)" % (mod, attr, e))
     for kind, table in st.get("magics", {}).items():
         for n, f in table.items():
             try:
@@ -334,6 +378,9 @@ def apply(shell, st):
             except Exception as e:
                 failed.append("%%%s magic %s (%s)" % (kind, n, e))
     return failed
+
+
+_missing = object()
 
 
 def _resolve(mod, qualname):

@@ -53,13 +53,23 @@ func InstallCode(secret string, env map[string]string) string {
 // ReportExpr is the user_expressions entry that returns the post-cell
 // report; maybe are the names the cell may have mutated, proc whether it
 // may have changed process settings (the agent then captures them).
-func ReportExpr(maybe []string, dynamic, proc bool) string {
+//
+// attrs are "X.attr" attribute stores the cell makes on names that are
+// modules (mymod.VERBOSE = True): the agent then carries those attributes
+// with the process state from now on.
+func ReportExpr(maybe []string, dynamic, proc bool, attrs ...string) string {
 	if maybe == nil {
 		maybe = []string{}
 	}
 	b, _ := json.Marshal(maybe)
 	py := map[bool]string{false: "False", true: "True"}
-	return `__import__("_ferry_agent").report(` + string(b) + `, ` + py[dynamic] + `, ` + py[proc] + `)`
+	extra := ""
+	if len(attrs) > 0 {
+		a, _ := json.Marshal(attrs)
+		extra = ", " + string(a)
+		proc = true
+	}
+	return `__import__("_ferry_agent").report(` + string(b) + `, ` + py[dynamic] + `, ` + py[proc] + extra + `)`
 }
 
 // InfoKey and InfoExpr ask the installed agent about its kernel (Python

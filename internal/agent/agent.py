@@ -450,11 +450,19 @@ def _rng_state():
     return h.hexdigest()[:32]
 
 
-def report(names=(), dynamic=False, proc=False):
+def report(names=(), dynamic=False, proc=False, attrs=()):
     """What the cell just run changed. names: those it may have mutated;
-    proc: the cell may have changed process settings (from the analysis)."""
+    proc: the cell may have changed process settings (from the analysis);
+    attrs: "X.attr" stores the cell made on names bound to modules, carried
+    with the process state from now on."""
     try:
         rec = _audit.take()
+        ns = _user_ns()
+        for a in attrs:
+            n, _, attr = a.partition(".")
+            m = ns.get(n)
+            if isinstance(m, types.ModuleType) and attr:
+                _proc.track(m.__name__, attr.split(".")[0])
         out = _report(set(names), dynamic)
         _outside(out, rec, proc or dynamic)
         return _JSON(out)

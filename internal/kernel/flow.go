@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/agent"
@@ -38,6 +40,9 @@ type effects struct {
 	// only the laptop has.
 	Facts   analysis.Facts
 	Outside []string
+	// Attrs are "X.attr" stores on names bound to modules: the agent
+	// carries those attributes with the process state.
+	Attrs []string
 }
 
 // analyze returns the cell's effects. If the helper fails, the cell is
@@ -56,6 +61,16 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	eff := effects{Reads: r.Reads, Writes: r.Writes, Dynamic: r.Dynamic, Defs: r.Defs}
 	eff.Facts = s.cellFacts(r)
 	eff.Proc = changesProcess(eff.Facts, r)
+	seen := map[string]bool{}
+	for _, a := range append(append([]string(nil), r.ModuleAttrs...), eff.Facts.AttrStores...) {
+		x, _, _ := strings.Cut(a, ".")
+		if v, ok := s.state.Get(x); (ok && v.Kind == "module") || slices.Contains(r.ModuleAttrs, a) {
+			if !seen[a] {
+				seen[a] = true
+				eff.Attrs = append(eff.Attrs, a)
+			}
+		}
+	}
 	// A cell that binds, deletes, calls and mutates nothing cannot change
 	// the namespace: it needs no report (pass, a bare name, x.shape).
 	eff.Inert = r.Error == "" && !r.Dynamic && len(r.Writes) == 0 && len(r.Deleted) == 0 && len(r.Calls) == 0 && len(r.Maybe) == 0 &&
@@ -112,7 +127,7 @@ func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessag
 	if ue == nil {
 		ue = map[string]json.RawMessage{}
 	}
-	expr, _ := json.Marshal(agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc))
+	expr, _ := json.Marshal(agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc, eff.Attrs...))
 	ue[agent.ReportKey] = expr
 	c["user_expressions"], _ = json.Marshal(ue)
 	out, err := json.Marshal(c)
@@ -143,7 +158,7 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 		// the report is asked again then (bounded), since losing it
 		// would lose the cell's in-place changes.
 		for attempt := 1; ; attempt++ {
-			exprs, err := transfer.Exec(ctx, s, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc)})
+			exprs, err := transfer.Exec(ctx, s, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc, eff.Attrs...)})
 			if err == nil {
 				raw = exprs[agent.ReportKey]
 			}

@@ -217,9 +217,11 @@ func parseReportArgs(args string) (map[string]bool, bool, error) {
 	if err := dec.Decode(&names); err != nil {
 		return nil, false, raise("SyntaxError", "report() names: %v", err)
 	}
-	rest := strings.Split(strings.TrimPrefix(strings.TrimSpace(args[dec.InputOffset():]), ","), ",")
-	if len(rest) < 1 || len(rest) > 2 {
-		return nil, false, raise("TypeError", "report() takes names, dynamic and proc")
+	// dynamic, then proc and a list of module attributes, both ignored:
+	// a fake kernel has no process state.
+	rest := strings.SplitN(strings.TrimPrefix(strings.TrimSpace(args[dec.InputOffset():]), ","), ",", 3)
+	if len(rest) < 1 {
+		return nil, false, raise("TypeError", "report() takes names, dynamic, proc and attrs")
 	}
 	var dynamic bool
 	switch strings.TrimSpace(rest[0]) {
