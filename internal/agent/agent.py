@@ -254,6 +254,22 @@ def _unmovable_reason(obj):
     return None
 
 
+_OBJECT_PICKLING = (object.__reduce_ex__, object.__reduce__, getattr(object, "__getstate__", None))
+
+
+def _pickles_itself(o):
+    """Whether o's class defines how it pickles (its own __getstate__,
+    __reduce__ or __reduce_ex__), so its attributes are not what travels."""
+    t = type(o)
+    if t in (list, dict, set, tuple, frozenset) or isinstance(o, types.ModuleType):
+        return False
+    try:
+        return (t.__reduce_ex__ is not object.__reduce_ex__ or t.__reduce__ is not object.__reduce__
+                or getattr(t, "__getstate__", None) not in (None, _OBJECT_PICKLING[2]))
+    except Exception:
+        return False
+
+
 def _contained_unmovable(obj):
     """Why obj cannot move, looking a few levels into containers and
     instance attributes (bounded); pack still finds anything missed."""
@@ -267,6 +283,11 @@ def _contained_unmovable(obj):
         why = _unmovable_reason(o)
         if why:
             return why if not path else "holds a %s (at %s)" % (why, path)
+        if _pickles_itself(o):
+            # Its class says what it pickles (a matplotlib Figure drops its
+            # weak references): looking inside would pin it for parts it
+            # never sends. Should it fail, pack finds it and says why.
+            continue
         if depth < REACH_DEPTH:
             for label, child in _children(o):
                 stack.append((child, depth + 1, path + label))

@@ -123,6 +123,37 @@ class AuditTests(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(other, "data", "a.csv")))
 
 
+class Holder:
+    """Holds a weak reference in an attribute and pickles without it, as a
+    matplotlib Figure does."""
+
+    def __init__(self, target):
+        import weakref
+
+        self.value = 3
+        self.ref = weakref.ref(target)
+
+    def __getstate__(self):
+        return {"value": self.value}
+
+
+class Plain:
+    pass
+
+
+class MovabilityTests(unittest.TestCase):
+    def test_a_class_that_pickles_itself_is_not_pinned_for_what_it_drops(self):
+        t = Plain()
+        self.assertIsNone(agent._contained_unmovable(Holder(t)))
+
+    def test_a_weak_reference_held_plainly_still_pins(self):
+        import weakref
+
+        p, t = Plain(), Plain()
+        p.ref = weakref.ref(t)
+        self.assertIn("weak reference", agent._contained_unmovable(p) or "")
+
+
 class ProcTests(unittest.TestCase):
     def setUp(self):
         self.shell = Shell()

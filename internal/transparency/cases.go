@@ -42,5 +42,6 @@ var Cases = []Case{
 	{"sets_and_tuples", []string{"s = {1, 2}\nt = (s,)", "s.add(3)", "print(sorted(t[0]), t[0] is s)"}},
 	{"object_into_container_later", []string{"obj = {'v': 1}", "holder = [obj]", "obj['v'] = 2", "print(holder[0]['v'], holder[0] is obj)"}},
 	{"raising_cell_mutation", []string{"data = [1, 2, 3]", "data.append(4)\nraise ValueError('after the append')", "print(data)", "data.append(5)\nraise KeyError('again')", "print(data, len(data))"}},
+	{"matplotlib_figure_moves", []string{"import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2))\nax.plot([1, 2, 3]);", "ax.set_title('moved')\nax.plot([3, 2, 1]);", "print(len(ax.lines), ax.get_title(), list(fig.get_size_inches()))"}},
 	{"stdout_stderr", []string{"import sys\nprint('out')\nprint('err', file=sys.stderr)", "v = 3", "print(v, file=sys.stderr)"}},
 }
