@@ -300,6 +300,14 @@ _ATOMIC = (int, float, complex, str, bool, type(None), range, bytes)
 _SIZED = (list, dict, set, bytearray)
 
 
+def _cell_full(c):
+    try:
+        c.cell_contents
+        return True
+    except ValueError:  # an empty cell (a variable not bound yet)
+        return False
+
+
 def _children(o):
     """(label, object) pairs o holds directly, bounded; not inside arrays,
     modules, classes or functions."""
@@ -308,8 +316,21 @@ def _children(o):
             return [("[%r]" % (k,), v) for k, v in list(o.items())[:1000]]
         if isinstance(o, (list, tuple, set, frozenset)):
             return [("[%d]" % i, v) for i, v in enumerate(list(o)[:1000])]
-        if isinstance(o, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        if isinstance(o, types.FunctionType):
+            # What a function carries with it travels with it: closure
+            # cells and defaults (log = []; add = make_logger(log) must
+            # move add and log together, or add appends to a copy).
+            out = [(".__closure__[%d]" % i, c.cell_contents) for i, c in enumerate(o.__closure__ or ()) if _cell_full(c)]
+            out += [(".__defaults__[%d]" % i, v) for i, v in enumerate(o.__defaults__ or ())]
+            out += [(".__kwdefaults__[%r]" % (k,), v) for k, v in (o.__kwdefaults__ or {}).items()]
+            return out
+        if isinstance(o, types.MethodType):
+            return [(".__self__", o.__self__)]
+        if isinstance(o, (type, types.ModuleType, types.BuiltinFunctionType)):
             return []
+        if type(o).__module__ == "functools" and type(o).__name__ == "partial":
+            return [(".func", o.func)] + [(".args[%d]" % i, v) for i, v in enumerate(o.args)] + [
+                (".keywords[%r]" % (k,), v) for k, v in o.keywords.items()]
         np = sys.modules.get("numpy")
         if np is not None and isinstance(o, np.ndarray):
             return [(".base", o.base)] if o.base is not None else []

@@ -43,5 +43,6 @@ var Cases = []Case{
 	{"object_into_container_later", []string{"obj = {'v': 1}", "holder = [obj]", "obj['v'] = 2", "print(holder[0]['v'], holder[0] is obj)"}},
 	{"raising_cell_mutation", []string{"data = [1, 2, 3]", "data.append(4)\nraise ValueError('after the append')", "print(data)", "data.append(5)\nraise KeyError('again')", "print(data, len(data))"}},
 	{"matplotlib_figure_moves", []string{"import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2))\nax.plot([1, 2, 3]);", "ax.set_title('moved')\nax.plot([3, 2, 1]);", "print(len(ax.lines), ax.get_title(), list(fig.get_size_inches()))"}},
+	{"closures_share_state", []string{"def make_logger(store):\n    def add(v):\n        store.append(v)\n    return add\nlog = []\nadd = make_logger(log)", "add('a')", "print(log)", "add('b')\nfrom functools import partial\nput = partial(list.append, log)", "put('c')", "print(log, len(log))"}},
 	{"stdout_stderr", []string{"import sys\nprint('out')\nprint('err', file=sys.stderr)", "v = 3", "print(v, file=sys.stderr)"}},
 }
