@@ -842,6 +842,16 @@ def _view_reduce(np, a):
     return _view_of, (root, offset, a.shape, a.strides, a.dtype)
 
 
+def _is_main_function(f):
+    return isinstance(f, types.FunctionType) and _shell is not None and f.__globals__ is _user_ns()
+
+
+def _lru_cached(f, params):
+    import functools
+
+    return functools.lru_cache(maxsize=params.get("maxsize"), typed=params.get("typed", False))(f)
+
+
 def _pickler_class():
     import cloudpickle
 
@@ -852,6 +862,11 @@ def _pickler_class():
                 view = _view_reduce(np, obj)
                 if view is not None:
                     return view
+            if type(obj).__name__ == "_lru_cache_wrapper" and _is_main_function(getattr(obj, "__wrapped__", None)):
+                # functools pickles a cache by its qualified name, which
+                # the target may not have (Can't get attribute 'fib'): it
+                # travels as the function, cached again there (empty).
+                return _lru_cached, (obj.__wrapped__, obj.cache_parameters())
             if isinstance(obj, types.FunctionType) and _shell is not None and obj.__globals__ is _user_ns():
                 return _main_function, (obj.__code__, obj.__name__, obj.__defaults__, obj.__kwdefaults__,
                                         obj.__closure__, obj.__dict__, obj.__qualname__, obj.__doc__,
