@@ -142,7 +142,6 @@ func TestRunUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		// The flag package's own errors print the flags after the line.
 		{"-p without a value", []string{"run", nb, "-p", "alpha"}, "takes a name and a value"},
 		{"-p=value", []string{"run", nb, "-p=alpha"}, "takes a name and a value"},
 		{"bad yaml", []string{"run", nb, "-y", "a: [1"}, "is not YAML"},
@@ -161,6 +160,7 @@ func TestRunUsageErrors(t *testing.T) {
 			if code != exitUsage || !strings.Contains(stderr, tt.want) || stdout != "" {
 				t.Errorf("exit %d (want %d), stdout %q, stderr:\n%s\nwant %q", code, exitUsage, stdout, stderr, tt.want)
 			}
+			// The flag package's own errors list the flags after the line.
 			flagPkg := strings.Contains(stderr, "flags:")
 			if tt.args[0] == "run" && !flagPkg && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Errorf("want one line:\n%s", stderr)
@@ -418,4 +418,25 @@ func mustCompletion(t *testing.T) string {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 	return script
+}
+
+// The README's quick start: the bundled example runs with a stand-in
+// cloud under pingpong (the injected cell makes five, alternating from the
+// laptop), takes -p, and its own check (an assert) passes.
+func TestQuickstartExample(t *testing.T) {
+	testenv.RequirePython(t)
+	out := filepath.Join(t.TempDir(), "qs.ipynb")
+	code, _, stderr := ferryOut(t, quietEnv(), "run", filepath.Join("..", "..", "examples", "quickstart.ipynb"), "-o", out,
+		"--local-remote", "--policy", "pingpong", "-p", "n", "500", "--python", testenv.Python())
+	if code != 0 || !strings.Contains(stderr, "(3 local, 2 remote, 0 errors)") {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	got, err := notebook.Read(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := got.Cells[len(got.Cells)-1]
+	if o := toJSON(last["outputs"]); !strings.Contains(o, "41541750") {
+		t.Errorf("the last cell shows %s; want the sum of squares below 500, 41541750", o)
+	}
 }
