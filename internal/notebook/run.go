@@ -121,6 +121,7 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 				res = &client.Result{}
 			}
 			secs := time.Since(t0).Seconds()
+			endProgress(opt)
 			if ctx.Err() != nil {
 				store(c, res)
 				runs = append(runs, CellRun{Index: i, Seconds: secs, Status: "interrupted"})
@@ -155,6 +156,13 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 		return runs, nil
 	}
 	return runs, firstErr
+}
+
+// endProgress ends a progress bar's line, so what follows starts clean.
+func endProgress(opt RunOptions) {
+	if opt.Progress != nil && opt.Terminal {
+		fmt.Fprintln(opt.Progress)
+	}
 }
 
 func firstLine(s string) string {
