@@ -149,6 +149,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"missing -f", []string{"run", nb, "-f", filepath.Join(dir, "none.yaml")}, "none.yaml"},
 		{"bad name", []string{"run", nb, "-p", "a-b", "1"}, "not a Python variable name"},
 		{"two notebooks", []string{"run", nb, nb}, "exactly one notebook"},
+		{"parameters with a session", []string{"run", nb, "-p", "a", "1", "--session", nb}, "do not mix"},
 		{"kernel-name and python", []string{"run", nb, "--kernel-name", "python3", "--python", "/usr/bin/python3"}, "not both"},
 		{"unknown flag", []string{"run", nb, "--no-such-flag"}, "no-such-flag"},
 		{"completion without a shell", []string{"completion"}, "bash|zsh"},
@@ -295,11 +296,13 @@ func TestKernelspecPython(t *testing.T) {
 	write("oldpy", `{"argv": ["python3", "-m", "ipykernel", "-f", "{connection_file}"]}`)
 	write("r", `{"argv": ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]}`)
 	write("broken", `{"argv": [`)
+	write("ferry", `{"argv": ["/usr/local/bin/ferry", "kernel", "-f", "{connection_file}", "--python", "/opt/ferry/python"]}`)
 	t.Setenv("JUPYTER_PATH", root)
 	t.Setenv("JUPYTER_DATA_DIR", t.TempDir())
 	tests := []struct{ name, want, err string }{
 		{"py", "/opt/py/bin/python", ""},
 		{"oldpy", "python3", ""},
+		{"ferry", "/opt/ferry/python", ""},
 		{"r", "", "not a python -m ipykernel_launcher kernel"},
 		{"broken", "", "not valid JSON"},
 		{"nope", "", "installed: "},

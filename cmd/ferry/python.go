@@ -95,7 +95,8 @@ var errKernelspec = errors.New("kernelspec")
 
 // kernelspecPython returns the interpreter of the installed kernelspec
 // name: its argv[0], when the spec runs `PYTHON -m ipykernel_launcher` (or
-// ipykernel), the only kind of kernel Ferry drives locally.
+// ipykernel), the only kind of kernel Ferry drives locally, or the
+// --python of a Ferry kernelspec.
 func kernelspecPython(name string) (string, error) {
 	var found []string
 	for _, dir := range kernelspecDirs() {
@@ -117,6 +118,12 @@ func kernelspecPython(name string) (string, error) {
 		a := spec.Argv
 		if len(a) >= 3 && a[1] == "-m" && (a[2] == "ipykernel_launcher" || a[2] == "ipykernel") {
 			return a[0], nil
+		}
+		// Ferry's own spec (ferry install): the interpreter it runs on.
+		if len(a) >= 2 && a[1] == "kernel" {
+			if i := slices.Index(a, "--python"); i > 0 && i+1 < len(a) {
+				return a[i+1], nil
+			}
 		}
 		return "", fmt.Errorf("%w %s runs %q, not a python -m ipykernel_launcher kernel; pass --python with its interpreter instead", errKernelspec, name, strings.Join(a, " "))
 	}

@@ -163,7 +163,7 @@ func runNotebook(ctx context.Context, args []string) error {
 	fs.Var(paramPairFlag{"r"}, "r", "a parameter, `NAME VALUE`, kept as a string (repeatable; also --parameters_raw)")
 	fs.Var(paramPairFlag{"parameters_raw"}, "parameters_raw", "same as -r")
 	logOutput := fs.Bool("log-output", false, "stream each cell's outputs to stderr as they arrive")
-	kernelName := fs.String("kernel-name", "", "take the local kernel's interpreter from this installed Jupyter kernelspec (a python -m ipykernel_launcher one) instead of --python")
+	kernelName := fs.String("kernel-name", "", "take the local kernel's interpreter from this installed Jupyter kernelspec (a python -m ipykernel_launcher one, or Ferry's own) instead of --python")
 	allowErrors := fs.Bool("allow-errors", false, "run on after a cell raises, recording the error")
 	summaryPath := fs.String("summary", "", "write a JSON summary of the run to this file")
 	timeout := fs.Float64("timeout", 0, "seconds one cell may take before it is interrupted (0: no limit)")
@@ -208,6 +208,11 @@ func runNotebook(ctx context.Context, args []string) error {
 	nb, err := notebook.Read(in)
 	if err != nil {
 		return err
+	}
+	if params.Len() > 0 && *sessionPath != "" {
+		// A session script names cells by position; an injected cell would
+		// shift them.
+		return fmt.Errorf("%w: parameters and --session do not mix (the injected cell would shift the script's cell numbers)", errBadUsage)
 	}
 	if params.Len() > 0 {
 		_, tagged, err := nb.InjectParameters(params)
