@@ -47,7 +47,7 @@ const (
 	exitOK          = 0
 	exitFailed      = 1   // the command failed (ferry run: a cell raised or timed out)
 	exitUsage       = 2   // bad flags or arguments
-	exitInterrupted = 130 // Ctrl-C (SIGINT), as shells report 128+2
+	exitInterrupted = 130 // Ctrl-C (SIGINT), as shells report 128+2; SIGTERM and SIGHUP too, which stop a command the same way
 )
 
 // logLevel is the log's level; a command may quiet it (ferry run after

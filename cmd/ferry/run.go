@@ -50,7 +50,8 @@ keeps it a string.
 
 Exit codes: 0 every cell ran (or --allow-errors); 1 a cell raised or timed
 out, or the run failed (the partial notebook is written); 2 bad flags or
-arguments; 130 interrupted by Ctrl-C (the partial notebook is written).
+arguments; 130 interrupted by Ctrl-C, SIGTERM or SIGHUP (the partial
+notebook is written).
 `
 
 // runParams are the -p and -r pairs taken out of the arguments before
