@@ -8,4 +8,5 @@ require (
 	github.com/pebbe/zmq4 v1.4.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/term v0.48.0 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -68,4 +71,66 @@ func checkPython(ctx context.Context, py string) (string, error) {
 			name, why, p, backend.DefaultPython)
 	}
 	return p, nil
+}
+
+// kernelspecDirs are where Jupyter looks for kernelspecs, in its order:
+// JUPYTER_PATH, the user's data dir, then the system's.
+func kernelspecDirs() []string {
+	var dirs []string
+	for _, d := range filepath.SplitList(os.Getenv("JUPYTER_PATH")) {
+		if d != "" {
+			dirs = append(dirs, filepath.Join(d, "kernels"))
+		}
+	}
+	if d := os.Getenv("JUPYTER_DATA_DIR"); d != "" {
+		dirs = append(dirs, filepath.Join(d, "kernels"))
+	} else if home, err := os.UserHomeDir(); err == nil {
+		dirs = append(dirs, filepath.Join(home, ".local", "share", "jupyter", "kernels"))
+	}
+	return append(dirs, "/usr/local/share/jupyter/kernels", "/usr/share/jupyter/kernels")
+}
+
+// errKernelspec marks a --kernel-name that names no usable kernelspec.
+var errKernelspec = errors.New("kernelspec")
+
+// kernelspecPython returns the interpreter of the installed kernelspec
+// name: its argv[0], when the spec runs `PYTHON -m ipykernel_launcher` (or
+// ipykernel), the only kind of kernel Ferry drives locally, or the
+// --python of a Ferry kernelspec.
+func kernelspecPython(name string) (string, error) {
+	var found []string
+	for _, dir := range kernelspecDirs() {
+		b, err := os.ReadFile(filepath.Join(dir, name, "kernel.json"))
+		if err != nil {
+			if ents, err := os.ReadDir(dir); err == nil {
+				for _, e := range ents {
+					found = append(found, e.Name())
+				}
+			}
+			continue
+		}
+		var spec struct {
+			Argv []string `json:"argv"`
+		}
+		if err := json.Unmarshal(b, &spec); err != nil {
+			return "", fmt.Errorf("%w %s: %s is not valid JSON (%v)", errKernelspec, name, filepath.Join(dir, name, "kernel.json"), err)
+		}
+		a := spec.Argv
+		if len(a) >= 3 && a[1] == "-m" && (a[2] == "ipykernel_launcher" || a[2] == "ipykernel") {
+			return a[0], nil
+		}
+		// Ferry's own spec (ferry install): the interpreter it runs on.
+		if len(a) >= 2 && a[1] == "kernel" {
+			if i := slices.Index(a, "--python"); i > 0 && i+1 < len(a) {
+				return a[i+1], nil
+			}
+		}
+		return "", fmt.Errorf("%w %s runs %q, not a python -m ipykernel_launcher kernel; pass --python with its interpreter instead", errKernelspec, name, strings.Join(a, " "))
+	}
+	sort.Strings(found)
+	have := "none is installed"
+	if len(found) > 0 {
+		have = "installed: " + strings.Join(slices.Compact(found), ", ")
+	}
+	return "", fmt.Errorf("%w %s not found in %s (%s); 'jupyter kernelspec list' shows them", errKernelspec, name, strings.Join(kernelspecDirs(), ", "), have)
 }

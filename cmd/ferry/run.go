@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -38,9 +39,132 @@ type summary struct {
 	PinnedCells      int     `json:"pinned_cells"`
 }
 
+// runHelpText follows the flags in 'ferry help run'.
+const runHelpText = `
+Parameters (as papermill): -f FILE.yaml, then -y YAML, then -p NAME VALUE,
+then -r NAME VALUE, later ones winning, go into a new code cell tagged
+"injected-parameters" right after the cell tagged "parameters" (else at the
+top); a re-run of an injected notebook replaces that cell. -p types VALUE
+as papermill does: True, False, None, an int, a float, else a string; -r
+keeps it a string.
+
+Exit codes: 0 every cell ran (or --allow-errors); 1 a cell raised or timed
+out, or the run failed (the partial notebook is written); 2 bad flags or
+arguments; 130 interrupted by Ctrl-C, SIGTERM or SIGHUP (the partial
+notebook is written).
+`
+
+// runParams are the -p and -r pairs taken out of the arguments before
+// the flag set parses them: a Go flag takes one value, papermill's two.
+type runParam struct {
+	raw         bool
+	name, value string
+}
+
+// paramPairFlag shows -p/-r in the flag set's help and completion; the
+// pairs never reach it (extractParams takes them out first), only a
+// mistyped -p=VALUE does.
+type paramPairFlag struct{ name string }
+
+func (f paramPairFlag) String() string { return "" }
+func (f paramPairFlag) Set(string) error {
+	return fmt.Errorf("takes a name and a value: -%s alpha 0.5", f.name)
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ", ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// extractParams takes -p/--parameters and -r/--parameters_raw NAME VALUE
+// out of args. It steps over the values of fs's other flags, so a value
+// that happens to be "-p" is not taken for the flag.
+func extractParams(fs *flag.FlagSet, args []string) ([]string, []runParam, error) {
+	var rest []string
+	var ps []runParam
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(rest, args[i:]...), ps, nil
+		}
+		switch a {
+		case "-p", "--p", "-parameters", "--parameters", "-r", "--r", "-parameters_raw", "--parameters_raw":
+			if i+2 >= len(args) {
+				return nil, nil, fmt.Errorf("%w: %s takes a name and a value: %s alpha 0.5", errBadUsage, a, a)
+			}
+			name := strings.TrimLeft(a, "-")
+			ps = append(ps, runParam{raw: name == "r" || name == "parameters_raw", name: args[i+1], value: args[i+2]})
+			i += 2
+			continue
+		}
+		rest = append(rest, a)
+		if name := strings.TrimLeft(a, "-"); name != a && name != "" && !strings.Contains(name, "=") {
+			if f := fs.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
+				rest = append(rest, args[i+1])
+				i++
+			}
+		}
+	}
+	return rest, ps, nil
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// loadParams merges the parameters in papermill's order.
+func loadParams(files, yamls []string, pairs []runParam) (*notebook.Params, error) {
+	var p notebook.Params
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: -f %s: %w", errBadUsage, f, err)
+		}
+		if err := p.ParseYAML(b, "-f "+f); err != nil {
+			return nil, fmt.Errorf("%w: %w", errBadUsage, err)
+		}
+	}
+	for _, y := range yamls {
+		if err := p.ParseYAML([]byte(y), "-y"); err != nil {
+			return nil, fmt.Errorf("%w: %w", errBadUsage, err)
+		}
+	}
+	for _, raw := range []bool{false, true} {
+		for _, pp := range pairs {
+			if pp.raw != raw {
+				continue
+			}
+			if raw {
+				p.Set(pp.name, pp.value)
+			} else {
+				p.Set(pp.name, notebook.ParseValue(pp.value))
+			}
+		}
+	}
+	return &p, nil
+}
+
 func runNotebook(ctx context.Context, args []string) error {
 	fs := newFlags("run")
-	out := fs.String("o", "", "where to write the executed notebook (default NOTEBOOK.ferry.ipynb)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: ferry run NOTEBOOK.ipynb [-o OUT.ipynb|-] [-p NAME VALUE]... [flags]\n\nExecute a notebook headless across the laptop and the cloud, and write the executed notebook.\n\nflags:")
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), runHelpText)
+	}
+	out := fs.String("o", "", "where to write the executed notebook; - for stdout (default NOTEBOOK.ferry.ipynb)")
+	var paramFiles, paramYAML stringList
+	fs.Var(&paramFiles, "f", "papermill parameters from this YAML `FILE` (repeatable; also --parameters_file)")
+	fs.Var(&paramFiles, "parameters_file", "same as -f")
+	fs.Var(&paramYAML, "y", "papermill parameters as an inline `YAML` mapping, e.g. 'alpha: 0.5' (repeatable; also --parameters_yaml)")
+	fs.Var(&paramYAML, "parameters_yaml", "same as -y")
+	fs.Var(paramPairFlag{"p"}, "p", "a parameter, `NAME VALUE`, typed as papermill does (repeatable; also --parameters)")
+	fs.Var(paramPairFlag{"parameters"}, "parameters", "same as -p")
+	fs.Var(paramPairFlag{"r"}, "r", "a parameter, `NAME VALUE`, kept as a string (repeatable; also --parameters_raw)")
+	fs.Var(paramPairFlag{"parameters_raw"}, "parameters_raw", "same as -r")
+	logOutput := fs.Bool("log-output", false, "stream each cell's outputs to stderr as they arrive")
+	kernelName := fs.String("kernel-name", "", "take the local kernel's interpreter from this installed Jupyter kernelspec (a python -m ipykernel_launcher one, or Ferry's own) instead of --python")
 	allowErrors := fs.Bool("allow-errors", false, "run on after a cell raises, recording the error")
 	summaryPath := fs.String("summary", "", "write a JSON summary of the run to this file")
 	timeout := fs.Float64("timeout", 0, "seconds one cell may take before it is interrupted (0: no limit)")
@@ -51,21 +175,54 @@ func runNotebook(ctx context.Context, args []string) error {
 	cwd := fs.String("cwd", "", "working directory of the local kernel (default: the notebook's directory, as nbconvert and papermill)")
 	var bf backendFlags
 	bf.register(fs)
+	args, pairs, err := extractParams(fs, args)
+	if err != nil {
+		return err
+	}
 	// Accept flags after the notebook path too, as users type them.
 	paths, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(paths) != 1 {
-		return errors.New("give exactly one notebook: ferry run NOTEBOOK.ipynb [-o OUT.ipynb]")
+		return fmt.Errorf("%w: give exactly one notebook: ferry run NOTEBOOK.ipynb [-o OUT.ipynb]", errBadUsage)
 	}
 	in := paths[0]
 	if *out == "" {
 		*out = strings.TrimSuffix(in, ".ipynb") + ".ferry.ipynb"
 	}
+	toStdout := *out == "-"
+	params, err := loadParams(paramFiles, paramYAML, pairs)
+	if err != nil {
+		return err
+	}
+	if *kernelName != "" {
+		explicit := false
+		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "python" })
+		if explicit {
+			return fmt.Errorf("%w: give --kernel-name or --python, not both", errBadUsage)
+		}
+		if bf.python, err = kernelspecPython(*kernelName); err != nil {
+			return err
+		}
+	}
 	nb, err := notebook.Read(in)
 	if err != nil {
 		return err
+	}
+	if params.Len() > 0 && *sessionPath != "" {
+		// A session script names cells by position; an injected cell would
+		// shift them.
+		return fmt.Errorf("%w: parameters and --session do not mix (the injected cell would shift the script's cell numbers)", errBadUsage)
+	}
+	if params.Len() > 0 {
+		_, tagged, err := nb.InjectParameters(params)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errBadUsage, err)
+		}
+		if !tagged {
+			fmt.Fprintln(os.Stderr, "ferry run: the notebook has no cell tagged \"parameters\"; the parameters go into a cell at the top")
+		}
 	}
 	if bf.dir, err = notebook.Dir(in, *cwd); err != nil {
 		return err
@@ -98,8 +255,12 @@ func runNotebook(ctx context.Context, args []string) error {
 		return err
 	}
 	defer sess.Close(context.Background())
+	quietAfter(ctx)
 	isTTY := term.IsTerminal(int(os.Stderr.Fd()))
 	ropt := notebook.RunOptions{AllowErrors: *allowErrors, CellTimeout: time.Duration(*timeout * float64(time.Second)), Progress: os.Stderr, Terminal: isTTY}
+	if *logOutput {
+		ropt.LogOutput = os.Stderr
+	}
 	var runs []notebook.CellRun
 	var runErr error
 	if steps != nil {
@@ -108,7 +269,16 @@ func runNotebook(ctx context.Context, args []string) error {
 		runs, runErr = notebook.Run(ctx, nb, sess, ropt)
 	}
 	wall := time.Since(start).Seconds()
-	if err := nb.Write(*out); err != nil {
+	if toStdout {
+		// Only the notebook goes to stdout, so it can be piped.
+		b, err := nb.Marshal()
+		if err != nil {
+			return fmt.Errorf("encoding notebook: %w", err)
+		}
+		if _, err := os.Stdout.Write(b); err != nil {
+			return fmt.Errorf("writing the notebook to stdout: %w", err)
+		}
+	} else if err := nb.Write(*out); err != nil {
 		return err
 	}
 	tot := sess.Kernel.Stats.Totals()
@@ -133,8 +303,34 @@ func runNotebook(ctx context.Context, args []string) error {
 			return fmt.Errorf("writing summary: %w", err)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "ran %d cells in %.1fs (%d local, %d remote, %d errors); wrote %s\n", sum.Cells, wall, local, remote, sum.Errors, *out)
+	where := *out
+	if toStdout {
+		where = "the notebook to stdout"
+	}
+	if errors.Is(runErr, notebook.ErrInterrupted) {
+		// One line: main prints it.
+		return fmt.Errorf("%w; wrote the partial notebook (%s)", runErr, where)
+	}
+	var ce *notebook.CellError
+	if errors.As(runErr, &ce) {
+		printCellError(nb, ce)
+	}
+	fmt.Fprintf(os.Stderr, "ran %d cells in %.1fs (%d local, %d remote, %d errors); wrote %s\n", sum.Cells, wall, local, remote, sum.Errors, where)
 	return runErr
+}
+
+// printCellError shows the failing cell and its traceback, without colour,
+// as nbclient's CellExecutionError message does.
+func printCellError(nb *notebook.Notebook, ce *notebook.CellError) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "An error occurred while executing cell %d:\n------------------\n%s\n------------------\n\n", ce.Index+1, strings.TrimRight(nb.Cells[ce.Index].Source(), "\n"))
+	for _, l := range ce.Traceback {
+		b.WriteString(notebook.StripANSI(l) + "\n")
+	}
+	if len(ce.Traceback) == 0 {
+		fmt.Fprintf(&b, "%s: %s\n", ce.EName, ce.EValue)
+	}
+	os.Stderr.WriteString(b.String())
 }
 
 func writeReport(path string, sum summary, evs []trace.Event) error {

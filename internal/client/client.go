@@ -26,6 +26,11 @@ type Result struct {
 	Outputs []Output
 	// Error is set when the cell raised: ename and evalue.
 	EName, EValue string
+	// Timing holds the header dates of the execution's milestones under
+	// nbclient's keys ("iopub.execute_input", "iopub.status.busy",
+	// "shell.execute_reply", "iopub.status.idle"), as nbclient records them
+	// in a cell's metadata.execution.
+	Timing map[string]string
 }
 
 // ExecOptions control one execution.
@@ -239,7 +244,10 @@ func (c *Client) WaitReady(ctx context.Context) (map[string]any, error) {
 	}
 }
 
-// Execute runs code and collects its outputs.
+// Execute runs code and collects its outputs. When the exchange fails after
+// the request was sent (ctx ended, the connection closed), it returns the
+// outputs received so far with the error, so a front end can keep what an
+// interrupted or timed-out cell printed, as nbclient does.
 func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Result, error) {
 	content := map[string]any{"code": code, "silent": opt.Silent, "allow_stdin": opt.Input != nil, "stop_on_error": true}
 	if opt.StoreHistory != nil {
@@ -259,7 +267,7 @@ func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Re
 	if opt.CellID != "" {
 		m.Metadata, _ = json.Marshal(map[string]string{"cellId": opt.CellID})
 	}
-	res := &Result{}
+	res := &Result{Timing: map[string]string{}}
 	var mine []*displayRef // this cell's outputs that carry a display_id
 	clearWaiting := false  // clear_output(wait=True) clears at the next output
 	// tail accumulates the text of the last output while it is a stream
@@ -276,6 +284,21 @@ func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Re
 	}
 	onIOPub := func(msg *wire.Message) {
 		t := msg.Header.MsgType
+		switch t {
+		case "status":
+			var st struct {
+				S string `json:"execution_state"`
+			}
+			if msg.Decode(&st) == nil && (st.S == "busy" || st.S == "idle") {
+				if _, seen := res.Timing["iopub.status."+st.S]; !seen {
+					res.Timing["iopub.status."+st.S] = Timestamp(msg.Header.Date)
+				}
+			}
+			return
+		case "execute_input":
+			res.Timing["iopub.execute_input"] = Timestamp(msg.Header.Date)
+			return
+		}
 		if t == "clear_output" {
 			var cl struct {
 				Wait bool `json:"wait"`
@@ -350,10 +373,12 @@ func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Re
 		}
 		return c.conn.Send(wire.Stdin, rep)
 	}
-	reply, err := c.roundTrip(ctx, wire.Shell, m, onIOPub, onStdin)
+	// withStatus: the busy and idle statuses are timing milestones.
+	reply, err := c.exchange(ctx, wire.Shell, m, onIOPub, onStdin, true, true)
 	if err != nil {
-		return nil, err
+		return res, err
 	}
+	res.Timing["shell.execute_reply"] = Timestamp(reply.Header.Date)
 	if err := reply.Decode(&res.Reply); err != nil {
 		return nil, err
 	}
@@ -366,6 +391,17 @@ func (c *Client) Execute(ctx context.Context, code string, opt ExecOptions) (*Re
 		res.EValue, _ = res.Reply["evalue"].(string)
 	}
 	return res, nil
+}
+
+// Timestamp renders a message header's date as nbclient records timing:
+// UTC, microseconds, a literal Z. A date that does not parse (a peer that
+// sent none) falls back to now, as nbclient's does.
+func Timestamp(date string) string {
+	t, err := time.Parse(time.RFC3339Nano, date)
+	if err != nil {
+		t = time.Now()
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000000Z")
 }
 
 // Interrupt sends interrupt_request on control.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,12 +53,24 @@ type RunOptions struct {
 	Progress io.Writer
 	// Terminal draws the progress as a bar updated in place.
 	Terminal bool
+	// LogOutput, if set, receives each cell's outputs as they arrive
+	// (papermill's --log-output): stream text as printed, tracebacks
+	// without colour, results as their text/plain.
+	LogOutput io.Writer
 }
+
+// ErrCellTimeout marks a cell stopped at RunOptions.CellTimeout.
+var ErrCellTimeout = errors.New("cell timed out")
+
+// ErrInterrupted marks a run stopped because its context ended (Ctrl-C).
+var ErrInterrupted = errors.New("interrupted")
 
 // CellError is returned when a cell raised and AllowErrors is off.
 type CellError struct {
 	Index         int
 	EName, EValue string
+	// Traceback is the kernel's, ANSI colour codes included.
+	Traceback []string
 }
 
 func (e *CellError) Error() string {
@@ -95,13 +109,31 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 			cctx, cancel = context.WithTimeout(ctx, opt.CellTimeout)
 		}
 		t0 := time.Now()
-		res, err := ex.Execute(cctx, src, client.ExecOptions{CellID: c.ID(i)})
+		res, err := ex.Execute(cctx, src, client.ExecOptions{CellID: c.ID(i), OnOutput: logOutput(opt.LogOutput)})
 		cancel()
-		if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			ictx, icancel := context.WithTimeout(ctx, 10*time.Second)
+		if err != nil && cctx.Err() != nil {
+			// Stop the cell still running, so the kernel is free (and
+			// quick to shut down), and keep what it printed.
+			ictx, icancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			_ = ex.Interrupt(ictx)
 			icancel()
-			return runs, fmt.Errorf("cell %d did not finish within %s and was interrupted (raise --timeout)", i+1, opt.CellTimeout)
+			if res == nil {
+				res = &client.Result{}
+			}
+			secs := time.Since(t0).Seconds()
+			endProgress(opt)
+			if ctx.Err() != nil {
+				store(c, res)
+				runs = append(runs, CellRun{Index: i, Seconds: secs, Status: "interrupted"})
+				return runs, fmt.Errorf("%w in cell %d", ErrInterrupted, i+1)
+			}
+			// As nbclient: the cell gets a CellTimeoutError output, and the
+			// run stops whatever AllowErrors says.
+			ev := fmt.Sprintf("A cell timed out while it was being executed, after %s.", secondsText(opt.CellTimeout))
+			res.Outputs = append(res.Outputs, client.Output{"output_type": "error", "ename": "CellTimeoutError", "evalue": ev, "traceback": []any{"CellTimeoutError: " + ev}})
+			store(c, res)
+			runs = append(runs, CellRun{Index: i, Seconds: secs, Status: "error"})
+			return runs, fmt.Errorf("%w: cell %d did not finish within %s and was interrupted (raise --timeout)", ErrCellTimeout, i+1, secondsText(opt.CellTimeout))
 		}
 		if err != nil {
 			return runs, fmt.Errorf("running cell %d: %w", i+1, err)
@@ -110,7 +142,7 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 		store(c, res)
 		runs = append(runs, CellRun{Index: i, Seconds: secs, Status: res.Status})
 		if res.Status == "error" && firstErr == nil {
-			firstErr = &CellError{Index: i, EName: res.EName, EValue: res.EValue}
+			firstErr = cellError(i, res)
 			if !opt.AllowErrors {
 				break
 			}
@@ -124,6 +156,13 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 		return runs, nil
 	}
 	return runs, firstErr
+}
+
+// endProgress ends a progress bar's line, so what follows starts clean.
+func endProgress(opt RunOptions) {
+	if opt.Progress != nil && opt.Terminal {
+		fmt.Fprintln(opt.Progress)
+	}
 }
 
 func firstLine(s string) string {
@@ -194,7 +233,7 @@ func RunSteps(ctx context.Context, nb *Notebook, ex Executor, steps []Step, opt 
 		store(c, res)
 		runs = append(runs, CellRun{Index: st.Cell, Seconds: time.Since(t0).Seconds(), Status: res.Status})
 		if res.Status == "error" && !opt.AllowErrors {
-			return runs, &CellError{Index: st.Cell, EName: res.EName, EValue: res.EValue}
+			return runs, cellError(st.Cell, res)
 		}
 	}
 	progress(opt, len(steps), len(steps), start, "")
@@ -202,6 +241,59 @@ func RunSteps(ctx context.Context, nb *Notebook, ex Executor, steps []Step, opt 
 		fmt.Fprintln(opt.Progress)
 	}
 	return runs, nil
+}
+
+// cellError describes the error a result carries.
+func cellError(index int, res *client.Result) *CellError {
+	e := &CellError{Index: index, EName: res.EName, EValue: res.EValue}
+	for _, o := range res.Outputs {
+		if o["output_type"] == "error" {
+			tb, _ := o["traceback"].([]any)
+			for _, l := range tb {
+				if s, ok := l.(string); ok {
+					e.Traceback = append(e.Traceback, s)
+				}
+			}
+		}
+	}
+	return e
+}
+
+// secondsText shows a timeout as nbclient's message does, in seconds.
+func secondsText(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + " seconds"
+}
+
+var ansiRE = regexp.MustCompile("\x1b\\[[0-9;?]*[A-Za-z]")
+
+// StripANSI removes terminal colour and cursor codes, as nbconvert's
+// strip_ansi does for tracebacks shown outside a notebook.
+func StripANSI(s string) string { return ansiRE.ReplaceAllString(s, "") }
+
+// logOutput returns an OnOutput that writes outputs to w, or nil.
+func logOutput(w io.Writer) func(client.Output) {
+	if w == nil {
+		return nil
+	}
+	return func(o client.Output) {
+		switch o["output_type"] {
+		case "stream":
+			s, _ := o["text"].(string)
+			io.WriteString(w, s)
+		case "error":
+			tb, _ := o["traceback"].([]any)
+			for _, l := range tb {
+				if s, ok := l.(string); ok {
+					io.WriteString(w, StripANSI(s)+"\n")
+				}
+			}
+		case "execute_result", "display_data":
+			d, _ := o["data"].(map[string]any)
+			if s, ok := d["text/plain"].(string); ok {
+				io.WriteString(w, s+"\n")
+			}
+		}
+	}
 }
 
 // store writes a result into the cell as nbformat keeps it.
@@ -219,4 +311,15 @@ func store(c Cell, res *client.Result) {
 	} else {
 		c["execution_count"] = nil
 	}
+	// nbclient's record_timing (on by default): the milestones' dates.
+	md, _ := c["metadata"].(map[string]any)
+	if md == nil {
+		md = map[string]any{}
+		c["metadata"] = md
+	}
+	ex := map[string]any{}
+	for k, v := range res.Timing {
+		ex[k] = v
+	}
+	md["execution"] = ex
 }
