@@ -100,8 +100,13 @@ func firstOutput(c notebook.Cell) string {
 		if !ok {
 			continue
 		}
-		if lines, ok := m["text"].([]string); ok && len(lines) > 0 {
-			return strings.TrimSpace(lines[0])
+		lines, _ := m["text"].([]string)
+		for _, l := range lines {
+			// Ferry's own notes (a cloud kernel starting) are not the
+			// cell's output.
+			if !strings.HasPrefix(l, "Ferry: ") {
+				return strings.TrimSpace(l)
+			}
 		}
 	}
 	return ""
