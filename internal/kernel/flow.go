@@ -189,6 +189,10 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 		sc := state.Change{Size: ch.Size, Hash: ch.Hash, Movable: ch.Movable, Reason: ch.Reason, Kind: ch.Kind, Group: ch.Group, Needs: ch.Needs}
 		if uses, ok := eff.Defs[n]; ok {
 			sc.Uses = uses
+		} else if cls, ok := s.state.Get(ch.Kind); ok && cls.Kind == "type" && len(cls.Uses) > 0 {
+			// An instance of a notebook class needs what its methods use
+			// (s.apply(2) reads factor), as the class does.
+			sc.Uses = append([]string{ch.Kind}, cls.Uses...)
 		} else if old, ok := s.state.Get(n); ok && ch.Kind == old.Kind {
 			sc.Uses = old.Uses
 		}
