@@ -65,6 +65,12 @@ func TestAnalyze(t *testing.T) {
 		{name: "a deletion in a block persists", code: "x = 1\nif c:\n    del x\nprint(x)", reads: has("x"), deleted: has("x")},
 		{name: "exception mid-cell keeps later names", code: "x = 1\nraise ValueError\ny = x", reads: names{not: []string{"x"}}, writes: has("x", "y")},
 
+		// Names inside strings.
+		{name: "df.query's @names are reads", code: "out = df.query('a > @limit and b < @hi')", reads: has("df", "limit", "hi")},
+		{name: "df.eval's @names are reads", code: "df.eval('c = a * @k', inplace=True)", reads: has("df", "k")},
+		{name: "numexpr.evaluate reads bare names", code: "import numexpr as ne\nr = ne.evaluate('2 * x + y')", reads: has("x", "y")},
+		{name: "a string not given to query is no read", code: "s = 'a > @limit'", reads: names{not: []string{"limit"}}},
+
 		// Assignment forms.
 		{name: "augmented assignment reads and mutates", code: "n += 1\nlst += [2]", reads: has("n", "lst"), writes: has("n", "lst"), maybe: has("n", "lst")},
 		{name: "augmented item assignment", code: "counts[k] += 1", reads: has("counts", "k"), maybe: has("counts"), writes: names{not: []string{"counts"}}},

@@ -85,6 +85,13 @@ SAFE_MAGICS = {"matplotlib", "config", "pwd", "ls", "env", "history", "pip", "co
 # Cell magics that run their body in a shell or another program.
 SHELL_MAGICS = {"bash", "sh", "script", "system", "sx", "perl", "ruby", "python", "python2", "python3", "pypy"}
 # Magics that look at one object, named by their argument (x? is pinfo).
+# Methods whose first argument is an expression naming notebook variables
+# inside a string: pandas' "@name" (query, eval) and numexpr.evaluate,
+# which reads bare names from the caller's frame.
+STRING_EXPR_METHODS = {"query", "eval", "evaluate"}
+STRING_NAME_RE = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+IDENT_RE = re.compile(r"(?<![.\w@])([A-Za-z_][A-Za-z0-9_]*)")
+
 OBJECT_MAGICS = {"pinfo", "pinfo2", "pdoc", "pdef", "psource", "pfile"}
 
 GLOBAL, LOCAL = "global", "local"
@@ -695,6 +702,16 @@ class CellScan(ast.NodeVisitor):
                 self.res.dynamic = True
         elif isinstance(f, ast.Attribute):
             self._mutate(f.value)  # a method call may mutate its object
+            if f.attr in STRING_EXPR_METHODS:
+                # df.query("a > @limit"), df.eval(...), numexpr.evaluate:
+                # names referenced inside the string are reads too.
+                for a in node.args[:1] + [k.value for k in node.keywords if k.arg in ("expr", "ex")]:
+                    if isinstance(a, ast.Constant) and isinstance(a.value, str):
+                        for n in STRING_NAME_RE.findall(a.value):
+                            self._load(n)
+                        if f.attr == "evaluate":
+                            for n in IDENT_RE.findall(a.value):
+                                self._load(n)
         self.visit(f)
         pure = isinstance(f, ast.Name) and f.id in PURE_CALLS and f.id not in self.res.writes
         for a in list(node.args) + [k.value for k in node.keywords]:
