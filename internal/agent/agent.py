@@ -822,6 +822,15 @@ def _main_function(code, name, defaults, kwdefaults, closure, fdict, qualname, d
     return f
 
 
+_view_roots = set()  # ids of arrays that views in the payload being packed refer to
+
+
+def _owned_array(buf, dtype, shape):
+    import numpy as np
+
+    return np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
+
+
 def _view_of(root, offset, shape, strides, dtype):
     import numpy as np
 
@@ -862,6 +871,13 @@ def _pickler_class():
                 view = _view_reduce(np, obj)
                 if view is not None:
                     return view
+            if np is not None and type(obj) is np.ndarray and id(obj) in _view_roots and obj.base is None and obj.flags.c_contiguous \
+                    and not obj.dtype.hasobject:
+                # A root that views in this payload refer to lands as an
+                # array owning its memory (one copy at the target), so that
+                # v.base is x there as here; others stay views of the
+                # received buffer (no copy).
+                return _owned_array, (pickle.PickleBuffer(obj), obj.dtype, obj.shape)
             if type(obj).__name__ == "_lru_cache_wrapper" and _is_main_function(getattr(obj, "__wrapped__", None)):
                 # functools pickles a cache by its qualified name, which
                 # the target may not have (Can't get attribute 'fib'): it
@@ -948,6 +964,15 @@ def pack(names):
         if n not in _PSEUDO and isinstance(fp, _FP) and fp.content and _is_buffer_like(v) and fp.same_object(v):
             hashes[n] = fp.content
     oob = []
+    _view_roots.clear()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        for v in group.values():
+            if type(v) is np.ndarray and isinstance(v.base, np.ndarray):
+                r = v
+                while isinstance(r.base, np.ndarray):
+                    r = r.base
+                _view_roots.add(id(r))
     try:
         data = _dumps((FORMAT, group, hashes), oob.append)
     except Exception:

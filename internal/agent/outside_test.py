@@ -154,6 +154,27 @@ class MovabilityTests(unittest.TestCase):
         self.assertIn("weak reference", agent._contained_unmovable(p) or "")
 
 
+class PayloadIdentityTests(unittest.TestCase):
+    def test_a_view_is_a_view_of_its_array_after_a_move(self):
+        import numpy as np
+
+        src, dst = Shell(), Shell()
+        x = np.arange(100.0)
+        src.user_ns.update(x=x, v=x[10:20], y=np.ones(5))
+        agent._shell = src
+        frames, _, _ = agent.pack(["x", "v", "y"])
+        inc = agent._Incoming(sum(memoryview(f).nbytes for f in frames))
+        for z, piece, n in agent._chunks(frames, False):
+            inc.add(z, piece, n)
+        agent._shell = dst
+        agent.load(inc.blob)
+        X, V = dst.user_ns["x"], dst.user_ns["v"]
+        self.assertIs(V.base, X)
+        V[0] = -1
+        self.assertEqual(X[10], -1)
+        self.assertIsNotNone(dst.user_ns["y"].base, "an array without views should stay a view of the received buffer (no copy)")
+
+
 class ProcTests(unittest.TestCase):
     def setUp(self):
         self.shell = Shell()
