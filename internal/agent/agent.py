@@ -811,7 +811,26 @@ def snapshot():
 # ------------------------------------------------------------ serialisation
 
 
-def _main_function(code, name, defaults, kwdefaults, closure, fdict, qualname, doc, annotations):
+def _source_of(code):
+    """The cell source a notebook function was compiled from, as IPython
+    keeps it in linecache, so tracebacks elsewhere show its lines."""
+    import linecache
+
+    entry = linecache.cache.get(code.co_filename)
+    if entry and len(entry) >= 3 and sum(len(line) for line in entry[2]) < (256 << 10):
+        return code.co_filename, list(entry[2])
+    return None
+
+
+def _main_function(code, name, defaults, kwdefaults, closure, fdict, qualname, doc, annotations, source=None):
+    if source is not None:
+        import linecache
+
+        filename, lines = source
+        if filename not in linecache.cache:
+            # No mtime: linecache.checkcache leaves the entry be, as for
+            # IPython's own cells.
+            linecache.cache[filename] = (sum(len(line) for line in lines), None, lines, filename)
     f = types.FunctionType(code, _user_ns(), name, defaults, closure)
     f.__kwdefaults__ = kwdefaults
     f.__dict__.update(fdict)
@@ -886,7 +905,7 @@ def _pickler_class():
             if isinstance(obj, types.FunctionType) and _shell is not None and obj.__globals__ is _user_ns():
                 return _main_function, (obj.__code__, obj.__name__, obj.__defaults__, obj.__kwdefaults__,
                                         obj.__closure__, obj.__dict__, obj.__qualname__, obj.__doc__,
-                                        obj.__annotations__)
+                                        obj.__annotations__, _source_of(obj.__code__))
             return super().reducer_override(obj)
 
     return Pickler

@@ -48,5 +48,6 @@ var Cases = []Case{
 	{"instance_methods_use_globals", []string{"factor = 3\nclass S:\n    def apply(self, v):\n        return v * factor", "s = S()", "factor = 5", "print(s.apply(2))", "factor = 7\nt = S()", "print(t.apply(1), s.apply(1))"}},
 	{"names_in_strings", []string{"import pandas as pd\ndf = pd.DataFrame({'a': range(10)})", "limit = 6", "print(df.query('a > @limit').a.tolist())", "k = 3", "df.eval('b = a * @k', inplace=True)\nprint(df.b.sum())"}},
 	{"view_identity", []string{"import numpy as np\nx = np.arange(30.0)\nv = x[10:20]", "v[:] = -1", "print(v.base is x, x[9:12])", "w = x[::3]\nprint(w.base is x, v.base is x)"}},
+	{"traceback_shows_moved_source", []string{"def risky(v):\n    total = v * 2\n    return total / (v - v)", "import traceback\ntry:\n    risky(3)\nexcept ZeroDivisionError:\n    print([l.strip() for l in traceback.format_exc().splitlines() if 'return total' in l])"}},
 	{"stdout_stderr", []string{"import sys\nprint('out')\nprint('err', file=sys.stderr)", "v = 3", "print(v, file=sys.stderr)"}},
 }
