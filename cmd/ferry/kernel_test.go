@@ -256,12 +256,12 @@ func TestExecuteOutputs(t *testing.T) {
 			}
 		}},
 		{"output after an error in a later cell is normal", "print('fine')", func(t *testing.T, r *client.Result) {
-			if r.Status != "ok" || r.Text() != "fine\n" {
+			if r.Status != "ok" || r.Stream("stdout") != "fine\n" {
 				t.Errorf("status %q text %q", r.Status, r.Text())
 			}
 		}},
 		{"clear_output", "print('gone')\nfrom IPython.display import clear_output\nclear_output()\nprint('kept')", func(t *testing.T, r *client.Result) {
-			if r.Text() != "kept\n" {
+			if r.Stream("stdout") != "kept\n" {
 				t.Errorf("text %q, want only what followed the clear", r.Text())
 			}
 		}},
@@ -571,7 +571,7 @@ func TestInterruptStopsSleep(t *testing.T) {
 	if r.Status != "error" || r.EName != "KeyboardInterrupt" {
 		t.Fatalf("cell ended with %s %s: %s, want KeyboardInterrupt", r.Status, r.EName, r.EValue)
 	}
-	if r := k.exec(t, "print('after')", client.ExecOptions{}); r.Text() != "after\n" {
+	if r := k.exec(t, "print('after')", client.ExecOptions{}); r.Stream("stdout") != "after\n" {
 		t.Fatalf("next cell after the interrupt: %q", r.Text())
 	}
 }
@@ -860,7 +860,7 @@ func TestBadSignaturesAreDropped(t *testing.T) {
 		if r, err := rawReply(t, shell, signer, 30*time.Second); err != nil || r.Header.MsgType != "execute_reply" {
 			t.Fatalf("the first copy got %v, %v; want its execute_reply", r, err)
 		}
-		if r := k.exec(t, "print(_runs)", client.ExecOptions{}); r.Text() != "1\n" {
+		if r := k.exec(t, "print(_runs)", client.ExecOptions{}); r.Stream("stdout") != "1\n" {
 			t.Fatalf("a replayed execute_request ran: _runs = %q", r.Text())
 		}
 	})
@@ -871,7 +871,7 @@ func TestBadSignaturesAreDropped(t *testing.T) {
 	if r, err := rawReply(t, shell, signer, 200*time.Millisecond); err == nil {
 		t.Errorf("a dropped message was answered: %s", r.Header.MsgType)
 	}
-	if r := k.exec(t, "print('still fine')", client.ExecOptions{}); r.Text() != "still fine\n" {
+	if r := k.exec(t, "print('still fine')", client.ExecOptions{}); r.Stream("stdout") != "still fine\n" {
 		t.Fatalf("kernel broken after bad messages: %q", r.Text())
 	}
 }
@@ -951,7 +951,7 @@ func TestMalformedMessagesDoNotBreakTheKernel(t *testing.T) {
 			}
 		})
 	}
-	if r := k.exec(t, "print('alive')", client.ExecOptions{}); r.Text() != "alive\n" {
+	if r := k.exec(t, "print('alive')", client.ExecOptions{}); r.Stream("stdout") != "alive\n" {
 		t.Fatalf("kernel broken after malformed messages: %q", r.Text())
 	}
 	select {
@@ -1082,7 +1082,7 @@ func TestBackendDeathIsReportedAndRecovered(t *testing.T) {
 		t.Errorf("the failed cell's count is %d, want 2", r.Count)
 	}
 	next := k.exec(t, "print(1 + 1)", client.ExecOptions{})
-	if next.Text() != "2\n" || next.Count != 3 {
+	if next.Stream("stdout") != "2\n" || next.Count != 3 {
 		t.Fatalf("next cell after the restart: %q, count %d; want 2, count 3", next.Text(), next.Count)
 	}
 	newPID := k.backendPID(t)
@@ -1099,7 +1099,7 @@ func TestBackendDeathIsReportedAndRecovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(t, newPID, 10*time.Second)
-	if r := k.exec(t, "print('again')", client.ExecOptions{}); r.Text() != "again\n" || r.Status != "ok" {
+	if r := k.exec(t, "print('again')", client.ExecOptions{}); r.Stream("stdout") != "again\n" || r.Status != "ok" {
 		t.Fatalf("cell after an idle kernel died: %s %q", r.Status, r.Text())
 	}
 }
@@ -1136,7 +1136,7 @@ func TestShutdownLeavesNoProcess(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			k := startKernel(t)
 			pid := k.backendPID(t)
-			gc, err := strconv.Atoi(strings.TrimSpace(k.exec(t, spawnGrandchild, client.ExecOptions{}).Text()))
+			gc, err := strconv.Atoi(strings.TrimSpace(k.exec(t, spawnGrandchild, client.ExecOptions{}).Stream("stdout")))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1237,7 +1237,7 @@ func serverKernels(t *testing.T, s *backend.JupyterServer) []string {
 func TestTargetKilledMidTransfer(t *testing.T) {
 	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 13 s")
 	k := startKernel(t, "--local-remote")
-	remotePID, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nimport os\nprint(os.getpid())", client.ExecOptions{}).Text()))
+	remotePID, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nimport os\nprint(os.getpid())", client.ExecOptions{}).Stream("stdout")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1292,7 +1292,7 @@ func TestLostValuesRebuiltOrNamed(t *testing.T) {
 	if why := k.exec(t, "%ferry why", client.ExecOptions{}).Text(); why != "last cell ran at remote: pinned to remote by %%ferry remote\n  nothing moved\n" {
 		t.Errorf("%%ferry why after a pinned cell: %q", why)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nprint(os.getpid())", client.ExecOptions{}).Text()))
+	pid, err := strconv.Atoi(strings.TrimSpace(k.exec(t, "%%ferry remote\nprint(os.getpid())", client.ExecOptions{}).Stream("stdout")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1393,7 +1393,7 @@ func TestRecomputeInsteadOfMoving(t *testing.T) {
 	}
 	// np was replayed at remote as a side effect; the value left there is
 	// not the map's, so it was deleted, and the next cell brings it.
-	if r := k.exec(t, "%%ferry remote\nprint(np.__name__)", client.ExecOptions{}); r.Text() != "numpy\n" {
+	if r := k.exec(t, "%%ferry remote\nprint(np.__name__)", client.ExecOptions{}); r.Stream("stdout") != "numpy\n" {
 		t.Fatalf("np at remote after the replay: %s %q", r.Status, r.Text())
 	}
 }
@@ -1403,7 +1403,7 @@ func TestCompressionIsMeasured(t *testing.T) {
 	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 4 s")
 	k := startKernel(t, "--local-remote", "--bandwidth", "10Gbit")
 	k.exec(t, "%%ferry local\nimport numpy as np\nz = np.zeros(5_000_000)", client.ExecOptions{})
-	if r := k.exec(t, "%%ferry remote\nprint(z.sum())", client.ExecOptions{}); r.Text() != "0.0\n" {
+	if r := k.exec(t, "%%ferry remote\nprint(z.sum())", client.ExecOptions{}); r.Stream("stdout") != "0.0\n" {
 		t.Fatalf("z at remote: %s %q", r.Status, r.Text())
 	}
 	st := k.exec(t, "%ferry status", client.ExecOptions{}).Text()

@@ -65,7 +65,7 @@ func TestRemoteInterruptAndInputThroughFerry(t *testing.T) {
 		}
 		return "cloud", nil
 	}})
-	if r.Text() != "hello cloud\n" {
+	if r.Stream("stdout") != "hello cloud\n" {
 		t.Fatalf("input on the remote: %q", r.Text())
 	}
 	res := make(chan *client.Result, 1)

@@ -36,7 +36,7 @@ func (s *Server) Start(ctx context.Context, loc location.Location) (<-chan struc
 // cloud kernel on a cold node takes minutes, and the cell shows nothing
 // else meanwhile. Variables, so tests can shorten them.
 var (
-	startNotice = 2 * time.Second  // a start longer than this is announced
+	startNotice = 5 * time.Second  // a start longer than this is announced (a warm kernel takes 1-3 s here, more under load)
 	startUpdate = 10 * time.Second // then an update this often
 )
 
