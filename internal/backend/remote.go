@@ -857,10 +857,12 @@ func (r *Remote) waitReady(ctx context.Context, startup <-chan wire.Incoming, di
 				iopub = true
 			}
 		case <-tick.C:
-			if !iopub {
-				if err := send(); err != nil {
-					return nil, err
-				}
+			// Ask again until both came: an IOPub message may be missed
+			// (a subscription still joining), and so may a reply (seen
+			// under a loaded make test: a cloud kernel whose busy status
+			// arrived but not its reply was waited on for 5 minutes).
+			if err := send(); err != nil {
+				return nil, err
 			}
 		case <-died:
 			return nil, errors.New("connection closed")
