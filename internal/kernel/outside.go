@@ -537,3 +537,18 @@ func shownNames(names []string, pseudo bool) []string {
 	}
 	return out
 }
+
+// awaitInventory makes sure the laptop's agent has been installed, so its
+// files are in the state map, before a cell's file needs are resolved.
+// Once it has, this costs a map lookup.
+func (s *Server) awaitInventory(ctx context.Context) {
+	s.out.mu.Lock()
+	done := s.out.inventoried[location.Local]
+	s.out.mu.Unlock()
+	if done || s.backends[location.Local] == nil {
+		return
+	}
+	if err := s.mover.Ready(ctx, location.Local); err != nil {
+		s.log.Warn("the laptop kernel is not ready; its files are not known yet", "err", err)
+	}
+}
