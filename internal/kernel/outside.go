@@ -478,9 +478,9 @@ func (s *Server) filesCap() int64 {
 	return 2 << 30
 }
 
-// lastLine is the last "; "-separated part of an error chain, for a
-// one-line reason.
-func lastLine(msg string) string {
+// innermost is the innermost cause of a wrapped error's text (after its
+// last ": "), for a one-line reason.
+func innermost(msg string) string {
 	if i := strings.LastIndex(msg, ": "); i >= 0 && i+2 < len(msg) {
 		return msg[i+2:]
 	}
