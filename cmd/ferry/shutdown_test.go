@@ -17,12 +17,12 @@ type shutdownSeen struct {
 	ReplyChannel wire.Channel
 	Reply        map[string]any
 	IOPub        []string      // types, statuses as status:STATE
+	After        time.Duration // from the request to the reply
 	// Stray is the shutdown_replies IOPub carried after the request with
 	// another parent or none: a front end sees them too, and the classic
 	// Notebook takes any shutdown_reply{restart: false} for the kernel's
 	// death.
 	Stray []string
-	After        time.Duration // from the request to the reply
 }
 
 func (s shutdownSeen) String() string {

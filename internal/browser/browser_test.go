@@ -489,4 +489,3 @@ func (r *run) redact(s string) string {
 	}
 	return strings.ReplaceAll(s, r.token, "<token>")
 }
-
