@@ -50,7 +50,28 @@ func TestBrowser(t *testing.T) {
 	r.startServer(env)
 	t.Logf("ferry built and installed, notebook server up: %s", time.Since(start).Round(100*time.Millisecond))
 
+	// While the browser works, count the kernel processes (ferry and its
+	// laptop and stand-in cloud ipykernels), so the check that Shutdown
+	// leaves none is known to see them.
+	watch := make(chan int, 1)
+	stopWatch := make(chan struct{})
+	go func() {
+		most := 0
+		for {
+			most = max(most, len(r.kernelProcs()))
+			select {
+			case <-stopWatch:
+				watch <- most
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
 	results := r.drive(env, 150*time.Second)
+	close(stopWatch)
+	if most := <-watch; most < 3 {
+		t.Errorf("saw at most %d kernel processes while the notebook ran, want ferry and its two ipykernels: the process checks see too little", most)
+	}
 	for _, name := range steps {
 		res, ok := results[name]
 		switch {
@@ -366,14 +387,18 @@ func (r *run) checkShutDown() {
 	} else if len(kernels) != 0 {
 		t.Errorf("after Shutdown in the UI the server still runs kernels: %v", kernels)
 	}
-	bin := filepath.Join(r.root, "bin", "ferry")
-	tmp := filepath.Join(r.root, "tmp")
-	left := waitGone(20*time.Second, func() []proc {
-		return r.procs(func(p proc) bool { return strings.Contains(p.cmdline, bin) || strings.Contains(p.cmdline, tmp) })
-	})
+	left := waitGone(20*time.Second, r.kernelProcs)
 	if len(left) > 0 {
 		t.Errorf("20 s after Shutdown these kernel processes still run: %v", left)
 	}
+}
+
+// kernelProcs are the run's ferry kernels and the ipykernels they started
+// (their connection files are under the run's TMPDIR).
+func (r *run) kernelProcs() []proc {
+	bin := filepath.Join(r.root, "bin", "ferry")
+	tmp := filepath.Join(r.root, "tmp")
+	return r.procs(func(p proc) bool { return strings.Contains(p.cmdline, bin) || strings.Contains(p.cmdline, tmp) })
 }
 
 // stopServer asks the server to stop (it shuts down any kernel left) and
@@ -455,17 +480,21 @@ func (r *run) killAll() {
 		}
 	}
 	all := func(proc) bool { return true }
-	for _, p := range r.procs(all) {
+	t0 := time.Now()
+	left := r.procs(all)
+	for _, p := range left {
 		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+	if len(left) > 0 {
+		t.Logf("killed %d processes of the run still running at the end: %v", len(left), left)
 	}
 	if left := waitGone(10*time.Second, func() []proc { return r.procs(all) }); len(left) > 0 {
 		t.Errorf("processes of the run survive SIGKILL: %v", left)
 	}
+	t.Logf("cleanup: %s", time.Since(t0).Round(100*time.Millisecond))
 	if t.Failed() {
-		for _, f := range []string{r.serverLog, filepath.Join(r.root, "profile", "chromedriver.log")} {
-			if b, err := os.ReadFile(f); err == nil {
-				_ = os.WriteFile(filepath.Join(r.artifacts, filepath.Base(f)), []byte(r.redact(string(b))), 0o644)
-			}
+		if b, err := os.ReadFile(r.serverLog); err == nil {
+			_ = os.WriteFile(filepath.Join(r.artifacts, "server.log"), []byte(r.redact(string(b))), 0o644)
 		}
 		t.Logf("the notebook server's log (token redacted):\n%s", r.logTail())
 	}

@@ -73,9 +73,9 @@ def start_browser():
               "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
               "--disable-component-update", "--disable-sync", "--metrics-recording-only"]:
         opts.add_argument(a)
-    # The driver's log goes to the artefacts; naming the run's directory in
-    # its command line also lets the test find it if it outlives us.
-    svc = Service("/usr/bin/chromedriver", service_args=["--log-path=" + os.path.join(PROFILE, "chromedriver.log")])
+    # No driver log: it would hold the token typed into the login page,
+    # one character at a time, where no redaction finds it.
+    svc = Service("/usr/bin/chromedriver", service_args=["--log-level=OFF"])
     return webdriver.Chrome(service=svc, options=opts)
 
 
