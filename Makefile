@@ -17,7 +17,8 @@ vet:
 	$(GO) vet ./...
 
 # All tests: unit, integration against real ipykernels and jupyter-server,
-# the Jupyter conformance suite, nbclient and the terminal console; then
+# the Jupyter conformance suite, nbclient, the terminal console and the
+# classic Notebook in headless Chromium (internal/browser); then
 # the core packages' fast layer again under the race detector.
 test: build vet
 	$(GO) test -count=1 -timeout 25m ./...

@@ -17,6 +17,10 @@ PKGS=(
   # tests: terminal front end, network shaping, the test bed's separate
   # cloud (unshare, setpriv, mount, useradd)
   tmux iproute2 procps util-linux mount passwd
+  # the browser test (internal/browser): classic Notebook 6 driven in
+  # headless Chromium through selenium, with ipywidgets' Notebook extension
+  jupyter-notebook python3-selenium chromium chromium-driver
+  python3-ipywidgets python3-widgetsnbextension jupyter-nbextension-jupyter-js-widgets
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (it installs Debian packages): sudo $0" >&2

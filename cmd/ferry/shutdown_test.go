@@ -18,10 +18,15 @@ type shutdownSeen struct {
 	Reply        map[string]any
 	IOPub        []string      // types, statuses as status:STATE
 	After        time.Duration // from the request to the reply
+	// Stray is the shutdown_replies IOPub carried after the request with
+	// another parent or none: a front end sees them too, and the classic
+	// Notebook takes any shutdown_reply{restart: false} for the kernel's
+	// death.
+	Stray []string
 }
 
 func (s shutdownSeen) String() string {
-	return fmt.Sprintf("reply on %s %s, IOPub %s", s.ReplyChannel, toJSON(s.Reply), strings.Join(s.IOPub, ","))
+	return fmt.Sprintf("reply on %s %s, IOPub %s, stray IOPub %s", s.ReplyChannel, toJSON(s.Reply), strings.Join(s.IOPub, ","), strings.Join(s.Stray, ","))
 }
 
 // sendShutdown connects a fresh raw client to the kernel at info, waits
@@ -93,6 +98,9 @@ drainOld:
 				return seen
 			}
 			if in.Msg.ParentID() != m.Header.MsgID {
+				if in.Channel == wire.IOPub && in.Msg.Header.MsgType == "shutdown_reply" {
+					seen.Stray = append(seen.Stray, string(in.Msg.Content)+" parent "+string(in.Msg.Parent))
+				}
 				continue
 			}
 			switch in.Channel {
@@ -147,6 +155,12 @@ func TestShutdownReplyLikeIPykernel(t *testing.T) {
 				}
 				if strings.Join(got.IOPub, ",") != strings.Join(want.IOPub, ",") {
 					t.Errorf("IOPub around the shutdown:\nFerry:     %s\nipykernel: %s", strings.Join(got.IOPub, ","), strings.Join(want.IOPub, ","))
+				}
+				// No other shutdown_reply on IOPub: Ferry stopping its own
+				// kernels (their shutdown_reply{restart: false}) must not
+				// reach the front end (issue 17: "Dead kernel" on Restart).
+				if len(got.Stray) != 0 || len(want.Stray) != 0 {
+					t.Errorf("shutdown_reply on IOPub not parented to the shutdown_request:\nFerry:     %q\nipykernel: %q", got.Stray, want.Stray)
 				}
 				select {
 				case <-k.exited:

@@ -596,6 +596,14 @@ func (s *Server) relayIOPub(loc location.Location, c *call, m *wire.Message) {
 		}
 		return // Ferry publishes its own busy/idle
 	}
+	if t == "shutdown_reply" {
+		// A backend's answer to Ferry stopping it (on a shutdown or restart,
+		// or a cloud kernel let go), never the front end's: Ferry publishes
+		// its own (shutdown). Relayed, it reached the front end without a
+		// parent and with restart false, and the classic Notebook takes any
+		// such message for the kernel's death ("Dead kernel" on Restart).
+		return
+	}
 	if c != nil && c.fe == nil {
 		return // hidden request: never shown
 	}

@@ -35,6 +35,10 @@ var debianPackage = map[string]string{
 	"ipykernel":      "python3-ipykernel",
 	"jupyter_client": "python3-jupyter-client",
 	"jupyter_server": "python3-jupyter-server",
+	"notebook":       "jupyter-notebook",
+	"selenium":       "python3-selenium",
+	"ipywidgets":     "python3-ipywidgets",
+	"matplotlib":     "python3-matplotlib",
 }
 
 var (
@@ -112,6 +116,40 @@ func RequirePython(t testing.TB, extra ...string) {
 func RequireJupyterServer(t testing.TB) {
 	t.Helper()
 	if err := CheckJupyterServer(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Browser is what the browser test (internal/browser) drives: Debian's
+// Chromium and its WebDriver.
+var Browser = struct{ Chromium, Driver string }{"/usr/bin/chromium", "/usr/bin/chromedriver"}
+
+// BrowserFix is the command that installs what the browser test needs.
+const BrowserFix = "apt-get install jupyter-notebook python3-selenium chromium chromium-driver python3-ipywidgets python3-matplotlib (or run: bash scripts/setup.sh)"
+
+// CheckBrowser reports whether the classic Notebook, selenium, ipywidgets
+// and matplotlib import on Python() and Chromium and chromedriver are
+// installed, as one error naming everything missing and the fix.
+func CheckBrowser() error {
+	var bad []string
+	if err := CheckModules("ipykernel", "jupyter_client", "notebook", "selenium", "ipywidgets", "matplotlib"); err != nil {
+		bad = append(bad, err.Error())
+	}
+	for _, p := range []struct{ path, pkg string }{{Browser.Chromium, "chromium"}, {Browser.Driver, "chromium-driver"}} {
+		if _, err := os.Stat(p.path); err != nil {
+			bad = append(bad, fmt.Sprintf("no %s (Debian: %s)", p.path, p.pkg))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("the browser test cannot run: %s; %s", strings.Join(bad, "; "), BrowserFix)
+	}
+	return nil
+}
+
+// RequireBrowser fails the test unless CheckBrowser passes.
+func RequireBrowser(t testing.TB) {
+	t.Helper()
+	if err := CheckBrowser(); err != nil {
 		t.Fatal(err)
 	}
 }

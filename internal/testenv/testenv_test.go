@@ -36,3 +36,14 @@ func TestProblemsNameTheFix(t *testing.T) {
 		t.Errorf("CheckJupyterServer on the set-up machine: %v", err)
 	}
 }
+
+// A missing browser names the Debian package and the install command.
+func TestBrowserProblemsNameTheFix(t *testing.T) {
+	saved := Browser
+	t.Cleanup(func() { Browser = saved })
+	Browser.Driver = filepath.Join(t.TempDir(), "chromedriver")
+	err := CheckBrowser()
+	if err == nil || !strings.Contains(err.Error(), "no "+Browser.Driver+" (Debian: chromium-driver)") || !strings.Contains(err.Error(), BrowserFix) {
+		t.Errorf("CheckBrowser without chromedriver: %v", err)
+	}
+}
