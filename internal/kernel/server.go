@@ -128,6 +128,11 @@ type Server struct {
 	// for silent ones): a kernel start that takes a while is announced in
 	// its output. Set by the shell worker, read by whoever starts a kernel.
 	cell atomic.Pointer[wire.Message]
+	// interrupts and inputs count the interrupt requests and the
+	// input_requests relayed to the front end, so a cell learns whether
+	// it was interrupted or read stdin while it ran: lineage never
+	// replays such a run.
+	interrupts, inputs atomic.Int64
 
 	// wake is signalled when a shell request arrives, to cancel
 	// think-time work.
@@ -673,6 +678,7 @@ func (s *Server) relayInputRequest(loc location.Location, c *call, m *wire.Messa
 		}
 		return
 	}
+	s.inputs.Add(1)
 	s.stdinMu.Lock()
 	s.stdinPending = &pendingInput{loc: loc, request: m}
 	s.stdinMu.Unlock()
