@@ -133,6 +133,8 @@ type Server struct {
 	// it was interrupted or read stdin while it ran: lineage never
 	// replays such a run.
 	interrupts, inputs atomic.Int64
+	// moves shows a long move's progress in the running cell.
+	moves *moveDisplay
 
 	// wake is signalled when a shell request arrives, to cancel
 	// think-time work.
@@ -320,8 +322,11 @@ func New(cfg Config) (*Server, error) {
 		root, _ = os.Getwd()
 	}
 	s.files, s.out = files.New(root), newOutside()
+	s.moves = newMoveDisplay(func(cell *wire.Message, msgType string, content map[string]any) {
+		s.publish(wire.IOPub, msgType, cell, content, nil)
+	})
 	s.mover = transfer.New(s, transfer.Config{Secret: wire.NewID() + wire.NewID(), OnChunk: cfg.OnChunk, Log: cfg.Log,
-		Env: s.forwardEnv, OnInstall: s.onInstall, OnLoaded: s.onLoaded})
+		Env: s.forwardEnv, OnInstall: s.onInstall, OnLoaded: s.onLoaded, OnProgress: s.onProgress})
 	s.recovery = recovery.New(s, s.mover, s.state, s.lineage, model, s.locs, cfg.Log)
 	s.facts = s.recovery.Facts()
 	s.think = thinktime.New(s, s.mover, s.state, s.facts, model, s.locs, cfg.Log)
