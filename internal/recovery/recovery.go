@@ -159,13 +159,6 @@ func (r *Recovery) Lost(loc location.Location) string {
 	return "lost with it: " + strings.Join(parts, "; ")
 }
 
-// Pending reports whether lost values wait to be rebuilt.
-func (r *Recovery) Pending() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.pending) > 0
-}
-
 // Need is what a cell needs of the lost values.
 type Need struct {
 	// Reads are the names the cell reads (as analysis gave them); the
