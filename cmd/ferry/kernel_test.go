@@ -1307,13 +1307,16 @@ func TestLostValuesRebuiltOrNamed(t *testing.T) {
 	if r.Status != "ok" || !strings.HasSuffix(r.Text(), "[20, 21, 22, 99]\n") {
 		t.Fatalf("rows after its kernel died: %s %q", r.Status, r.Text())
 	}
-	for _, want := range []string{"the remote kernel had died", "rebuilt os, rows", "text (re-running the cells that made it failed", "FileNotFoundError"} {
+	for _, want := range []string{"the cloud kernel died", "rebuilding os, rows, text on the laptop by re-running In [2], In [3]", "rebuilt os, rows on the laptop",
+		"could not rebuild text (re-running the cells that made it failed", "FileNotFoundError", "re-run In [2] to make it again"} {
 		if !strings.Contains(r.Text(), want) {
 			t.Errorf("the notice does not say %q:\n%s", want, r.Text())
 		}
 	}
-	if r := k.exec(t, "%%ferry local\nprint(text)", client.ExecOptions{}); r.EName != "NameError" {
-		t.Errorf("text, which could not be rebuilt: %s %s %q", r.Status, r.EName, r.Text())
+	// A cell reading the value that could not be rebuilt does not run, and
+	// says why and what to run again.
+	if r := k.exec(t, "%%ferry local\nprint(text)", client.ExecOptions{}); r.EName != "FerryError" || !strings.Contains(r.EValue, "this cell reads text, lost when the cloud kernel died") {
+		t.Errorf("text, which could not be rebuilt: %s %s %q", r.Status, r.EName, r.EValue)
 	}
 }
 

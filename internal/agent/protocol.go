@@ -57,6 +57,8 @@ type Msg struct {
 	Error   string   `json:"error"`
 	Seconds float64  `json:"seconds"`
 	RawSize int64    `json:"raw_size"`
+	// Raw is a chunk's size before compression (its share of RawSize).
+	Raw int64 `json:"raw"`
 }
 
 // CommData reads an agent message from an IOPub comm_msg, returning its

@@ -68,6 +68,7 @@ func (s *Server) handleControl(ctx context.Context, m *wire.Message) {
 	case "kernel_info_request":
 		s.kernelInfo(ctx, m, wire.Control)
 	case "interrupt_request":
+		s.interrupts.Add(1)
 		loc := s.where.now()
 		if err := s.backends[loc].Interrupt(ctx); err != nil {
 			s.log.Warn("interrupting", "location", loc, "err", err)

@@ -87,16 +87,37 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		return
 	}
 
-	// 2. Recovery, then analysis: which names the cell reads and writes.
+	// 2. Analysis: which names the cell reads and writes; then recovery
+	// of what it reads that died with a kernel, and only that.
 	t0 := time.Now()
-	s.noticeDeaths()
-	notes := []string{s.recovery.Rebuild(ctx)}
+	deaths := s.noticeDeaths()
 	think, first := 0.0, s.lastEnd.IsZero()
 	if !first {
 		think = t0.Sub(s.lastEnd).Seconds()
 	}
 	key := cellKey(m.Metadata, code)
 	eff := s.analyze(ctx, key, code)
+	need := s.rebuildNeed(m, eff, pin, req.Silent)
+	var notes []string
+	if need.Announce != nil {
+		// Said at once: a rebuild announced next may take a while.
+		for _, d := range deaths {
+			need.Announce(d)
+		}
+	} else {
+		notes = deaths
+	}
+	note, err := s.recovery.Rebuild(ctx, need)
+	notes = append(notes, note)
+	if err == nil && note != "" {
+		// What was rebuilt is in the state map again (a function's
+		// globals, a module's attributes): analysis sees it now.
+		eff = s.analyze(ctx, key, code)
+	}
+	if err != nil {
+		s.failLost(m, store, count, notes, err)
+		return
+	}
 	cell := policy.Cell{Hash: key, Index: -1, Reads: s.state.Needs(eff.Reads), Writes: eff.Writes, Pin: pin, Locs: s.locs}
 	pinWhy := ""
 	if pin != "" {
@@ -154,21 +175,36 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if s.cfg.BaselineDump {
 		s.baselineDump(ctx, plan)
 	}
+	lostBefore := s.recovery.Counts().Lost
 	out := s.carryOut(ctx, &plan)
 	notes = append(notes, out.notes...)
-	if (len(s.noticeDeaths()) > 0 || s.recovery.Pending()) && !s.stopping.Load() {
-		// A kernel died during the moves: rebuild what it alone held,
-		// then plan the moves to the same location again.
+	if died := s.noticeDeaths(); (len(died) > 0 || s.recovery.Counts().Lost > lostBefore) && !s.stopping.Load() {
+		// A kernel died during the moves: rebuild what it alone held and
+		// this cell reads, then plan the moves to the same location again.
 		s.log.Warn("a kernel died before or while moving state; rebuilding what it held, then moving again", "to", plan.Loc, "err", out.err)
-		notes = append(notes, s.recovery.Rebuild(ctx))
+		if need.Announce != nil {
+			for _, d := range died {
+				need.Announce(d)
+			}
+		} else {
+			notes = append(notes, died...)
+		}
+		note, err := s.recovery.Rebuild(ctx, need)
+		notes = append(notes, note)
+		if err != nil {
+			s.lastWhy = plan.Why
+			s.failLost(m, store, count, notes, err)
+			return
+		}
+		cell.Reads = s.state.Needs(eff.Reads)
 		plan.Moves = policy.PlanMoves(plan.Loc, cell, s.facts, s.model)
 		again := s.carryOut(ctx, &plan)
 		again.bytes, again.seconds = again.bytes+out.bytes, again.seconds+out.seconds
 		notes = append(notes, again.notes...)
 		out = again
 	}
-	if note := strings.Trim(strings.Join(notes, "\n"), "\n"); note != "" {
-		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
+	if note := ferryLines(notes); note != "" {
+		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": note}, nil)
 	}
 	loc := plan.Loc
 	s.lastWhy = plan.Why
@@ -227,6 +263,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	readVers := s.state.Versions(cell.Reads)
 	t1 := time.Now()
+	intr0, inputs0 := s.interrupts.Load(), s.inputs.Load()
 	// execute_input and execute_result carry the number the cell gets if
 	// it counts, as ipykernel's do, whichever backend runs it.
 	reply, err := s.forwardAs(ctx, loc, wire.Shell, sent, content, s.execCount+1, false, recordResult)
@@ -276,8 +313,8 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 			}
 			ename = "KernelDied"
 			msg = fmt.Sprintf("the %s kernel %s (%s); Ferry starts a new one for the next cell", loc, what, orDefault(st.LastExit, "no exit status"))
-			if len(lost) > 0 {
-				msg += "; lost with it: " + strings.Join(lost, ", ") + " (Ferry rebuilds them from the cells that made them before the next cell)"
+			if lost != "" {
+				msg += "; " + lost
 			}
 		}
 		s.publishError(m, ename, msg)
@@ -292,9 +329,15 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	reply.Content, wrote, rep = s.afterCell(ctx, loc, cell.Hash, eff, reply.Content)
 	var rs struct {
 		Status string `json:"status"`
+		EName  string `json:"ename"`
 	}
 	_ = json.Unmarshal(reply.Content, &rs)
 	run := recovery.Run(cell.Hash, code, loc, rs.Status != "ok", readVers, wrote)
+	run.Count = count
+	// An interrupt during the cell counts even if the cell caught it: what
+	// it bound may be partial.
+	run.Interrupted = rs.EName == "KeyboardInterrupt" || s.interrupts.Load() != intr0
+	run.Stdin = s.inputs.Load() != inputs0
 	// What the cell did outside its namespace, as the agent saw it, and
 	// what the analysis expects of it (a shell command or a network call
 	// the audit hook may not see): such a cell is never re-run hidden.
@@ -447,13 +490,56 @@ func (s *Server) carryOut(ctx context.Context, plan *policy.Plan) moved {
 // noticeDeaths finds kernels that died since the agent was installed in
 // them, before anything is planned, so a dead copy is never chosen as a
 // transfer source: recovery forgets their copies and queues what only
-// they held. It returns the locations.
-func (s *Server) noticeDeaths() []location.Location {
-	dead := s.mover.Dead()
-	for _, loc := range dead {
-		s.recovery.Lost(loc)
+// they held. It returns a line for the cell's output per death that lost
+// values (what is rebuilt when needed, what is lost for good).
+func (s *Server) noticeDeaths() []string {
+	var notes []string
+	for _, loc := range s.mover.Dead() {
+		if lost := s.recovery.Lost(loc); lost != "" {
+			notes = append(notes, recovery.KernelOf(loc)+" died; "+lost)
+		}
 	}
-	return dead
+	return notes
+}
+
+// rebuildNeed is what recovery is told of the cell: what it reads, where
+// it is pinned, and how to say in its output that a rebuild runs.
+func (s *Server) rebuildNeed(m *wire.Message, eff effects, pin location.Location, silent bool) recovery.Need {
+	need := recovery.Need{Reads: eff.Reads, All: eff.Dynamic, At: pin}
+	if !silent {
+		need.Announce = func(line string) {
+			s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + line + "\n"}, nil)
+		}
+	}
+	return need
+}
+
+// ferryLines is notes as the cell's stderr shows them: each line on its
+// own, starting "Ferry: " (front ends and the transparency tests tell
+// Ferry's words from the cell's by it), empty notes left out.
+func ferryLines(notes []string) string {
+	var b strings.Builder
+	for _, n := range notes {
+		for _, l := range strings.Split(n, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				b.WriteString("Ferry: " + l + "\n")
+			}
+		}
+	}
+	return b.String()
+}
+
+// failLost answers a cell that reads values lost with a dead kernel that
+// cannot be rebuilt: the notes so far, then the error naming them. The
+// cell did not run.
+func (s *Server) failLost(m *wire.Message, store bool, count int, notes []string, err error) {
+	var req executeRequest
+	_ = m.Decode(&req)
+	if note := ferryLines(notes); note != "" && !req.Silent {
+		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": note}, nil)
+	}
+	s.lastWhy = "it reads values lost with a dead kernel, so it did not run"
+	s.failUnrun(m, store, count, err.Error())
 }
 
 // without returns names minus drop.

@@ -28,3 +28,12 @@ func SetStartNotices(notice, update time.Duration) (restore func()) {
 
 // StartSeconds is the cost model's measured start of loc's kernel.
 func (s *Server) StartSeconds(loc location.Location) float64 { return s.model.StartSeconds(loc) }
+
+// SetProgress sets when a move's progress is shown, how often it is
+// updated, and the clock it is timed by, for Servers made after it; it
+// returns a function that restores them.
+func SetProgress(after, every time.Duration, clock func() time.Time) (restore func()) {
+	a, e, c := progressAfter, progressEvery, progressClock
+	progressAfter, progressEvery, progressClock = after, every, clock
+	return func() { progressAfter, progressEvery, progressClock = a, e, c }
+}

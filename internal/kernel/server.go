@@ -130,6 +130,13 @@ type Server struct {
 	// for silent ones): a kernel start that takes a while is announced in
 	// its output. Set by the shell worker, read by whoever starts a kernel.
 	cell atomic.Pointer[wire.Message]
+	// interrupts and inputs count the interrupt requests and the
+	// input_requests relayed to the front end, so a cell learns whether
+	// it was interrupted or read stdin while it ran: lineage never
+	// replays such a run.
+	interrupts, inputs atomic.Int64
+	// moves shows a long move's progress in the running cell.
+	moves *moveDisplay
 
 	// wake is signalled when a shell request arrives, to cancel
 	// think-time work.
@@ -320,8 +327,11 @@ func New(cfg Config) (*Server, error) {
 		root, _ = os.Getwd()
 	}
 	s.files, s.out = files.New(root), newOutside()
+	s.moves = newMoveDisplay(func(cell *wire.Message, msgType string, content map[string]any) {
+		s.publish(wire.IOPub, msgType, cell, content, nil)
+	})
 	s.mover = transfer.New(s, transfer.Config{Secret: wire.NewID() + wire.NewID(), OnChunk: cfg.OnChunk, Log: cfg.Log,
-		Env: s.forwardEnv, OnInstall: s.onInstall, OnLoaded: s.onLoaded})
+		Env: s.forwardEnv, OnInstall: s.onInstall, OnLoaded: s.onLoaded, OnProgress: s.onProgress})
 	s.recovery = recovery.New(s, s.mover, s.state, s.lineage, model, s.locs, cfg.Log)
 	s.facts = s.recovery.Facts()
 	s.think = thinktime.New(s, s.mover, s.state, s.facts, model, s.locs, cfg.Log)
@@ -686,6 +696,7 @@ func (s *Server) relayInputRequest(loc location.Location, c *call, m *wire.Messa
 		}
 		return
 	}
+	s.inputs.Add(1)
 	s.stdinMu.Lock()
 	s.stdinPending = &pendingInput{loc: loc, request: m}
 	s.stdinMu.Unlock()

@@ -2,10 +2,12 @@ package state
 
 import (
 	"fmt"
-	"github.com/ferry-nb/ferry/internal/location"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ferry-nb/ferry/internal/location"
 )
 
 // Run is one cell execution as lineage sees it: the code that ran, the
@@ -17,13 +19,53 @@ type Run struct {
 	Loc    location.Location
 	Reads  map[string]int
 	Writes map[string]int
-	// Failed cells are replayed too (they may bind names before raising),
-	// and their error on replay is expected.
-	Failed bool
+	// Count is the execution count the front end showed (In [Count]),
+	// 0 if the cell was not counted; messages name the cell by it.
+	Count int
+	// A run that raised (Failed), was interrupted, or read input from the
+	// user (Stdin) is never replayed behind the user's back: its values
+	// are of a run that did not finish as written, an interrupted cell may
+	// have run for minutes, and a replay cannot ask the user again. What
+	// such a run made is lost with its kernel, and the user is told which
+	// cell to run again.
+	Failed, Interrupted, Stdin bool
 	// Effects are what the cell did outside its namespace that a re-run
 	// would do again (files written, network, subprocesses): such a run
 	// is never replayed behind the user's back.
 	Effects []string
+}
+
+// Unreplayable says why the run must not be re-run hidden, as the end of
+// a sentence about it ("… has side effects (…)"), or "" if it may be.
+func (r Run) Unreplayable() string {
+	switch {
+	case len(r.Effects) > 0:
+		return fmt.Sprintf("has side effects (%s), so Ferry does not run it again behind your back", r.Effects[0])
+	case r.Interrupted:
+		return "was interrupted"
+	case r.Stdin:
+		return "read input from you"
+	case r.Failed:
+		return "raised an error"
+	}
+	return ""
+}
+
+// Describe names the run's cell with its first line: "In [3]: df = load()".
+func (r Run) Describe() string {
+	if r.Count > 0 {
+		return fmt.Sprintf("In [%d]: %s", r.Count, FirstLine(r.Code))
+	}
+	return FirstLine(r.Code)
+}
+
+// Ref names the run's cell for a user: "In [3]" when it was counted,
+// else its first line in quotes.
+func (r Run) Ref() string {
+	if r.Count > 0 {
+		return fmt.Sprintf("In [%d]", r.Count)
+	}
+	return strconv.Quote(FirstLine(r.Code))
 }
 
 // Lineage is the log of the cells that produced the state, so a value whose
@@ -75,6 +117,10 @@ type Plan struct {
 	Rebuilt []string
 	// Missing says, per lost name that cannot be rebuilt, why.
 	Missing map[string]string
+	// Redo lists, per missing name whose cells are known, the runs the
+	// user would run again to make it (oldest first): the run that may not
+	// be replayed and those after it that lead to the name.
+	Redo map[string][]Run
 }
 
 // Plan finds the runs to replay to rebuild lost (name → version), given
@@ -85,7 +131,7 @@ func (l *Lineage) Plan(lost map[string]int, have func(name string, version int) 
 	l.mu.Lock()
 	runs := append([]Run(nil), l.runs...)
 	l.mu.Unlock()
-	p := Plan{Missing: map[string]string{}}
+	p := Plan{Missing: map[string]string{}, Redo: map[string][]Run{}}
 	steps := map[int]bool{}
 	names := make([]string, 0, len(lost))
 	for n := range lost {
@@ -93,9 +139,12 @@ func (l *Lineage) Plan(lost map[string]int, have func(name string, version int) 
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		st, why := planOne(runs, name, lost[name], have)
+		st, why, redo := planOne(runs, name, lost[name], have)
 		if why != "" {
 			p.Missing[name] = why
+			if len(redo) > 0 {
+				p.Redo[name] = redo
+			}
 			continue
 		}
 		p.Rebuilt = append(p.Rebuilt, name)
@@ -128,10 +177,11 @@ type value struct {
 
 // planOne walks the log backwards from the newest run: a run that wrote a
 // needed value is replayed, and what it read is either available (an
-// input) or needed in turn.
-func planOne(runs []Run, name string, ver int, have func(string, int) bool) (map[int]bool, string) {
+// input) or needed in turn. A run that may not be replayed stops the
+// walk; redo is then it and the runs found after it, for the user.
+func planOne(runs []Run, name string, ver int, have func(string, int) bool) (steps map[int]bool, why string, redo []Run) {
 	need := map[value]bool{{name, ver}: true}
-	steps := map[int]bool{}
+	steps = map[int]bool{}
 	for i := len(runs) - 1; i >= 0 && len(need) > 0; i-- {
 		r := runs[i]
 		wrote := false
@@ -144,8 +194,18 @@ func planOne(runs []Run, name string, ver int, have func(string, int) bool) (map
 		if !wrote {
 			continue
 		}
-		if len(r.Effects) > 0 {
-			return nil, fmt.Sprintf("the cell that made it (%s) has side effects (%s), so Ferry does not run it again behind your back", FirstLine(r.Code), r.Effects[0])
+		if why := r.Unreplayable(); why != "" {
+			redo = append(redo, r)
+			for j := i + 1; j < len(runs); j++ {
+				if steps[j] {
+					redo = append(redo, runs[j])
+				}
+			}
+			what := "the cell that made it"
+			if r.Writes[name] != ver {
+				what = "a cell it comes from"
+			}
+			return nil, fmt.Sprintf("%s (%s) %s", what, r.Describe(), why), redo
 		}
 		steps[i] = true
 		for n, v := range r.Reads {
@@ -158,14 +218,14 @@ func planOne(runs []Run, name string, ver int, have func(string, int) bool) (map
 		var miss []string
 		for v := range need {
 			if v.name == name && v.ver == ver {
-				return nil, "no record of the cell that made it"
+				return nil, "no record of the cell that made it", nil
 			}
 			miss = append(miss, v.name)
 		}
 		sort.Strings(miss)
-		return nil, fmt.Sprintf("it needs %s, which no longer exist%s", strings.Join(miss, ", "), verbS(len(miss)))
+		return nil, fmt.Sprintf("it needs %s, which no longer exist%s", strings.Join(miss, ", "), verbS(len(miss))), nil
 	}
-	return steps, ""
+	return steps, "", nil
 }
 
 // FirstLine is a cell's first line, shortened, for messages.

@@ -170,3 +170,57 @@ func TestFirstLine(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanRefusesUnfinishedRuns: a value made by a run that was
+// interrupted, raised, or read the user's input is not planned for a
+// re-run (the 60 s sleep a user stopped, an input() that cannot be asked
+// again); the reason says which cell and what happened, Redo lists the
+// cells the user would run again, and a value downstream is refused too.
+func TestPlanRefusesUnfinishedRuns(t *testing.T) {
+	tests := []struct {
+		name string
+		run  Run
+		want string
+	}{
+		{"interrupted", Run{Failed: true, Interrupted: true}, "was interrupted"},
+		{"raised", Run{Failed: true}, "raised an error"},
+		{"read stdin", Run{Stdin: true}, "read input from you"},
+		{"side effect and interrupted", Run{Interrupted: true, Effects: []string{"subprocess"}}, "side effects (subprocess)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := NewLineage(0)
+			r := tt.run
+			r.Code, r.Count, r.Writes, r.Reads = "x = slow()", 4, map[string]int{"x": 1}, map[string]int{}
+			l.Add(r)
+			l.Add(Run{Code: "y = x + 1", Count: 5, Writes: map[string]int{"y": 1}, Reads: map[string]int{"x": 1}})
+			l.Add(Run{Code: "z = 3", Count: 6, Writes: map[string]int{"z": 1}, Reads: map[string]int{}})
+			p := l.Plan(map[string]int{"x": 1, "y": 1, "z": 1}, func(string, int) bool { return false })
+			if !reflect.DeepEqual(p.Rebuilt, []string{"z"}) || len(p.Steps) != 1 || p.Steps[0].Code != "z = 3" {
+				t.Fatalf("rebuilt %v by %d steps, want only z by z = 3", p.Rebuilt, len(p.Steps))
+			}
+			if got := p.Missing["x"]; !strings.HasPrefix(got, "the cell that made it (In [4]: x = slow()) ") || !strings.Contains(got, tt.want) {
+				t.Errorf("x: reason %q, want it to name In [4] and %q", got, tt.want)
+			}
+			if got := p.Missing["y"]; !strings.HasPrefix(got, "a cell it comes from (In [4]: x = slow()) ") || !strings.Contains(got, tt.want) {
+				t.Errorf("y: reason %q", got)
+			}
+			var redo []string
+			for _, r := range p.Redo["y"] {
+				redo = append(redo, r.Ref())
+			}
+			if !reflect.DeepEqual(redo, []string{"In [4]", "In [5]"}) {
+				t.Errorf("to get y back re-run %v, want In [4], In [5]", redo)
+			}
+		})
+	}
+}
+
+func TestRunRef(t *testing.T) {
+	if got := (Run{Count: 3, Code: "a = 1"}).Ref(); got != "In [3]" {
+		t.Errorf("counted run: %q", got)
+	}
+	if got := (Run{Code: "a = 1\nb = 2"}).Ref(); got != `"a = 1 …"` {
+		t.Errorf("uncounted run: %q", got)
+	}
+}

@@ -123,6 +123,19 @@ func (r Result) Compression() float64 {
 	return float64(r.Bytes) / float64(r.RawBytes)
 }
 
+// Progress is how far a move has come, for a display of it: reported
+// when the payload begins, as each chunk passes Ferry, and once when the
+// move ends (Finished, with Err if it failed).
+type Progress struct {
+	Src, Dst location.Location
+	Names    []string
+	// Raw is the payload relayed so far before compression, of RawTotal
+	// (0 until the source said); Sent is what crossed the link so far.
+	Raw, RawTotal, Sent int64
+	Finished            bool
+	Err                 error
+}
+
 // Mover moves values between locations. Its methods are called from the
 // kernel's shell worker, one at a time.
 type Mover struct {
@@ -133,6 +146,7 @@ type Mover struct {
 	env       func(loc location.Location) map[string]string
 	onInstall func(loc location.Location, info agent.Info)
 	onLoaded  func(dst location.Location, names []string)
+	progress  func(Progress)
 
 	// readyMu makes Ready install one agent at a time: the kernel starts
 	// kernels ahead of the first cell on goroutines of their own.
@@ -173,6 +187,10 @@ type Config struct {
 	// that arrived on the laptop, so it can tell them from files changed
 	// there outside a cell.
 	OnLoaded func(dst location.Location, names []string)
+	// OnProgress, if set, is told how far each move has come (Progress);
+	// it is called from the goroutine relaying chunks, so it must not
+	// block for long.
+	OnProgress func(Progress)
 }
 
 // New returns a Mover reaching kernels through req.
@@ -181,7 +199,7 @@ func New(req Requester, cfg Config) *Mover {
 		cfg.Log = slog.Default()
 	}
 	return &Mover{req: req, secret: cfg.Secret, onChunk: cfg.OnChunk, log: cfg.Log, env: cfg.Env, onInstall: cfg.OnInstall, onLoaded: cfg.OnLoaded,
-		agents: map[location.Location]*agentState{}}
+		progress: cfg.OnProgress, agents: map[location.Location]*agentState{}}
 }
 
 // Ready makes sure loc's kernel runs with the agent installed in its
@@ -302,7 +320,12 @@ func closed(ch <-chan struct{}) bool {
 // objects keep their identity. The source keeps its copy until the target
 // confirmed the payload's hash. A failed move is tried once more, unless
 // a kernel died or ctx ended.
-func (m *Mover) Move(ctx context.Context, src, dst location.Location, names []string) (Result, error) {
+func (m *Mover) Move(ctx context.Context, src, dst location.Location, names []string) (res Result, err error) {
+	if m.progress != nil {
+		defer func() {
+			m.progress(Progress{Src: src, Dst: dst, Names: names, Raw: res.RawBytes, RawTotal: res.RawBytes, Sent: res.Bytes, Finished: true, Err: err})
+		}()
+	}
 	var lastErr error
 	for attempt := 0; attempt < 2; attempt++ {
 		for _, loc := range []location.Location{src, dst} {
@@ -343,6 +366,7 @@ func (m *Mover) once(ctx context.Context, src, dst location.Location, names []st
 		sent     int64
 		paused   bool // the source waits for "more"
 	)
+	var rawTotal, rawDone int64
 	// Each chunk goes on to the target as soon as it arrives.
 	onIOPub := func(msg *wire.Message) {
 		d, raw, ok := agent.CommData(msg)
@@ -350,6 +374,14 @@ func (m *Mover) once(ctx context.Context, src, dst location.Location, names []st
 			return
 		}
 		mu.Lock()
+		if m.progress != nil && (d.Op == agent.OpBegin || d.Op == agent.OpChunk) {
+			defer func() { // told after the chunk went on, outside the lock
+				mu.Lock()
+				p := Progress{Src: src, Dst: dst, Names: names, Raw: rawDone, RawTotal: rawTotal, Sent: sent}
+				mu.Unlock()
+				m.progress(p)
+			}()
+		}
 		defer mu.Unlock()
 		switch d.Op {
 		case agent.OpBegin, agent.OpChunk:
@@ -365,9 +397,13 @@ func (m *Mover) once(ctx context.Context, src, dst location.Location, names []st
 			if err != nil && sendErr == nil {
 				sendErr = err
 			}
+			if d.Op == agent.OpBegin {
+				rawTotal = d.RawSize
+			}
 			if d.Op == agent.OpChunk {
 				chunks++
 				sent += int64(len(msg.Buffers[0]))
+				rawDone += d.Raw
 				if m.onChunk != nil {
 					m.onChunk(src, dst, chunks)
 				}

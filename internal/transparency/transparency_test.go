@@ -96,6 +96,9 @@ func comparable(nb *notebook.Notebook) []string {
 				}
 				out = append(out, fmt.Sprintf("%d %s: %s", i, m["name"], text))
 			case "execute_result", "display_data":
+				if md, _ := m["metadata"].(map[string]any); md[kernel.DisplayMarker] != nil {
+					continue // Ferry's own display (a long move's progress), as "Ferry: " lines
+				}
 				d, _ := m["data"].(map[string]any)
 				out = append(out, fmt.Sprintf("%d %s: %v", i, m["output_type"], d["text/plain"]))
 			case "error":
@@ -187,6 +190,23 @@ func startSession(ctx context.Context, t *testing.T, o runOpts) *client.Session 
 
 // withoutFerryNotes drops Ferry's own lines ("Ferry: recomputed x …", a
 // kernel start): they say what Ferry did, and are not the notebook's.
+// TestComparableDropsFerrysOwn: Ferry's words in a cell (stream lines
+// starting "Ferry: ", its displays marked in their metadata) are not part
+// of what placement must leave unchanged; everything else is.
+func TestComparableDropsFerrysOwn(t *testing.T) {
+	nb := &notebook.Notebook{Cells: []notebook.Cell{{"outputs": []any{
+		client.Output{"output_type": "stream", "name": "stderr", "text": "Ferry: rebuilding x on the laptop …\nreal warning\n"},
+		client.Output{"output_type": "display_data", "data": map[string]any{"text/plain": "Ferry: moved x (1.0 GiB) to the cloud in 75 s"},
+			"metadata": map[string]any{kernel.DisplayMarker: map[string]any{"progress": true}}},
+		map[string]any{"output_type": "display_data", "data": map[string]any{"text/plain": "<Figure>"}, "metadata": map[string]any{}},
+	}}}}
+	got := comparable(nb)
+	want := []string{"0 stderr: real warning\n", "0 display_data: <Figure>"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("comparable = %q, want %q", got, want)
+	}
+}
+
 func withoutFerryNotes(text string) string {
 	if !strings.Contains(text, "Ferry: ") {
 		return text
