@@ -315,15 +315,35 @@ func runNotebook(ctx context.Context, args []string) error {
 	if errors.As(runErr, &ce) {
 		printCellError(nb, ce)
 	}
-	fmt.Fprintf(os.Stderr, "ran %d cells in %.1fs (%d local, %d remote, %d errors); wrote %s\n", sum.Cells, wall, local, remote, sum.Errors, where)
+	fmt.Fprintln(os.Stderr, summaryLine(nb, runs, wall, local, remote, where))
 	return runErr
+}
+
+// summaryLine is the run's last line on stderr: how many cells ran where,
+// and which raised, named as everywhere else ("cell 3 of 5 `x = 1/0`").
+func summaryLine(nb *notebook.Notebook, runs []notebook.CellRun, wall float64, laptop, cloud int, where string) string {
+	names := nb.CellNames()
+	var failed []string
+	for _, r := range runs {
+		if r.Status == "error" {
+			failed = append(failed, names[r.Index].Long())
+		}
+	}
+	errs := "no errors"
+	switch {
+	case len(failed) == 1:
+		errs = "1 error, in " + failed[0]
+	case len(failed) > 1:
+		errs = fmt.Sprintf("%d errors, in %s", len(failed), strings.Join(failed, ", "))
+	}
+	return fmt.Sprintf("ran %d cells in %.1fs (%d on the laptop, %d in the cloud); %s; wrote %s", len(runs), wall, laptop, cloud, errs, where)
 }
 
 // printCellError shows the failing cell and its traceback, without colour,
 // as nbclient's CellExecutionError message does.
 func printCellError(nb *notebook.Notebook, ce *notebook.CellError) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "An error occurred while executing cell %d:\n------------------\n%s\n------------------\n\n", ce.Index+1, strings.TrimRight(nb.Cells[ce.Index].Source(), "\n"))
+	fmt.Fprintf(&b, "An error occurred while executing %s:\n------------------\n%s\n------------------\n\n", ce.Name, strings.TrimRight(nb.Cells[ce.Index].Source(), "\n"))
 	for _, l := range ce.Traceback {
 		b.WriteString(notebook.StripANSI(l) + "\n")
 	}
