@@ -254,6 +254,7 @@ func runNotebook(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	startup := time.Since(start).Seconds()
 	defer sess.Close(context.Background())
 	quietAfter(ctx)
 	isTTY := term.IsTerminal(int(os.Stderr.Fd()))
@@ -293,7 +294,7 @@ func runNotebook(ctx context.Context, args []string) error {
 		}
 	}
 	if *reportPath != "" {
-		if err := writeReport(*reportPath, sum, cfg.Trace.Events()); err != nil {
+		if err := writeReport(*reportPath, sum, startup, reportCells(nb, runs, cfg.Trace.Events()), cfg.Trace.Events()); err != nil {
 			return err
 		}
 	}
@@ -353,13 +354,62 @@ func printCellError(nb *notebook.Notebook, ce *notebook.CellError) {
 	os.Stderr.WriteString(b.String())
 }
 
-func writeReport(path string, sum summary, evs []trace.Event) error {
+// reportCells names each trace event's cell as the run names it, with
+// its time as the run saw it and the error it raised. Events and runs are
+// matched in order by the cell's id (ferry run sends it, and the trace
+// keys cells by it); a run without an event (a cell that never ran) is
+// stepped over.
+func reportCells(nb *notebook.Notebook, runs []notebook.CellRun, evs []trace.Event) []report.Cell {
+	names := nb.CellNames()
+	out := make([]report.Cell, len(evs))
+	j := 0
+	for i, e := range evs {
+		out[i] = report.Cell{Name: fmt.Sprintf("execution %d", i+1)}
+		for k := j; k < len(runs); k++ {
+			r := runs[k]
+			if "id:"+nb.Cells[r.Index].ID(r.Index) != e.Cell {
+				continue
+			}
+			n := names[r.Index]
+			out[i] = report.Cell{Name: n.String(), Line: n.Line, Wall: r.Seconds, Error: errorOf(nb.Cells[r.Index])}
+			j = k + 1
+			break
+		}
+	}
+	return out
+}
+
+// errorOf is "ZeroDivisionError: division by zero" for a cell whose
+// outputs hold an error, else "".
+func errorOf(c notebook.Cell) string {
+	outs, _ := c["outputs"].([]any)
+	for _, o := range outs {
+		m, ok := o.(map[string]any)
+		if !ok {
+			if co, ok2 := o.(client.Output); ok2 {
+				m = co
+			}
+		}
+		if m["output_type"] == "error" {
+			en, _ := m["ename"].(string)
+			ev, _ := m["evalue"].(string)
+			if ev == "" {
+				return en
+			}
+			return en + ": " + ev
+		}
+	}
+	return ""
+}
+
+func writeReport(path string, sum summary, startup float64, cells []report.Cell, evs []trace.Event) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("writing report: %w", err)
 	}
 	err = report.Write(f, report.Summary{Title: sum.Notebook, Policy: sum.Policy, WallSeconds: sum.WallSeconds, BytesMoved: sum.BytesMoved,
-		Migrations: sum.Migrations, CellsLocal: sum.CellsLocal, CellsRemote: sum.CellsRemote, Errors: sum.Errors}, evs)
+		Migrations: sum.Migrations, CellsLocal: sum.CellsLocal, CellsRemote: sum.CellsRemote, Errors: sum.Errors,
+		StartupSeconds: startup, Cells: cells}, evs)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
