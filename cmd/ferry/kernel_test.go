@@ -1369,7 +1369,7 @@ func TestThinkTimeWriteBack(t *testing.T) {
 	k.exec(t, "%%ferry remote\nd = a * 3", client.ExecOptions{})
 	k.exec(t, "e = d + c", client.ExecOptions{})
 	why := k.exec(t, "%ferry why", client.ExecOptions{}).Text()
-	if !regexp.MustCompile(`(?s)^last cell ran at (local|remote): look-ahead .*\n  estimated: local \d+\.\d{3} s, remote \d+\.\d{3} s .*\n  (moved before it: [a-z', ]+ \(.* in \d+\.\d\d s\)|nothing moved)\n$`).MatchString(why) {
+	if !regexp.MustCompile(`(?s)^last cell ran at (local|remote): (quickest there|it stays where the last cell ran, as moving would gain too little) by Ferry.s estimate .*\n  estimated: local \d+\.\d{3} s, remote \d+\.\d{3} s .*\n  (moved before it: [a-z', ]+ \(.* in \d+\.\d\d s\)|nothing moved)\n$`).MatchString(why) {
 		t.Errorf("%%ferry why after a placed cell:\n%s", why)
 	}
 }

@@ -434,7 +434,7 @@ func TestQuickstartExample(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "qs.ipynb")
 	code, _, stderr := ferryOut(t, quietEnv(), "run", filepath.Join("..", "..", "examples", "quickstart.ipynb"), "-o", out,
 		"--local-remote", "--policy", "pingpong", "-p", "n", "500", "--python", testenv.Python())
-	if code != 0 || !strings.Contains(stderr, "(3 local, 2 remote, 0 errors)") {
+	if code != 0 || !strings.Contains(stderr, "(3 on the laptop, 2 in the cloud); no errors") {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 	got, err := notebook.Read(out)

@@ -74,3 +74,71 @@ func TestBenchHybridArgs(t *testing.T) {
 		}
 	}
 }
+
+// A fitted random forest is a few dozen bytes to sys.getsizeof and
+// hundreds of KiB on the link: the trace must carry what moved, so that a
+// replay under the run's own placement moves what the run moved.
+func TestTraceCarriesTheSizesThatMoved(t *testing.T) {
+	testenv.SkipIfShort(t, "ferry run on real kernels and a jupyter-server")
+	dir := t.TempDir()
+	nb := writeNotebook(t, dir, "forest.ipynb", []string{
+		"import numpy as np\nfrom sklearn.ensemble import RandomForestClassifier\nrng = np.random.RandomState(0)\nX, y = rng.rand(400, 6), rng.randint(0, 2, 400)",
+		"forest = RandomForestClassifier(n_estimators=40, random_state=0).fit(X, y)",
+		"score = forest.score(X, y)",
+	})
+	tr, sum := filepath.Join(dir, "t.jsonl"), filepath.Join(dir, "s.json")
+	// pingpong runs the fit on the laptop and the score in the cloud, so
+	// the forest moves.
+	out, err := exec.Command(ferryBin, "run", nb, "-o", filepath.Join(dir, "o.ipynb"), "--local-remote", "--policy", "pingpong",
+		"--trace", tr, "--summary", sum, "--python", testenv.Python()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ferry run: %v\n%s", err, out)
+	}
+	var s struct {
+		BytesMoved int64 `json:"bytes_moved"`
+	}
+	if b, _ := os.ReadFile(sum); json.Unmarshal(b, &s) != nil || s.BytesMoved < 50_000 {
+		t.Fatalf("the run moved %d bytes; want the forest's hundreds of KiB", s.BytesMoved)
+	}
+	evs, err := trace.ReadFile(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fit, score trace.Event
+	for _, e := range evs {
+		for _, w := range e.Writes {
+			if w == "forest" {
+				fit = e
+			}
+		}
+		for _, m := range e.Moved {
+			if m == "forest" {
+				score = e
+			}
+		}
+	}
+	if fit.Sizes["forest"] < 50_000 {
+		t.Errorf("the trace records the fitted forest as %d B; want what it pickles to (over 50 kB)", fit.Sizes["forest"])
+	}
+	var shares int64
+	for _, b := range score.MovedSizes {
+		shares += b
+	}
+	if score.MovedSizes["forest"] < 20_000 || shares != score.BytesMoved {
+		t.Errorf("the move before the score records %v (sum %d); want the forest's share, summing to the %d bytes moved", score.MovedSizes, shares, score.BytesMoved)
+	}
+	rep, err := exec.Command(ferryBin, "replay", tr, "--policy", "recorded", "--json").Output()
+	if err != nil {
+		t.Fatalf("ferry replay: %v", err)
+	}
+	var rs []policy.Result
+	if err := json.Unmarshal(rep, &rs); err != nil || len(rs) != 1 {
+		t.Fatalf("replay answered %s", rep)
+	}
+	if rs[0].BytesMoved != s.BytesMoved {
+		t.Errorf("replay --policy recorded moves %d bytes; the run moved %d", rs[0].BytesMoved, s.BytesMoved)
+		for _, e := range evs {
+			t.Logf("trace: %+v", e)
+		}
+	}
+}

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"html"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -175,5 +178,54 @@ func TestRunChecksPython(t *testing.T) {
 				t.Error("ferry run wrote an executed notebook though no cell could run")
 			}
 		})
+	}
+}
+
+// The HTML report of a real run names cells as the progress and the
+// errors do, starts with the kernels' start-up, ends at the wall time,
+// highlights and names the error, and says laptop and cloud, never
+// Ferry's internal names.
+func TestRunReportSpeaksTheUsersWords(t *testing.T) {
+	testenv.SkipIfShort(t, "ferry run on real kernels with a stand-in cloud")
+	dir := t.TempDir()
+	nbPath := filepath.Join(dir, "r.ipynb")
+	nb := notebook.FromCode("#md", "import random\nx = random.random()", "y = x * 2", "1/0")
+	nb.Cells[0]["cell_type"] = "markdown"
+	if err := nb.Write(nbPath); err != nil {
+		t.Fatal(err)
+	}
+	rep, sum := filepath.Join(dir, "r.html"), filepath.Join(dir, "s.json")
+	out, err := exec.Command(ferryBin, "run", nbPath, "-o", filepath.Join(dir, "o.ipynb"), "--local-remote", "--policy", "pingpong",
+		"--allow-errors", "--report", rep, "--summary", sum, "--python", testenv.Python()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ferry run: %v\n%s", err, out)
+	}
+	for _, want := range []string{"cell 1 of 3 `import random`", "cell 3 of 3 `1/0`", "1 error, in cell 3 of 3 `1/0`", "(2 on the laptop, 1 in the cloud)"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+	b, err := os.ReadFile(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := html.UnescapeString(string(b))
+	for _, want := range []string{"Starting Ferry and its kernels took", "cell 2 of 3 <code>y = x * 2</code>", `<tr class="local err">`,
+		"raised ZeroDivisionError: division by zero", "random state", "--policy pingpong alternates the laptop and the cloud."} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	if strings.Contains(page, "__ferry") || strings.Contains(page, "id:cell-") {
+		t.Error("the report shows Ferry's internal names or cell ids")
+	}
+	var s struct {
+		Wall float64 `json:"wall_seconds"`
+	}
+	sb, _ := os.ReadFile(sum)
+	_ = json.Unmarshal(sb, &s)
+	ticks := regexp.MustCompile(`text-anchor="middle">([0-9.]+)s<`).FindAllStringSubmatch(page, -1)
+	if len(ticks) == 0 || ticks[len(ticks)-1][1] != strconv.FormatFloat(s.Wall, 'g', 3, 64) {
+		t.Errorf("the timeline ends at %v; want the wall time %.3g s", ticks, s.Wall)
 	}
 }

@@ -402,20 +402,35 @@ class _HashSink:
 
 def _content_hash(obj):
     """A hash of obj's value, or "" if it cannot be had within bounds."""
+    return _content_and_size(obj)[0]
+
+
+def _content_and_size(obj):
+    """(hash, pickled bytes) of obj: the hash as _content_hash, and the
+    size of the payload a move of obj carries, measured by the same pickling
+    (so it costs nothing more), in-band and out-of-band bytes together.
+    The size is 0 when unknown (a buffer, or obj could not be pickled), and
+    at least PICKLE_BUDGET when the pickling gave up at the budget."""
     buf = _buffer(obj)
     h = hashlib.sha256()
     if buf is not None:
         h.update(buf[0])
         h.update(_buffer_digest(buf[1]))
-        return h.hexdigest()[:32]
+        return h.hexdigest()[:32], 0
     bufs = []
+    sink = _HashSink(h)
     try:
-        _pickler(_HashSink(h), bufs.append).dump(obj)
+        _pickler(sink, bufs.append).dump(obj)
+        n = sink.n
         for b in bufs:
-            h.update(_buffer_digest(b.raw()))
-    except Exception:  # too big, unpicklable, or a buffer that will not show its bytes
-        return ""
-    return h.hexdigest()[:32]
+            raw = b.raw()
+            n += raw.nbytes
+            h.update(_buffer_digest(raw))
+    except _TooBig:
+        return "", sink.n
+    except Exception:  # unpicklable, or a buffer that will not show its bytes
+        return "", 0
+    return h.hexdigest()[:32], n
 
 
 def _shallow(obj):
@@ -439,10 +454,12 @@ def _shallow(obj):
 class _FP:
     """A name's fingerprint: identity, type, shallow signature, content."""
 
-    __slots__ = ("id", "type", "shallow", "content")
+    __slots__ = ("id", "type", "shallow", "content", "nbytes")
 
-    def __init__(self, obj, content):
+    def __init__(self, obj, content, nbytes=0):
         self.id, self.type, self.shallow, self.content = id(obj), type(obj), _shallow(obj), content
+        # The pickled size measured with the hash (0 if not measured).
+        self.nbytes = nbytes
 
     def same_object(self, obj):
         return self.id == id(obj) and self.type is type(obj) and self.shallow == _shallow(obj)
@@ -451,7 +468,7 @@ class _FP:
 def _fingerprint(obj):
     if isinstance(obj, types.ModuleType):
         return _FP(obj, "module:" + str(getattr(obj, "__name__", "")))
-    return _FP(obj, _content_hash(obj))
+    return _FP(obj, *_content_and_size(obj))
 
 
 def _size(obj):
@@ -624,7 +641,11 @@ def _user():
 
 def _describe(obj, fp):
     why = _contained_unmovable(obj)
-    d = {"size": _size(obj), "hash": fp.content, "kind": type(obj).__name__, "movable": why is None, "reason": why or ""}
+    # The pickled size is what a move carries: a fitted model's shallow
+    # size is tens of bytes where its trees pickle to hundreds of KiB.
+    # When the pickling gave up at its budget the value is at least that.
+    size = fp.nbytes if fp.nbytes > 0 and fp.content else max(fp.nbytes, _size(obj))
+    d = {"size": size, "hash": fp.content, "kind": type(obj).__name__, "movable": why is None, "reason": why or ""}
     if isinstance(obj, types.ModuleType):
         d["module"] = obj.__name__
         d["needs"] = obj.__name__.split(".")[0]

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -200,6 +201,12 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		plan.Moves = policy.PlanMoves(plan.Loc, cell, s.facts, s.model)
 		again := s.carryOut(ctx, &plan)
 		again.bytes, again.seconds = again.bytes+out.bytes, again.seconds+out.seconds
+		for n, b := range out.sizes {
+			if again.sizes == nil {
+				again.sizes = map[string]int64{}
+			}
+			again.sizes[n] += b
+		}
 		notes = append(notes, again.notes...)
 		out = again
 	}
@@ -361,9 +368,13 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	s.model.ObserveRuntime(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: thinkObs, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
 	s.seq++
-	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: nonNil(eff.Writes),
-		Sizes: s.sizes(eff.Writes), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
-		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names}); err != nil {
+	// The trace's writes are what the agent saw change as well as what
+	// the analysis expected (random state, process settings, a value
+	// changed in place): a replay must know where those versions live.
+	writes := withWrote(eff.Writes, wrote)
+	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: writes,
+		Sizes: s.sizes(writes), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
+		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names, MovedSizes: out.sizes}); err != nil {
 		s.log.Warn("writing trace", "err", err)
 	}
 }
@@ -408,8 +419,10 @@ var errUnmovable = errors.New("value cannot be moved")
 
 // moved is what carrying out a plan's moves did.
 type moved struct {
-	names   []string
-	bytes   int64
+	names []string
+	bytes int64
+	// sizes are the bytes each name took on the link (for the trace).
+	sizes   map[string]int64
 	seconds float64 // the moves' own time: no kernel start, no recompute
 	// err is the first failure, and from the source of the move that
 	// failed: the data is still there, so the cell can run there.
@@ -473,6 +486,18 @@ func (s *Server) carryOut(ctx context.Context, plan *policy.Plan) moved {
 		out.bytes += res.Bytes
 		out.seconds += res.WireSeconds
 		out.names = append(out.names, names...)
+		// One payload carries the names; its measured bytes are shared
+		// out by their sizes, so the trace holds what moved.
+		got := res.Names
+		if len(got) == 0 {
+			got = names
+		}
+		if out.sizes == nil {
+			out.sizes = map[string]int64{}
+		}
+		for n, b := range trace.Apportion(res.Bytes, got, s.sizes(got)) {
+			out.sizes[n] += b
+		}
 		if len(res.Unmovable) > 0 {
 			var why []string
 			for n, r := range res.Unmovable {
@@ -561,6 +586,18 @@ func without(names, drop []string) []string {
 // str.isspace sees it (IPython neither runs nor counts such a cell).
 func isBlank(code string) bool {
 	return strings.TrimFunc(code, func(r rune) bool { return unicode.IsSpace(r) || (r >= 0x1c && r <= 0x1f) }) == ""
+}
+
+// withWrote is names plus the names in wrote, sorted, never nil.
+func withWrote(names []string, wrote map[string]int) []string {
+	out := append([]string{}, names...)
+	for n := range wrote {
+		if !slices.Contains(names, n) {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func nonNil(s []string) []string {

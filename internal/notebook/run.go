@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/client"
@@ -57,7 +58,15 @@ type RunOptions struct {
 	// (papermill's --log-output): stream text as printed, tracebacks
 	// without colour, results as their text/plain.
 	LogOutput io.Writer
+
+	// now and ticker stand in for the clock in tests (nil: the real one).
+	now    func() time.Time
+	ticker func(time.Duration) (<-chan time.Time, func())
 }
+
+// tickEvery is how often a terminal's progress bar redraws its clock
+// while a cell runs, so a long cell does not look hung.
+const tickEvery = time.Second
 
 // ErrCellTimeout marks a cell stopped at RunOptions.CellTimeout.
 var ErrCellTimeout = errors.New("cell timed out")
@@ -67,14 +76,16 @@ var ErrInterrupted = errors.New("interrupted")
 
 // CellError is returned when a cell raised and AllowErrors is off.
 type CellError struct {
+	// Index is the cell's position in Cells; Name is how users see it.
 	Index         int
+	Name          CellName
 	EName, EValue string
 	// Traceback is the kernel's, ANSI colour codes included.
 	Traceback []string
 }
 
 func (e *CellError) Error() string {
-	return fmt.Sprintf("cell %d raised %s: %s (use --allow-errors to run on)", e.Index+1, e.EName, e.EValue)
+	return fmt.Sprintf("%s raised %s: %s (use --allow-errors to run on)", e.Name.Long(), e.EName, e.EValue)
 }
 
 // CellRun is what happened to one code cell.
@@ -94,11 +105,13 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 	}
 	var runs []CellRun
 	var firstErr error
-	start := time.Now()
+	names := nb.CellNames()
+	bar := newProgress(opt, len(code))
 	for n, i := range code {
 		c := nb.Cells[i]
 		src := c.Source()
-		progress(opt, n, len(code), start, firstLine(src))
+		name := names[i]
+		bar.set(n, name.Long())
 		if strings.TrimSpace(src) == "" {
 			c["outputs"] = []any{}
 			c["execution_count"] = nil
@@ -109,7 +122,11 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 			cctx, cancel = context.WithTimeout(ctx, opt.CellTimeout)
 		}
 		t0 := time.Now()
-		res, err := ex.Execute(cctx, src, client.ExecOptions{CellID: c.ID(i), OnOutput: logOutput(opt.LogOutput)})
+		var res *client.Result
+		var err error
+		bar.ticking(func() {
+			res, err = ex.Execute(cctx, src, client.ExecOptions{CellID: c.ID(i), OnOutput: logOutput(opt.LogOutput)})
+		})
 		cancel()
 		if err != nil && cctx.Err() != nil {
 			// Stop the cell still running, so the kernel is free (and
@@ -121,11 +138,11 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 				res = &client.Result{}
 			}
 			secs := time.Since(t0).Seconds()
-			endProgress(opt)
+			bar.end()
 			if ctx.Err() != nil {
 				store(c, res)
 				runs = append(runs, CellRun{Index: i, Seconds: secs, Status: "interrupted"})
-				return runs, fmt.Errorf("%w in cell %d", ErrInterrupted, i+1)
+				return runs, fmt.Errorf("%w in %s", ErrInterrupted, name.Long())
 			}
 			// As nbclient: the cell gets a CellTimeoutError output, and the
 			// run stops whatever AllowErrors says.
@@ -133,64 +150,157 @@ func Run(ctx context.Context, nb *Notebook, ex Executor, opt RunOptions) ([]Cell
 			res.Outputs = append(res.Outputs, client.Output{"output_type": "error", "ename": "CellTimeoutError", "evalue": ev, "traceback": []any{"CellTimeoutError: " + ev}})
 			store(c, res)
 			runs = append(runs, CellRun{Index: i, Seconds: secs, Status: "error"})
-			return runs, fmt.Errorf("%w: cell %d did not finish within %s and was interrupted (raise --timeout)", ErrCellTimeout, i+1, secondsText(opt.CellTimeout))
+			return runs, fmt.Errorf("%w: %s did not finish within %s and was interrupted (raise --timeout)", ErrCellTimeout, name.Long(), secondsText(opt.CellTimeout))
 		}
 		if err != nil {
-			return runs, fmt.Errorf("running cell %d: %w", i+1, err)
+			bar.end()
+			return runs, fmt.Errorf("running %s: %w", name.Long(), err)
 		}
 		secs := time.Since(t0).Seconds()
 		store(c, res)
 		runs = append(runs, CellRun{Index: i, Seconds: secs, Status: res.Status})
 		if res.Status == "error" && firstErr == nil {
-			firstErr = cellError(i, res)
+			firstErr = cellError(i, name, res)
 			if !opt.AllowErrors {
-				break
+				bar.stop(n, name.Long()+" raised "+res.EName)
+				return runs, firstErr
 			}
 		}
 	}
-	progress(opt, len(code), len(code), start, "")
-	if opt.Progress != nil && opt.Terminal {
-		fmt.Fprintln(opt.Progress)
-	}
+	bar.finish()
 	if opt.AllowErrors {
 		return runs, nil
 	}
 	return runs, firstErr
 }
 
-// endProgress ends a progress bar's line, so what follows starts clean.
-func endProgress(opt RunOptions) {
-	if opt.Progress != nil && opt.Terminal {
-		fmt.Fprintln(opt.Progress)
-	}
+// progress shows which cell runs: on a terminal a bar redrawn in place,
+// whose clock ticks while a cell runs; elsewhere (a log, CI) one line per
+// cell and nothing in between.
+type progress struct {
+	opt   RunOptions
+	now   func() time.Time
+	start time.Time
+
+	mu          sync.Mutex
+	done, total int
+	label       string
+	ended       bool // the bar's line was ended; draw nothing more
 }
 
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
-	if len(l) > 40 {
-		l = l[:37] + "..."
+func newProgress(opt RunOptions, total int) *progress {
+	now := opt.now
+	if now == nil {
+		now = time.Now
 	}
-	return l
+	return &progress{opt: opt, now: now, start: now(), total: total}
 }
 
-func progress(opt RunOptions, done, total int, start time.Time, label string) {
-	if opt.Progress == nil {
+// set shows that done cells are finished and the cell label is next.
+func (p *progress) set(done int, label string) {
+	if p.opt.Progress == nil {
 		return
 	}
-	el := time.Since(start).Round(100 * time.Millisecond)
-	if !opt.Terminal {
-		if done < total {
-			fmt.Fprintf(opt.Progress, "[%d/%d] %s\n", done+1, total, label)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done, p.label = done, label
+	if !p.opt.Terminal {
+		if done < p.total {
+			fmt.Fprintln(p.opt.Progress, label)
 		}
+		return
+	}
+	p.draw()
+}
+
+// draw redraws the bar; p.mu is held.
+func (p *progress) draw() {
+	if p.ended {
 		return
 	}
 	const width = 30
 	fill := 0
-	if total > 0 {
-		fill = done * width / total
+	if p.total > 0 {
+		fill = p.done * width / p.total
 	}
 	bar := strings.Repeat("█", fill) + strings.Repeat("░", width-fill)
-	fmt.Fprintf(opt.Progress, "\r\x1b[K%s %d/%d cells %s  %s", bar, done, total, el, label)
+	fmt.Fprintf(p.opt.Progress, "\r\x1b[K%s %s  %s", bar, clock(p.now().Sub(p.start)), p.label)
+}
+
+// ticking runs f, redrawing the bar's clock every tickEvery meanwhile
+// when the bar is on a terminal.
+func (p *progress) ticking(f func()) {
+	if p.opt.Progress == nil || !p.opt.Terminal {
+		f()
+		return
+	}
+	tick := p.opt.ticker
+	if tick == nil {
+		tick = func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		}
+	}
+	c, stop := tick(tickEvery)
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-c:
+				p.mu.Lock()
+				p.draw()
+				p.mu.Unlock()
+			}
+		}
+	}()
+	defer func() {
+		stop()
+		close(quit)
+		<-exited // no redraw after f returned
+	}()
+	f()
+}
+
+// end ends the bar's line, so what follows starts clean.
+func (p *progress) end() {
+	if p.opt.Progress == nil || !p.opt.Terminal {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ended {
+		fmt.Fprintln(p.opt.Progress)
+		p.ended = true
+	}
+}
+
+// finish shows the bar full and ends its line.
+func (p *progress) finish() {
+	p.set(p.total, fmt.Sprintf("%d of %d done", p.total, p.total))
+	p.end()
+}
+
+// stop shows the bar at done with why it stopped, and ends its line.
+func (p *progress) stop(done int, why string) {
+	if p.opt.Terminal {
+		p.set(done, why)
+	}
+	p.end()
+}
+
+// clock shows an elapsed time as a clock does: 0:07, 12:34, 1:02:03.
+func clock(d time.Duration) string {
+	s := int(d.Round(time.Second) / time.Second)
+	if s < 0 {
+		s = 0
+	}
+	if s >= 3600 {
+		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+	}
+	return fmt.Sprintf("%d:%02d", s/60, s%60)
 }
 
 // Step is one execution of a scripted session (see internal/session).
@@ -206,7 +316,8 @@ type Step struct {
 // outputs in the notebook.
 func RunSteps(ctx context.Context, nb *Notebook, ex Executor, steps []Step, opt RunOptions) ([]CellRun, error) {
 	var runs []CellRun
-	start := time.Now()
+	names := nb.CellNames()
+	bar := newProgress(opt, len(steps))
 	for n, st := range steps {
 		if st.Cell < 0 || st.Cell >= len(nb.Cells) || nb.Cells[st.Cell].Type() != "code" {
 			return runs, fmt.Errorf("step %d: cell %d is not a code cell of this notebook", n+1, st.Cell)
@@ -224,28 +335,31 @@ func RunSteps(ctx context.Context, nb *Notebook, ex Executor, steps []Step, opt 
 		case <-ctx.Done():
 			return runs, ctx.Err()
 		}
-		progress(opt, n, len(steps), start, fmt.Sprintf("cell %d: %s", st.Cell, firstLine(c.Source())))
+		name := names[st.Cell]
+		name.Line = FirstLine(c.Source()) // as edited
+		bar.set(n, fmt.Sprintf("step %d of %d: %s", n+1, len(steps), name.Long()))
 		t0 := time.Now()
-		res, err := ex.Execute(ctx, c.Source(), client.ExecOptions{CellID: c.ID(st.Cell)})
+		var res *client.Result
+		var err error
+		bar.ticking(func() { res, err = ex.Execute(ctx, c.Source(), client.ExecOptions{CellID: c.ID(st.Cell)}) })
 		if err != nil {
-			return runs, fmt.Errorf("step %d (cell %d): %w", n+1, st.Cell, err)
+			bar.end()
+			return runs, fmt.Errorf("step %d (%s): %w", n+1, name.Long(), err)
 		}
 		store(c, res)
 		runs = append(runs, CellRun{Index: st.Cell, Seconds: time.Since(t0).Seconds(), Status: res.Status})
 		if res.Status == "error" && !opt.AllowErrors {
-			return runs, cellError(st.Cell, res)
+			bar.stop(n, name.Long()+" raised "+res.EName)
+			return runs, cellError(st.Cell, name, res)
 		}
 	}
-	progress(opt, len(steps), len(steps), start, "")
-	if opt.Progress != nil && opt.Terminal {
-		fmt.Fprintln(opt.Progress)
-	}
+	bar.finish()
 	return runs, nil
 }
 
 // cellError describes the error a result carries.
-func cellError(index int, res *client.Result) *CellError {
-	e := &CellError{Index: index, EName: res.EName, EValue: res.EValue}
+func cellError(index int, name CellName, res *client.Result) *CellError {
+	e := &CellError{Index: index, Name: name, EName: res.EName, EValue: res.EValue}
 	for _, o := range res.Outputs {
 		if o["output_type"] == "error" {
 			tb, _ := o["traceback"].([]any)

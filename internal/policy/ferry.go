@@ -43,7 +43,17 @@ func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
 			best = loc
 		}
 	}
-	reason := fmt.Sprintf("look-ahead over %d cells:%s", len(ahead), costList(locs, total))
+	// The reason is a sentence a user reads (%ferry why, the report).
+	est := "Ferry's estimate of this cell"
+	switch len(ahead) {
+	case 0:
+	case 1:
+		est += " and the one expected next"
+	default:
+		est += fmt.Sprintf(" and the %d expected next", len(ahead))
+	}
+	est += ": " + costList(locs, total)
+	reason := "quickest there by " + est
 	if _, ok := total[f.last]; !ok {
 		f.last = Local
 	}
@@ -51,7 +61,7 @@ func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
 		gain := total[f.last] - total[best]
 		if gain < f.Margin*total[f.last] || gain < 0.005 {
 			best = f.last
-			reason += "; staying (gain under hysteresis margin)"
+			reason = "it stays where the last cell ran, as moving would gain too little by " + est
 		}
 	}
 	f.last = best
@@ -60,14 +70,19 @@ func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
 	return d
 }
 
-// costList writes estimated costs per location for a reason.
+// costList writes estimated costs per location for a reason: "0.42 s on
+// the laptop, 1.30 s in the cloud".
 func costList(locs location.Set, cost map[location.Location]float64) string {
 	out := ""
 	for i, l := range locs {
 		if i > 0 {
-			out += ","
+			out += ", "
 		}
-		out += fmt.Sprintf(" %s %.3fs", l, cost[l])
+		prep := "in "
+		if l == Local {
+			prep = "on "
+		}
+		out += fmt.Sprintf("%.2f s %s%s", cost[l], prep, l.Describe())
 	}
 	return out
 }

@@ -28,6 +28,7 @@ func Oracle(evs []trace.Event, s Settings) Policy {
 // session).
 func OracleFrom(evs []trace.Event, rl, rr []float64, link Link) Policy {
 	s := Settings{Link: link}
+	evs = trace.Measured(evs)
 	n := len(evs)
 	type version struct {
 		members []int

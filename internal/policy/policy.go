@@ -163,7 +163,7 @@ func (f fixed) Decide(c Cell, v View, m *Model) Decision {
 	if d, ok := pinned(c); ok {
 		return d
 	}
-	return place(c, v, m, location.Location(f), "policy "+string(f))
+	return place(c, v, m, location.Location(f), "--policy "+string(f)+" runs every cell "+onAt(location.Location(f)))
 }
 
 type pingpong struct{ n int }
@@ -175,7 +175,7 @@ func (p *pingpong) Decide(c Cell, v View, m *Model) Decision {
 	}
 	p.n++
 	locs := c.locations()
-	return place(c, v, m, locs[(p.n+len(locs)-1)%len(locs)], "pingpong alternates")
+	return place(c, v, m, locs[(p.n+len(locs)-1)%len(locs)], "--policy pingpong alternates the laptop and the cloud")
 }
 
 type random struct{ r *rand.Rand }
@@ -186,5 +186,13 @@ func (r *random) Decide(c Cell, v View, m *Model) Decision {
 		return d
 	}
 	locs := c.locations()
-	return place(c, v, m, locs[r.r.IntN(len(locs))], "random placement")
+	return place(c, v, m, locs[r.r.IntN(len(locs))], "--policy random places each cell at random")
+}
+
+// onAt is "on the laptop", "in the cloud", for reasons.
+func onAt(l location.Location) string {
+	if l == Local {
+		return "on " + l.Describe()
+	}
+	return "in " + l.Describe()
 }

@@ -288,3 +288,19 @@ func TestStartCost(t *testing.T) {
 		t.Fatalf("StartCost without Cold = %.1f, want 0", got)
 	}
 }
+
+// Replaying a trace under its own placement moves the bytes the run
+// moved: a value is costed at the size measured when it moved, not at the
+// size the kernel guessed when the cell wrote it.
+func TestReplayRecordedMovesWhatTheRunMoved(t *testing.T) {
+	const moved = 327 << 10
+	evs := []trace.Event{
+		{Seq: 1, Cell: "fit", Loc: location.Local, Writes: []string{"forest"}, Sizes: map[string]int64{"forest": 56}, Runtime: 1},
+		{Seq: 2, Cell: "score", Loc: location.Remote, Reads: []string{"forest"}, Runtime: 1,
+			Moved: []string{"forest"}, BytesMoved: moved, MovedSizes: map[string]int64{"forest": moved}},
+	}
+	s := Settings{Link: Link{Bandwidth: 100e6 / 8, RTT: 0.02, Compression: 1}}
+	if got := Replay(evs, Recorded(evs), s).BytesMoved; got != moved {
+		t.Errorf("replay of the recorded placement moved %d bytes; the run moved %d", got, moved)
+	}
+}

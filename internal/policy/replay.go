@@ -103,6 +103,8 @@ type Idler interface {
 
 // Replay re-costs a trace under a policy.
 func Replay(evs []trace.Event, p Policy, s Settings) Result {
+	// Values cost what they took when they moved, where the trace knows.
+	evs = trace.Measured(evs)
 	rl, rr := runtimes(evs, s)
 	st := simState{}
 	m := NewModel(s.Link)

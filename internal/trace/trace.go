@@ -23,7 +23,8 @@ type Event struct {
 	Index  int      `json:"index"`
 	Reads  []string `json:"reads"`
 	Writes []string `json:"writes"`
-	// Sizes are the serialised sizes in bytes of the names written.
+	// Sizes are the serialised sizes in bytes of the names written, as
+	// the agent measured them after the cell (what they pickle to).
 	Sizes map[string]int64 `json:"sizes,omitempty"`
 	// Loc is where the cell ran: "local" or a cloud's name.
 	Loc location.Location `json:"loc"`
@@ -46,6 +47,74 @@ type Event struct {
 	Why string `json:"why,omitempty"`
 	// Moved names the variables brought to Loc before the cell.
 	Moved []string `json:"moved,omitempty"`
+	// MovedSizes are the bytes each of Moved took on the link, measured
+	// as it moved (a payload of several values is shared out by their
+	// sizes); they sum to BytesMoved.
+	MovedSizes map[string]int64 `json:"moved_sizes,omitempty"`
+}
+
+// Apportion shares total, the bytes one payload of names took, out among
+// them in proportion to est, their expected sizes (evenly where est knows
+// none), so that the shares sum to total.
+func Apportion(total int64, names []string, est map[string]int64) map[string]int64 {
+	if len(names) == 0 {
+		return nil
+	}
+	var sum int64
+	for _, n := range names {
+		sum += max(est[n], 0)
+	}
+	out := make(map[string]int64, len(names))
+	left := total
+	for i, n := range names {
+		var share int64
+		switch {
+		case i == len(names)-1:
+			share = left // the rounding goes to the last
+		case sum > 0:
+			share = int64(float64(total) * float64(max(est[n], 0)) / float64(sum))
+		default:
+			share = total / int64(len(names))
+		}
+		share = min(max(share, 0), left)
+		out[n] = share
+		left -= share
+	}
+	return out
+}
+
+// Measured returns evs with each written value's size replaced by the
+// bytes it took when it moved, if that version moved later in the trace:
+// a size measured on the link beats one measured in the kernel, which
+// knows neither compression nor what a library pickles beside the value.
+// evs itself is not changed.
+func Measured(evs []Event) []Event {
+	out := append([]Event(nil), evs...)
+	// writer[n] is the event that wrote the newest version of n so far.
+	writer := map[string]int{}
+	fixed := map[int]bool{} // events whose Sizes map is already a copy
+	for i, e := range out {
+		for n, b := range e.MovedSizes {
+			w, ok := writer[n]
+			if !ok {
+				continue
+			}
+			if !fixed[w] {
+				sz := make(map[string]int64, len(out[w].Sizes)+1)
+				for k, v := range out[w].Sizes {
+					sz[k] = v
+				}
+				out[w].Sizes = sz
+				fixed[w] = true
+			}
+			out[w].Sizes[n] = b
+			delete(writer, n) // the first move measured it; later ones may be partial
+		}
+		for _, n := range e.Writes {
+			writer[n] = i
+		}
+	}
+	return out
 }
 
 // Writer appends events to a file (if any) and keeps them in memory for
@@ -173,9 +242,11 @@ func (e *Event) validate() error {
 	if e.Runtime < 0 || e.Think < 0 || e.TransferSeconds < 0 || e.BytesMoved < 0 {
 		return errors.New("negative time or size")
 	}
-	for n, s := range e.Sizes {
-		if s < 0 {
-			return fmt.Errorf("negative size for %q", n)
+	for _, m := range []map[string]int64{e.Sizes, e.MovedSizes} {
+		for n, s := range m {
+			if s < 0 {
+				return fmt.Errorf("negative size for %q", n)
+			}
 		}
 	}
 	return nil

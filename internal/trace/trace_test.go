@@ -135,3 +135,53 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+func TestApportion(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		total int64
+		names []string
+		est   map[string]int64
+		want  map[string]int64
+	}{
+		{"one value takes it all", 327 << 10, []string{"forest"}, map[string]int64{"forest": 56}, map[string]int64{"forest": 327 << 10}},
+		{"by the estimates", 1000, []string{"a", "b"}, map[string]int64{"a": 300, "b": 100}, map[string]int64{"a": 750, "b": 250}},
+		{"evenly without estimates", 10, []string{"a", "b", "c"}, nil, map[string]int64{"a": 3, "b": 3, "c": 4}},
+		{"nothing moved", 0, []string{"a"}, map[string]int64{"a": 5}, map[string]int64{"a": 0}},
+	} {
+		got := Apportion(c.total, c.names, c.est)
+		var sum int64
+		for _, v := range got {
+			sum += v
+		}
+		if sum != c.total || len(got) != len(c.want) {
+			t.Errorf("%s: %v sums to %d; want %v", c.name, got, sum, c.want)
+			continue
+		}
+		for n, v := range c.want {
+			if got[n] != v {
+				t.Errorf("%s: %s got %d bytes; want %d", c.name, n, got[n], v)
+			}
+		}
+	}
+}
+
+// A value's size in the trace is the one measured when it moved, for the
+// version that moved; a later version keeps its own size.
+func TestMeasuredSizesReplaceTheWritersGuess(t *testing.T) {
+	evs := []Event{
+		{Seq: 1, Cell: "fit", Writes: []string{"model", "n"}, Sizes: map[string]int64{"model": 56, "n": 28}},
+		{Seq: 2, Cell: "use", Reads: []string{"model"}, Moved: []string{"model"}, MovedSizes: map[string]int64{"model": 327 << 10}, BytesMoved: 327 << 10},
+		{Seq: 3, Cell: "refit", Writes: []string{"model"}, Sizes: map[string]int64{"model": 56}},
+	}
+	got := Measured(evs)
+	if got[0].Sizes["model"] != 327<<10 || got[0].Sizes["n"] != 28 {
+		t.Errorf("the writer's sizes are %v; want the model as it moved (327 KiB) and n as written", got[0].Sizes)
+	}
+	if got[2].Sizes["model"] != 56 {
+		t.Errorf("a version that never moved got %d bytes; want its own 56", got[2].Sizes["model"])
+	}
+	if evs[0].Sizes["model"] != 56 {
+		t.Error("Measured changed its argument")
+	}
+}
