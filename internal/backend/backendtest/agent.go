@@ -208,21 +208,40 @@ func reach(o *object) map[*object]bool {
 	return out
 }
 
-// parseReportArgs reads report()'s arguments: a JSON list, then True or
-// False for dynamic, then (ignored: a fake kernel has no process state)
-// True or False for proc.
+// parseReportArgs reads report()'s arguments: a JSON list, True or False
+// for dynamic, then (ignored: a fake kernel has no process state, and
+// hashes everything at once, so sharing and full hashing change nothing)
+// True or False for proc, a JSON list of shared names and True or False
+// for full.
 func parseReportArgs(args string) (map[string]bool, bool, error) {
 	dec := json.NewDecoder(strings.NewReader(args))
 	var names []string
 	if err := dec.Decode(&names); err != nil {
 		return nil, false, raise("SyntaxError", "report() names: %v", err)
 	}
-	rest := strings.Split(strings.TrimPrefix(strings.TrimSpace(args[dec.InputOffset():]), ","), ",")
-	if len(rest) < 1 || len(rest) > 2 {
-		return nil, false, raise("TypeError", "report() takes names, dynamic and proc")
+	rest := strings.TrimPrefix(strings.TrimSpace(args[dec.InputOffset():]), ",")
+	var flags []string
+	if i := strings.Index(rest, "["); i >= 0 {
+		sh := json.NewDecoder(strings.NewReader(rest[i:]))
+		var shared []string
+		if err := sh.Decode(&shared); err != nil {
+			return nil, false, raise("SyntaxError", "report() shared: %v", err)
+		}
+		flags = append(strings.Split(strings.TrimSuffix(strings.TrimSpace(rest[:i]), ","), ","),
+			strings.Split(strings.TrimPrefix(strings.TrimSpace(rest[i:][sh.InputOffset():]), ","), ",")...)
+	} else {
+		flags = strings.Split(rest, ",")
+	}
+	if len(flags) < 1 || len(flags) > 3 {
+		return nil, false, raise("TypeError", "report() takes names, dynamic, proc, shared and full")
+	}
+	for _, f := range flags[1:] {
+		if f := strings.TrimSpace(f); f != "True" && f != "False" {
+			return nil, false, raise("SyntaxError", "report() flags must be True or False, not %q", f)
+		}
 	}
 	var dynamic bool
-	switch strings.TrimSpace(rest[0]) {
+	switch strings.TrimSpace(flags[0]) {
 	case "True":
 		dynamic = true
 	case "False":
