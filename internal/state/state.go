@@ -382,16 +382,16 @@ func (m *Map) SetHashes(loc location.Location, hashes map[string]string) {
 	}
 }
 
-// Shared returns the names among names whose current version a location
-// other than loc holds too: for them a content hash after a cell decides
-// whether a copy stays fresh.
+// Shared returns the names among names whose current version loc holds
+// and another location too: for them a content hash after a cell at loc
+// decides whether the other copy stays fresh.
 func (m *Map) Shared(loc location.Location, names []string) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []string
 	for _, n := range names {
 		v, ok := m.vars[n]
-		if !ok {
+		if !ok || !v.At[loc] {
 			continue
 		}
 		for l := range v.At {
