@@ -253,17 +253,9 @@ func (l *Local) launchLocked(ctx context.Context) error {
 		return fmt.Errorf("local kernel (%s -m ipykernel_launcher) did not start: %w (is python3-ipykernel installed?)", l.Python, err)
 	}
 	l.info = ki
-	go l.pump(conn)
+	conn.DeliverTo(l.in)
 	slog.Debug("local kernel ready", "pid", cmd.Process.Pid)
 	return nil
-}
-
-// pump forwards the connection's messages to the stable Incoming channel
-// until the connection closes.
-func (l *Local) pump(c *wire.ClientConn) {
-	for m := range c.Incoming() {
-		l.in <- m
-	}
 }
 
 // waitReady sends kernel_info requests until one is answered and its IOPub

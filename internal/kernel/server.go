@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -646,8 +647,17 @@ func (s *Server) relayReply(ch wire.Channel, c *call, m *wire.Message) {
 }
 
 // setCount rewrites execution_count so the front end sees one continuous
-// count whichever backend ran the cell. Only the top-level key is touched.
+// count whichever backend ran the cell. Only the top-level key is touched:
+// its number is spliced in place (countSpan), the rest of the content
+// passing through byte for byte; decoding and encoding the whole content
+// was the slow path for every execute_input, execute_result and reply.
 func setCount(content json.RawMessage, n int) json.RawMessage {
+	if i, j, ok := countSpan(content); ok {
+		num := strconv.Itoa(n)
+		out := make([]byte, 0, len(content)-(j-i)+len(num))
+		out = append(append(append(out, content[:i]...), num...), content[j:]...)
+		return out
+	}
 	var m map[string]json.RawMessage
 	if json.Unmarshal(content, &m) != nil {
 		return content
@@ -701,4 +711,53 @@ func (s *Server) handleInputReply(m *wire.Message) {
 	if err := s.backends[p.loc].Send(context.Background(), wire.Stdin, out); err != nil {
 		s.log.Error("forwarding input reply", "err", err)
 	}
+}
+
+// countSpan finds the value of content's top-level "execution_count" key,
+// content[i:j], when it is a number or null; ok is false otherwise (the
+// caller then decodes the whole content).
+func countSpan(b []byte) (i, j int, ok bool) {
+	space := func(k int) int {
+		for k < len(b) && (b[k] == ' ' || b[k] == '\t' || b[k] == '\n' || b[k] == '\r') {
+			k++
+		}
+		return k
+	}
+	depth := 0
+	for k := 0; k < len(b); k++ {
+		switch b[k] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case '"':
+			e := k + 1
+			for e < len(b) && b[e] != '"' {
+				if b[e] == '\\' {
+					e++
+				}
+				e++
+			}
+			if e >= len(b) {
+				return 0, 0, false
+			}
+			if depth == 1 && string(b[k+1:e]) == "execution_count" {
+				if c := space(e + 1); c < len(b) && b[c] == ':' {
+					i = space(c + 1)
+					j = i
+					for j < len(b) && (b[j] == '-' || b[j] == '.' || b[j] == '+' || b[j] == 'e' || b[j] == 'E' || (b[j] >= '0' && b[j] <= '9') || (b[j] >= 'a' && b[j] <= 'z')) {
+						j++
+					}
+					if v := string(b[i:j]); j > i && (v == "null" || (v[0] >= '0' && v[0] <= '9') || v[0] == '-') {
+						if c := space(j); c < len(b) && (b[c] == ',' || b[c] == '}') {
+							return i, j, true
+						}
+					}
+					return 0, 0, false
+				}
+			}
+			k = e
+		}
+	}
+	return 0, 0, false
 }
