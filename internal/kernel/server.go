@@ -365,6 +365,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); f() }()
 	}
+	// Backends that can call Ferry with each message do, from the goroutine
+	// that read it: one hand-off less per message than a route goroutine
+	// reading their channel. Set before any kernel starts.
+	for loc, b := range s.backends {
+		if h, ok := b.(handler); ok {
+			h.Handle(func(in wire.Incoming) { s.dispatch(loc, in) })
+		}
+	}
 	// Start the local kernel now so the first cell does not wait for it,
 	// and the clouds too unless the policy keeps everything local (a
 	// cloud kernel nobody uses costs money).
@@ -379,6 +387,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		})
 	}
 	for loc, b := range s.backends {
+		if _, ok := b.(handler); ok {
+			continue // Handle'd above
+		}
 		goWait(func() { s.route(ctx, loc, b) })
 	}
 	shellQ := make(chan *wire.Message, 1024)
@@ -532,38 +543,51 @@ func (s *Server) lookup(id string) *call {
 	return s.calls[id]
 }
 
-// route relays everything one backend sends. It is the only reader of that
-// backend's messages, so IOPub order is kept.
+// route relays everything one backend sends on its Incoming channel. It is
+// the only reader of that backend's messages, so IOPub order is kept.
 func (s *Server) route(ctx context.Context, loc location.Location, b backend.Backend) {
 	for {
-		var in wire.Incoming
 		select {
-		case in = <-b.Incoming():
+		case in := <-b.Incoming():
+			s.dispatch(loc, in)
 		case <-ctx.Done():
 			return
 		}
-		m := in.Msg
-		c := s.lookup(m.ParentID())
-		switch in.Channel {
-		case wire.IOPub:
-			s.relayIOPub(loc, c, m)
-		case wire.Stdin:
-			s.relayInputRequest(loc, c, m)
-		default: // shell and control replies
-			if c == nil {
-				s.log.Debug("reply to unknown request", "type", m.Header.MsgType)
-				continue
+	}
+}
+
+// handler is a backend that calls a function with each message instead
+// (backend.Local): on the goroutine that read it, in order per socket.
+type handler interface {
+	Handle(func(wire.Incoming))
+}
+
+// dispatch relays one backend message: IOPub to the front end under its
+// request, stdin requests to the front end's stdin, replies to whoever
+// waits for them. Messages of one socket come in order; those of
+// different sockets may come concurrently (they never had an order).
+func (s *Server) dispatch(loc location.Location, in wire.Incoming) {
+	m := in.Msg
+	c := s.lookup(m.ParentID())
+	switch in.Channel {
+	case wire.IOPub:
+		s.relayIOPub(loc, c, m)
+	case wire.Stdin:
+		s.relayInputRequest(loc, c, m)
+	default: // shell and control replies
+		if c == nil {
+			s.log.Debug("reply to unknown request", "type", m.Header.MsgType)
+			return
+		}
+		if c.waiter.Load() {
+			select {
+			case c.reply <- m:
+				return
+			default:
 			}
-			if c.waiter.Load() {
-				select {
-				case c.reply <- m:
-					continue
-				default:
-				}
-			}
-			if c.fe != nil && !c.gaveUp.Load() { // nobody waits for it (unknown types): relay as is
-				s.relayReply(in.Channel, c, m)
-			}
+		}
+		if c.fe != nil && !c.gaveUp.Load() { // nobody waits for it (unknown types): relay as is
+			s.relayReply(in.Channel, c, m)
 		}
 	}
 }

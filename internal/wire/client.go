@@ -36,7 +36,8 @@ type ClientConn struct {
 	signer  *Signer
 	socks   map[Channel]*Socket
 	in      chan Incoming
-	dst     atomic.Pointer[chan Incoming] // where read delivers: in, or DeliverTo's
+	dst     atomic.Pointer[chan Incoming]  // where read delivers: in, or DeliverTo's
+	handler atomic.Pointer[func(Incoming)] // HandleWith's, called instead
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	// Rejected counts messages dropped for a bad signature or bad frames.
@@ -87,6 +88,10 @@ func (c *ClientConn) read(ctx context.Context, ch Channel, s *Socket) {
 			slog.Warn("dropped message from kernel", "channel", ch, "err", err)
 			continue
 		}
+		if h := c.handler.Load(); h != nil {
+			(*h)(Incoming{Channel: ch, Msg: m})
+			continue
+		}
 		select {
 		case *c.dst.Load() <- Incoming{Channel: ch, Msg: m}:
 		case <-ctx.Done():
@@ -105,6 +110,14 @@ func (c *ClientConn) Incoming() <-chan Incoming { return c.in }
 // no goroutine copies every message from one channel to the other: one
 // hand-off less on each message a kernel sends.
 func (c *ClientConn) DeliverTo(ch chan Incoming) { c.dst.Store(&ch) }
+
+// HandleWith has f called with each message from now on, on the reader
+// goroutine of the socket it came on (so in order per socket, and
+// concurrently across sockets), instead of delivering it on a channel: a
+// relay then forwards each message from the goroutine that received it,
+// with no hand-off. f must not block for long: its socket is not read
+// meanwhile (what arrives queues in the socket).
+func (c *ClientConn) HandleWith(f func(Incoming)) { c.handler.Store(&f) }
 
 // Send signs and sends m on ch (shell, control or stdin).
 func (c *ClientConn) Send(ch Channel, m *Message) error {
