@@ -584,12 +584,19 @@ _wake = threading.Event()
 _worker = None
 
 
+_calm = threading.Event()  # set while no code runs: the worker waits on it without polling
+
+
 def _activity(busy=None):
     global _epoch, _quiet, _busy
     _epoch += 1
     _quiet = time.monotonic()
     if busy is not None:
         _busy = busy
+        if busy:
+            _calm.clear()
+        else:
+            _calm.set()
 
 
 def _later(n, fp):
@@ -622,9 +629,14 @@ def _work():
             if item is None:
                 _wake.clear()
                 continue
+        if _busy:
+            # A waiting thread costs the cell nothing; one polling every
+            # few ms takes the GIL from it each time.
+            _calm.wait(1.0)
+            continue
         wait = _quiet + THINK - time.monotonic()
-        if _busy or wait > 0:
-            time.sleep(min(max(wait, 0.01), 0.25))
+        if wait > 0:
+            time.sleep(min(wait, 0.25))
             continue
         n, fp = item
         epoch = _epoch
