@@ -100,7 +100,7 @@ type NotebookOverheadResult struct {
 	Ferry, Direct time.Duration // median over the rounds
 	Ratio         float64
 	// FerryRSS and DirectRSS are the kernel's peak resident memory after
-	// the run (ru_maxrss, bytes; the largest over the rounds): what the
+	// the run (VmHWM, bytes; the largest over the rounds): what the
 	// agent's tracking adds to the user's kernel.
 	FerryRSS, DirectRSS int64
 }
@@ -195,8 +195,10 @@ func mib(b int64) string {
 	return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
 }
 
-// peakRSSExpr is the kernel's peak resident memory in KiB (Linux).
-const peakRSSExpr = `__import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss`
+// peakRSSExpr is the kernel's peak resident memory in KiB: VmHWM (Linux),
+// not ru_maxrss, which keeps the high-water mark of the process that
+// forked the kernel (the benchmark itself) across exec.
+const peakRSSExpr = `[int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]`
 
 // timedRun runs every code cell of nb after an untimed warm-up cell (so
 // start-up, Ferry's analysis helper included, is not counted), then asks
