@@ -14,7 +14,7 @@ import (
 // checks the installed agent's at install (ProtocolKey), so an agent left
 // in a kernel by another Ferry build is never spoken to in the wrong
 // dialect. Bump both together when a message changes shape.
-const ProtocolVersion = 3
+const ProtocolVersion = 4
 
 // ProtocolKey is the user_expressions key of the install request that
 // returns the installed agent's PROTOCOL.
@@ -120,6 +120,7 @@ func ParseReport(raw json.RawMessage) (Report, error) {
 		Lists   []string           `json:"lists"`
 		Effects []string           `json:"effects"`
 		Imports map[string]string  `json:"imports"`
+		Hashes  map[string]string  `json:"hashes"`
 	}
 	if err := json.Unmarshal([]byte(text), &r); err != nil {
 		return rep, fmt.Errorf("malformed report: %w", err)
@@ -133,7 +134,7 @@ func ParseReport(raw json.RawMessage) (Report, error) {
 		return rep, errors.New("malformed report: no \"changed\" map")
 	}
 	rep.Changed, rep.Deleted = make(map[string]Change, len(r.Changed)), r.Deleted
-	rep.Reads, rep.Lists, rep.Effects, rep.Imports = r.Reads, r.Lists, r.Effects, r.Imports
+	rep.Reads, rep.Lists, rep.Effects, rep.Imports, rep.Hashes = r.Reads, r.Lists, r.Effects, r.Imports, r.Hashes
 	for n, ch := range r.Changed {
 		if ch == nil {
 			return Report{}, fmt.Errorf("malformed report: %q is described by null, not an object", n)

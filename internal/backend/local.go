@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -45,7 +46,8 @@ type Local struct {
 	// moves it into a CPU-quota cgroup).
 	OnStart func(pid int) error
 
-	in chan wire.Incoming
+	in      chan wire.Incoming
+	handler func(wire.Incoming) // Handle's; nil: messages go to in
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -80,6 +82,19 @@ func NewStandIn(python string) *Local {
 
 func (l *Local) Location() location.Location    { return l.Loc }
 func (l *Local) Incoming() <-chan wire.Incoming { return l.in }
+
+// Handle has f called with every message of this backend's kernels, on
+// the goroutine that read it, instead of delivering them on Incoming (see
+// wire.ClientConn.HandleWith): Ferry's relay is then one goroutine
+// hand-off shorter per message. Set it before the first Start.
+func (l *Local) Handle(f func(wire.Incoming)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.handler = f
+	if l.conn != nil {
+		l.conn.HandleWith(f)
+	}
+}
 
 func (l *Local) Died() <-chan struct{} {
 	l.mu.Lock()
@@ -253,17 +268,13 @@ func (l *Local) launchLocked(ctx context.Context) error {
 		return fmt.Errorf("local kernel (%s -m ipykernel_launcher) did not start: %w (is python3-ipykernel installed?)", l.Python, err)
 	}
 	l.info = ki
-	go l.pump(conn)
+	if l.handler != nil {
+		conn.HandleWith(l.handler)
+	} else {
+		conn.DeliverTo(l.in)
+	}
 	slog.Debug("local kernel ready", "pid", cmd.Process.Pid)
 	return nil
-}
-
-// pump forwards the connection's messages to the stable Incoming channel
-// until the connection closes.
-func (l *Local) pump(c *wire.ClientConn) {
-	for m := range c.Incoming() {
-		l.in <- m
-	}
 }
 
 // waitReady sends kernel_info requests until one is answered and its IOPub
@@ -328,13 +339,14 @@ func (l *Local) exitedLocked() bool {
 	if l.cmd == nil || l.cmd.Process == nil {
 		return true
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(l.cmd.Process.Pid) + "/stat")
-	if err != nil {
-		return true
+	// waitid(WNOHANG|WNOWAIT) asks without reaping (the waiter goroutine
+	// reaps): one system call. Reading /proc/PID/stat, as before, cost
+	// 0.08 s of CPU over a 300-round `ferry bench overhead`, on every cell.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, l.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
+		return true // reaped already (ECHILD): the waiter is telling
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+	return info.Signo != 0
 }
 
 // Interrupt sends SIGINT to the kernel, as jupyter_client does for

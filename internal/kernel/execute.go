@@ -214,7 +214,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	s.where.set(loc)
 	defer s.where.set("")
-	content = s.withReport(content, eff)
+	content = s.withReport(content, loc, eff)
 	readVers := s.state.Versions(cell.Reads)
 	t1 := time.Now()
 	// execute_input and execute_result carry the number the cell gets if

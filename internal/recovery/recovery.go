@@ -261,7 +261,7 @@ func (r *Recovery) Replay(ctx context.Context, loc location.Location, plan state
 			clobbered[n] = true
 		}
 	}
-	exprs, err := transfer.Exec(ctx, r.req, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false, false)})
+	exprs, err := transfer.Exec(ctx, r.req, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false, false, nil, true)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("asking the agent what was made: %w", err)
 	}
@@ -351,7 +351,9 @@ func (r *Recovery) Recompute(ctx context.Context, loc location.Location, rc poli
 func (r *Recovery) Recipe(names []string, loc location.Location) (state.Plan, bool) {
 	target := map[string]bool{}
 	for _, n := range names {
-		if v, ok := r.state.Get(n); !ok || v.Group != "" || !v.Movable {
+		// Without a content hash (not computed yet, or too big) a
+		// recomputed value could not be checked, and is never kept.
+		if v, ok := r.state.Get(n); !ok || v.Group != "" || !v.Movable || v.Hash == "" {
 			return state.Plan{}, false
 		}
 		target[n] = true
