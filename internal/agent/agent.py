@@ -1057,15 +1057,33 @@ def _reach(obj):
     return ids
 
 
-_reaches = {}  # name -> (id, shallow signature, reach set), reused while unchanged
+_reaches = {}  # name -> (_reach_key, reach set), reused while unchanged
+
+
+def _reach_key(obj):
+    """What a cached reach set is valid for: the object's identity and
+    shallow signature, and for an array the root its memory belongs to. An
+    array loaded at the address a freed one had (Ferry deletes a stale copy
+    just before loading the new one) is a view of another root: keyed by
+    id alone, its partners' views stopped meeting it and a write through
+    one left the other stale elsewhere."""
+    np = sys.modules.get("numpy")
+    root = None
+    if np is not None and isinstance(obj, np.ndarray):
+        root = obj
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        root = (id(root), id(root.base))
+    return (id(obj), _shallow(obj), root)
 
 
 def _reach_of(n, obj, fresh):
     hit = _reaches.get(n)
-    if hit is not None and n not in fresh and hit[0] == id(obj) and hit[1] == _shallow(obj):
-        return hit[2]
+    key = _reach_key(obj)
+    if hit is not None and n not in fresh and hit[0] == key:
+        return hit[1]
     r = set() if isinstance(obj, _ATOMIC) or isinstance(obj, types.ModuleType) else _reach(obj)
-    _reaches[n] = (id(obj), _shallow(obj), r)
+    _reaches[n] = (key, r)
     return r
 
 
@@ -1101,6 +1119,7 @@ def forget(names):
     """Drop fingerprints, e.g. after Ferry deleted stale copies."""
     for n in names:
         _prints.pop(n, None)
+        _reaches.pop(n, None)
 
 
 def snapshot():
@@ -1468,6 +1487,7 @@ def load(blob):
                 _fstat[r] = _audit.stat_of(r)
             continue
         ns[k] = v
+        _reaches.pop(k, None)  # a new object: its sharing is computed afresh
         h = hashes.get(k)
         _prints[k] = _FP(v, h) if h else _fingerprint(v)
     return sorted(group)
@@ -1506,6 +1526,7 @@ def delete(names):
         else:
             ns.pop(n, None)
         _prints.pop(n, None)
+        _reaches.pop(n, None)
 
 
 # -------------------------------------------------------------------- comm

@@ -274,6 +274,41 @@ class AgentTests(unittest.TestCase):
         ns["v"][0] = -1
         self.assertEqual(self.changed(["v"]), {"v", "x"})
 
+    def test_loaded_view_rejoins_its_group(self):
+        # Pingpong on numpy_inplace: the target held an old x (its sharing
+        # cached), Ferry deleted it and loaded x and its view v; a write
+        # through v must mark x changed, or the other side keeps a stale x.
+        import numpy as np
+
+        x = np.arange(6.0)
+        self.a.user_ns.update(x=x, v=x[1:3])
+        agent._shell = self.b
+        self.b.user_ns["x"] = np.arange(6.0)
+        self.report()  # b's x fingerprinted, its reach cached
+        agent.delete(["x"])
+        move(self.a, self.b, ["x", "v"])
+        agent._shell = self.b
+        self.report()
+        self.b.user_ns["v"][:] = -1
+        self.assertEqual(self.changed(["v"]), {"v", "x"})
+        self.assertEqual(list(self.b.user_ns["x"]), [0, -1, -1, 3, 4, 5], "v is still a view of x")
+
+    def test_reach_cache_follows_an_arrays_root(self):
+        # An array loaded at the address of a freed one (same id, same
+        # shape) but a view of another root must not reuse the cached reach.
+        import numpy as np
+
+        root1, root2 = np.arange(6.0), np.arange(6.0)
+        a = root1.reshape(6)
+        key = agent._reach_key(a)
+        self.assertEqual(key, agent._reach_key(a))
+        b = root2.reshape(6)
+        real_id = id
+        agent.id = lambda o: real_id(a) if o is b else real_id(o)  # b lands where a was
+        try:
+            self.assertNotEqual(key, agent._reach_key(b))
+        finally:
+            del agent.id
     def test_unmovable(self):
         import socket
 

@@ -401,7 +401,7 @@ func (s *Server) carryOut(ctx context.Context, plan *policy.Plan) moved {
 			// A certain failure: the target lacks what the values need.
 			// They stay where they are, and so do the cells reading them.
 			for _, n := range names {
-				s.state.SetUnmovable(n, "the "+mv.To.String()+" kernel could not load it ("+lastLine(err.Error())+")")
+				s.state.SetUnmovable(n, "the "+mv.To.String()+" kernel could not load it ("+innermost(err.Error())+")")
 			}
 		}
 		if err != nil {

@@ -97,6 +97,10 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	}
 	// The files it may read, under the notebook's folder, are inputs like
 	// names; those outside it stay on the laptop, and so does the cell.
+	// The laptop's files enter the state map when its agent is installed;
+	// a first cell planned before that (its kernel still starting) would
+	// see none of them and run in the cloud without its data.
+	s.awaitInventory(ctx)
 	// A change of directory needs the folder there, and relative paths
 	// after it mean other files: every known file counts as read.
 	fn := s.fileNeeds(cell, eff.Facts, r.Dynamic || eff.Facts.Chdir)

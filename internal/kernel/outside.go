@@ -478,9 +478,9 @@ func (s *Server) filesCap() int64 {
 	return 2 << 30
 }
 
-// lastLine is the last "; "-separated part of an error chain, for a
-// one-line reason.
-func lastLine(msg string) string {
+// innermost is the innermost cause of a wrapped error's text (after its
+// last ": "), for a one-line reason.
+func innermost(msg string) string {
 	if i := strings.LastIndex(msg, ": "); i >= 0 && i+2 < len(msg) {
 		return msg[i+2:]
 	}
@@ -536,4 +536,19 @@ func shownNames(names []string, pseudo bool) []string {
 		out = append(out, extra...)
 	}
 	return out
+}
+
+// awaitInventory makes sure the laptop's agent has been installed, so its
+// files are in the state map, before a cell's file needs are resolved.
+// Once it has, this costs a map lookup.
+func (s *Server) awaitInventory(ctx context.Context) {
+	s.out.mu.Lock()
+	done := s.out.inventoried[location.Local]
+	s.out.mu.Unlock()
+	if done || s.backends[location.Local] == nil {
+		return
+	}
+	if err := s.mover.Ready(ctx, location.Local); err != nil {
+		s.log.Warn("the laptop kernel is not ready; its files are not known yet", "err", err)
+	}
 }

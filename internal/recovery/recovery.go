@@ -252,10 +252,10 @@ func (r *Recovery) Replay(ctx context.Context, loc location.Location, plan state
 		case err == nil || st.Failed:
 		case errors.Is(err, transfer.ErrAgent):
 			if stepErr == nil {
-				stepErr = fmt.Errorf("cell %q: %w", FirstLine(st.Code), err)
+				stepErr = fmt.Errorf("cell %q: %w", state.FirstLine(st.Code), err)
 			}
 		default:
-			return nil, nil, fmt.Errorf("cell %q: %w", FirstLine(st.Code), err)
+			return nil, nil, fmt.Errorf("cell %q: %w", state.FirstLine(st.Code), err)
 		}
 		for n := range st.Writes {
 			clobbered[n] = true
@@ -400,9 +400,6 @@ func Run(cell, code string, loc location.Location, failed bool, reads, wrote map
 	}
 	return run
 }
-
-// FirstLine is a cell's first line, shortened, for messages.
-func FirstLine(code string) string { return state.FirstLine(code) }
 
 func plural(n int) string {
 	if n == 1 {

@@ -42,11 +42,3 @@ func TestRecordKeepsOnlyConfirmedVersions(t *testing.T) {
 		t.Errorf("g not marked unmovable: %+v", g)
 	}
 }
-
-func TestFirstLine(t *testing.T) {
-	for in, want := range map[string]string{"x = 1": "x = 1", "a\nb": "a …", "  y\n": "y"} {
-		if got := FirstLine(in); got != want {
-			t.Errorf("FirstLine(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -162,3 +162,11 @@ func TestPlanRefusesRunsWithEffects(t *testing.T) {
 		}
 	}
 }
+
+func TestFirstLine(t *testing.T) {
+	for in, want := range map[string]string{"x = 1": "x = 1", "a\nb": "a …", "  y\n": "y"} {
+		if got := FirstLine(in); got != want {
+			t.Errorf("FirstLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
