@@ -219,6 +219,9 @@ func TestRunTimeoutRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	outs, _ := got.Cells[1]["outputs"].([]any)
+	if len(outs) == 0 {
+		t.Fatalf("the timed-out cell has no outputs; want its print and a CellTimeoutError")
+	}
 	last, _ := outs[len(outs)-1].(map[string]any)
 	if last["ename"] != "CellTimeoutError" || !strings.Contains(toJSON(last["evalue"]), "after 2 seconds") || !strings.Contains(toJSON(outs), "waiting") {
 		t.Errorf("the timed-out cell's outputs: %s", toJSON(outs))

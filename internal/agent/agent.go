@@ -81,6 +81,16 @@ func ReportExpr(maybe []string, dynamic, proc bool, shared []string, full bool, 
 	return `__import__("_ferry_agent").report(` + string(b) + `, ` + py[dynamic] + `, ` + py[proc] + `, ` + string(sh) + `, ` + py[full] + `, ` + string(at) + `)`
 }
 
+// HashesKey and HashesExpr ask the agent for the content hashes of
+// names' current versions, computed now if they were left for think time
+// (a JSON object name -> hash, "" for a value that cannot be hashed).
+const HashesKey = "__ferry_hashes__"
+
+func HashesExpr(names []string) string {
+	b, _ := json.Marshal(names)
+	return `__import__("_ferry_agent").hashes_now(` + string(b) + `)`
+}
+
 // InfoKey and InfoExpr ask the installed agent about its kernel (Python
 // and module versions, environment names, root and files) in the install
 // request's user_expressions.

@@ -718,6 +718,23 @@ def hash_pending():
             _settled(n, fp, None)
 
 
+def hashes_now(names):
+    """The content hashes of names' current versions, computed now where
+    they were left for later ("" when a value cannot be hashed): Ferry asks
+    when it needs one at once, to check a recomputed value against it."""
+    out = {}
+    for n in names:
+        fp = _prints.get(n)
+        if not isinstance(fp, _FP):
+            continue
+        if fp.content is None:
+            obj = _user_ns().get(n)
+            if obj is not None and fp.same_object(obj):
+                _settled(n, fp, _content_hash(obj))
+        out[n] = fp.content or ""
+    return _JSON(out)
+
+
 def _take_done(changed):
     """The hashes computed later since the last report, of versions this
     report does not replace."""

@@ -51,7 +51,7 @@ func TestInstallCodeIsOneExpression(t *testing.T) {
 	if got := agent.ReportExpr([]string{"a\"b"}, true, false, nil, false); !strings.Contains(got, `["a\"b"], True`) {
 		t.Fatalf("report expression quotes names wrongly: %s", got)
 	}
-	if got := agent.ReportExpr(nil, false, false, nil, false); !strings.Contains(got, `([], False, False, [], False)`) {
+	if got := agent.ReportExpr(nil, false, false, nil, false); !strings.Contains(got, `([], False, False, [], False, [])`) {
 		t.Fatalf("report expression without names: %s", got)
 	}
 }

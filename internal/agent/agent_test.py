@@ -169,6 +169,20 @@ class AgentTests(unittest.TestCase):
         self.assertEqual(self.report(full=True)["changed"]["y"]["hash"], agent._content_hash(np.zeros(100 << 17)))
         print("report of a new 100 MiB array: %.4fs" % dt, file=sys.stderr)
 
+    def test_hashes_now_computes_what_was_left_for_later(self):
+        import numpy as np
+
+        ns = self.a.user_ns
+        ns["x"] = np.ones(1 << 20)  # 8 MiB: hashed later
+        ns["s"] = [1, 2]
+        self.report()
+        self.assertIsNone(agent._prints["x"].content)
+        got = json.loads(repr(agent.hashes_now(["x", "s", "nothere"])))
+        self.assertEqual(got["x"], agent._content_hash(np.ones(1 << 20)))
+        self.assertEqual(got["s"], agent._prints["s"].content)
+        self.assertNotIn("nothere", got)
+        self.assertEqual(agent._prints["x"].content, got["x"], "kept for the next move")
+
     def test_hash_later_equals_hash_now(self):
         import numpy as np
 

@@ -173,3 +173,16 @@ func ParseInfo(raw json.RawMessage) (Info, error) {
 	}
 	return info, nil
 }
+
+// ParseHashes decodes the answer to HashesExpr.
+func ParseHashes(raw json.RawMessage) (map[string]string, error) {
+	text, err := ParseBundle(raw)
+	if err != nil {
+		return nil, err
+	}
+	var h map[string]string
+	if err := json.Unmarshal([]byte(text), &h); err != nil {
+		return nil, fmt.Errorf("malformed hashes: %w", err)
+	}
+	return h, nil
+}
