@@ -220,7 +220,7 @@ func TestRunTimeoutRecorded(t *testing.T) {
 	}
 	outs, _ := got.Cells[1]["outputs"].([]any)
 	if len(outs) == 0 {
-		t.Fatalf("the timed-out cell has no outputs; want its print and a CellTimeoutError")
+		t.Fatalf("the timed-out cell has no outputs; want its print and a CellTimeoutError (cells: %s)", toJSON(got.Cells))
 	}
 	last, _ := outs[len(outs)-1].(map[string]any)
 	if last["ename"] != "CellTimeoutError" || !strings.Contains(toJSON(last["evalue"]), "after 2 seconds") || !strings.Contains(toJSON(outs), "waiting") {

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/session"
@@ -261,6 +263,15 @@ func runNotebook(ctx context.Context, args []string) error {
 	if *logOutput {
 		ropt.LogOutput = os.Stderr
 	}
+	if ropt.CellTimeout > 0 {
+		// As papermill's --execution-timeout, --timeout bounds a cell's own
+		// run, not the kernel's start: under a loaded machine the first
+		// cell timed out while the laptop kernel and the analysis helper
+		// were still starting (8 s against a 2 s limit).
+		if err := warmUp(ctx, sess, cfg); err != nil {
+			return err
+		}
+	}
 	var runs []notebook.CellRun
 	var runErr error
 	if steps != nil {
@@ -345,6 +356,20 @@ func writeReport(path string, sum summary, evs []trace.Event) error {
 	}
 	if err != nil {
 		return fmt.Errorf("writing report: %w", err)
+	}
+	return nil
+}
+
+// warmUp starts the laptop kernel and the analysis helper before the first
+// cell, so a cell's time limit counts only the cell.
+func warmUp(ctx context.Context, sess *client.Session, cfg kernel.Config) error {
+	if _, err := sess.Kernel.Start(ctx, location.Local); err != nil {
+		return fmt.Errorf("starting the laptop kernel: %w", err)
+	}
+	if cfg.Analyzer != nil {
+		if _, err := cfg.Analyzer.Analyze(ctx, "pass"); err != nil {
+			return fmt.Errorf("starting the analysis helper: %w", err)
+		}
 	}
 	return nil
 }

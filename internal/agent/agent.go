@@ -26,6 +26,20 @@ var AuditSource string
 //go:embed _ferry_proc.py
 var ProcSource string
 
+// HistorySource is the agent's helper keeping IPython's history (count,
+// In, Out) in step across kernels, sys.modules["_ferry_history"].
+//
+//go:embed _ferry_history.py
+var HistorySource string
+
+// HistoryMetaKey is the execute_request metadata key carrying what a
+// kernel lacks of the front end's history (_ferry_history.py), and
+// OutPrefix names Out[n] as a movable pseudo-variable OutPrefix+"n".
+const (
+	HistoryMetaKey = "ferry_history"
+	OutPrefix      = "__ferry_out__:"
+)
+
 // CommTarget is the comm target the agent registers; a comm_open to it must
 // carry {"secret": secret} as its data.
 const CommTarget = "ferry.state"
@@ -45,7 +59,7 @@ func InstallCode(secret string, env map[string]string) string {
 			` setattr(s.modules["` + name + `"], "__file__", "<` + name + `>"),` +
 			` exec(compile(` + strconv.Quote(src) + `, "<` + name + `>", "exec"), s.modules["` + name + `"].__dict__),`
 	}
-	return `(lambda s, t, j: (` + mod("_ferry_audit", AuditSource) + mod("_ferry_proc", ProcSource) + mod("_ferry_agent", Source) +
+	return `(lambda s, t, j: (` + mod("_ferry_audit", AuditSource) + mod("_ferry_proc", ProcSource) + mod("_ferry_history", HistorySource) + mod("_ferry_agent", Source) +
 		` s.modules["_ferry_agent"].install(` + strconv.Quote(secret) + `, env=j.loads(` + strconv.Quote(string(envJSON)) + `))))` +
 		`(__import__("sys"), __import__("types"), __import__("json"))`
 }

@@ -123,6 +123,7 @@ import warnings
 
 import _ferry_audit as _audit
 import _ferry_proc as _proc
+import _ferry_history as _history
 
 # The comm protocol and report format version; Go's agent.ProtocolVersion.
 PROTOCOL = 4
@@ -1154,7 +1155,10 @@ def _source_of(code):
 
     entry = linecache.cache.get(code.co_filename)
     if entry and len(entry) >= 3 and sum(len(line) for line in entry[2]) < (256 << 10):
-        return code.co_filename, list(entry[2])
+        # The cell's number too: IPython shows "Cell In[n]" for the files
+        # its compiler made, and plain paths for others.
+        fmap = getattr(getattr(_shell, "compile", None), "_filename_map", None)
+        return code.co_filename, list(entry[2]), fmap.get(code.co_filename) if isinstance(fmap, dict) else None
     return None
 
 
@@ -1162,11 +1166,14 @@ def _main_function(code, name, defaults, kwdefaults, closure, fdict, qualname, d
     if source is not None:
         import linecache
 
-        filename, lines = source
+        filename, lines = source[0], source[1]
         if filename not in linecache.cache:
             # No mtime: linecache.checkcache leaves the entry be, as for
             # IPython's own cells.
             linecache.cache[filename] = (sum(len(line) for line in lines), None, lines, filename)
+        fmap = getattr(getattr(_shell, "compile", None), "_filename_map", None)
+        if len(source) > 2 and source[2] is not None and isinstance(fmap, dict):
+            fmap.setdefault(filename, source[2])
     f = types.FunctionType(code, _user_ns(), name, defaults, closure)
     f.__kwdefaults__ = kwdefaults
     f.__dict__.update(fdict)
@@ -1304,6 +1311,17 @@ def pack(names):
                 group[n] = pickle.PickleBuffer(_audit.read_file(n[len(FILE_PREFIX):]))
             except OSError as e:
                 unmovable[n] = "the file cannot be read here (%s)" % e
+            continue
+        if _history.is_out(n):
+            try:
+                v = _history.get_out(n, ns)
+            except (KeyError, ValueError):
+                continue  # no such result here: Out[n] stays missing there too
+            why = _unmovable_reason(v)
+            if why:
+                unmovable[n] = why
+            else:
+                group[n] = v
             continue
         if n not in ns:
             continue
@@ -1502,6 +1520,9 @@ def load(blob):
             if ver is not None:
                 _prints[k] = ver[1]
                 _fstat[r] = _audit.stat_of(r)
+            continue
+        if _history.is_out(k):
+            _history.set_out(k, v, ns)
             continue
         ns[k] = v
         _reaches.pop(k, None)  # a new object: its sharing is computed afresh
@@ -1748,6 +1769,7 @@ def install(secret, shell=None, env=None):
         os.environ[k] = v
     _audit.set_root(os.getcwd())
     _audit.install(shell)
+    _history.install(shell)
     _proc.baseline(shell)
     _proc_signals = _signals()
     km = getattr(shell, "kernel", None)

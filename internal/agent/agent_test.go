@@ -27,10 +27,10 @@ func needPython(t testing.TB) {
 // TestAgentPython runs the agent's Python unit tests in-process with
 // Debian's interpreter (numpy, pandas, cloudpickle, dill are needed):
 // agent_test.py for the agent, outside_test.py for its helpers (files,
-// side effects, process state).
+// side effects, process state), history_test.py for IPython's history.
 func TestAgentPython(t *testing.T) {
 	needPython(t)
-	out, err := exec.Command(testenv.Python(), "-m", "unittest", "-v", "agent_test", "outside_test").CombinedOutput()
+	out, err := exec.Command(testenv.Python(), "-m", "unittest", "-v", "agent_test", "outside_test", "history_test").CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
 		t.Fatalf("agent tests failed: %v", err)

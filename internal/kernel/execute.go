@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -135,10 +136,11 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		content = withCode(m.Content, body)
 	}
 	var recordResult func(string)
+	hist := -1
 	if store {
 		s.histMu.Lock()
 		s.history = append(s.history, historyEntry{Line: count, Input: req.Code})
-		hist := len(s.history) - 1
+		hist = len(s.history) - 1
 		s.histMu.Unlock()
 		recordResult = func(text string) {
 			s.histMu.Lock()
@@ -215,14 +217,27 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	s.where.set(loc)
 	defer s.where.set("")
 	content = s.withReport(content, loc, eff)
+	// The kernel's history in step with the front end's: its count, In,
+	// and the results the cell reads (_, Out[n]).
+	sent := m
+	if md := s.syncHistory(ctx, loc, count, eff.Reads, m.Metadata); !bytes.Equal(md, m.Metadata) {
+		cp := *m
+		cp.Metadata = md
+		sent = &cp
+	}
 	readVers := s.state.Versions(cell.Reads)
 	t1 := time.Now()
 	// execute_input and execute_result carry the number the cell gets if
 	// it counts, as ipykernel's do, whichever backend runs it.
-	reply, err := s.forwardAs(ctx, loc, wire.Shell, m, content, s.execCount+1, false, recordResult)
+	reply, err := s.forwardAs(ctx, loc, wire.Shell, sent, content, s.execCount+1, false, recordResult)
 	runtime := time.Since(t1).Seconds()
 	if store {
 		s.execCount = count
+		s.histMu.Lock()
+		if s.history[hist].Output != nil {
+			s.history[hist].outAt = map[location.Location]bool{loc: true}
+		}
+		s.histMu.Unlock()
 	}
 	s.lastEnd = time.Now()
 	s.lastMoved = "nothing moved"

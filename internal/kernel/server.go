@@ -104,16 +104,18 @@ type Server struct {
 	execCount int
 	histMu    sync.Mutex // history is also written by the router (outputs)
 	history   []historyEntry
-	policy    policy.Policy
-	model     *policy.Model
-	state     *state.Map
-	lineage   *state.Lineage
-	lastEnd   time.Time // when the previous execution finished, for think time
-	lastWhy   string    // the last placement decision, for %ferry why
-	lastCosts map[location.Location]float64
-	lastMoved string
-	seq       int
-	lastCell  string // the last cell run, for predictions
+	// kernelHist is what each kernel knows of history (shell worker only).
+	kernelHist map[location.Location]*kernelHistory
+	policy     policy.Policy
+	model      *policy.Model
+	state      *state.Map
+	lineage    *state.Lineage
+	lastEnd    time.Time // when the previous execution finished, for think time
+	lastWhy    string    // the last placement decision, for %ferry why
+	lastCosts  map[location.Location]float64
+	lastMoved  string
+	seq        int
+	lastCell   string // the last cell run, for predictions
 
 	// The rooms: moves, recovery and think time own their state; the
 	// kernel routes. facts is the state map and lineage as planning sees
@@ -246,6 +248,9 @@ type historyEntry struct {
 	Line   int
 	Input  string
 	Output *string // text/plain of the execute_result, if any
+	// outAt are the kernels holding the result as their Out[Line]
+	// (history.go): where the cell ran, and where it was moved to.
+	outAt map[location.Location]bool
 }
 
 type pendingInput struct {
@@ -305,7 +310,7 @@ func New(cfg Config) (*Server, error) {
 		locs = append(locs, l)
 	}
 	s = &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, locs: location.NewSet(locs...), log: cfg.Log,
-		start: time.Now(), calls: map[string]*call{}, commOwner: map[string]location.Location{}, policy: p, model: model,
+		start: time.Now(), calls: map[string]*call{}, commOwner: map[string]location.Location{}, kernelHist: map[location.Location]*kernelHistory{}, policy: p, model: model,
 		state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}), wake: make(chan struct{}, 1), work: make(chan struct{}, 1)}
 	s.where.set(location.Local)
 	s.where.set("")

@@ -49,5 +49,7 @@ var Cases = []Case{
 	{"names_in_strings", []string{"import pandas as pd\ndf = pd.DataFrame({'a': range(10)})", "limit = 6", "print(df.query('a > @limit').a.tolist())", "k = 3", "df.eval('b = a * @k', inplace=True)\nprint(df.b.sum())"}},
 	{"view_identity", []string{"import numpy as np\nx = np.arange(30.0)\nv = x[10:20]", "v[:] = -1", "print(v.base is x, x[9:12])", "w = x[::3]\nprint(w.base is x, v.base is x)"}},
 	{"traceback_shows_moved_source", []string{"def risky(v):\n    total = v * 2\n    return total / (v - v)", "import traceback\ntry:\n    risky(3)\nexcept ZeroDivisionError:\n    print([l.strip() for l in traceback.format_exc().splitlines() if 'return total' in l])"}},
+	{"output_history", []string{"6*7", "_ + 1", "print(_, __, Out[1], _1)", "x = 5", "print(In[1], '|', _i, '|', _ii, len(In))", "Out[2] * 2"}},
+	{"traceback_cell_numbers", []string{"def f():\n    return 1 / 0", "x = 1", "import re, sys\nfrom IPython.core.ultratb import VerboseTB\ntry:\n    f()\nexcept ZeroDivisionError:\n    print(re.findall(r'Cell In ?\\[\\d+\\]', VerboseTB(color_scheme='NoColor').text(*sys.exc_info())))"}},
 	{"stdout_stderr", []string{"import sys\nprint('out')\nprint('err', file=sys.stderr)", "v = 3", "print(v, file=sys.stderr)"}},
 }
