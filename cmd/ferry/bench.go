@@ -50,6 +50,7 @@ func benchOverhead(ctx context.Context, args []string) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (Ferry, the clients and the benchmark) to this file")
 	nbDir := fs.String("notebooks", "bench/notebooks", "also run these whole notebooks both ways (\"\" to skip)")
 	nbRounds := fs.Int("notebook-rounds", 3, "runs per notebook and side; the median is reported")
+	arrays := fs.Bool("arrays", true, "also run the built-in array-heavy notebook (cells rebinding and mutating 40-80 MB arrays)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -75,11 +76,15 @@ func benchOverhead(ctx context.Context, args []string) error {
 	if _, err := bench.Overhead(ctx, *python, *rounds, os.Stdout); err != nil {
 		return err
 	}
-	if len(nbs) == 0 {
+	var extra []bench.Named
+	if *arrays {
+		extra = append(extra, bench.ArrayNotebook())
+	}
+	if len(nbs)+len(extra) == 0 {
 		return nil
 	}
 	fmt.Printf("\nall-local, fresh kernels, %d runs per notebook and side (start-up not timed)\n", *nbRounds)
-	_, err := bench.NotebookOverhead(ctx, *python, nbs, max(*nbRounds, 1), os.Stdout)
+	_, err := bench.NotebookOverhead(ctx, *python, nbs, extra, max(*nbRounds, 1), os.Stdout)
 	return err
 }
 

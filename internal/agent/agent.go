@@ -66,24 +66,43 @@ func InstallCode(secret string, env map[string]string) string {
 
 // ReportExpr is the user_expressions entry that returns the post-cell
 // report; maybe are the names the cell may have mutated, proc whether it
-// may have changed process settings (the agent then captures them).
+// may have changed process settings (the agent then captures them),
+// shared the names among them whose version another location holds too
+// (the agent compares their contents, so an unchanged one needs no move),
+// full whether every changed value is hashed at once (replays, whose
+// hashes are compared) rather than big ones in think time.
 //
 // attrs are "X.attr" attribute stores the cell makes on names that are
 // modules (mymod.VERBOSE = True): the agent then carries those attributes
 // with the process state from now on.
-func ReportExpr(maybe []string, dynamic, proc bool, attrs ...string) string {
+func ReportExpr(maybe []string, dynamic, proc bool, shared []string, full bool, attrs ...string) string {
 	if maybe == nil {
 		maybe = []string{}
 	}
+	if shared == nil {
+		shared = []string{}
+	}
 	b, _ := json.Marshal(maybe)
+	sh, _ := json.Marshal(shared)
 	py := map[bool]string{false: "False", true: "True"}
-	extra := ""
+	if attrs == nil {
+		attrs = []string{}
+	}
 	if len(attrs) > 0 {
-		a, _ := json.Marshal(attrs)
-		extra = ", " + string(a)
 		proc = true
 	}
-	return `__import__("_ferry_agent").report(` + string(b) + `, ` + py[dynamic] + `, ` + py[proc] + extra + `)`
+	at, _ := json.Marshal(attrs)
+	return `__import__("_ferry_agent").report(` + string(b) + `, ` + py[dynamic] + `, ` + py[proc] + `, ` + string(sh) + `, ` + py[full] + `, ` + string(at) + `)`
+}
+
+// HashesKey and HashesExpr ask the agent for the content hashes of
+// names' current versions, computed now if they were left for think time
+// (a JSON object name -> hash, "" for a value that cannot be hashed).
+const HashesKey = "__ferry_hashes__"
+
+func HashesExpr(names []string) string {
+	b, _ := json.Marshal(names)
+	return `__import__("_ferry_agent").hashes_now(` + string(b) + `)`
 }
 
 // InfoKey and InfoExpr ask the installed agent about its kernel (Python
@@ -142,6 +161,10 @@ type Report struct {
 	// Imports are top-level modules imported since the last report, with
 	// their versions ("" when a module has none).
 	Imports map[string]string `json:"imports,omitempty"`
+	// Hashes are content hashes the agent computed in think time since
+	// its last report, of versions it reported earlier with hash "" and
+	// that this cell did not change.
+	Hashes map[string]string `json:"hashes,omitempty"`
 }
 
 // Info is what the agent says of its kernel when installed.

@@ -12,22 +12,29 @@ install(secret, shell=None)
     Register the "ferry.state" comm target guarded by secret and take a
     first fingerprint of the namespace.
 
-report(names=(), dynamic=False) -> object whose repr is JSON
+report(names=(), dynamic=False, proc=False, shared=(), full=False) -> object whose repr is JSON
     Meant as a ``user_expressions`` entry of the user's own execute_request:
     evaluated right after the cell, its answer rides on the execute_reply,
     so the post-cell report costs no extra round trip. It never raises.
     names are those the cell may have mutated (from Ferry's analysis);
-    their contents are hashed, the other names are compared by identity,
-    type and a shallow signature (length, shape) only; dynamic checks all
-    contents. The JSON is::
+    the other names are compared by identity, type and a shallow signature
+    (length, shape, an array's strides and data address) only; dynamic
+    treats every name as possibly mutated. A possibly mutated value is
+    compared by content hash when it is cheap to hash or when another
+    location holds its version (shared), else reported changed. The JSON
+    is::
 
         {"changed": {name: {"size", "hash", "kind", "movable", "reason",
                             "group", "module"}},
-         "deleted": [name, ...], "error": "..." (only on failure)}
+         "deleted": [name, ...], "hashes": {name: hash},
+         "error": "..." (only on failure)}
 
-    "hash" is a content hash ("" when it could not be computed within the
-    cost bound: such a value is reported as changed whenever checked, since
-    correct beats small). "group" names the alias group: names sharing
+    "hash" is a content hash, or "" when there is none yet: it costs more
+    than EAGER_BYTES and is computed in think time (full=True computes it
+    now), or it cannot be computed within the cost bound (such a value is
+    reported as changed whenever checked, since correct beats small).
+    "hashes" are hashes computed in think time since the last report, of
+    versions reported before and unchanged since. "group" names the alias group: names sharing
     objects (a is b, a list holding an array another name holds, views of
     one array) share a group and must move together. "__ferry_rng__" is the
     pseudo-name of the random and numpy.random global generator states.
@@ -109,6 +116,7 @@ import pickle
 import re
 import struct
 import sys
+import threading
 import time
 import types
 import warnings
@@ -118,7 +126,7 @@ import _ferry_proc as _proc
 import _ferry_history as _history
 
 # The comm protocol and report format version; Go's agent.ProtocolVersion.
-PROTOCOL = 3
+PROTOCOL = 4
 CHUNK = 8 << 20
 RNG = "__ferry_rng__"
 # The process state the notebook set (environment, cwd, sys.path, print
@@ -154,8 +162,16 @@ def _user_ns():
     return _shell.user_ns
 
 
+_ipy_names = {}  # name -> whether IPython's own by its spelling (a regex per name per report cost 0.3 µs each)
+
+
 def _is_user_name(name, ns):
-    if name in _IPY or _IPY_RE.match(name):
+    ipy = _ipy_names.get(name)
+    if ipy is None:
+        ipy = _ipy_names[name] = bool(name in _IPY or _IPY_RE.match(name))
+        if len(_ipy_names) > 100000:
+            _ipy_names.clear()
+    if ipy:
         return False
     hidden = getattr(_shell, "user_ns_hidden", {})
     return not (name in hidden and hidden[name] is ns.get(name))
@@ -381,65 +397,175 @@ def _buffer_digest(mv):
     return _sha256(struct.pack("<Q", n) + b"".join(parts))
 
 
+class _Tree:
+    """_buffer_digest of n bytes fed piece by piece, in one thread: for
+    hashing in think time (pausable between pieces) and for arrays that
+    are not contiguous (no full copy is made)."""
+
+    def __init__(self, n):
+        self.n, self.h, self.left, self.parts = n, hashlib.sha256(), CHUNK, []
+
+    def update(self, mv):
+        if self.n <= CHUNK:
+            self.h.update(mv)
+            return
+        while mv.nbytes:
+            k = min(self.left, mv.nbytes)
+            self.h.update(mv[:k])
+            mv, self.left = mv[k:], self.left - k
+            if not self.left:
+                self.parts.append(self.h.digest())
+                self.h, self.left = hashlib.sha256(), CHUNK
+
+    def digest(self):
+        if self.n <= CHUNK:
+            return self.h.digest()
+        if self.left < CHUNK:
+            self.parts.append(self.h.digest())
+        return _sha256(struct.pack("<Q", self.n) + b"".join(self.parts))
+
+
+PIECE = 1 << 20  # bytes hashed between two looks at whether a cell started
+
+
+def _pieces(obj):
+    """obj's bytes in C order, as memoryviews of about PIECE bytes; a
+    non-contiguous array is copied a block of rows at a time."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, np.ndarray) and not obj.flags.c_contiguous:
+        a = obj
+        row = a[0:1].nbytes if len(a) else 0
+        k = max(1, PIECE // max(row, 1))
+        for i in range(0, len(a), k):
+            yield memoryview(np.ascontiguousarray(a[i:i + k])).cast("B")
+        return
+    if np is not None and isinstance(obj, np.ndarray):
+        mv = memoryview(obj).cast("B") if obj.ndim else memoryview(obj.reshape(1)).cast("B")
+    else:
+        mv = memoryview(obj)
+        mv = (mv if mv.c_contiguous else memoryview(mv.tobytes())).cast("B")
+    for o in range(0, mv.nbytes, PIECE):
+        yield mv[o:o + PIECE]
+
+
+def _buffer_desc(obj):
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, np.ndarray):
+        return ("ndarray %s %s" % (obj.shape, obj.dtype.str)).encode()
+    return type(obj).__name__.encode()
+
+
+def _buffer_nbytes(obj):
+    nb = getattr(obj, "nbytes", None)
+    return nb if isinstance(nb, int) else len(memoryview(obj).cast("B"))
+
+
 class _TooBig(Exception):
     pass
 
 
+class _Later(Exception):
+    """Hashing would cost more than the budget asked for: try in think time."""
+
+
+class _Paused(Exception):
+    """A cell started while hashing in think time: the hash is dropped."""
+
+
 class _HashSink:
     """A write-only file that hashes what is written and gives up after
-    PICKLE_BUDGET bytes."""
+    limit bytes."""
 
-    def __init__(self, h):
-        self.h, self.n = h, 0
+    def __init__(self, h, limit, late, pause):
+        self.h, self.n, self.limit, self.late, self.pause = h, 0, limit, late, pause
 
     def write(self, b):
         self.n += len(b)
-        if self.n > PICKLE_BUDGET:
-            raise _TooBig()
+        if self.n > self.limit:
+            raise _Later() if self.late else _TooBig()
+        if self.pause is not None:
+            self.pause()
         self.h.update(b)
         return len(b)
 
 
-def _content_hash(obj):
-    """A hash of obj's value, or "" if it cannot be had within bounds."""
-    return _content_and_size(obj)[0]
+def _content_hash(obj, budget=None, pause=None):
+    """A hash of obj's value; "" if it cannot be had within PICKLE_BUDGET
+    (or at all); None if it would cost more than budget bytes of hashing,
+    so it is left for later. pause, if given, is called between pieces and
+    raises _Paused to abandon the hash."""
+    return _content_and_size(obj, budget, pause)[0]
 
 
-def _content_and_size(obj):
-    """(hash, pickled bytes) of obj: the hash as _content_hash, and the
-    size of the payload a move of obj carries, measured by the same pickling
-    (so it costs nothing more), in-band and out-of-band bytes together.
-    The size is 0 when unknown (a buffer, or obj could not be pickled), and
-    at least PICKLE_BUDGET when the pickling gave up at the budget."""
-    buf = _buffer(obj)
-    h = hashlib.sha256()
-    if buf is not None:
-        h.update(buf[0])
-        h.update(_buffer_digest(buf[1]))
-        return h.hexdigest()[:32], 0
-    bufs = []
-    sink = _HashSink(h)
+def _content_and_size(obj, budget=None, pause=None):
+    """(hash, bytes) of obj: the hash as _content_hash, and the size of the
+    payload a move of obj carries, measured by the same pickling (so it
+    costs nothing more), in-band and out-of-band bytes together: a fitted
+    model's shallow size is tens of bytes where its trees pickle to
+    hundreds of KiB. The size is 0 when unknown (obj could not be
+    pickled), and a lower bound when the pickling stopped at its budget or
+    was left for later."""
+    sink = None
     try:
+        if _is_buffer_like(obj):
+            h = hashlib.sha256()
+            h.update(_buffer_desc(obj))
+            n = _buffer_nbytes(obj)
+            if budget is not None and n > budget:
+                return None, n
+            np = sys.modules.get("numpy")
+            contiguous = not (np is not None and isinstance(obj, np.ndarray)) or obj.flags.c_contiguous
+            if pause is None and contiguous:
+                h.update(_buffer_digest(_buffer(obj)[1]))
+            else:
+                t = _Tree(n)
+                for piece in _pieces(obj):
+                    if pause is not None:
+                        pause()
+                    t.update(piece)
+                h.update(t.digest())
+            return h.hexdigest()[:32], n
+        h = hashlib.sha256()
+        late = budget is not None and budget < PICKLE_BUDGET
+        bufs = []
+        sink = _HashSink(h, budget if late else PICKLE_BUDGET, late, pause)
         _pickler(sink, bufs.append).dump(obj)
-        n = sink.n
-        for b in bufs:
-            raw = b.raw()
-            n += raw.nbytes
-            h.update(_buffer_digest(raw))
+        raws = [b.raw() for b in bufs]
+        n = sink.n + sum(r.nbytes for r in raws)
+        if late and n - sink.n > budget:
+            return None, n
+        for r in raws:
+            if pause is None:
+                h.update(_buffer_digest(r))
+            else:
+                t = _Tree(r.nbytes)
+                for o in range(0, r.nbytes, PIECE):
+                    pause()
+                    t.update(r[o:o + PIECE])
+                h.update(t.digest())
+        return h.hexdigest()[:32], n
+    except _Later:
+        return None, sink.n if sink is not None else 0
+    except _Paused:
+        raise
     except _TooBig:
-        return "", sink.n
+        return "", sink.n if sink is not None else 0
     except Exception:  # unpicklable, or a buffer that will not show its bytes
         return "", 0
-    return h.hexdigest()[:32], n
 
 
 def _shallow(obj):
     """A signature costing O(1): catches appends, inserts, new attributes,
     new columns and reshapes even for names the cell was not expected to
-    touch (a method of an instance mutating a global, a defaultdict read)."""
+    touch (a method of an instance mutating a global, a defaultdict read).
+    An array's also has its strides, dtype and data address (a resize in
+    place moves the data)."""
     try:
         if isinstance(obj, _SIZED):
             return len(obj)
+        np = sys.modules.get("numpy")
+        if np is not None and type(obj) is np.ndarray:
+            return (obj.shape, obj.strides, obj.dtype.str, obj.__array_interface__["data"][0])
         shape = getattr(type(obj), "shape", None)
         if shape is not None and type(obj).__module__.split(".")[0] in ("numpy", "pandas"):
             return str(obj.shape)
@@ -452,7 +578,10 @@ def _shallow(obj):
 
 
 class _FP:
-    """A name's fingerprint: identity, type, shallow signature, content."""
+    """A name's fingerprint: identity, type, shallow signature, content.
+    content is the content hash, "" if it cannot be had (such a value
+    counts as changed whenever checked), or None while it is not computed
+    yet (see "Hashing later")."""
 
     __slots__ = ("id", "type", "shallow", "content", "nbytes")
 
@@ -465,10 +594,174 @@ class _FP:
         return self.id == id(obj) and self.type is type(obj) and self.shallow == _shallow(obj)
 
 
-def _fingerprint(obj):
+def _fingerprint(obj, budget=None):
+    """obj's fingerprint; its content hash is left for later (None) when
+    it would cost more than budget bytes of hashing."""
     if isinstance(obj, types.ModuleType):
         return _FP(obj, "module:" + str(getattr(obj, "__name__", "")))
-    return _FP(obj, *_content_and_size(obj))
+    return _FP(obj, *_content_and_size(obj, budget))
+
+
+# ------------------------------------------------------------ hashing later
+#
+# Issue 15: a notebook rebinding 60-90 MB arrays in most cells ran 1.4-2.1x
+# slower through Ferry, because every report hashed (SHA-256) every value
+# the cell may have changed before the reply could leave. What a content
+# hash is for: (1) deciding that a value the cell may have mutated did not
+# change, so a copy elsewhere stays fresh and no move is needed; (2) the
+# state map's hash per version, which rebuild and recompute verification
+# compare; (3) the hashes a payload carries so the target need not hash.
+# None of these needs the hash before the user's next cell:
+#
+# - (1) matters only when another location holds the version: Ferry names
+#   those names (shared) and the report hashes them at once, as before.
+#   Any other name the cell may have mutated is reported changed without
+#   hashing when hashing costs more than EAGER_BYTES: that is correct (a
+#   new version held where it is; at worst a move that a hash would have
+#   saved), and a sampled fingerprint could not prove "unchanged" anyway.
+# - (2) a hash not computed yet goes out as "" and is worked out in think
+#   time by one background thread (hashlib releases the GIL), which starts
+#   only after THINK seconds in which the kernel did nothing, looks between
+#   pieces of PIECE bytes whether anything happened since, and drops the
+#   hash if so (the value may be changing under it). A value replaced
+#   before its hash is done is never hashed. Done hashes ride on the next
+#   report ("hashes"). A kernel that dies first loses them: its values
+#   are then rebuilt without a hash to compare with, as values too big to
+#   hash always were.
+# - (3) pack computes a missing hash of what it sends (on the move path).
+#
+# Small values (up to EAGER_BYTES of pickle and buffers, about 0.15 ms of
+# SHA-256 here) are hashed at once, as before.
+
+EAGER_BYTES = 256 << 10
+THINK = 0.05
+_lock = threading.Lock()
+_pending = {}  # name -> _FP whose content is still to be computed
+_done = {}  # name -> content hash computed since the last report
+_epoch = 0  # bumped whenever the kernel does something: code runs, a report, a comm message
+_quiet = 0.0  # time.monotonic() of the last such thing
+_busy = False  # code is running (IPython's pre_execute .. post_execute, a report)
+_wake = threading.Event()
+_worker = None
+
+
+_calm = threading.Event()  # set while no code runs: the worker waits on it without polling
+
+
+def _activity(busy=None):
+    global _epoch, _quiet, _busy
+    _epoch += 1
+    _quiet = time.monotonic()
+    if busy is not None:
+        _busy = busy
+        if busy:
+            _calm.clear()
+        else:
+            _calm.set()
+
+
+def _later(n, fp):
+    """Leave n's content hash to the think-time worker."""
+    global _worker
+    with _lock:
+        _pending[n] = fp
+    if _worker is None:
+        _worker = threading.Thread(target=_work, name="ferry-hash-later", daemon=True)
+        _worker.start()
+    _wake.set()
+
+
+def _settled(n, fp, h):
+    """Record a content hash computed later for fp, if fp is still n's."""
+    with _lock:
+        if _pending.get(n) is fp:
+            del _pending[n]
+        if h is not None and _prints.get(n) is fp and fp.content is None:
+            fp.content = h
+            if h:
+                _done[n] = h
+
+
+def _work():
+    while True:
+        _wake.wait()
+        with _lock:
+            item = next(iter(_pending.items()), None)
+            if item is None:
+                _wake.clear()
+                continue
+        if _busy:
+            # A waiting thread costs the cell nothing; one polling every
+            # few ms takes the GIL from it each time.
+            _calm.wait(1.0)
+            continue
+        wait = _quiet + THINK - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, 0.25))
+            continue
+        n, fp = item
+        epoch = _epoch
+
+        def pause():
+            if _busy or _epoch != epoch:
+                raise _Paused()
+
+        h = None
+        try:
+            obj = _user_ns().get(n) if _shell is not None else None
+            if _prints.get(n) is fp and obj is not None and fp.same_object(obj):
+                h = _content_hash(obj, None, pause)
+                pause()
+            else:
+                h = None  # replaced or gone: nothing to hash
+            del obj
+        except _Paused:
+            continue  # stays pending; tried again in the next quiet spell
+        except Exception:
+            h = ""
+        with _lock:
+            if _epoch != epoch:
+                continue
+        _settled(n, fp, h)
+
+
+def hash_pending():
+    """Compute every content hash left for later, now (tests, tools)."""
+    with _lock:
+        items = list(_pending.items())
+    for n, fp in items:
+        obj = _user_ns().get(n)
+        if _prints.get(n) is fp and obj is not None and fp.same_object(obj):
+            _settled(n, fp, _content_hash(obj))
+        else:
+            _settled(n, fp, None)
+
+
+def hashes_now(names):
+    """The content hashes of names' current versions, computed now where
+    they were left for later ("" when a value cannot be hashed): Ferry asks
+    when it needs one at once, to check a recomputed value against it."""
+    out = {}
+    for n in names:
+        fp = _prints.get(n)
+        if not isinstance(fp, _FP):
+            continue
+        if fp.content is None:
+            obj = _user_ns().get(n)
+            if obj is not None and fp.same_object(obj):
+                _settled(n, fp, _content_hash(obj))
+        out[n] = fp.content or ""
+    return _JSON(out)
+
+
+def _take_done(changed):
+    """The hashes computed later since the last report, of versions this
+    report does not replace."""
+    with _lock:
+        done = dict(_done)
+        _done.clear()
+    return {n: h for n, h in done.items()
+            if n not in changed and isinstance(_prints.get(n), _FP) and _prints[n].content == h}
 
 
 def _size(obj):
@@ -496,9 +789,14 @@ def _size(obj):
 
 def _rng_state():
     """A cheap fingerprint of the global random generators' state."""
+    import array
     import random
 
-    h = hashlib.sha256(repr(random.getstate()).encode())
+    # The generator's 625 words as bytes, not their repr: 28 µs less per
+    # report (the repr was most of this function's 72 µs).
+    v, words, gauss = random.getstate()
+    h = hashlib.sha256(array.array("Q", words).tobytes())
+    h.update(repr((v, gauss)).encode())
     np = sys.modules.get("numpy")
     if np is not None:
         try:
@@ -510,11 +808,15 @@ def _rng_state():
     return h.hexdigest()[:32]
 
 
-def report(names=(), dynamic=False, proc=False, attrs=()):
+def report(names=(), dynamic=False, proc=False, shared=(), full=False, attrs=()):
     """What the cell just run changed. names: those it may have mutated;
     proc: the cell may have changed process settings (from the analysis);
-    attrs: "X.attr" stores the cell made on names bound to modules, carried
-    with the process state from now on."""
+    shared: names whose version another location holds too (their content
+    decides whether they changed); full: hash every changed value now
+    (replays, whose hashes are compared at once); attrs: "X.attr" stores
+    the cell made on names bound to modules, carried with the process
+    state from now on."""
+    _activity(True)
     try:
         rec = _audit.take()
         ns = _user_ns()
@@ -523,11 +825,16 @@ def report(names=(), dynamic=False, proc=False, attrs=()):
             m = ns.get(n)
             if isinstance(m, types.ModuleType) and attr:
                 _proc.track(m.__name__, attr.split(".")[0])
-        out = _report(set(names), dynamic)
+        out = _report(set(names), dynamic, set(shared), full)
         _outside(out, rec, proc or dynamic)
+        done = _take_done(out["changed"])
+        if done:
+            out["hashes"] = done
         return _JSON(out)
     except BaseException as e:  # never disturb the user's cell, not even on KeyboardInterrupt
         return _JSON({"error": "%s: %s" % (type(e).__name__, e), "changed": {}, "deleted": []})
+    finally:
+        _activity(False)
 
 
 _proc_signals = None
@@ -645,7 +952,7 @@ def _describe(obj, fp):
     # size is tens of bytes where its trees pickle to hundreds of KiB.
     # When the pickling gave up at its budget the value is at least that.
     size = fp.nbytes if fp.nbytes > 0 and fp.content else max(fp.nbytes, _size(obj))
-    d = {"size": size, "hash": fp.content, "kind": type(obj).__name__, "movable": why is None, "reason": why or ""}
+    d = {"size": size, "hash": fp.content or "", "kind": type(obj).__name__, "movable": why is None, "reason": why or ""}
     if isinstance(obj, types.ModuleType):
         d["module"] = obj.__name__
         d["needs"] = obj.__name__.split(".")[0]
@@ -712,8 +1019,9 @@ def find_versions(names):
     return _JSON(out)
 
 
-def _report(maybe, dynamic):
+def _report(maybe, dynamic, shared=frozenset(), full=False):
     ns = _user_ns()
+    budget = None if full else EAGER_BYTES
     current = [n for n in list(ns) if _is_user_name(n, ns)]
     changed, deleted = {}, []
     cur = set(current)
@@ -727,16 +1035,24 @@ def _report(maybe, dynamic):
         if old is not None and old.same_object(obj):
             if not dynamic and n not in maybe:
                 continue  # same object, and the cell is not known to touch it
-            if old.content.startswith("module:"):
+            if old.content is not None and old.content.startswith("module:"):
                 continue
             np = sys.modules.get("numpy")
             if np is not None and isinstance(obj, np.ndarray) and not obj.flags.writeable and obj.base is None:
                 continue  # a read-only array owning its data cannot change
-        fp = _fingerprint(obj)
-        if old is not None and old.id == fp.id and old.type is fp.type and fp.content and fp.content == old.content:
-            _prints[n] = fp
-            continue
+            # The cell may have mutated it. Its content decides only if a
+            # copy elsewhere would stay fresh (shared) and there is an old
+            # hash to compare with; else "changed" is the cheap answer
+            # for a big value (see "Hashing later").
+            fp = _fingerprint(obj, None if full or (n in shared and old.content) else budget)
+            if fp.content and fp.content == old.content:
+                _prints[n] = fp
+                continue
+        else:
+            fp = _fingerprint(obj, budget)
         _prints[n] = fp
+        if fp.content is None:
+            _later(n, fp)
         changed[n] = _describe(obj, fp)
     rng = _rng_state()
     if _prints.get(RNG) != rng:
@@ -753,7 +1069,9 @@ def _report(maybe, dynamic):
     for n, g in groups.items():
         if n not in changed and g in touched:
             obj = ns[n]
-            fp = _prints[n] = _fingerprint(obj)
+            fp = _prints[n] = _fingerprint(obj, budget)
+            if fp.content is None:
+                _later(n, fp)
             changed[n] = _describe(obj, fp)
             changed[n]["group"] = g
     return {"changed": changed, "deleted": sorted(deleted)}
@@ -1036,9 +1354,15 @@ def pack(names):
         group[n] = ns[n]
     # Content hashes of buffer-like values travel along, so the target
     # need not hash what it just verified.
+    # A hash left for later is computed now: the value is about to be
+    # shared, and the next report there and here compares with it.
     for n, v in group.items():
         fp = _prints.get(n)
-        if n not in _PSEUDO and isinstance(fp, _FP) and fp.content and _is_buffer_like(v) and fp.same_object(v):
+        if n in _PSEUDO or not isinstance(fp, _FP) or not fp.same_object(v):
+            continue
+        if fp.content is None:
+            _settled(n, fp, _content_hash(v))
+        if fp.content and _is_buffer_like(v):
             hashes[n] = fp.content
     oob = []
     _view_roots.clear()
@@ -1348,6 +1672,7 @@ def _send_window(comm, tid, out):
 
 
 def _handle(comm, d, buffers):
+    _activity()
     op, tid = d.get("op"), d.get("id")
     if op == "pack":
         _outgoing.clear()
@@ -1442,6 +1767,14 @@ def dump_session_size():
     return _JSON({"bytes": c.n, "seconds": time.perf_counter() - t0, "error": err})
 
 
+def _pre_execute():
+    _activity(True)
+
+
+def _post_execute():
+    _activity(False)
+
+
 def install(secret, shell=None, env=None):
     """Register the comm target, start watching cells (audit hook, process
     baseline) and take a first fingerprint of everything. env are the
@@ -1465,6 +1798,16 @@ def install(secret, shell=None, env=None):
     cm = getattr(km, "comm_manager", None)
     if cm is not None:
         cm.register_target("ferry.state", _on_open)
+    # Any code run (the user's cells and Ferry's silent requests alike)
+    # pauses hashing in think time.
+    ev = getattr(shell, "events", None)
+    if ev is not None:
+        for name, f in (("pre_execute", _pre_execute), ("post_execute", _post_execute)):
+            try:
+                ev.unregister(name, f)
+            except ValueError:
+                pass
+            ev.register(name, f)
     try:  # import the serialiser now, not during the first move
         _Pickler = _pickler_class()
     except ImportError:

@@ -48,10 +48,10 @@ func TestInstallCodeIsOneExpression(t *testing.T) {
 	if !strings.Contains(code, strconv.Quote(`se"cret`)) {
 		t.Fatalf("secret not quoted")
 	}
-	if got := agent.ReportExpr([]string{"a\"b"}, true, false); !strings.Contains(got, `["a\"b"], True`) {
+	if got := agent.ReportExpr([]string{"a\"b"}, true, false, nil, false); !strings.Contains(got, `["a\"b"], True`) {
 		t.Fatalf("report expression quotes names wrongly: %s", got)
 	}
-	if got := agent.ReportExpr(nil, false, false); !strings.Contains(got, `([], False, False)`) {
+	if got := agent.ReportExpr(nil, false, false, nil, false); !strings.Contains(got, `([], False, False, [], False, [])`) {
 		t.Fatalf("report expression without names: %s", got)
 	}
 }
@@ -192,7 +192,7 @@ func TestHiddenInstallLeavesNoTrace(t *testing.T) {
 	}
 	// The user's next cell, with the post-cell report riding on it.
 	r := k.run(ctx, "b = [a]\nprint(sorted(n for n in dir() if not n.startswith('_')), len(In), _, sorted(Out))\n%who",
-		client.ExecOptions{UserExpressions: map[string]string{agent.ReportKey: agent.ReportExpr([]string{"b"}, false, false)}})
+		client.ExecOptions{UserExpressions: map[string]string{agent.ReportKey: agent.ReportExpr([]string{"b"}, false, false, nil, false)}})
 	if r.Count != 2 {
 		t.Fatalf("execution count after a hidden install = %d, want 2", r.Count)
 	}

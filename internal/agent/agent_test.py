@@ -53,11 +53,14 @@ class AgentTests(unittest.TestCase):
     def setUp(self):
         agent._prints.clear()
         agent._reaches.clear()
+        agent._pending.clear()
+        agent._done.clear()
+        agent.THINK = 3600  # no hashing in think time unless a test asks
         self.a, self.b = Shell(), Shell()
         agent._shell = self.a
 
-    def report(self, maybe=(), dynamic=False):
-        return json.loads(repr(agent.report(list(maybe), dynamic)))
+    def report(self, maybe=(), dynamic=False, shared=(), full=False):
+        return json.loads(repr(agent.report(list(maybe), dynamic, False, list(shared), full)))
 
     def changed(self, maybe=(), dynamic=False):
         return set(self.report(maybe, dynamic)["changed"]) - {agent.RNG}
@@ -133,7 +136,7 @@ class AgentTests(unittest.TestCase):
         finally:
             agent.PICKLE_BUDGET = old
 
-    def test_big_array_hash_is_fast_and_content_based(self):
+    def test_big_array_is_hashed_later_and_content_based(self):
         import time
 
         import numpy as np
@@ -143,11 +146,107 @@ class AgentTests(unittest.TestCase):
         t0 = time.perf_counter()
         r = self.report()
         dt = time.perf_counter() - t0
-        h = r["changed"]["x"]["hash"]
-        self.assertEqual(h, agent._content_hash(np.ones(100 << 17)), "same content, same hash")
+        self.assertEqual(r["changed"]["x"]["hash"], "", "a big value is not hashed on the cell's path")
+        agent.hash_pending()
+        h = agent._content_hash(np.ones(100 << 17))
+        self.assertEqual(agent._prints["x"].content, h, "same content, same hash")
+        r = self.report()
+        self.assertEqual(r.get("hashes"), {"x": h}, "the next report carries the hash")
+        self.assertNotIn("hashes", self.report(), "once")
+        # Maybe mutated, held nowhere else: changed, without hashing.
+        self.assertEqual(self.report(["x"])["changed"]["x"]["hash"], "")
+        self.assertIsNone(agent._prints["x"].content)
+        agent.hash_pending()
+        # Held elsewhere too: its content decides, so an untouched copy stays fresh...
+        self.assertNotIn("x", self.report(["x"], shared=["x"])["changed"])
+        # ...and a mutated one does not.
         ns["x"][-1] = 2
-        self.assertNotEqual(self.report(["x"])["changed"]["x"]["hash"], h)
-        print("report of a new 100 MiB array: %.3fs" % dt, file=sys.stderr)
+        got = self.report(["x"], shared=["x"])["changed"]["x"]["hash"]
+        self.assertEqual(got, agent._content_hash(ns["x"]))
+        self.assertNotEqual(got, h)
+        # full: replays hash at once.
+        ns["y"] = np.zeros(100 << 17)
+        self.assertEqual(self.report(full=True)["changed"]["y"]["hash"], agent._content_hash(np.zeros(100 << 17)))
+        print("report of a new 100 MiB array: %.4fs" % dt, file=sys.stderr)
+
+    def test_hashes_now_computes_what_was_left_for_later(self):
+        import numpy as np
+
+        ns = self.a.user_ns
+        ns["x"] = np.ones(1 << 20)  # 8 MiB: hashed later
+        ns["s"] = [1, 2]
+        self.report()
+        self.assertIsNone(agent._prints["x"].content)
+        got = json.loads(repr(agent.hashes_now(["x", "s", "nothere"])))
+        self.assertEqual(got["x"], agent._content_hash(np.ones(1 << 20)))
+        self.assertEqual(got["s"], agent._prints["s"].content)
+        self.assertNotIn("nothere", got)
+        self.assertEqual(agent._prints["x"].content, got["x"], "kept for the next move")
+
+    def test_hash_later_equals_hash_now(self):
+        import numpy as np
+
+        big = np.arange(3 * agent.CHUNK // 8 + 5, dtype=np.int64)  # more than one chunk, not a multiple
+        cases = [np.arange(1000.0), big, big[::2], big[:3145730].reshape(-1, 5)[:, 1:3], np.asfortranarray(np.ones((300, 700))),
+                 np.float64(3.0), b"bytes" * 1000, bytearray(b"z" * (agent.CHUNK + 1)), memoryview(b"abcdef")[::2],
+                 {"a": big[:10]}, [1, 2, 3]]
+        for c in cases:
+            want = agent._content_hash(c)
+            self.assertTrue(want)
+            self.assertEqual(agent._content_hash(c, None, lambda: None), want, type(c))
+            if isinstance(c, np.ndarray):
+                self.assertEqual(want, agent._content_hash(np.ascontiguousarray(c)), "layout must not matter")
+        self.assertIsNone(agent._content_hash(big, 1000), "over the budget: later")
+        self.assertIsNone(agent._content_hash({"a": big}, 1000))
+        self.assertIsNone(agent._content_hash(list(range(100000)), 1000))
+        self.assertTrue(agent._content_hash([1, 2], 1000))
+
+        def stop():
+            raise agent._Paused()
+
+        with self.assertRaises(agent._Paused):
+            agent._content_hash(big, None, stop)
+
+    def test_think_time_worker(self):
+        import time
+
+        import numpy as np
+
+        ns = self.a.user_ns
+        ns["x"] = np.ones(4 << 20)  # 32 MiB
+        agent.THINK = 0.05
+        self.report()
+        self.assertIsNone(agent._prints["x"].content)
+        agent._activity(True)  # a cell runs: nothing is hashed meanwhile
+        time.sleep(0.3)
+        self.assertIsNone(agent._prints["x"].content)
+        agent._activity(False)
+        deadline = time.monotonic() + 10
+        while agent._prints["x"].content is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(agent._prints["x"].content, agent._content_hash(ns["x"]))
+        # A value replaced before its turn is never hashed.
+        agent.THINK = 3600
+        ns["y"] = np.ones(4 << 20)
+        self.report()
+        fp = agent._prints["y"]
+        ns["y"] = 1
+        self.report()
+        agent.hash_pending()
+        self.assertIsNone(fp.content)
+        self.assertEqual(agent._pending, {})
+
+    def test_pack_hashes_what_was_left_for_later(self):
+        import numpy as np
+
+        ns = self.a.user_ns
+        ns["x"] = np.ones(1 << 20)
+        self.report()
+        self.assertIsNone(agent._prints["x"].content)
+        move(self.a, self.b, ["x"])
+        h = agent._content_hash(self.b.user_ns["x"])
+        self.assertEqual(agent._prints["x"].content, h, "the target knows the hash that travelled")
+        agent._shell = self.a
 
     def test_sizes(self):
         import numpy as np

@@ -14,7 +14,7 @@ import (
 // checks the installed agent's at install (ProtocolKey), so an agent left
 // in a kernel by another Ferry build is never spoken to in the wrong
 // dialect. Bump both together when a message changes shape.
-const ProtocolVersion = 3
+const ProtocolVersion = 4
 
 // ProtocolKey is the user_expressions key of the install request that
 // returns the installed agent's PROTOCOL.
@@ -122,6 +122,7 @@ func ParseReport(raw json.RawMessage) (Report, error) {
 		Lists   []string           `json:"lists"`
 		Effects []string           `json:"effects"`
 		Imports map[string]string  `json:"imports"`
+		Hashes  map[string]string  `json:"hashes"`
 	}
 	if err := json.Unmarshal([]byte(text), &r); err != nil {
 		return rep, fmt.Errorf("malformed report: %w", err)
@@ -135,7 +136,7 @@ func ParseReport(raw json.RawMessage) (Report, error) {
 		return rep, errors.New("malformed report: no \"changed\" map")
 	}
 	rep.Changed, rep.Deleted = make(map[string]Change, len(r.Changed)), r.Deleted
-	rep.Reads, rep.Lists, rep.Effects, rep.Imports = r.Reads, r.Lists, r.Effects, r.Imports
+	rep.Reads, rep.Lists, rep.Effects, rep.Imports, rep.Hashes = r.Reads, r.Lists, r.Effects, r.Imports, r.Hashes
 	for n, ch := range r.Changed {
 		if ch == nil {
 			return Report{}, fmt.Errorf("malformed report: %q is described by null, not an object", n)
@@ -173,4 +174,17 @@ func ParseInfo(raw json.RawMessage) (Info, error) {
 		return info, fmt.Errorf("malformed agent info: %w", err)
 	}
 	return info, nil
+}
+
+// ParseHashes decodes the answer to HashesExpr.
+func ParseHashes(raw json.RawMessage) (map[string]string, error) {
+	text, err := ParseBundle(raw)
+	if err != nil {
+		return nil, err
+	}
+	var h map[string]string
+	if err := json.Unmarshal([]byte(text), &h); err != nil {
+		return nil, fmt.Errorf("malformed hashes: %w", err)
+	}
+	return h, nil
 }

@@ -45,7 +45,8 @@ type Local struct {
 	// moves it into a CPU-quota cgroup).
 	OnStart func(pid int) error
 
-	in chan wire.Incoming
+	in      chan wire.Incoming
+	handler func(wire.Incoming) // Handle's; nil: messages go to in
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -80,6 +81,19 @@ func NewStandIn(python string) *Local {
 
 func (l *Local) Location() location.Location    { return l.Loc }
 func (l *Local) Incoming() <-chan wire.Incoming { return l.in }
+
+// Handle has f called with every message of this backend's kernels, on
+// the goroutine that read it, instead of delivering them on Incoming (see
+// wire.ClientConn.HandleWith): Ferry's relay is then one goroutine
+// hand-off shorter per message. Set it before the first Start.
+func (l *Local) Handle(f func(wire.Incoming)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.handler = f
+	if l.conn != nil {
+		l.conn.HandleWith(f)
+	}
+}
 
 func (l *Local) Died() <-chan struct{} {
 	l.mu.Lock()
@@ -253,17 +267,13 @@ func (l *Local) launchLocked(ctx context.Context) error {
 		return fmt.Errorf("local kernel (%s -m ipykernel_launcher) did not start: %w (is python3-ipykernel installed?)", l.Python, err)
 	}
 	l.info = ki
-	go l.pump(conn)
+	if l.handler != nil {
+		conn.HandleWith(l.handler)
+	} else {
+		conn.DeliverTo(l.in)
+	}
 	slog.Debug("local kernel ready", "pid", cmd.Process.Pid)
 	return nil
-}
-
-// pump forwards the connection's messages to the stable Incoming channel
-// until the connection closes.
-func (l *Local) pump(c *wire.ClientConn) {
-	for m := range c.Incoming() {
-		l.in <- m
-	}
 }
 
 // waitReady sends kernel_info requests until one is answered and its IOPub

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,43 +99,88 @@ type NotebookOverheadResult struct {
 	Notebook      string
 	Ferry, Direct time.Duration // median over the rounds
 	Ratio         float64
+	// FerryRSS and DirectRSS are the kernel's peak resident memory after
+	// the run (VmHWM, bytes; the largest over the rounds): what the
+	// agent's tracking adds to the user's kernel.
+	FerryRSS, DirectRSS int64
 }
 
-// NotebookOverhead runs each notebook rounds times on each side, in fresh
-// kernels, alternating which side goes first; kernel start-up is not
-// timed. It prints a table and the ratio of the sums.
-func NotebookOverhead(ctx context.Context, python string, paths []string, rounds int, out io.Writer) ([]NotebookOverheadResult, error) {
-	var res []NotebookOverheadResult
-	var sumF, sumD time.Duration
+// Named is a notebook with the name its figures go under.
+type Named struct {
+	Name string
+	NB   *notebook.Notebook
+}
+
+// ArrayNotebook is issue 15's array-heavy notebook, built in: most cells
+// rebind or mutate in place arrays of 30-80 MB with little arithmetic, so
+// the work per byte is small and any per-byte cost of tracking (a content
+// hash after each cell) shows. Through Ferry it ran 1.4-2.1x as long as
+// straight on ipykernel while every changed value was hashed after its
+// cell.
+func ArrayNotebook() Named {
+	return Named{Name: "arrays (built in)", NB: notebook.FromCode(
+		"import numpy as np\nrng = np.random.default_rng(0)\na = rng.random((5000, 2000))  # 80 MB",
+		"b = a * 2.0  # a new 80 MB array",
+		"a += 1.0  # in place",
+		"c = np.sqrt(b).astype(np.float32)  # 40 MB",
+		"b[::2] = 0.0",
+		"a = a - b",
+		"d = np.concatenate([c, c])  # 80 MB",
+		"c *= 3.0",
+		"m = a.mean(axis=0)\nprint(round(float(m.sum()), 3))",
+		"e = a[:, :1000].copy()  # 40 MB",
+		"a[:, 0] = m[0]",
+		"f = (e > 1.0).astype(np.float64)  # 40 MB",
+		"b = np.clip(b, 0.5, 2.5)",
+		"print(d.shape, e.shape, round(float(f.mean()), 4), round(float(b.sum()), 1))",
+	)}
+}
+
+// NotebookOverhead runs each notebook (the files at paths, then extra)
+// rounds times on each side, in fresh kernels, alternating which side
+// goes first; kernel start-up is not timed. It prints a table and the
+// ratio of the sums.
+func NotebookOverhead(ctx context.Context, python string, paths []string, extra []Named, rounds int, out io.Writer) ([]NotebookOverheadResult, error) {
+	var nbs []Named
 	for _, p := range paths {
 		nb, err := notebook.Read(p)
 		if err != nil {
-			return res, err
+			return nil, err
 		}
+		nbs = append(nbs, Named{Name: filepath.Base(p), NB: nb})
+	}
+	nbs = append(nbs, extra...)
+	var res []NotebookOverheadResult
+	var sumF, sumD time.Duration
+	for _, nb := range nbs {
 		var tf, td []time.Duration
+		var rss [2]int64
 		for r := range rounds {
-			sides := []func() (time.Duration, error){
-				func() (time.Duration, error) { return runThroughFerry(ctx, python, nb) },
-				func() (time.Duration, error) { return runDirect(ctx, python, nb) },
+			sides := []func() (time.Duration, int64, error){
+				func() (time.Duration, int64, error) { return runThroughFerry(ctx, python, nb.NB) },
+				func() (time.Duration, int64, error) { return runDirect(ctx, python, nb.NB) },
 			}
 			accs := []*[]time.Duration{&tf, &td}
 			for i := range 2 {
 				k := (i + r) % 2
-				d, err := sides[k]()
+				d, peak, err := sides[k]()
 				if err != nil {
-					return res, fmt.Errorf("%s: %w", filepath.Base(p), err)
+					return res, fmt.Errorf("%s: %w", nb.Name, err)
 				}
 				*accs[k] = append(*accs[k], d)
+				rss[k] = max(rss[k], peak)
 			}
 		}
-		x := NotebookOverheadResult{Notebook: strings.TrimSuffix(filepath.Base(p), ".ipynb"), Ferry: summarise(tf).Median, Direct: summarise(td).Median}
+		x := NotebookOverheadResult{Notebook: strings.TrimSuffix(nb.Name, ".ipynb"), Ferry: summarise(tf).Median, Direct: summarise(td).Median,
+			FerryRSS: rss[0], DirectRSS: rss[1]}
 		x.Ratio = float64(x.Ferry) / float64(x.Direct)
 		sumF, sumD = sumF+x.Ferry, sumD+x.Direct
 		res = append(res, x)
 	}
-	fmt.Fprintf(out, "%-20s %12s %12s %8s\n", "whole notebook", "ferry med", "direct med", "ratio")
+	fmt.Fprintf(out, "%-20s %12s %12s %8s %12s %12s\n", "whole notebook", "ferry med", "direct med", "ratio", "ferry peak", "direct peak")
 	for _, r := range res {
-		fmt.Fprintf(out, "%-20s %12s %12s %8.3f\n", r.Notebook, r.Ferry.Round(time.Millisecond), r.Direct.Round(time.Millisecond), r.Ratio)
+		fmt.Fprintf(out, "%-20s %12s %12s %8.3f %12s %12s\n", r.Notebook, r.Ferry.Round(time.Millisecond), r.Direct.Round(time.Millisecond), r.Ratio,
+			mib(r.FerryRSS), mib(r.DirectRSS))
 	}
 	if sumD > 0 {
 		fmt.Fprintf(out, "%-20s %12s %12s %8.3f\n", "all", sumF.Round(time.Millisecond), sumD.Round(time.Millisecond), float64(sumF)/float64(sumD))
@@ -142,32 +188,60 @@ func NotebookOverhead(ctx context.Context, python string, paths []string, rounds
 	return res, nil
 }
 
+func mib(b int64) string {
+	if b <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
+}
+
+// peakRSSExpr is the kernel's peak resident memory in KiB: VmHWM (Linux),
+// not ru_maxrss, which keeps the high-water mark of the process that
+// forked the kernel (the benchmark itself) across exec.
+const peakRSSExpr = `[int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]`
+
 // timedRun runs every code cell of nb after an untimed warm-up cell (so
-// start-up, Ferry's analysis helper included, is not counted).
-func timedRun(ctx context.Context, ex notebook.Executor, nb *notebook.Notebook) (time.Duration, error) {
+// start-up, Ferry's analysis helper included, is not counted), then asks
+// the kernel its peak memory (0 if it does not say).
+func timedRun(ctx context.Context, ex notebook.Executor, nb *notebook.Notebook) (time.Duration, int64, error) {
 	if _, err := ex.Execute(ctx, "pass", client.ExecOptions{}); err != nil {
-		return 0, fmt.Errorf("warm-up cell: %w", err)
+		return 0, 0, fmt.Errorf("warm-up cell: %w", err)
 	}
 	t0 := time.Now()
 	if _, err := notebook.Run(ctx, nb, ex, notebook.RunOptions{}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return time.Since(t0), nil
+	d := time.Since(t0)
+	r, err := ex.Execute(ctx, "pass", client.ExecOptions{UserExpressions: map[string]string{"rss": peakRSSExpr}})
+	if err != nil {
+		return d, 0, nil
+	}
+	var kib int64
+	if ue, ok := r.Reply["user_expressions"].(map[string]any); ok {
+		if e, ok := ue["rss"].(map[string]any); ok {
+			if data, ok := e["data"].(map[string]any); ok {
+				if txt, ok := data["text/plain"].(string); ok {
+					kib, _ = strconv.ParseInt(strings.TrimSpace(txt), 10, 64)
+				}
+			}
+		}
+	}
+	return d, kib << 10, nil
 }
 
-func runThroughFerry(ctx context.Context, python string, nb *notebook.Notebook) (time.Duration, error) {
+func runThroughFerry(ctx context.Context, python string, nb *notebook.Notebook) (time.Duration, int64, error) {
 	sess, stop, err := startFerryLocal(ctx, python)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer stop()
 	return timedRun(ctx, sess, nb)
 }
 
-func runDirect(ctx context.Context, python string, nb *notebook.Notebook) (time.Duration, error) {
+func runDirect(ctx context.Context, python string, nb *notebook.Notebook) (time.Duration, int64, error) {
 	c, stop, err := startDirect(ctx, python)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer stop()
 	return timedRun(ctx, c, nb)

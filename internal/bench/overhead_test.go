@@ -28,15 +28,18 @@ func TestNotebookOverhead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ok := writeNotebook(t, "import time\nx = list(range(1000))", "time.sleep(0.2)\ny = len(x)")
-	res, err := NotebookOverhead(ctx, testenv.Python(), []string{ok}, 1, io.Discard)
+	res, err := NotebookOverhead(ctx, testenv.Python(), []string{ok}, nil, 1, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res) != 1 || res[0].Ferry < 200*time.Millisecond || res[0].Direct < 200*time.Millisecond || res[0].Ratio <= 0 {
 		t.Fatalf("got %+v; want both sides timed over the 0.2 s sleep", res)
 	}
+	if res[0].FerryRSS < 1<<20 || res[0].DirectRSS < 1<<20 {
+		t.Fatalf("got %+v; want both kernels' peak memory", res)
+	}
 	bad := writeNotebook(t, "x = 1", "1/0")
-	if _, err := NotebookOverhead(ctx, testenv.Python(), []string{bad}, 1, io.Discard); err == nil || !strings.Contains(err.Error(), "t.ipynb") {
+	if _, err := NotebookOverhead(ctx, testenv.Python(), []string{bad}, nil, 1, io.Discard); err == nil || !strings.Contains(err.Error(), "t.ipynb") {
 		t.Fatalf("a raising cell gave %v; want an error naming the notebook", err)
 	}
 }

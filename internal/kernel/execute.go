@@ -259,7 +259,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	s.where.set(loc)
 	defer s.where.set("")
-	content = s.withReport(content, eff)
+	content = s.withReport(content, loc, eff)
 	// The kernel's history in step with the front end's: its count, In,
 	// and the results the cell reads (_, Out[n]).
 	sent := m

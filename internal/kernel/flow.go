@@ -114,9 +114,18 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	return eff
 }
 
+// reportExpr is the agent's report expression for a cell at loc.
+func (s *Server) reportExpr(loc location.Location, eff effects) string {
+	maybe := eff.Maybe
+	if eff.Dynamic {
+		maybe = s.state.Names()
+	}
+	return agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc, s.state.Shared(loc, maybe), false, eff.Attrs...)
+}
+
 // withReport asks for the agent's post-cell report in the request's own
 // user_expressions, so it costs no extra round trip.
-func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessage {
+func (s *Server) withReport(content json.RawMessage, loc location.Location, eff effects) json.RawMessage {
 	if s.cfg.Analyzer == nil || eff.Inert {
 		return content
 	}
@@ -131,7 +140,7 @@ func (s *Server) withReport(content json.RawMessage, eff effects) json.RawMessag
 	if ue == nil {
 		ue = map[string]json.RawMessage{}
 	}
-	expr, _ := json.Marshal(agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc, eff.Attrs...))
+	expr, _ := json.Marshal(s.reportExpr(loc, eff))
 	ue[agent.ReportKey] = expr
 	c["user_expressions"], _ = json.Marshal(ue)
 	out, err := json.Marshal(c)
@@ -162,7 +171,7 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 		// the report is asked again then (bounded), since losing it
 		// would lose the cell's in-place changes.
 		for attempt := 1; ; attempt++ {
-			exprs, err := transfer.Exec(ctx, s, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(eff.Maybe, eff.Dynamic, eff.Proc, eff.Attrs...)})
+			exprs, err := transfer.Exec(ctx, s, loc, "", map[string]string{agent.ReportKey: s.reportExpr(loc, eff)})
 			if err == nil {
 				raw = exprs[agent.ReportKey]
 			}
@@ -214,6 +223,15 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 				s.files.Stamp(files.Rel(n))
 			}
 		}
+	}
+	if len(rep.Hashes) > 0 {
+		later := make(map[string]string, len(rep.Hashes))
+		for n, h := range rep.Hashes {
+			if _, ok := rep.Changed[n]; !ok {
+				later[n] = h
+			}
+		}
+		s.state.SetHashes(loc, later)
 	}
 	s.files.Learn(cell, rep.Reads, rep.Lists)
 	s.learnImports(loc, rep.Imports)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -379,6 +380,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); f() }()
 	}
+	// Backends that can call Ferry with each message do, from the goroutine
+	// that read it: one hand-off less per message than a route goroutine
+	// reading their channel. Set before any kernel starts.
+	for loc, b := range s.backends {
+		if h, ok := b.(handler); ok {
+			h.Handle(func(in wire.Incoming) { s.dispatch(loc, in) })
+		}
+	}
 	// Start the local kernel now so the first cell does not wait for it,
 	// and the clouds too unless the policy keeps everything local (a
 	// cloud kernel nobody uses costs money).
@@ -393,6 +402,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		})
 	}
 	for loc, b := range s.backends {
+		if _, ok := b.(handler); ok {
+			continue // Handle'd above
+		}
 		goWait(func() { s.route(ctx, loc, b) })
 	}
 	shellQ := make(chan *wire.Message, 1024)
@@ -546,38 +558,51 @@ func (s *Server) lookup(id string) *call {
 	return s.calls[id]
 }
 
-// route relays everything one backend sends. It is the only reader of that
-// backend's messages, so IOPub order is kept.
+// route relays everything one backend sends on its Incoming channel. It is
+// the only reader of that backend's messages, so IOPub order is kept.
 func (s *Server) route(ctx context.Context, loc location.Location, b backend.Backend) {
 	for {
-		var in wire.Incoming
 		select {
-		case in = <-b.Incoming():
+		case in := <-b.Incoming():
+			s.dispatch(loc, in)
 		case <-ctx.Done():
 			return
 		}
-		m := in.Msg
-		c := s.lookup(m.ParentID())
-		switch in.Channel {
-		case wire.IOPub:
-			s.relayIOPub(loc, c, m)
-		case wire.Stdin:
-			s.relayInputRequest(loc, c, m)
-		default: // shell and control replies
-			if c == nil {
-				s.log.Debug("reply to unknown request", "type", m.Header.MsgType)
-				continue
+	}
+}
+
+// handler is a backend that calls a function with each message instead
+// (backend.Local): on the goroutine that read it, in order per socket.
+type handler interface {
+	Handle(func(wire.Incoming))
+}
+
+// dispatch relays one backend message: IOPub to the front end under its
+// request, stdin requests to the front end's stdin, replies to whoever
+// waits for them. Messages of one socket come in order; those of
+// different sockets may come concurrently (they never had an order).
+func (s *Server) dispatch(loc location.Location, in wire.Incoming) {
+	m := in.Msg
+	c := s.lookup(m.ParentID())
+	switch in.Channel {
+	case wire.IOPub:
+		s.relayIOPub(loc, c, m)
+	case wire.Stdin:
+		s.relayInputRequest(loc, c, m)
+	default: // shell and control replies
+		if c == nil {
+			s.log.Debug("reply to unknown request", "type", m.Header.MsgType)
+			return
+		}
+		if c.waiter.Load() {
+			select {
+			case c.reply <- m:
+				return
+			default:
 			}
-			if c.waiter.Load() {
-				select {
-				case c.reply <- m:
-					continue
-				default:
-				}
-			}
-			if c.fe != nil && !c.gaveUp.Load() { // nobody waits for it (unknown types): relay as is
-				s.relayReply(in.Channel, c, m)
-			}
+		}
+		if c.fe != nil && !c.gaveUp.Load() { // nobody waits for it (unknown types): relay as is
+			s.relayReply(in.Channel, c, m)
 		}
 	}
 }
@@ -669,8 +694,17 @@ func (s *Server) relayReply(ch wire.Channel, c *call, m *wire.Message) {
 }
 
 // setCount rewrites execution_count so the front end sees one continuous
-// count whichever backend ran the cell. Only the top-level key is touched.
+// count whichever backend ran the cell. Only the top-level key is touched:
+// its number is spliced in place (countSpan), the rest of the content
+// passing through byte for byte; decoding and encoding the whole content
+// was the slow path for every execute_input, execute_result and reply.
 func setCount(content json.RawMessage, n int) json.RawMessage {
+	if i, j, ok := countSpan(content); ok {
+		num := strconv.Itoa(n)
+		out := make([]byte, 0, len(content)-(j-i)+len(num))
+		out = append(append(append(out, content[:i]...), num...), content[j:]...)
+		return out
+	}
 	var m map[string]json.RawMessage
 	if json.Unmarshal(content, &m) != nil {
 		return content
@@ -725,4 +759,53 @@ func (s *Server) handleInputReply(m *wire.Message) {
 	if err := s.backends[p.loc].Send(context.Background(), wire.Stdin, out); err != nil {
 		s.log.Error("forwarding input reply", "err", err)
 	}
+}
+
+// countSpan finds the value of content's top-level "execution_count" key,
+// content[i:j], when it is a number or null; ok is false otherwise (the
+// caller then decodes the whole content).
+func countSpan(b []byte) (i, j int, ok bool) {
+	space := func(k int) int {
+		for k < len(b) && (b[k] == ' ' || b[k] == '\t' || b[k] == '\n' || b[k] == '\r') {
+			k++
+		}
+		return k
+	}
+	depth := 0
+	for k := 0; k < len(b); k++ {
+		switch b[k] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case '"':
+			e := k + 1
+			for e < len(b) && b[e] != '"' {
+				if b[e] == '\\' {
+					e++
+				}
+				e++
+			}
+			if e >= len(b) {
+				return 0, 0, false
+			}
+			if depth == 1 && string(b[k+1:e]) == "execution_count" {
+				if c := space(e + 1); c < len(b) && b[c] == ':' {
+					i = space(c + 1)
+					j = i
+					for j < len(b) && (b[j] == '-' || b[j] == '.' || b[j] == '+' || b[j] == 'e' || b[j] == 'E' || (b[j] >= '0' && b[j] <= '9') || (b[j] >= 'a' && b[j] <= 'z')) {
+						j++
+					}
+					if v := string(b[i:j]); j > i && (v == "null" || (v[0] >= '0' && v[0] <= '9') || v[0] == '-') {
+						if c := space(j); c < len(b) && (b[c] == ',' || b[c] == '}') {
+							return i, j, true
+						}
+					}
+					return 0, 0, false
+				}
+			}
+			k = e
+		}
+	}
+	return 0, 0, false
 }

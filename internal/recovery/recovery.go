@@ -579,7 +579,7 @@ func (r *Recovery) Replay(ctx context.Context, loc location.Location, plan state
 			clobbered[n] = true
 		}
 	}
-	exprs, err := transfer.Exec(ctx, r.req, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false, false)})
+	exprs, err := transfer.Exec(ctx, r.req, loc, "", map[string]string{agent.ReportKey: agent.ReportExpr(plan.Rebuilt, false, false, nil, true)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("asking the agent what was made: %w", err)
 	}
@@ -643,6 +643,7 @@ func Record(st *state.Map, model *policy.Model, dst location.Location, vers map[
 // current version's. It returns the names now at loc; the caller moves
 // the rest.
 func (r *Recovery) Recompute(ctx context.Context, loc location.Location, rc policy.Recompute) []string {
+	r.fetchHashes(ctx, loc, rc.Steps.Rebuilt)
 	accept := func(n string, ch agent.Change, reported bool, _ error) (bool, string) {
 		cur, ok := r.state.Get(n)
 		if !ok || !reported || ch.Hash == "" || ch.Hash != cur.Hash {
@@ -661,6 +662,40 @@ func (r *Recovery) Recompute(ctx context.Context, loc location.Location, rc poli
 	return kept
 }
 
+// fetchHashes asks a holder other than loc for the content hashes of
+// those names whose current version has none yet (the agent hashes big
+// values in think time): a recomputed value is kept only if its hash
+// equals the version's. A failure leaves them without, and the values
+// move instead.
+func (r *Recovery) fetchHashes(ctx context.Context, loc location.Location, names []string) {
+	by := map[location.Location][]string{}
+	for _, n := range names {
+		v, ok := r.state.Get(n)
+		if !ok || v.Hash != "" {
+			continue
+		}
+		for _, l := range r.locs {
+			if l != loc && v.At[l] {
+				by[l] = append(by[l], n)
+				break
+			}
+		}
+	}
+	for holder, ns := range by {
+		exprs, err := transfer.Exec(ctx, r.req, holder, "", map[string]string{agent.HashesKey: agent.HashesExpr(ns)})
+		if err != nil {
+			r.log.Warn("asking for content hashes to check a recompute against", "at", holder, "err", err)
+			continue
+		}
+		hashes, err := agent.ParseHashes(exprs[agent.HashesKey])
+		if err != nil {
+			r.log.Warn("asking for content hashes to check a recompute against", "at", holder, "err", err)
+			continue
+		}
+		r.state.SetHashes(holder, hashes)
+	}
+}
+
 // Recipe is how names could be made at loc by re-running the cells that
 // made them from values that still exist; ok is false when they may not
 // be: aliased values must move as one payload to stay one object, an
@@ -669,6 +704,8 @@ func (r *Recovery) Recompute(ctx context.Context, loc location.Location, rc poli
 func (r *Recovery) Recipe(names []string, loc location.Location) (state.Plan, bool) {
 	target := map[string]bool{}
 	for _, n := range names {
+		// A hash left for think time is asked for when a recompute is
+		// carried out (Recompute), not needed to plan one.
 		if v, ok := r.state.Get(n); !ok || v.Group != "" || !v.Movable {
 			return state.Plan{}, false
 		}

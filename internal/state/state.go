@@ -367,3 +367,39 @@ func (m *Map) SetUnmovable(name, why string) {
 		v.Movable, v.Reason = false, why
 	}
 }
+
+// SetHashes fills in content hashes the agent at loc computed after it
+// reported their versions (with hash ""): only for a version loc holds
+// and only where none is known, so a hash never lands on a version it
+// was not computed from.
+func (m *Map) SetHashes(loc location.Location, hashes map[string]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n, h := range hashes {
+		if v, ok := m.vars[n]; ok && v.At[loc] && v.Hash == "" && h != "" {
+			v.Hash = h
+		}
+	}
+}
+
+// Shared returns the names among names whose current version loc holds
+// and another location too: for them a content hash after a cell at loc
+// decides whether the other copy stays fresh.
+func (m *Map) Shared(loc location.Location, names []string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, n := range names {
+		v, ok := m.vars[n]
+		if !ok || !v.At[loc] {
+			continue
+		}
+		for l := range v.At {
+			if l != loc {
+				out = append(out, n)
+				break
+			}
+		}
+	}
+	return out
+}

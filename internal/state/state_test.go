@@ -124,3 +124,25 @@ func TestPinnedAndLost(t *testing.T) {
 		t.Fatalf("x after losing remote: %v %v", v.Locations(), ok)
 	}
 }
+
+// A hash the agent computed later lands only on a version the reporting
+// location holds and only where none is known; Shared names the versions
+// held elsewhere too.
+func TestSetHashesAndShared(t *testing.T) {
+	m := New()
+	m.Ran("local", "c1", map[string]Change{"x": {Movable: true}, "y": {Movable: true, Hash: "h-y"}, "z": {Movable: true}}, nil)
+	m.Arrived("remote", m.Versions([]string{"x"}))
+	if got := m.Shared("local", []string{"x", "y", "nope"}); !reflect.DeepEqual(got, []string{"x"}) {
+		t.Errorf("Shared(local) = %v, want [x]", got)
+	}
+	if got := m.Shared("remote", []string{"x", "y"}); !reflect.DeepEqual(got, []string{"x"}) {
+		t.Errorf("Shared(remote) = %v, want [x] (held at local too)", got)
+	}
+	m.SetHashes("remote", map[string]string{"z": "h-z"})
+	m.SetHashes("local", map[string]string{"x": "h-x", "y": "other", "gone": "h"})
+	for n, want := range map[string]string{"x": "h-x", "y": "h-y", "z": ""} {
+		if v, _ := m.Get(n); v.Hash != want {
+			t.Errorf("%s's hash = %q, want %q", n, v.Hash, want)
+		}
+	}
+}

@@ -36,6 +36,8 @@ type ClientConn struct {
 	signer  *Signer
 	socks   map[Channel]*Socket
 	in      chan Incoming
+	dst     atomic.Pointer[chan Incoming]  // where read delivers: in, or DeliverTo's
+	handler atomic.Pointer[func(Incoming)] // HandleWith's, called instead
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	// Rejected counts messages dropped for a bad signature or bad frames.
@@ -62,6 +64,7 @@ func Dial(info ConnInfo, session string) (*ClientConn, error) {
 		}
 		c.socks[ch] = s
 	}
+	c.dst.Store(&c.in)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	for ch, s := range c.socks {
@@ -85,8 +88,12 @@ func (c *ClientConn) read(ctx context.Context, ch Channel, s *Socket) {
 			slog.Warn("dropped message from kernel", "channel", ch, "err", err)
 			continue
 		}
+		if h := c.handler.Load(); h != nil {
+			(*h)(Incoming{Channel: ch, Msg: m})
+			continue
+		}
 		select {
-		case c.in <- Incoming{Channel: ch, Msg: m}:
+		case *c.dst.Load() <- Incoming{Channel: ch, Msg: m}:
 		case <-ctx.Done():
 			return
 		}
@@ -96,6 +103,21 @@ func (c *ClientConn) read(ctx context.Context, ch Channel, s *Socket) {
 // Incoming delivers every verified message from the kernel. It is closed
 // when the connection is closed.
 func (c *ClientConn) Incoming() <-chan Incoming { return c.in }
+
+// DeliverTo sends what arrives from now on to ch instead of Incoming
+// (which then stays open and silent until Close); ch is never closed. A
+// backend that outlives its connections passes its own stable channel, so
+// no goroutine copies every message from one channel to the other: one
+// hand-off less on each message a kernel sends.
+func (c *ClientConn) DeliverTo(ch chan Incoming) { c.dst.Store(&ch) }
+
+// HandleWith has f called with each message from now on, on the reader
+// goroutine of the socket it came on (so in order per socket, and
+// concurrently across sockets), instead of delivering it on a channel: a
+// relay then forwards each message from the goroutine that received it,
+// with no hand-off. f must not block for long: its socket is not read
+// meanwhile (what arrives queues in the socket).
+func (c *ClientConn) HandleWith(f func(Incoming)) { c.handler.Store(&f) }
 
 // Send signs and sends m on ch (shell, control or stdin).
 func (c *ClientConn) Send(ch Channel, m *Message) error {

@@ -9,7 +9,7 @@ import (
 // Encode turns m into ZeroMQ frames: identities, delimiter, signature,
 // header, parent, metadata, content, buffers.
 func Encode(m *Message, s *Signer) ([][]byte, error) {
-	header, err := json.Marshal(m.Header)
+	header, err := m.Header.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("encoding header: %w", err)
 	}
@@ -56,12 +56,12 @@ func Decode(frames [][]byte, s *Signer) (*Message, error) {
 	if m.Header.MsgType == "" {
 		return nil, fmt.Errorf("%w: header has no msg_type", ErrMalformed)
 	}
-	for name, f := range map[string][]byte{"parent header": parent, "metadata": meta, "content": content} {
+	for i, f := range [...][]byte{parent, meta, content} {
 		if !isObject(f) {
-			return nil, fmt.Errorf("%w: %s is not a JSON object", ErrMalformed, name)
+			return nil, fmt.Errorf("%w: %s is not a JSON object", ErrMalformed, [...]string{"parent header", "metadata", "content"}[i])
 		}
 	}
-	m.Parent, m.Metadata, m.Content = parent, meta, content
+	m.Parent, m.Metadata, m.Content, m.rawHeader = parent, meta, content, header
 	if len(rest) > 5 {
 		m.Buffers = rest[5:]
 	}

@@ -395,3 +395,38 @@ func TestFuzzFramesRoundTrip(t *testing.T) {
 		t.Fatalf("frames %q became %q", in, got)
 	}
 }
+
+// The hand-written header encoding says what json.Marshal of the map did,
+// escapes included, and a decoded message's header goes on as it came.
+func TestHeaderEncodingFastPath(t *testing.T) {
+	for _, h := range []Header{
+		NewHeader("execute_request", "sess", "u"),
+		{MsgID: `a"b\c`, Session: "s\n\x01", Username: "ü <&>", Date: "d", MsgType: "t", Version: "5.3"},
+		{},
+	} {
+		fast, _ := h.MarshalJSON()
+		var back Header
+		if err := json.Unmarshal(fast, &back); err != nil {
+			t.Fatalf("%s: %v", fast, err)
+		}
+		if back.MsgID != h.MsgID || back.Session != h.Session || back.Username != h.Username || back.Date != h.Date || back.MsgType != h.MsgType || back.Version != h.Version || back.Extra != nil {
+			t.Errorf("round trip of %+v gave %+v", h, back)
+		}
+		slow, _ := json.Marshal(map[string]any{"msg_id": h.MsgID, "session": h.Session, "username": h.Username, "date": h.Date, "msg_type": h.MsgType, "version": h.Version})
+		var a, b map[string]string
+		_ = json.Unmarshal(fast, &a)
+		_ = json.Unmarshal(slow, &b)
+		if len(a) != 6 || len(b) != 6 || a["msg_id"] != b["msg_id"] || a["session"] != b["session"] || a["username"] != b["username"] {
+			t.Errorf("fast %s, slow %s", fast, slow)
+		}
+	}
+	s := testSigner(t)
+	raw := `{"version":"5.3","msg_type":"execute_request","msg_id":"m1","date":"d","session":"s","username":"u","subshell_id":null}`
+	m, err := Decode(signedFrames(s, raw, "{}", "{}", "{}"), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.HeaderJSON()) != raw {
+		t.Errorf("HeaderJSON = %s, want the header as received", m.HeaderJSON())
+	}
+}

@@ -50,6 +50,9 @@ func (h *Header) UnmarshalJSON(b []byte) error {
 		if !ok || string(raw) == "null" {
 			return "", nil
 		}
+		if plain(raw) {
+			return string(raw[1 : len(raw)-1]), nil
+		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return "", fmt.Errorf("header field %q is not a string", k)
@@ -57,8 +60,11 @@ func (h *Header) UnmarshalJSON(b []byte) error {
 		return s, nil
 	}
 	var err error
-	for k, dst := range map[string]*string{"msg_id": &h.MsgID, "session": &h.Session, "username": &h.Username, "date": &h.Date, "msg_type": &h.MsgType, "version": &h.Version} {
-		if *dst, err = str(k); err != nil {
+	for _, f := range [...]struct {
+		k   string
+		dst *string
+	}{{"msg_id", &h.MsgID}, {"session", &h.Session}, {"username", &h.Username}, {"date", &h.Date}, {"msg_type", &h.MsgType}, {"version", &h.Version}} {
+		if *f.dst, err = str(f.k); err != nil {
 			return err
 		}
 	}
@@ -74,8 +80,53 @@ func (h *Header) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// MarshalJSON writes the header with its extra fields.
+// plain reports whether raw is a JSON string needing no unescaping.
+func plain(raw []byte) bool {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return false
+	}
+	for _, c := range raw[1 : len(raw)-1] {
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// MarshalJSON writes the header with its extra fields. Without extra
+// fields (every header Ferry makes) it is written by hand: json.Marshal of
+// a map sorted and reflected its way through six strings on every message
+// relayed.
 func (h Header) MarshalJSON() ([]byte, error) {
+	if len(h.Extra) == 0 {
+		b := make([]byte, 0, 64+len(h.MsgID)+len(h.Session)+len(h.Username)+len(h.Date)+len(h.MsgType)+len(h.Version))
+		b = append(b, `{"msg_id":`...)
+		b = appendString(b, h.MsgID)
+		b = append(b, `,"session":`...)
+		b = appendString(b, h.Session)
+		b = append(b, `,"username":`...)
+		b = appendString(b, h.Username)
+		b = append(b, `,"date":`...)
+		b = appendString(b, h.Date)
+		b = append(b, `,"msg_type":`...)
+		b = appendString(b, h.MsgType)
+		b = append(b, `,"version":`...)
+		b = appendString(b, h.Version)
+		return append(b, '}'), nil
+	}
 	m := make(map[string]any, 6+len(h.Extra))
 	for k, v := range h.Extra {
 		m[k] = v
@@ -94,6 +145,11 @@ type Message struct {
 	Metadata   json.RawMessage
 	Content    json.RawMessage
 	Buffers    [][]byte
+	// rawHeader is the header frame as Decode received it: HeaderJSON
+	// (another message's parent) passes it on as it came instead of
+	// encoding it again for every message relayed under it. A decoded
+	// message's Header is therefore never changed; relays build new ones.
+	rawHeader []byte
 }
 
 // NewID returns a random message or session id in the uuid4 hex form
@@ -155,7 +211,10 @@ func (m *Message) ParentID() string {
 // HeaderJSON returns the header encoded as JSON, for use as another
 // message's parent.
 func (m *Message) HeaderJSON() json.RawMessage {
-	b, _ := json.Marshal(m.Header)
+	if m.rawHeader != nil {
+		return m.rawHeader
+	}
+	b, _ := m.Header.MarshalJSON()
 	return b
 }
 

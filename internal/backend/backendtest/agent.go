@@ -208,23 +208,25 @@ func reach(o *object) map[*object]bool {
 	return out
 }
 
-// parseReportArgs reads report()'s arguments: a JSON list, then True or
-// False for dynamic, then (ignored: a fake kernel has no process state)
-// True or False for proc.
+// parseReportArgs reads report()'s arguments: a JSON list, True or False
+// for dynamic, then (ignored: a fake kernel has no process state, and
+// hashes everything at once, so sharing and full hashing change nothing)
+// True or False for proc, a JSON list of shared names and True or False
+// for full.
 func parseReportArgs(args string) (map[string]bool, bool, error) {
 	dec := json.NewDecoder(strings.NewReader(args))
 	var names []string
 	if err := dec.Decode(&names); err != nil {
 		return nil, false, raise("SyntaxError", "report() names: %v", err)
 	}
-	// dynamic, then proc and a list of module attributes, both ignored:
-	// a fake kernel has no process state.
-	rest := strings.SplitN(strings.TrimPrefix(strings.TrimSpace(args[dec.InputOffset():]), ","), ",", 3)
-	if len(rest) < 1 {
-		return nil, false, raise("TypeError", "report() takes names, dynamic, proc and attrs")
+	// dynamic; then proc, shared, full and the module attributes, all
+	// ignored: a fake kernel has no process state and hashes at once.
+	flags := strings.Split(strings.TrimPrefix(strings.TrimSpace(args[dec.InputOffset():]), ","), ",")
+	if len(flags) < 1 {
+		return nil, false, raise("TypeError", "report() takes names, dynamic, proc, shared, full and attrs")
 	}
 	var dynamic bool
-	switch strings.TrimSpace(rest[0]) {
+	switch strings.TrimSpace(flags[0]) {
 	case "True":
 		dynamic = true
 	case "False":

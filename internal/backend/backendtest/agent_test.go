@@ -27,7 +27,7 @@ func sorted(m map[string]agent.Change) []string {
 // length changes seen anyway, deletes, alias groups, movability.
 func TestReport(t *testing.T) {
 	d := started(t, location.Local)
-	if r := d.hiddenExec("", map[string]string{agent.ReportKey: agent.ReportExpr(nil, false, false)}); true {
+	if r := d.hiddenExec("", map[string]string{agent.ReportKey: agent.ReportExpr(nil, false, false, nil, false)}); true {
 		if _, err := agent.ParseReport(r.expr(agent.ReportKey)); err == nil || !strings.Contains(err.Error(), "ModuleNotFoundError") {
 			t.Fatalf("report before install: %v, want ModuleNotFoundError", err)
 		}
@@ -62,7 +62,7 @@ func TestReport(t *testing.T) {
 		{code: "n = noise(8)", changed: []string{"n"}},
 	}
 	for i, st := range steps {
-		r := d.exec(st.code, map[string]string{agent.ReportKey: agent.ReportExpr(st.maybe, st.dynamic, false)})
+		r := d.exec(st.code, map[string]string{agent.ReportKey: agent.ReportExpr(st.maybe, st.dynamic, false, nil, false)})
 		rep, err := agent.ParseReport(r.expr(agent.ReportKey))
 		if err != nil {
 			t.Fatalf("step %d %q: %v", i, st.code, err)
@@ -106,7 +106,7 @@ func TestReport(t *testing.T) {
 	}
 	// A cell that raised evaluates no user_expressions; asking again shows
 	// what it bound before raising.
-	r := d.exec("z = 1\nraise ValueError(\"late\")", map[string]string{agent.ReportKey: agent.ReportExpr(nil, false, false)})
+	r := d.exec("z = 1\nraise ValueError(\"late\")", map[string]string{agent.ReportKey: agent.ReportExpr(nil, false, false, nil, false)})
 	if ue, _ := r.content()["user_expressions"].(map[string]any); r.content()["status"] != "error" || ue == nil || len(ue) != 0 {
 		t.Errorf("a cell that raised answered %v, want an error with empty user_expressions", r.content())
 	}
@@ -400,7 +400,7 @@ func TestReportSharedStructure(t *testing.T) {
 		code += fmt.Sprintf("\nl%d = [l%d, l%d]", i, i-1, i-1)
 	}
 	t0 := time.Now()
-	r := d.exec(code, map[string]string{agent.ReportKey: agent.ReportExpr(nil, true, false)})
+	r := d.exec(code, map[string]string{agent.ReportKey: agent.ReportExpr(nil, true, false, nil, false)})
 	rep, err := agent.ParseReport(r.expr(agent.ReportKey))
 	if err != nil || len(rep.Changed) != 41 || rep.Changed["l40"].Hash == "" || rep.Changed["l40"].Group != "g:l0" {
 		t.Errorf("reported %d names (%v), l40 %+v", len(rep.Changed), err, rep.Changed["l40"])

@@ -215,7 +215,7 @@ func (d *driver) open(secret string) (string, *result) {
 // report asks the agent what changed, as Ferry does after a cell raised.
 func (d *driver) report(maybe []string, dynamic bool) agent.Report {
 	d.t.Helper()
-	r := d.hiddenExec("", map[string]string{agent.ReportKey: agent.ReportExpr(maybe, dynamic, false)})
+	r := d.hiddenExec("", map[string]string{agent.ReportKey: agent.ReportExpr(maybe, dynamic, false, nil, false)})
 	rep, err := agent.ParseReport(r.expr(agent.ReportKey))
 	if err != nil {
 		d.t.Fatalf("report: %v", err)
