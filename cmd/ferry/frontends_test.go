@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
@@ -173,4 +175,84 @@ func TestJupyterConsoleInTmux(t *testing.T) {
 	waitFor("local: ipykernel running", 30*time.Second)
 	waitFor("In [4]", 10*time.Second)
 	tmux("send-keys", "-t", session, "exit", "Enter")
+}
+
+// Ctrl-C in a terminal, as a person presses it (tmux sends it to the
+// foreground process group, kernels included): ferry run ends with exit
+// 130, one clean line naming the cell, not stuck to the progress bar, and
+// the partial notebook written.
+func TestRunCtrlCInTmux(t *testing.T) {
+	testenv.SkipIfShort(t, "ferry run in tmux on a real kernel, 10 s")
+	testenv.RequirePython(t)
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux missing: apt-get install tmux")
+	}
+	dir := t.TempDir()
+	nb := writeNotebook(t, dir, "long.ipynb", []string{"x = 1", "import time\ntime.sleep(60)", "print('never')"})
+	out := filepath.Join(dir, "out.ipynb")
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	const session = "ferryrun"
+	tmux := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("tmux", append([]string{"-S", sock}, args...)...)
+		cmd.Env = quietEnv()
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	bin, err := filepath.Abs(ferryBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The shell traps SIGINT (a handler, reset to default in its
+	// children) so it outlives Ctrl-C and prints ferry's exit status.
+	script := fmt.Sprintf("trap : INT; %s run %s -o %s --python %s; echo FERRY_EXIT=$?; exec sleep 120", bin, nb, out, testenv.Python())
+	tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40", "sh", "-c", script)
+	tmux("set-option", "-t", session, "remain-on-exit", "on")
+	t.Cleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
+	waitFor := func(what string, within time.Duration) string {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			screen := tmux("capture-pane", "-p", "-t", session)
+			if strings.Contains(screen, what) {
+				return screen
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%q did not appear within %s; screen:\n%s", what, within, screen)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("cell 2 of 3", 90*time.Second)
+	t0 := time.Now()
+	tmux("send-keys", "-t", session, "C-c")
+	screen := waitFor("FERRY_EXIT=", 30*time.Second)
+	if !strings.Contains(screen, "FERRY_EXIT=130") {
+		t.Errorf("exit status after Ctrl-C; want 130, screen:\n%s", screen)
+	}
+	if el := time.Since(t0); el > 20*time.Second {
+		t.Errorf("exiting took %s: the cell was waited for", el)
+	}
+	if strings.Contains(screen, "context canceled") {
+		t.Errorf("Ctrl-C shows an internal error:\n%s", screen)
+	}
+	clean := false
+	for _, l := range strings.Split(screen, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "ferry run: ") && strings.Contains(l, "interrupted in cell 2 of 3") {
+			clean = true
+		}
+	}
+	if !clean {
+		t.Errorf("no line of its own naming the interrupted cell:\n%s", screen)
+	}
+	got, err := notebook.Read(out)
+	if err != nil {
+		t.Fatalf("no partial notebook after Ctrl-C: %v", err)
+	}
+	if toJSON(got.Cells[2]["outputs"]) != "[]" {
+		t.Errorf("the cell after the interrupted one has outputs: %s", toJSON(got.Cells[2]["outputs"]))
+	}
 }
