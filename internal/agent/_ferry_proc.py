@@ -82,6 +82,26 @@ def baseline(shell):
     _base["root_level"] = logging.root.level
     _base["traits"] = _traits(shell)
     _base["magics"] = _magic_ids(shell)
+    _base["formatters"] = _printer_ids(shell)
+
+
+def _formatters(shell):
+    df = getattr(shell, "display_formatter", None)
+    return dict(getattr(df, "formatters", None) or {})
+
+
+def _printer_ids(shell):
+    """id of each display printer per mime type, by (module, qualname) of
+    the type it formats."""
+    out = {}
+    for mime, f in _formatters(shell).items():
+        d = {}
+        for t, fn in list(getattr(f, "type_printers", {}).items()):
+            d[(getattr(t, "__module__", ""), getattr(t, "__name__", ""))] = id(fn)
+        for key, fn in list(getattr(f, "deferred_printers", {}).items()):
+            d[tuple(key)] = id(fn)
+        out[mime] = d
+    return out
 
 
 def _rel_or_abs(p):
@@ -196,6 +216,7 @@ def capture(shell):
     st["warnings"] = added
     st["ipython"] = _capture_ipython(shell)
     st["magics"] = _capture_magics(shell)
+    st["formatters"] = _capture_formatters(shell, skipped)
     attrs = {}
     for mod, attr in sorted(_attrs):
         m = sys.modules.get(mod)
@@ -260,6 +281,27 @@ def _capture_ipython(shell):
         if d:
             traits[cname] = d
     out["traits"] = traits
+    return out
+
+
+def _capture_formatters(shell, skipped):
+    """Display printers the notebook registered (for_type, for_type_by_name
+    on IPython's formatters): mime -> [(module, qualname, printer)]. A type
+    travels by name, so a notebook class finds its printer there as here."""
+    base = _base.get("formatters", {})
+    out = {}
+    for mime, f in _formatters(shell).items():
+        b = base.get(mime, {})
+        items = [((getattr(t, "__module__", ""), getattr(t, "__name__", "")), fn)
+                 for t, fn in list(getattr(f, "type_printers", {}).items())]
+        items += [(tuple(k), fn) for k, fn in list(getattr(f, "deferred_printers", {}).items())]
+        for key, fn in items:
+            if b.get(key) == id(fn):
+                continue
+            if not callable(fn):
+                skipped.append("a %s printer for %s.%s" % (mime, key[0], key[1]))
+                continue
+            out.setdefault(mime, []).append((key[0], key[1], fn))
     return out
 
 
@@ -371,6 +413,17 @@ def apply(shell, st):
             track(mod, attr)
         except Exception as e:
             failed.append("%s.%s (%s)" % (mod, attr, e))
+    fmts = _formatters(shell)
+    for mime, printers in st.get("formatters", {}).items():
+        f = fmts.get(mime)
+        for mod, qualname, fn in printers:
+            if f is None:
+                failed.append("a %s printer for %s.%s (no such formatter here)" % (mime, mod, qualname))
+                continue
+            try:
+                _set_printer(f, mod, qualname, fn)
+            except Exception as e:
+                failed.append("a %s printer for %s.%s (%s)" % (mime, mod, qualname, e))
     for kind, table in st.get("magics", {}).items():
         for n, f in table.items():
             try:
@@ -381,6 +434,17 @@ def apply(shell, st):
 
 
 _missing = object()
+
+
+def _set_printer(f, mod, qualname, fn):
+    """Register fn for the type named mod.name on formatter f: on a type
+    of that name already registered here, and by name (IPython's deferred
+    printers, matched by module and __name__ when a value is shown), so a
+    notebook class moved here after, a new class object, finds it too."""
+    for t in list(getattr(f, "type_printers", {})):
+        if getattr(t, "__module__", "") == mod and getattr(t, "__name__", "") == qualname:
+            f.type_printers[t] = fn
+    f.deferred_printers[(mod, qualname)] = fn
 
 
 def _resolve(mod, qualname):

@@ -215,6 +215,31 @@ class ProcTests(unittest.TestCase):
         self.assertEqual(logging.root.level, logging.INFO)
         self.assertTrue(any(getattr(h.formatter, "_fmt", "") == "LOG %(message)s" for h in logging.root.handlers))
 
+    def test_display_printers_the_notebook_registered_travel_by_type_name(self):
+        from IPython.core.formatters import DisplayFormatter
+
+        def make_class():
+            return type("Card", (), {"__module__": "__main__"})
+
+        here, there = Shell(), Shell()
+        here.display_formatter, there.display_formatter = DisplayFormatter(), DisplayFormatter()
+        proc.baseline(here)
+        Card = make_class()
+        here.display_formatter.formatters["text/html"].for_type(Card, lambda o: "<b>card</b>")
+        here.display_formatter.formatters["text/plain"].for_type_by_name("collections", "Counter", lambda o, p, c: p.text("C!"))
+        st = proc.capture(here)
+        self.assertEqual(sorted(st["formatters"]), ["text/html", "text/plain"])
+        self.assertEqual(st["formatters"]["text/html"][0][:2], ("__main__", "Card"))
+        proc.baseline(there)
+        self.assertEqual(proc.apply(there, st), [])
+        data, _ = there.display_formatter.format(make_class()())  # the class moved: another object
+        self.assertEqual(data.get("text/html"), "<b>card</b>")
+        import collections
+
+        data, _ = there.display_formatter.format(collections.Counter("ab"))
+        self.assertEqual(data["text/plain"], "C!")
+        self.assertEqual(proc.capture(there)["formatters"].keys(), st["formatters"].keys(), "applied printers are the state there too")
+
     def test_apply_removes_what_the_newest_state_no_longer_has(self):
         os.environ["FERRY_PROC_PROBE"] = "old"
         proc.apply(self.shell, {"env": {}})
