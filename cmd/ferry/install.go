@@ -22,6 +22,7 @@ func runInstall(ctx context.Context, args []string) error {
 	pol := fs.String("policy", "", "placement policy the kernel starts with (default local)")
 	remote := fs.String("remote", "", "Jupyter Server URL of the cloud kernel, written into the kernelspec (the token is not: set FERRY_TOKEN or --token-file)")
 	tokenFile := fs.String("token-file", "", "token file the kernel reads at start, written into the kernelspec")
+	cloudPrice := fs.String("cloud-price", "", "what a cloud kernel costs per hour in USD, written into the kernelspec")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -38,6 +39,9 @@ func runInstall(ctx context.Context, args []string) error {
 	}
 	if _, err := policy.New(*pol, 1); err != nil {
 		return fmt.Errorf("--policy: %w", err)
+	}
+	if _, err := parseCloudPrice(*cloudPrice); err != nil {
+		return err
 	}
 	if _, err := os.Stat(*python); err != nil {
 		return fmt.Errorf("interpreter %s not found; pass --python PATH to one with ipykernel (apt-get install python3-ipykernel)", *python)
@@ -69,6 +73,9 @@ func runInstall(ctx context.Context, args []string) error {
 	}
 	if *remote != "" {
 		argv = append(argv, "--remote", *remote)
+	}
+	if *cloudPrice != "" {
+		argv = append(argv, "--cloud-price", *cloudPrice)
 	}
 	if *tokenFile != "" {
 		abs, err := filepath.Abs(*tokenFile)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -58,6 +59,7 @@ type backendFlags struct {
 	startTimeout   string
 	forwardEnv     string
 	filesCap       string
+	cloudPrice     string
 
 	// dir is the notebook's directory on this machine: the local
 	// kernel's working directory, and what the cloud kernel's default
@@ -85,6 +87,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.startTimeout, "start-timeout", envOr("FERRY_START_TIMEOUT", orDefaultStr(conf.StartTimeout, backend.DefaultStartTimeout.String())), "how long the cloud kernel may take to start, e.g. 10m or 600 (seconds) (env FERRY_START_TIMEOUT)")
 	fs.StringVar(&b.forwardEnv, "forward-env", envOr("FERRY_FORWARD_ENV", ""), "comma-separated laptop environment variables to set in the cloud kernel, e.g. AWS_PROFILE,DATA_DIR (env FERRY_FORWARD_ENV); nothing else of the laptop's environment is copied")
 	fs.StringVar(&b.filesCap, "files-cap", envOr("FERRY_FILES_CAP", "2GB"), "most file data from the notebook's folder moved to the cloud for one cell (e.g. 500MB); a cell needing more runs on the laptop (env FERRY_FILES_CAP)")
+	fs.StringVar(&b.cloudPrice, "cloud-price", envOr("FERRY_CLOUD_PRICE", ""), "what a cloud kernel costs per hour it exists, in USD (e.g. 2.48): %ferry status and the summary then show its cost (env FERRY_CLOUD_PRICE)")
 	fs.BoolVar(&b.stateOff, "no-state", false, "do not analyse cells or move state (every cell must run in one place)")
 	fs.BoolVar(&b.localRemote, "local-remote", false, "stand in for the cloud with a second kernel on this machine (tests, demos)")
 	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x)")
@@ -113,6 +116,9 @@ func (b *backendFlags) config() (kernel.Config, error) {
 		}
 	}
 	if _, err := policy.New(b.policy, b.seed); err != nil {
+		return cfg, err
+	}
+	if cfg.CloudPrice, err = parseCloudPrice(b.cloudPrice); err != nil {
 		return cfg, err
 	}
 	if cfg.Backends, err = b.backends(); err != nil {
@@ -337,4 +343,16 @@ func watchParent(ctx context.Context, cancel context.CancelFunc) {
 			return
 		}
 	}
+}
+
+// parseCloudPrice reads --cloud-price: USD per hour, "" for none.
+func parseCloudPrice(s string) (float64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseFloat(strings.TrimPrefix(strings.TrimSpace(s), "$"), 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, fmt.Errorf("--cloud-price %q: want US dollars per hour, e.g. 2.48", s)
+	}
+	return v, nil
 }

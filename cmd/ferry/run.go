@@ -39,6 +39,11 @@ type summary struct {
 	FullStateBytes   int64   `json:"full_state_bytes"`
 	FullStateSeconds float64 `json:"full_state_seconds"`
 	PinnedCells      int     `json:"pinned_cells"`
+	// CloudKernelSeconds is how long cloud kernels existed during the
+	// run (creation to deletion); CloudCost that at --cloud-price (0
+	// without one).
+	CloudKernelSeconds float64 `json:"cloud_kernel_seconds"`
+	CloudCost          float64 `json:"cloud_cost"`
 }
 
 // runHelpText follows the flags in 'ferry help run'.
@@ -298,6 +303,7 @@ func runNotebook(ctx context.Context, args []string) error {
 	sum := summary{Notebook: in, Output: *out, Policy: bf.policy, Cells: len(runs), CellsLocal: local, CellsRemote: remote,
 		WallSeconds: wall, BytesMoved: tot.BytesMoved, Migrations: tot.Migrations, CellSeconds: []float64{},
 		TransferSeconds: tot.TransferSeconds, FullStateBytes: tot.FullStateBytes, FullStateSeconds: tot.FullStateSeconds, PinnedCells: tot.PinnedCells}
+	sum.CloudKernelSeconds, sum.CloudCost = sess.Kernel.CloudUsage()
 	for _, r := range runs {
 		sum.CellSeconds = append(sum.CellSeconds, r.Seconds)
 		if r.Status == "error" {

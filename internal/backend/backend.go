@@ -77,6 +77,10 @@ type Status struct {
 	// announces a slow start and feeds the policy from them.
 	Starting  time.Time
 	StartTook time.Duration
+	// UpSeconds is how long this backend's kernels existed so far, over
+	// all incarnations (a cloud kernel's from creation to deletion): what
+	// a metered cloud bills.
+	UpSeconds float64
 }
 
 // ErrDied is returned when a kernel died while Ferry waited on it.

@@ -45,6 +45,7 @@ type Local struct {
 	// moves it into a CPU-quota cgroup).
 	OnStart func(pid int) error
 
+	meter   upMeter // how long its kernels ran
 	in      chan wire.Incoming
 	handler func(wire.Incoming) // Handle's; nil: messages go to in
 
@@ -230,8 +231,10 @@ func (l *Local) launchLocked(ctx context.Context) error {
 			slog.Warn("start hook for the local kernel failed", "err", err)
 		}
 	}
+	l.meter.up(l.started)
 	go func() {
 		err := cmd.Wait()
+		l.meter.down(time.Now())
 		l.exitMu.Lock()
 		if err != nil {
 			l.lastExit = err.Error()
@@ -430,7 +433,8 @@ func (l *Local) Status() Status {
 	l.exitMu.Lock()
 	last := l.lastExit
 	l.exitMu.Unlock()
-	st := Status{Location: l.Loc, Kind: "ipykernel", Interpreter: l.Python, Started: l.started, Restarts: l.restarts, LastExit: last, State: "not started", WorkDir: l.Dir}
+	st := Status{Location: l.Loc, Kind: "ipykernel", Interpreter: l.Python, Started: l.started, Restarts: l.restarts, LastExit: last, State: "not started", WorkDir: l.Dir,
+		UpSeconds: l.meter.seconds(time.Now())}
 	if st.WorkDir == "" {
 		st.WorkDir, _ = os.Getwd()
 	}

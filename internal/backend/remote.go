@@ -97,6 +97,7 @@ func DefaultWorkDir(dir string) string {
 // the kernel's WebSocket.
 type Remote struct {
 	cfg    RemoteConfig
+	meter  upMeter // how long its kernels existed on the server
 	base   *url.URL
 	client *http.Client
 	// long is client without its overall time limit, for the create
@@ -566,6 +567,7 @@ func (r *Remote) create(ctx context.Context, old string) (string, error) {
 	}
 	r.kernelID, r.pending, r.session, r.startState = k.ID, k.ID, wire.NewID(), "starting"
 	r.mu.Unlock()
+	r.meter.up(time.Now()) // billed from its creation, not from when it answers
 	return k.ID, nil
 }
 
@@ -622,6 +624,7 @@ func (r *Remote) await(ctx context.Context, id string) error {
 		return err
 	}
 	gone := func(h error) error {
+		r.meter.down(time.Now())
 		r.mu.Lock()
 		if r.pending == id {
 			r.pending, r.kernelID, r.startBegan = "", "", time.Time{}
@@ -775,8 +778,9 @@ func (r *Remote) deleteKernel(ctx context.Context, id string) error {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = r.api(dctx, http.MethodDelete, "/api/kernels/"+id, nil, nil)
 		cancel()
-		if IsStatus(err, http.StatusNotFound) {
-			return nil // already gone
+		if err == nil || IsStatus(err, http.StatusNotFound) {
+			r.meter.down(time.Now()) // deleted, or already gone
+			return nil
 		}
 		if !IsStatus(err, http.StatusInternalServerError) {
 			return err
@@ -1136,7 +1140,7 @@ func (r *Remote) Status() Status {
 	r.mu.Lock()
 	st := Status{Location: r.Location(), Kind: "jupyter-server kernel " + r.cfg.KernelName, URL: redact(r.cfg.URL), KernelID: r.kernelID,
 		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started", WorkDir: r.cfg.WorkDir,
-		Starting: r.startBegan, StartTook: r.startTook}
+		Starting: r.startBegan, StartTook: r.startTook, UpSeconds: r.meter.seconds(time.Now())}
 	startState := r.startState
 	r.mu.Unlock()
 	r.exitMu.Lock()

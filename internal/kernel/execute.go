@@ -774,6 +774,14 @@ func (s *Server) statusText() string {
 	if len(s.locs.Clouds()) == 0 {
 		b.WriteString("remote: not configured (pass --remote URL or set FERRY_REMOTE)\n")
 	}
+	if len(s.locs.Clouds()) > 0 {
+		secs, usd := s.CloudUsage()
+		price := "no --cloud-price given"
+		if s.cfg.CloudPrice > 0 {
+			price = fmt.Sprintf("$%.4f at $%.2f/h", usd, s.cfg.CloudPrice)
+		}
+		fmt.Fprintf(&b, "cloud kernel time: %s (%s)\n", time.Duration(secs*float64(time.Second)).Round(time.Second), price)
+	}
 	b.WriteString(s.versionSkew())
 	if l := s.model.Link; len(s.locs.Clouds()) > 0 && (l.RTT > 0 || l.Bandwidth > 0) {
 		bw := "bandwidth not measured yet"

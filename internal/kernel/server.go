@@ -71,6 +71,21 @@ type Config struct {
 	// FilesCap bounds the files brought to a cloud for one cell (0: 2
 	// GiB); a cell needing more runs on the laptop, and says why.
 	FilesCap int64
+	// CloudPrice is what a cloud kernel costs per hour of existing, in
+	// USD (--cloud-price; 0: unknown), for %ferry status and the summary.
+	CloudPrice float64
+}
+
+// CloudUsage is how long the cloud kernels existed so far (from each
+// one's creation to its deletion, over restarts) and what that cost at
+// the configured price (0 without one). Any goroutine may call it.
+func (s *Server) CloudUsage() (seconds, usd float64) {
+	for _, loc := range s.locs.Clouds() {
+		if b := s.backends[loc]; b != nil {
+			seconds += b.Status().UpSeconds
+		}
+	}
+	return seconds, seconds * s.cfg.CloudPrice / 3600
 }
 
 // Server is one running Ferry kernel.
