@@ -385,8 +385,9 @@ func (r *Recovery) rebuild(ctx context.Context, targets map[string]lostVar, need
 // candidates orders the locations a rebuild may go to: the cell's pin
 // first if it has one; then the kernels running now, the laptop first
 // (the next cell is often there, and no start is paid), then the dead
-// kernels' successors and the rest. A location where the replay would
-// overwrite a value it holds is left out.
+// kernels' successors and the rest. A location other than a dead
+// kernel's successor where the replay would overwrite a value it holds is
+// left out.
 func (r *Recovery) candidates(plan state.Plan, targets map[string]int, pin location.Location, from []location.Location) []location.Location {
 	running := func(location.Location) bool { return false }
 	if rn, ok := r.req.(Runner); ok {
@@ -405,7 +406,12 @@ func (r *Recovery) candidates(plan state.Plan, targets map[string]int, pin locat
 		}
 	}
 	for _, l := range append(append([]location.Location(nil), from...), r.locs...) {
-		if !slices.Contains(first, l) && !slices.Contains(then, l) && r.locs.Has(l) && !r.clobbers(l, plan, targets) {
+		// The dead kernel's successor takes it even where the replay
+		// overwrites values it holds (Replay deletes those there, and the
+		// next cell reading one brings it again), as before lazy rebuild:
+		// skipping it left L2 and L3 of the fault suite lost after the
+		// laptop kernel died, once a cell had brought L1 back there.
+		if !slices.Contains(first, l) && !slices.Contains(then, l) && r.locs.Has(l) && (slices.Contains(from, l) || !r.clobbers(l, plan, targets)) {
 			then = append(then, l)
 		}
 	}
