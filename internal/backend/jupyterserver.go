@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -166,12 +166,18 @@ func startJupyterServer(ctx context.Context, python string, opts ServerOptions, 
 	s := &JupyterServer{URL: "http://" + ip + ":" + strconv.Itoa(port), Token: token, Port: port, cmd: cmd, dir: owned, done: make(chan struct{}), log: log,
 		python: python, opts: opts}
 	go func() { _ = cmd.Wait(); close(s.done) }()
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/api", nil)
+		// Each probe bounded on its own: one whose SYN was lost (a
+		// namespace's link still coming up) waited out TCP's backoff, and
+		// with it the whole start (seen under a loaded CI: "did not answer
+		// within 60s" from a server that answered a moment later).
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		req, _ := http.NewRequestWithContext(actx, http.MethodGet, s.URL+"/api", nil)
 		req.Header.Set("Authorization", "token "+token)
 		resp, err := http.DefaultClient.Do(req)
+		acancel()
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -181,10 +187,10 @@ func startJupyterServer(ctx context.Context, python string, opts ServerOptions, 
 		select {
 		case <-s.done:
 			cleanup()
-			return nil, fmt.Errorf("jupyter-server exited at start: %s", lastLine(log.String()))
+			return nil, fmt.Errorf("jupyter-server exited at start: %s", strings.ReplaceAll(lastLine(log.String()), token, "<token>"))
 		case <-ctx.Done():
 			s.Stop()
-			return nil, errors.New("jupyter-server did not answer within 60s")
+			return nil, fmt.Errorf("jupyter-server did not answer within 90s (its log's last line: %s)", strings.ReplaceAll(lastLine(log.String()), token, "<token>"))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -39,7 +39,7 @@ func TestGigabyteMoveKeepsHeapBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := r.Text()
+	want := r.Stream("stdout")
 	if !strings.HasSuffix(want, fmt.Sprintf(" %d\n", size)) {
 		t.Fatalf("local kernel printed %q", want)
 	}
@@ -58,7 +58,7 @@ func TestGigabyteMoveKeepsHeapBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = r.Text()
+	want = r.Stream("stdout")
 	peak, err = measureMove(ctx, t, n, "remote->local", "%%ferry local\nprint(hashlib.sha256(a).hexdigest(), a.nbytes)", want, size)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func measureMove(ctx context.Context, t *testing.T, n *notebook, what, code, wan
 	if err != nil {
 		return peak, err
 	}
-	if got := r.Text(); got != want {
+	if got := r.Stream("stdout"); got != want {
 		return peak, fmt.Errorf("%s: the target kernel hashed %q, the source %q: the array did not arrive intact", what, got, want)
 	}
 	tot := n.Kernel.Stats.Totals()
