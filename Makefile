@@ -21,7 +21,7 @@ vet:
 # classic Notebook in headless Chromium (internal/browser); then
 # the core packages' fast layer again under the race detector.
 test: build vet
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -count=1 -timeout 40m ./...
 	$(GO) test -race -count=1 -short $(RACE_PKGS)
 
 # The dev loop: unit tests and a few quick real-kernel smoke tests; the
