@@ -90,18 +90,18 @@ def _formatters(shell):
     return dict(getattr(df, "formatters", None) or {})
 
 
+def _printers(f):
+    """Formatter f's printers as [((module, name) of the type, printer)]:
+    those registered on a type and those registered by name."""
+    items = [((getattr(t, "__module__", ""), getattr(t, "__name__", "")), fn)
+             for t, fn in list(getattr(f, "type_printers", {}).items())]
+    return items + [(tuple(k), fn) for k, fn in list(getattr(f, "deferred_printers", {}).items())]
+
+
 def _printer_ids(shell):
-    """id of each display printer per mime type, by (module, qualname) of
-    the type it formats."""
-    out = {}
-    for mime, f in _formatters(shell).items():
-        d = {}
-        for t, fn in list(getattr(f, "type_printers", {}).items()):
-            d[(getattr(t, "__module__", ""), getattr(t, "__name__", ""))] = id(fn)
-        for key, fn in list(getattr(f, "deferred_printers", {}).items()):
-            d[tuple(key)] = id(fn)
-        out[mime] = d
-    return out
+    """id of each display printer per mime type, by (module, name) of the
+    type it formats."""
+    return {mime: {key: id(fn) for key, fn in _printers(f)} for mime, f in _formatters(shell).items()}
 
 
 def _rel_or_abs(p):
@@ -292,10 +292,7 @@ def _capture_formatters(shell, skipped):
     out = {}
     for mime, f in _formatters(shell).items():
         b = base.get(mime, {})
-        items = [((getattr(t, "__module__", ""), getattr(t, "__name__", "")), fn)
-                 for t, fn in list(getattr(f, "type_printers", {}).items())]
-        items += [(tuple(k), fn) for k, fn in list(getattr(f, "deferred_printers", {}).items())]
-        for key, fn in items:
+        for key, fn in _printers(f):
             if b.get(key) == id(fn):
                 continue
             if not callable(fn):
