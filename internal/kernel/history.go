@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -55,7 +56,7 @@ func historyWants(reads []string, results []int) (want []int, last bool) {
 			}
 		default:
 			if m := underscoreN.FindStringSubmatch(r); m != nil {
-				if n, err := strconv.Atoi(m[1]); err == nil && containsInt(results, n) {
+				if n, err := strconv.Atoi(m[1]); err == nil && slices.Contains(results, n) {
 					add(n)
 				}
 			}
@@ -63,15 +64,6 @@ func historyWants(reads []string, results []int) (want []int, last bool) {
 	}
 	sort.Ints(want)
 	return want, last
-}
-
-func containsInt(xs []int, x int) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // syncHistory brings the results the cell reads to loc and returns the
