@@ -244,7 +244,9 @@ func (l *Local) launchLocked(ctx context.Context) error {
 		l.exitMu.Unlock()
 		close(died)
 	}()
-	conn, err := wire.Dial(info, Session)
+	// Bounded, so a flood the relay cannot keep up with stays in the
+	// kernel's PUB (as it would for a slow front end), not in Ferry.
+	conn, err := wire.Dial(info, Session, wire.BoundInput())
 	if err != nil {
 		l.killLocked()
 		return fmt.Errorf("connecting to local kernel: %w", err)

@@ -29,7 +29,10 @@ const (
 	// The Ferry process's resident memory during a flood may grow by at
 	// most this much: well below the 210 MB of output, so Ferry relays
 	// output as it comes instead of piling it up (measured: +20 to +75 MB,
-	// the Go heap's slack over the few messages in flight included).
+	// the Go heap's slack over the few messages in flight included; +290
+	// MB once in CI, when the relay fell behind a 1 MiB flood and its
+	// unbounded IOPub queue took it all in: wire.BoundInput now pushes
+	// back, +29 MB).
 	floodRSSLimit = 128 << 20
 )
 

@@ -44,8 +44,9 @@ type ClientConn struct {
 	Rejected atomic.Int64
 }
 
-// Dial connects to the kernel described by info.
-func Dial(info ConnInfo, session string) (*ClientConn, error) {
+// Dial connects to the kernel described by info; iopub are options for
+// the IOPub socket (BoundInput for a relay).
+func Dial(info ConnInfo, session string, iopub ...Option) (*ClientConn, error) {
 	signer, err := NewSigner(info.SignatureScheme, []byte(info.Key))
 	if err != nil {
 		return nil, err
@@ -53,11 +54,11 @@ func Dial(info ConnInfo, session string) (*ClientConn, error) {
 	c := &ClientConn{Info: info, Session: session, signer: signer, socks: map[Channel]*Socket{}, in: make(chan Incoming, 256)}
 	ports := map[Channel]int{Shell: info.ShellPort, Control: info.ControlPort, Stdin: info.StdinPort, IOPub: info.IOPubPort}
 	for _, ch := range []Channel{Shell, Control, Stdin, IOPub} {
-		kind, opt := DEALER, WithIdentity(session)
+		kind, opts := DEALER, []Option{WithIdentity(session)}
 		if ch == IOPub {
-			kind, opt = SUB, Subscribe("")
+			kind, opts = SUB, append([]Option{Subscribe("")}, iopub...)
 		}
-		s, err := Connect(kind, info.Addr(ports[ch]), string(ch), opt)
+		s, err := Connect(kind, info.Addr(ports[ch]), string(ch), opts...)
 		if err != nil {
 			c.closeSockets()
 			return nil, err

@@ -22,9 +22,10 @@ var ErrClosed = errors.New("socket closed")
 // socket's ZMQ_FD. No OS thread parks in zmq_poll and no send hops through
 // a wake-up pipe (that design took 175 µs a loopback round trip where
 // blocking libzmq calls take 58 µs, and cost Ferry 1.20x a plain client on
-// a trivial cell; this one 1.12x). Received frames go to an unbounded
-// queue so a slow consumer never blocks sends (which could deadlock a
-// relay).
+// a trivial cell; this one 1.12x). Received frames go to a queue so a slow
+// consumer never blocks sends (which could deadlock a relay). The queue is
+// unbounded unless BoundInput bounds it in bytes (Ferry's SUB on a
+// kernel's IOPub).
 type Socket struct {
 	name string
 
@@ -38,15 +39,49 @@ type Socket struct {
 	fd *os.File
 	rc syscall.RawConn
 
-	inMu   sync.Mutex
-	in     [][][]byte
-	inSig  chan struct{}
-	done   chan struct{} // closed when the reader has stopped
-	closed atomic.Bool
+	inMu    sync.Mutex
+	in      [][][]byte
+	inBytes atomic.Int64 // bytes in in
+	// inLimit bounds inBytes (0: unbounded; see BoundInput). Past it the reader stops
+	// draining libzmq and sets paused; Recv drains again once the queue
+	// is down to half.
+	inLimit int64
+	paused  atomic.Bool
+	inSig   chan struct{}
+	done    chan struct{} // closed when the reader has stopped
+	closed  atomic.Bool
 }
 
 // Kind is a ZeroMQ socket type.
 type Kind = zmq.Type
+
+const (
+	// boundedQueue bounds a BoundInput socket's queue of received bytes:
+	// with boundedHWM messages in libzmq's pipe and the TCP buffers, a
+	// relay that falls behind holds some 30-60 MB of a flood of 1 MiB
+	// messages (measured: +29 MB in TestIOPubFlood, +41 MB with Ferry
+	// stopped for 4 s mid-flood, against +150 MB unbounded), and some
+	// 12k small ones before the kernel's own socket holds the rest.
+	boundedQueue = 8 << 20
+	// boundedHWM is a BoundInput socket's receive high-water mark
+	// (messages): libzmq then stops reading TCP, so the publisher holds
+	// what the subscriber cannot take yet (zero, unbounded, would pull
+	// every byte in).
+	boundedHWM = 8
+)
+
+// BoundInput bounds what the socket holds of its input: past the limit
+// the reader stops taking messages, and TCP pushes back on the sender,
+// which holds its output as it would for a slow peer (a kernel's PUB up
+// to its own high-water mark). For the SUB on a kernel's IOPub, so a relay
+// that falls behind a flood does not pile the flood up in Ferry; a front
+// end's SUB stays unbounded and drains Ferry's PUB as fast as it can.
+func BoundInput() Option {
+	return func(o *options) error {
+		o.inLimit = boundedQueue
+		return o.sock.SetRcvhwm(boundedHWM)
+	}
+}
 
 // Socket kinds used by Jupyter.
 const (
@@ -59,17 +94,23 @@ const (
 )
 
 // Option configures a socket before it binds or connects.
-type Option func(*zmq.Socket) error
+type Option func(*options) error
+
+// options are what an Option sets: the libzmq socket's own, and ours.
+type options struct {
+	sock    *zmq.Socket
+	inLimit int64
+}
 
 // WithIdentity sets the routing id (DEALER sockets of one client share it so
 // the kernel can route stdin requests to the same client).
 func WithIdentity(id string) Option {
-	return func(s *zmq.Socket) error { return s.SetIdentity(id) }
+	return func(o *options) error { return o.sock.SetIdentity(id) }
 }
 
 // Subscribe sets a SUB socket's subscription.
 func Subscribe(prefix string) Option {
-	return func(s *zmq.Socket) error { return s.SetSubscribe(prefix) }
+	return func(o *options) error { return o.sock.SetSubscribe(prefix) }
 }
 
 // Bind creates a socket bound to addr.
@@ -97,8 +138,9 @@ func open(kind Kind, addr, name string, bind bool, opts []Option) (*Socket, erro
 	if kind == ROUTER {
 		_ = s.SetRouterHandover(true)
 	}
-	for _, o := range opts {
-		if err := o(s); err != nil {
+	o := options{sock: s}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
 			return fail("configuring", err)
 		}
 	}
@@ -127,7 +169,7 @@ func open(kind Kind, addr, name string, bind bool, opts []Option) (*Socket, erro
 		f.Close()
 		return fail("watching the event descriptor of", err)
 	}
-	w := &Socket{sock: s, name: name, fd: f, rc: rc, inSig: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Socket{sock: s, name: name, fd: f, rc: rc, inSig: make(chan struct{}, 1), done: make(chan struct{}), inLimit: o.inLimit}
 	go w.readLoop()
 	return w, nil
 }
@@ -159,7 +201,11 @@ func (w *Socket) Recv(ctx context.Context) ([][]byte, error) {
 			f := w.in[0]
 			w.in[0] = nil
 			w.in = w.in[1:]
+			left := w.inBytes.Add(-frameBytes(f))
 			w.inMu.Unlock()
+			if w.paused.Load() && left <= w.inLimit/2 {
+				w.resume()
+			}
 			return f, nil
 		}
 		w.inMu.Unlock()
@@ -176,6 +222,23 @@ func (w *Socket) Recv(ctx context.Context) ([][]byte, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// resume takes input again after the queue's limit stopped the reader.
+func (w *Socket) resume() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.paused.Swap(false) {
+		w.drainLocked()
+	}
+}
+
+func frameBytes(f [][]byte) int64 {
+	var n int64
+	for _, p := range f {
+		n += int64(len(p))
+	}
+	return n
 }
 
 // Close stops the reader and closes the socket, flushing queued sends.
@@ -265,19 +328,29 @@ func sndmore(more bool) zmq.Flag {
 	return 0
 }
 
-// drainLocked receives everything the socket holds and wakes Recv. It
-// ends by reading ZMQ_EVENTS, which settles libzmq's pending commands (and
-// so re-arms the event descriptor), going round again if that shows more
-// input.
+// drainLocked receives everything the socket holds, or up to the queue's
+// limit, and wakes Recv. It ends by reading ZMQ_EVENTS, which settles
+// libzmq's pending commands (and so re-arms the event descriptor), going
+// round again if that shows more input. Stopped by the limit, it leaves
+// paused set: the event descriptor may then stay quiet, so Recv drains
+// again itself.
 func (w *Socket) drainLocked() {
-	if w.sock == nil {
+	if w.sock == nil || w.paused.Load() {
 		return
 	}
 	var got [][][]byte
+	var n int64
 	for {
+		if w.inLimit > 0 && w.inBytes.Load()+n >= w.inLimit {
+			// Set before the batch is queued: the Recv that takes
+			// it then sees paused and resumes.
+			w.paused.Store(true)
+			break
+		}
 		f, err := w.sock.RecvMessageBytes(zmq.DONTWAIT)
 		if err == nil {
 			got = append(got, f)
+			n += frameBytes(f)
 			continue
 		}
 		ev, err := w.sock.GetEvents()
@@ -290,6 +363,7 @@ func (w *Socket) drainLocked() {
 	}
 	w.inMu.Lock()
 	w.in = append(w.in, got...)
+	w.inBytes.Add(n)
 	w.inMu.Unlock()
 	select {
 	case w.inSig <- struct{}{}:

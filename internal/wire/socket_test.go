@@ -176,3 +176,77 @@ func TestIsAddrInUse(t *testing.T) {
 		t.Fatal("IsAddrInUse true for an unrelated error")
 	}
 }
+
+// A bounded SUB socket whose consumer falls behind stops taking input at its
+// queue's limit, so the publisher holds the rest, and nothing is lost:
+// once the consumer reads, every message arrives, in order.
+func TestSubQueueIsBounded(t *testing.T) {
+	ports, err := FreePorts("127.0.0.1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ConnInfo{Transport: "tcp", IP: "127.0.0.1"}.Addr(ports[0])
+	pub, err := Bind(PUB, addr, "pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	sub, err := Connect(SUB, addr, "sub", Subscribe(""), BoundInput())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A PUB drops what it sends before the subscription reaches it: ping
+	// until one arrives.
+	for i := 0; ; i++ {
+		if i == 500 {
+			t.Fatal("no ping reached the subscriber in 5 s")
+		}
+		_ = pub.Send([][]byte{[]byte("ping")})
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Millisecond)
+		_, err := sub.Recv(pctx)
+		pcancel()
+		if err == nil {
+			break
+		}
+	}
+	for { // the pings still on their way
+		pctx, pcancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_, err := sub.Recv(pctx)
+		pcancel()
+		if err != nil {
+			break
+		}
+	}
+	const n, size = 64, 1 << 20 // 64 MiB, eight times the queue's limit
+	for i := range n {
+		b := make([]byte, size)
+		b[0] = byte(i)
+		if err := pub.Send([][]byte{[]byte(fmt.Sprint(i)), b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for !sub.paused.Load() {
+		if ctx.Err() != nil {
+			t.Fatalf("the reader never stopped: %d bytes queued", sub.inBytes.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if q := sub.inBytes.Load(); q > boundedQueue+size+64 {
+		t.Fatalf("the reader stopped with %d bytes queued, over the limit of %d and one message", q, boundedQueue)
+	}
+	for i := range n {
+		f, err := sub.Recv(ctx)
+		if err != nil {
+			t.Fatalf("message %d of %d never arrived: %v", i, n, err)
+		}
+		if len(f) != 2 || string(f[0]) != fmt.Sprint(i) || len(f[1]) != size || f[1][0] != byte(i) {
+			t.Fatalf("message %d: got %d frames, first %q", i, len(f), f[0])
+		}
+		if q := sub.inBytes.Load(); q > boundedQueue+size+64 {
+			t.Fatalf("after message %d, %d bytes queued, over the limit", i, q)
+		}
+	}
+}
