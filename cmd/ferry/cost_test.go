@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/testenv"
 )
@@ -25,6 +26,26 @@ func TestParseCloudPrice(t *testing.T) {
 			t.Errorf("parseCloudPrice(%q) = %v, %v; want %v, ok %v", c.in, got, err, c.want, c.ok)
 		}
 		if err != nil && !strings.Contains(err.Error(), "--cloud-price") {
+			t.Errorf("the error does not name the flag: %v", err)
+		}
+	}
+}
+
+func TestParseCloudIdle(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, true}, {"15m", 15 * time.Minute, true}, {"90s", 90 * time.Second, true}, {"10", 10 * time.Minute, true},
+		{"0", 0, true}, {"1.5", 90 * time.Second, true},
+		{"-5m", 0, false}, {"-1", 0, false}, {"soon", 0, false}, {"Inf", 0, false}, {"15 min", 0, false},
+	} {
+		got, err := parseCloudIdle(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("parseCloudIdle(%q) = %v, %v; want %v, ok %v", c.in, got, err, c.want, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "--cloud-idle") {
 			t.Errorf("the error does not name the flag: %v", err)
 		}
 	}

@@ -23,6 +23,7 @@ func runInstall(ctx context.Context, args []string) error {
 	remote := fs.String("remote", "", "Jupyter Server URL of the cloud kernel, written into the kernelspec (the token is not: set FERRY_TOKEN or --token-file)")
 	tokenFile := fs.String("token-file", "", "token file the kernel reads at start, written into the kernelspec")
 	cloudPrice := fs.String("cloud-price", "", "what a cloud kernel costs per hour in USD, written into the kernelspec")
+	cloudIdle := fs.String("cloud-idle", "", "let an idle cloud kernel go after this long (e.g. 15m), written into the kernelspec")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -41,6 +42,9 @@ func runInstall(ctx context.Context, args []string) error {
 		return fmt.Errorf("--policy: %w", err)
 	}
 	if _, err := parseCloudPrice(*cloudPrice); err != nil {
+		return err
+	}
+	if _, err := parseCloudIdle(*cloudIdle); err != nil {
 		return err
 	}
 	if _, err := os.Stat(*python); err != nil {
@@ -76,6 +80,9 @@ func runInstall(ctx context.Context, args []string) error {
 	}
 	if *cloudPrice != "" {
 		argv = append(argv, "--cloud-price", *cloudPrice)
+	}
+	if *cloudIdle != "" {
+		argv = append(argv, "--cloud-idle", *cloudIdle)
 	}
 	if *tokenFile != "" {
 		abs, err := filepath.Abs(*tokenFile)

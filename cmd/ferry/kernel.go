@@ -60,6 +60,7 @@ type backendFlags struct {
 	forwardEnv     string
 	filesCap       string
 	cloudPrice     string
+	cloudIdle      string
 
 	// dir is the notebook's directory on this machine: the local
 	// kernel's working directory, and what the cloud kernel's default
@@ -88,6 +89,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.forwardEnv, "forward-env", envOr("FERRY_FORWARD_ENV", ""), "comma-separated laptop environment variables to set in the cloud kernel, e.g. AWS_PROFILE,DATA_DIR (env FERRY_FORWARD_ENV); nothing else of the laptop's environment is copied")
 	fs.StringVar(&b.filesCap, "files-cap", envOr("FERRY_FILES_CAP", "2GB"), "most file data from the notebook's folder moved to the cloud for one cell (e.g. 500MB); a cell needing more runs on the laptop (env FERRY_FILES_CAP)")
 	fs.StringVar(&b.cloudPrice, "cloud-price", envOr("FERRY_CLOUD_PRICE", ""), "what a cloud kernel costs per hour it exists, in USD (e.g. 2.48): %ferry status and the summary then show its cost (env FERRY_CLOUD_PRICE)")
+	fs.StringVar(&b.cloudIdle, "cloud-idle", envOr("FERRY_CLOUD_IDLE", conf.CloudIdle), "let a cloud kernel go after this long with no cloud cell (e.g. 15m), its values written home first; the next cloud cell starts a new one (env FERRY_CLOUD_IDLE; default: keep it all session)")
 	fs.BoolVar(&b.stateOff, "no-state", false, "do not analyse cells or move state (every cell must run in one place)")
 	fs.BoolVar(&b.localRemote, "local-remote", false, "stand in for the cloud with a second kernel on this machine (tests, demos)")
 	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x)")
@@ -120,6 +122,12 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	}
 	if cfg.CloudPrice, err = parseCloudPrice(b.cloudPrice); err != nil {
 		return cfg, err
+	}
+	if cfg.CloudIdle, err = parseCloudIdle(b.cloudIdle); err != nil {
+		return cfg, err
+	}
+	if cfg.CloudIdle > 0 && b.stateOff {
+		return cfg, fmt.Errorf("--cloud-idle needs Ferry to track state (it writes the cloud's values home before letting the kernel go); drop --no-state")
 	}
 	if cfg.Backends, err = b.backends(); err != nil {
 		return cfg, err
@@ -297,6 +305,7 @@ type fileConfig struct {
 	RemoteInsecure bool   `json:"remote_insecure"`
 	RemoteGateway  bool   `json:"remote_gateway"`
 	StartTimeout   string `json:"start_timeout"`
+	CloudIdle      string `json:"cloud_idle"`
 }
 
 func loadConfig() fileConfig {
@@ -343,6 +352,23 @@ func watchParent(ctx context.Context, cancel context.CancelFunc) {
 			return
 		}
 	}
+}
+
+// parseCloudIdle reads --cloud-idle: a duration ("15m", "90s"), or a
+// bare number of minutes; "" or 0 for never.
+func parseCloudIdle(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	if m, err := strconv.ParseFloat(s, 64); err == nil && m >= 0 && !math.IsInf(m, 0) {
+		return time.Duration(m * float64(time.Minute)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("--cloud-idle %q: want how long a cloud kernel may sit idle, e.g. 15m or 90s (a bare number is minutes)", s)
+	}
+	return d, nil
 }
 
 // parseCloudPrice reads --cloud-price: USD per hour, "" for none.

@@ -44,6 +44,8 @@ type summary struct {
 	// without one).
 	CloudKernelSeconds float64 `json:"cloud_kernel_seconds"`
 	CloudCost          float64 `json:"cloud_cost"`
+	// CloudReleases counts cloud kernels let go after --cloud-idle.
+	CloudReleases int `json:"cloud_releases"`
 }
 
 // runHelpText follows the flags in 'ferry help run'.
@@ -304,6 +306,7 @@ func runNotebook(ctx context.Context, args []string) error {
 		WallSeconds: wall, BytesMoved: tot.BytesMoved, Migrations: tot.Migrations, CellSeconds: []float64{},
 		TransferSeconds: tot.TransferSeconds, FullStateBytes: tot.FullStateBytes, FullStateSeconds: tot.FullStateSeconds, PinnedCells: tot.PinnedCells}
 	sum.CloudKernelSeconds, sum.CloudCost = sess.Kernel.CloudUsage()
+	sum.CloudReleases = tot.CloudReleases
 	for _, r := range runs {
 		sum.CellSeconds = append(sum.CellSeconds, r.Seconds)
 		if r.Status == "error" {

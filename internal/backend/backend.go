@@ -55,6 +55,17 @@ type Backend interface {
 	KernelInfo() json.RawMessage
 }
 
+// Releaser is a backend whose kernel can be let go on purpose while Ferry
+// runs: a metered cloud kernel after --cloud-idle of think time (issue 18).
+// Release deletes the current incarnation; Died closes and the next Start
+// starts a new one, as after a death, but LastExit and the state say it
+// was released. Called only by the kernel's think time, on the shell
+// worker (so no request is in flight to it), once every value only it
+// held was written home and confirmed.
+type Releaser interface {
+	Release(ctx context.Context) error
+}
+
 // Status is what %ferry status shows about a backend.
 type Status struct {
 	Location    location.Location
@@ -81,6 +92,9 @@ type Status struct {
 	// all incarnations (a cloud kernel's from creation to deletion): what
 	// a metered cloud bills.
 	UpSeconds float64
+	// Released is when the kernel was last let go after idle time (zero
+	// if it was not, or a new one started since).
+	Released time.Time
 }
 
 // ErrDied is returned when a kernel died while Ferry waited on it.

@@ -126,6 +126,7 @@ type Remote struct {
 	pending    string
 	startBegan time.Time
 	startTook  time.Duration // the last successful start, create to ready
+	released   time.Time     // when Release let the last kernel go (zero once a new one is made)
 	startState string        // what the pending kernel is doing, for Status
 	stopped    bool          // Shutdown began: no kernel is created again
 	stop       chan struct{} // closed by Shutdown, ends a start's wait
@@ -495,6 +496,7 @@ func (r *Remote) create(ctx context.Context, old string) (string, error) {
 	if old != "" {
 		r.mu.Lock()
 		r.restarts++
+		r.released = time.Time{}
 		r.mu.Unlock()
 		// The server may have restarted the dead kernel, empty, under the
 		// same id; Ferry starts its own, so that one would be an orphan.
@@ -1135,12 +1137,35 @@ func (r *Remote) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Release deletes the running kernel on purpose (idle release): the
+// reader stops without reconnecting, Died closes, and the next Start
+// creates a new kernel. The caller has written home what only it held.
+func (r *Remote) Release(ctx context.Context) error {
+	r.mu.Lock()
+	id := r.kernelID
+	r.mu.Unlock()
+	if id == "" || !r.Alive() {
+		return nil
+	}
+	r.closing.Store(true)
+	err := r.deleteKernel(ctx, id)
+	r.closeConn()
+	if err != nil {
+		return fmt.Errorf("deleting the idle cloud kernel %s: %w", id, err)
+	}
+	r.mu.Lock()
+	r.released = time.Now()
+	r.mu.Unlock()
+	r.setExit("released after idle time")
+	return nil
+}
+
 // Status describes the remote kernel without its token.
 func (r *Remote) Status() Status {
 	r.mu.Lock()
 	st := Status{Location: r.Location(), Kind: "jupyter-server kernel " + r.cfg.KernelName, URL: redact(r.cfg.URL), KernelID: r.kernelID,
 		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started", WorkDir: r.cfg.WorkDir,
-		Starting: r.startBegan, StartTook: r.startTook, UpSeconds: r.meter.seconds(time.Now())}
+		Starting: r.startBegan, StartTook: r.startTook, UpSeconds: r.meter.seconds(time.Now()), Released: r.released}
 	startState := r.startState
 	r.mu.Unlock()
 	r.exitMu.Lock()
@@ -1155,6 +1180,8 @@ func (r *Remote) Status() Status {
 	case st.KernelID == "":
 	case r.Alive():
 		st.State = "connected (" + protoName(proto) + ")"
+	case !st.Released.IsZero():
+		st.State = "released after idle time (a new kernel starts for the next cloud cell)"
 	default:
 		st.State = "disconnected"
 	}

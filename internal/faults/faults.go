@@ -64,6 +64,8 @@ type Case struct {
 	Strike func(ctx context.Context, h *harness) error
 	// Restart cases expect an empty namespace afterwards.
 	Restart bool
+	// CloudIdle is the session's --cloud-idle (0: off).
+	CloudIdle time.Duration
 }
 
 // Cases lists the suite.
@@ -118,6 +120,9 @@ func Cases() []Case {
 				return err
 			}
 			return h.transfer(ctx)
+		}},
+		{Name: "cloud kernel released after idle, then used again", CloudIdle: 2 * time.Second, Strike: func(ctx context.Context, h *harness) error {
+			return h.afterRelease(ctx)
 		}},
 		{Name: "jupyter-server restarted mid-session", Strike: func(ctx context.Context, h *harness) error {
 			srv, err := h.env.server.Restart(ctx)
@@ -281,7 +286,7 @@ func runCase(ctx context.Context, e *env, c Case) Result {
 	h.backends = map[location.Location]backend.Backend{location.Local: backend.NewLocal(e.python), location.Remote: remote}
 	h.sess, err = client.StartFerry(ctx, kernel.Config{
 		Backends: h.backends,
-		Policy:   "local", Analyzer: an,
+		Policy:   "local", Analyzer: an, CloudIdle: c.CloudIdle,
 		// The link is loopback: values move rather than being recomputed.
 		Link: policy.Link{Bandwidth: 1e9, RTT: 2e-4},
 		OnChunk: func(location.Location, location.Location, int) {
@@ -538,6 +543,48 @@ func (h *harness) afterRestart(ctx context.Context, res Result, t0 time.Time) Re
 	res.Survived = true
 	res.Note = "Ferry stopped, both kernels gone; the front end starts a new, empty kernel as asked"
 	return res
+}
+
+// afterRelease waits until Ferry let the idle cloud kernel go (the
+// server has no kernel left), then reads every value in a new cloud
+// kernel: each must come back with its digest from before, and the first
+// cloud cell must say that the kernel was released and started again.
+func (h *harness) afterRelease(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ids, err := h.env.server.Kernels(ctx)
+		if err == nil && len(ids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the idle cloud kernel was not released within 60 s (kernels %v, %v; status %q)", ids, err, h.backends[location.Remote].Status().State)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if h.backends[location.Remote].Status().Released.IsZero() {
+		return errors.New("the cloud kernel is gone from the server, but Ferry did not release it")
+	}
+	got, notes, err := h.digests(ctx, "remote")
+	if err != nil {
+		return fmt.Errorf("reading the values in a new cloud kernel: %w", err)
+	}
+	var bad []string
+	for _, n := range h.names {
+		if got[n] != h.want[n] {
+			bad = append(bad, n+"="+got[n])
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("after the release, in a new cloud kernel: %s differ from before", strings.Join(bad, ", "))
+	}
+	if !strings.Contains(strings.Join(notes, "\n"), "was released after") {
+		return fmt.Errorf("the first cloud cell after the release did not say so: %q", notes)
+	}
+	return nil
 }
 
 // waitGone waits up to 20 s for a process to disappear.

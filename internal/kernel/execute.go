@@ -257,6 +257,11 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if note := s.envNotice(loc, eff.Facts.Env); note != "" && !req.Silent {
 		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
 	}
+	// A cloud kernel let go after idle time was started again for this
+	// cell: one line says so, and what that took.
+	if note := s.releaseNotice(loc, len(out.names), t0); note != "" && !req.Silent {
+		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
+	}
 	s.where.set(loc)
 	defer s.where.set("")
 	content = s.withReport(content, loc, eff)
@@ -284,6 +289,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		s.histMu.Unlock()
 	}
 	s.lastEnd = time.Now()
+	s.cloudUsed(loc)
 	s.lastMoved = "nothing moved"
 	if len(out.names) > 0 {
 		s.lastMoved = fmt.Sprintf("moved before it: %s (%s in %.2f s)", strings.Join(shownNames(out.names, true), ", "), report.HumanBytes(out.bytes), out.seconds)
@@ -782,6 +788,7 @@ func (s *Server) statusText() string {
 		}
 		fmt.Fprintf(&b, "cloud kernel time: %s (%s)\n", time.Duration(secs*float64(time.Second)).Round(time.Second), price)
 	}
+	b.WriteString(s.releaseStatus())
 	b.WriteString(s.versionSkew())
 	if l := s.model.Link; len(s.locs.Clouds()) > 0 && (l.RTT > 0 || l.Bandwidth > 0) {
 		bw := "bandwidth not measured yet"

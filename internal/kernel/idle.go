@@ -29,6 +29,8 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
 	if ictx.Err() == nil {
 		s.writeBackFiles(ictx)
 	}
+	// Then, with --cloud-idle, wait to let an idle cloud kernel go.
+	s.releaseIdle(ictx)
 }
 
 // untilWoken returns a context cancelled when the next shell request

@@ -74,6 +74,10 @@ type Config struct {
 	// CloudPrice is what a cloud kernel costs per hour of existing, in
 	// USD (--cloud-price; 0: unknown), for %ferry status and the summary.
 	CloudPrice float64
+	// CloudIdle lets a cloud kernel go once no cell ran there for this
+	// long (--cloud-idle; 0: never), its values written home first
+	// (release.go).
+	CloudIdle time.Duration
 }
 
 // CloudUsage is how long the cloud kernels existed so far (from each
@@ -128,6 +132,7 @@ type Server struct {
 	lastEnd    time.Time // when the previous execution finished, for think time
 	lastWhy    string    // the last placement decision, for %ferry why
 	lastCosts  map[location.Location]float64
+	rel        releases // idle release (release.go)
 	lastMoved  string
 	seq        int
 	lastCell   string // the last cell run, for predictions
@@ -191,6 +196,9 @@ type Stats struct {
 	FullStateBytes   int64
 	FullStateSeconds float64
 	PinnedCells      int
+	// CloudReleases counts cloud kernels let go after idle time;
+	// WrittenHome the values written home before them.
+	CloudReleases, WrittenHome int
 
 	recovery func() recovery.Counts
 	think    func() thinktime.Counts
@@ -213,13 +221,17 @@ type Totals struct {
 	// Recomputed counts values made at a cell's location by re-running
 	// their cells instead of moving them.
 	Recomputed int
+	// CloudReleases counts cloud kernels let go after --cloud-idle;
+	// WrittenHome the values written home before them.
+	CloudReleases, WrittenHome int
 }
 
 // Totals returns a copy of all counters.
 func (s *Stats) Totals() Totals {
 	s.mu.Lock()
 	t := Totals{CellsLocal: s.CellsLocal, CellsRemote: s.CellsRemote, Migrations: s.Migrations, PinnedCells: s.PinnedCells,
-		BytesMoved: s.BytesMoved, FullStateBytes: s.FullStateBytes, TransferSeconds: s.TransferSeconds, FullStateSeconds: s.FullStateSeconds}
+		BytesMoved: s.BytesMoved, FullStateBytes: s.FullStateBytes, TransferSeconds: s.TransferSeconds, FullStateSeconds: s.FullStateSeconds,
+		CloudReleases: s.CloudReleases, WrittenHome: s.WrittenHome}
 	rc, th := s.recovery, s.think
 	s.mu.Unlock()
 	if rc != nil {

@@ -85,6 +85,8 @@ type Kernel struct {
 	shut       bool
 	lastExit   string
 	started    time.Time
+	releases   int
+	released   time.Time
 	executed   map[string]int
 	effects    map[string]int
 }
@@ -99,7 +101,10 @@ func New(loc location.Location, opts ...Option) *Kernel {
 	return k
 }
 
-var _ backend.Backend = (*Kernel)(nil)
+var (
+	_ backend.Backend  = (*Kernel)(nil)
+	_ backend.Releaser = (*Kernel)(nil)
+)
 
 // SetStartDelay changes how long the next Starts take.
 func (k *Kernel) SetStartDelay(d time.Duration) {
@@ -183,6 +188,7 @@ func (k *Kernel) Start(ctx context.Context) error {
 	k.cur = inc
 	k.starts++
 	k.started = time.Now()
+	k.released = time.Time{}
 	inc.wg.Add(2)
 	go inc.loop(inc.shell, inc.handleShell)
 	go inc.loop(inc.control, inc.handleControl)
@@ -239,6 +245,30 @@ func (k *Kernel) Kill() {
 	}
 }
 
+// Release ends the current incarnation on purpose (idle release); the next
+// Start starts a new one.
+func (k *Kernel) Release(context.Context) error {
+	inc := k.current()
+	if inc == nil || !inc.alive() {
+		return nil
+	}
+	inc.die("released")
+	inc.wg.Wait()
+	k.mu.Lock()
+	k.releases++
+	k.released = time.Now()
+	k.lastExit = "released after idle time"
+	k.mu.Unlock()
+	return nil
+}
+
+// Releases counts the Release calls that ended an incarnation.
+func (k *Kernel) Releases() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.releases
+}
+
 // Shutdown ends the current incarnation; Start fails after it.
 func (k *Kernel) Shutdown(ctx context.Context) error {
 	k.mu.Lock()
@@ -268,6 +298,9 @@ func (k *Kernel) Status() backend.Status {
 		st.State = "running"
 		if !k.cur.alive() {
 			st.State = "dead"
+			if !k.released.IsZero() {
+				st.State, st.Released = "released", k.released
+			}
 		}
 	}
 	return st

@@ -1,0 +1,221 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/recovery"
+	"github.com/ferry-nb/ferry/internal/report"
+)
+
+// Idle release (--cloud-idle, issue 18). A cloud kernel costs money every
+// second it exists, cells or not, and jupyter-server never culls a kernel
+// Ferry holds a WebSocket to. So once no cell has run in a cloud for the
+// configured time, the think time after a cell lets that kernel go: what
+// only it holds is written home first (each load confirms the payload's
+// hash), then the kernel is deleted. Nothing is lost: the state map then
+// holds every value at the laptop, the next cell placed in the cloud
+// starts a new kernel (the policy already prices a cold start) and brings
+// what it reads, and its output says so in one line.
+//
+// The shell worker owns all of this (think time never races a cell): the
+// fields below are touched only there.
+
+// releaseRecord is what the kernel remembers of one release until the next
+// cell in that cloud tells it.
+type releaseRecord struct {
+	idle time.Duration // no cell had run there for this long
+	home int           // values written home first
+}
+
+// releases are the shell worker's idle-release bookkeeping.
+type releases struct {
+	used map[location.Location]time.Time     // the end of the last cell there
+	done map[location.Location]releaseRecord // released, not told yet
+	// held says why a kernel cannot be released (a value that cannot
+	// leave it); cleared by the next cell there.
+	held map[location.Location]string
+}
+
+// cloudUsed marks a cell finished at loc: the idle clock starts again.
+func (s *Server) cloudUsed(loc location.Location) {
+	if loc == location.Local {
+		return
+	}
+	if s.rel.used == nil {
+		s.rel.used = map[location.Location]time.Time{}
+	}
+	s.rel.used[loc] = time.Now()
+	delete(s.rel.held, loc)
+}
+
+// releaseIdle waits, in think time, until a cloud kernel has had no cell
+// for cfg.CloudIdle, and lets it go. ctx ends when the next request
+// arrives: the wait then resumes after that request, from the same last
+// use, so cells on the laptop do not keep a cloud kernel alive.
+func (s *Server) releaseIdle(ctx context.Context) {
+	// Without analysis the state map is empty: Ferry cannot know what a
+	// cloud kernel holds, so it never lets one go.
+	if s.cfg.CloudIdle <= 0 || s.cfg.Analyzer == nil {
+		return
+	}
+	for ctx.Err() == nil {
+		loc, due, ok := s.nextRelease()
+		if !ok {
+			return
+		}
+		if wait := time.Until(due); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+		if err := s.release(ctx, loc); err != nil {
+			if ctx.Err() != nil {
+				return // the next cell came: tried again after it
+			}
+			if s.rel.held == nil {
+				s.rel.held = map[location.Location]string{}
+			}
+			s.rel.held[loc] = err.Error()
+			s.log.Info("keeping the idle cloud kernel", "location", loc, "why", err)
+		}
+	}
+}
+
+// nextRelease is the running, releasable cloud kernel whose idle time
+// ends first, and when.
+func (s *Server) nextRelease() (loc location.Location, due time.Time, ok bool) {
+	for _, l := range s.locs.Clouds() {
+		if _, can := s.backends[l].(backend.Releaser); !can || !s.Running(l) || s.rel.held[l] != "" {
+			continue
+		}
+		if d := s.lastUse(l).Add(s.cfg.CloudIdle); !ok || d.Before(due) {
+			loc, due, ok = l, d, true
+		}
+	}
+	return loc, due, ok
+}
+
+// lastUse is when loc last ran a cell, or started if later.
+func (s *Server) lastUse(loc location.Location) time.Time {
+	t := s.rel.used[loc]
+	if st := s.backends[loc].Status().Started; st.After(t) {
+		t = st
+	}
+	return t
+}
+
+// release writes home what only loc holds, checks that nothing is left
+// there alone, and deletes loc's kernel.
+func (s *Server) release(ctx context.Context, loc location.Location) error {
+	t0 := time.Now()
+	idle := t0.Sub(s.lastUse(loc))
+	// Files written there go home as in any think time; then the values.
+	s.writeBackFiles(ctx)
+	only, stuck := s.onlyAt(loc)
+	if len(stuck) > 0 {
+		return fmt.Errorf("%s cannot leave the %s kernel", strings.Join(stuck, "; "), loc)
+	}
+	home := 0
+	for src, group := range s.state.Stale(location.Local, s.state.Needs(only)) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		vers := s.state.Versions(group)
+		res, err := s.mover.Move(ctx, src, location.Local, group)
+		if err != nil {
+			return fmt.Errorf("writing %s home from the %s kernel: %w", strings.Join(shownNames(group, true), ", "), src, err)
+		}
+		recovery.Record(s.state, s.model, location.Local, vers, res)
+		home += len(res.Names)
+		s.log.Debug("wrote home before releasing the cloud kernel", "from", src, "names", res.Names, "bytes", report.HumanBytes(res.Bytes))
+	}
+	if left, _ := s.onlyAt(loc); len(left) > 0 {
+		return fmt.Errorf("%s still only in the %s kernel after writing home", strings.Join(shownNames(left, true), ", "), loc)
+	}
+	// Everything is home: finish the release even if a cell arrives now
+	// (a delete takes a round trip; leaving it half done would keep a
+	// kernel billed that Ferry no longer uses).
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.backends[loc].(backend.Releaser).Release(rctx); err != nil {
+		return err
+	}
+	if s.rel.done == nil {
+		s.rel.done = map[location.Location]releaseRecord{}
+	}
+	s.rel.done[loc] = releaseRecord{idle: idle, home: home}
+	s.Stats.mu.Lock()
+	s.Stats.CloudReleases++
+	s.Stats.WrittenHome += home
+	s.Stats.mu.Unlock()
+	s.log.Info("released the idle cloud kernel", "location", loc, "idle", idle.Round(time.Second), "written_home", home, "seconds", time.Since(t0).Seconds())
+	return nil
+}
+
+// onlyAt lists the values whose newest version only loc holds (only), and
+// those of them that cannot move, each with why (stuck).
+func (s *Server) onlyAt(loc location.Location) (only, stuck []string) {
+	for _, v := range s.state.List() {
+		if !v.At[loc] || len(v.At) != 1 {
+			continue
+		}
+		if !v.Movable {
+			stuck = append(stuck, fmt.Sprintf("%s (%s)", v.Name, orDefault(v.Reason, "cannot be moved")))
+			continue
+		}
+		only = append(only, v.Name)
+	}
+	sort.Strings(only)
+	return only, stuck
+}
+
+// releaseNotice is the line a cell in a cloud whose kernel was released
+// shows once a new one runs it: how long it had been idle, what the new
+// one was brought, and what that took (from the cell's start). "" if loc
+// was not released.
+func (s *Server) releaseNotice(loc location.Location, brought int, since time.Time) string {
+	r, ok := s.rel.done[loc]
+	if !ok || !s.Running(loc) {
+		return ""
+	}
+	delete(s.rel.done, loc)
+	return fmt.Sprintf("%s was released after %s idle (%d values written home first); a new one started for this cell, %d values brought to it, %.1f s",
+		recovery.KernelOf(loc), roundIdle(r.idle), r.home, brought, time.Since(since).Seconds())
+}
+
+// roundIdle shows an idle time as a person would say it.
+func roundIdle(d time.Duration) time.Duration {
+	if d >= time.Minute {
+		return d.Round(time.Minute)
+	}
+	return d.Round(time.Second)
+}
+
+// releaseStatus is %ferry status's line on idle release ("" without a
+// cloud).
+func (s *Server) releaseStatus() string {
+	if len(s.locs.Clouds()) == 0 {
+		return ""
+	}
+	if s.cfg.CloudIdle <= 0 {
+		return "idle release: off (--cloud-idle DURATION lets an idle cloud kernel go, its values written home)\n"
+	}
+	t := s.Stats.Totals()
+	line := fmt.Sprintf("idle release: after %s with no cloud cell; %d released so far, %d values written home first", s.cfg.CloudIdle, t.CloudReleases, t.WrittenHome)
+	for _, loc := range s.locs.Clouds() {
+		if why := s.rel.held[loc]; why != "" {
+			line += fmt.Sprintf("; the %s kernel is kept: %s", loc, why)
+		}
+	}
+	return line + "\n"
+}

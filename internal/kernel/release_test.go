@@ -1,0 +1,90 @@
+package kernel_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/backend/backendtest"
+	"github.com/ferry-nb/ferry/internal/kernel"
+	"github.com/ferry-nb/ferry/internal/location"
+)
+
+// waitReleased waits, bounded, until the fake cloud kernel was released
+// n times.
+func waitReleased(t *testing.T, remote *backendtest.Kernel, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for remote.Releases() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle cloud kernel was released %d times in 20 s, want %d", remote.Releases(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestIdleReleaseWritesHomeAndRestarts: with --cloud-idle, a cloud kernel
+// that ran no cell for that long is let go in think time after its values
+// were written home; laptop cells meanwhile do not keep it alive. A laptop
+// cell then reads them without any cell running again, and the next cloud
+// cell starts a new kernel, brings what it reads, prints the right thing
+// and says what happened in one line.
+func TestIdleReleaseWritesHomeAndRestarts(t *testing.T) {
+	local, remote := backendtest.New(location.Local), backendtest.New(location.Remote)
+	sess := fakeSession(t, kernel.Config{Policy: "local", CloudIdle: 300 * time.Millisecond}, local, remote)
+	run(t, sess, "%%ferry remote\na = 20\nb = [1, 2]")
+	run(t, sess, "c = 1") // a laptop cell: the idle clock goes on
+	waitReleased(t, remote, 1)
+	if remote.Alive() {
+		t.Fatal("the released cloud kernel still runs")
+	}
+	if r := run(t, sess, "print(a, b)"); r.Stream("stdout") != "20 [1, 2]\n" || r.Stream("stderr") != "" {
+		t.Fatalf("print(a, b) on the laptop after the release: %s %q", r.Status, r.Text())
+	}
+	if n := remote.Executed("a = 20\nb = [1, 2]") + local.Executed("a = 20\nb = [1, 2]"); n != 1 {
+		t.Fatalf("the cell making a and b ran %d times; a release must never re-run cells", n)
+	}
+	r := run(t, sess, "%%ferry remote\nprint(a + c)")
+	if r.Stream("stdout") != "21\n" {
+		t.Fatalf("the cloud cell after the release printed %q (%s %s)", r.Text(), r.EName, r.EValue)
+	}
+	if got := r.Stream("stderr"); !strings.Contains(got, "Ferry: the cloud kernel was released after") || !strings.Contains(got, "a new one started for this cell, 2 values brought to it") {
+		t.Fatalf("the cloud cell after the release said %q; want one line that the kernel was released and restarted", got)
+	}
+	if remote.Starts() != 2 {
+		t.Fatalf("the cloud kernel started %d times, want 2", remote.Starts())
+	}
+	tot := sess.Kernel.Stats.Totals()
+	if tot.CloudReleases != 1 || tot.WrittenHome < 2 || tot.VarsLost != 0 || tot.VarsRebuilt != 0 {
+		t.Fatalf("totals: %d releases, %d written home, %d lost, %d rebuilt; want 1, at least 2, 0, 0", tot.CloudReleases, tot.WrittenHome, tot.VarsLost, tot.VarsRebuilt)
+	}
+	if st := run(t, sess, "%ferry status").Text(); !strings.Contains(st, "idle release: after 300ms with no cloud cell; 1 released so far") {
+		t.Fatalf("%%ferry status says nothing of the release:\n%s", st)
+	}
+}
+
+// TestIdleReleaseKeepsWhatCannotMove: a cloud kernel holding a value that
+// cannot be moved (an open file) is never released; %ferry status says
+// why, and the value is still there.
+func TestIdleReleaseKeepsWhatCannotMove(t *testing.T) {
+	local, remote := backendtest.New(location.Local), backendtest.New(location.Remote)
+	sess := fakeSession(t, kernel.Config{Policy: "local", CloudIdle: 100 * time.Millisecond}, local, remote)
+	run(t, sess, "%%ferry remote\nf = opened()\nx = 5")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := run(t, sess, "%ferry status").Text()
+		if strings.Contains(st, "the remote kernel is kept: f (") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%%ferry status never said why the idle cloud kernel is kept:\n%s", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if remote.Releases() != 0 || !remote.Alive() {
+		t.Fatalf("a cloud kernel holding an open file was released (%d)", remote.Releases())
+	}
+	if r := run(t, sess, "%%ferry remote\nprint(x)"); r.Stream("stdout") != "5\n" {
+		t.Fatalf("print(x) in the kept kernel: %q", r.Text())
+	}
+}
