@@ -1137,6 +1137,8 @@ func (r *Remote) Shutdown(ctx context.Context) error {
 	return err
 }
 
+var _ Releaser = (*Remote)(nil)
+
 // Release deletes the running kernel on purpose (idle release): the
 // reader stops without reconnecting, Died closes, and the next Start
 // creates a new kernel. The caller has written home what only it held.
