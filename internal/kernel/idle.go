@@ -6,11 +6,15 @@ import (
 	"github.com/ferry-nb/ferry/internal/wire"
 )
 
-// idle hands the user's think time after a cell to the think-time worker,
-// with a context cancelled the moment the next shell request arrives. It
-// runs on the shell worker, so think-time work never races a cell.
-func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
-	if len(s.locs.Clouds()) == 0 || s.stopping.Load() {
+// idle hands the user's think time after a shell request to the
+// think-time worker, with a context cancelled the moment the next shell
+// request arrives. It runs on the shell worker, so think-time work never
+// races a cell. After a cell (afterCell) it spends the time on probes and
+// moves; after any request it then waits to let an idle cloud kernel go
+// (--cloud-idle), so completions and inspections while the user types do
+// not stop that clock.
+func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCell bool) {
+	if len(s.locs.Clouds()) == 0 || s.stopping.Load() || (!afterCell && s.cfg.CloudIdle <= 0) {
 		return
 	}
 	// A wake-up left by the request just handled is not news.
@@ -23,11 +27,14 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message) {
 	}
 	ictx, stop := s.untilWoken(ctx)
 	defer stop()
-	s.think.Run(ictx, s.policy, s.lastCell)
-	// Files written in a cloud go home while the user thinks, whatever
-	// the policy: the laptop is where the user expects to find them.
-	if ictx.Err() == nil {
-		s.writeBackFiles(ictx)
+	if afterCell {
+		s.think.Run(ictx, s.policy, s.lastCell)
+		// Files written in a cloud go home while the user thinks,
+		// whatever the policy: the laptop is where the user expects to
+		// find them.
+		if ictx.Err() == nil {
+			s.writeBackFiles(ictx)
+		}
 	}
 	// Then, with --cloud-idle, wait to let an idle cloud kernel go.
 	s.releaseIdle(ictx)

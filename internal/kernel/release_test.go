@@ -1,6 +1,7 @@
 package kernel_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend/backendtest"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/wire"
 )
 
 // waitReleased waits, bounded, until the fake cloud kernel was released
@@ -86,5 +88,30 @@ func TestIdleReleaseKeepsWhatCannotMove(t *testing.T) {
 	}
 	if r := run(t, sess, "%%ferry remote\nprint(x)"); r.Stream("stdout") != "5\n" {
 		t.Fatalf("print(x) in the kept kernel: %q", r.Text())
+	}
+}
+
+// TestIdleReleaseWhileTyping: completion requests while the user types
+// (no cell runs) do not stop the idle clock: the cloud kernel is still let
+// go. Before, only a cell's think time waited to release it.
+func TestIdleReleaseWhileTyping(t *testing.T) {
+	local, remote := backendtest.New(location.Local), backendtest.New(location.Remote)
+	sess := fakeSession(t, kernel.Config{Policy: "local", CloudIdle: 300 * time.Millisecond}, local, remote)
+	run(t, sess, "%%ferry remote\na = 1")
+	deadline := time.Now().Add(20 * time.Second)
+	for remote.Releases() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle cloud kernel was not released in 20 s of completion requests")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := sess.Request(ctx, wire.Shell, "complete_request", map[string]any{"code": "a", "cursor_pos": 1}, nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // a user's keystrokes, not a synchronisation
+	}
+	if r := run(t, sess, "print(a)"); r.Stream("stdout") != "1\n" {
+		t.Fatalf("print(a) after the release: %q", r.Text())
 	}
 }

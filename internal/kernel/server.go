@@ -458,9 +458,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			case m := <-shellQ:
 				s.work <- struct{}{}
 				s.handleShell(ctx, m)
-				if m.Header.MsgType == "execute_request" {
-					s.idle(ctx, shellQ)
-				}
+				s.idle(ctx, shellQ, m.Header.MsgType == "execute_request")
 				<-s.work
 			case <-ctx.Done():
 				return
