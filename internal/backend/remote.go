@@ -1130,10 +1130,17 @@ func (r *Remote) Shutdown(ctx context.Context) error {
 	if id == "" {
 		return nil
 	}
+	err := r.deleteAndClose(ctx, id)
+	r.client.CloseIdleConnections()
+	return err
+}
+
+// deleteAndClose deletes kernel id on the server and closes the socket,
+// the reader stopping without trying to reconnect.
+func (r *Remote) deleteAndClose(ctx context.Context, id string) error {
 	r.closing.Store(true)
 	err := r.deleteKernel(ctx, id)
 	r.closeConn()
-	r.client.CloseIdleConnections()
 	return err
 }
 
@@ -1149,10 +1156,7 @@ func (r *Remote) Release(ctx context.Context) error {
 	if id == "" || !r.Alive() {
 		return nil
 	}
-	r.closing.Store(true)
-	err := r.deleteKernel(ctx, id)
-	r.closeConn()
-	if err != nil {
+	if err := r.deleteAndClose(ctx, id); err != nil {
 		return fmt.Errorf("deleting the idle cloud kernel %s: %w", id, err)
 	}
 	r.mu.Lock()

@@ -253,14 +253,11 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		s.failUnrun(m, store, count, unrunReason(loc, err, false))
 		return
 	}
-	// The kernel is ready, so what it said of its environment is known.
-	if note := s.envNotice(loc, eff.Facts.Env); note != "" && !req.Silent {
-		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
-	}
-	// A cloud kernel let go after idle time was started again for this
-	// cell: one line says so, and what that took.
-	if note := s.releaseNotice(loc, len(out.names), t0); note != "" && !req.Silent {
-		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": "Ferry: " + note + "\n"}, nil)
+	// The kernel is ready, so what it said of its environment is known;
+	// and a cloud kernel let go after idle time was started again for
+	// this cell: a line each says so.
+	if note := ferryLines([]string{s.envNotice(loc, eff.Facts.Env), s.releaseNotice(loc, len(out.names), t0)}); note != "" && !req.Silent {
+		s.publish(wire.IOPub, "stream", m, map[string]string{"name": "stderr", "text": note}, nil)
 	}
 	s.where.set(loc)
 	defer s.where.set("")

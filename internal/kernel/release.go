@@ -16,7 +16,7 @@ import (
 // Idle release (--cloud-idle, issue 18). A cloud kernel costs money every
 // second it exists, cells or not, and jupyter-server never culls a kernel
 // Ferry holds a WebSocket to. So once no cell has run in a cloud for the
-// configured time, the think time after a cell lets that kernel go: what
+// configured time, the think time after a request lets that kernel go: what
 // only it holds is written home first (each load confirms the payload's
 // hash), then the kernel is deleted. Nothing is lost: the state map then
 // holds every value at the laptop, the next cell placed in the cloud

@@ -248,12 +248,10 @@ func (k *Kernel) Kill() {
 // Release ends the current incarnation on purpose (idle release); the next
 // Start starts a new one.
 func (k *Kernel) Release(context.Context) error {
-	inc := k.current()
-	if inc == nil || !inc.alive() {
+	if !k.Alive() {
 		return nil
 	}
-	inc.die("released")
-	inc.wg.Wait()
+	k.Kill()
 	k.mu.Lock()
 	k.releases++
 	k.released = time.Now()
