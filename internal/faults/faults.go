@@ -362,13 +362,7 @@ func runCase(ctx context.Context, e *env, c Case) Result {
 	}
 	res.Survived = res.Lost == 0
 	if res.Lost > 0 {
-		var bad []string
-		for _, n := range h.names {
-			if got[n] != h.want[n] {
-				bad = append(bad, n+"="+got[n])
-			}
-		}
-		sort.Strings(bad)
+		bad := h.differ(got)
 		notes = append(notes, "not back: "+strings.Join(bad, ", "))
 	}
 	res.Note = strings.Join(notes, " | ")
@@ -545,6 +539,19 @@ func (h *harness) afterRestart(ctx context.Context, res Result, t0 time.Time) Re
 	return res
 }
 
+// differ lists, sorted, the checked values whose digest in got is not the
+// one from before the fault, as name=digest.
+func (h *harness) differ(got map[string]string) []string {
+	var bad []string
+	for _, n := range h.names {
+		if got[n] != h.want[n] {
+			bad = append(bad, n+"="+got[n])
+		}
+	}
+	sort.Strings(bad)
+	return bad
+}
+
 // afterRelease waits until Ferry let the idle cloud kernel go (the
 // server has no kernel left), then reads every value in a new cloud
 // kernel: each must come back with its digest from before, and the first
@@ -572,13 +579,7 @@ func (h *harness) afterRelease(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the values in a new cloud kernel: %w", err)
 	}
-	var bad []string
-	for _, n := range h.names {
-		if got[n] != h.want[n] {
-			bad = append(bad, n+"="+got[n])
-		}
-	}
-	if len(bad) > 0 {
+	if bad := h.differ(got); len(bad) > 0 {
 		return fmt.Errorf("after the release, in a new cloud kernel: %s differ from before", strings.Join(bad, ", "))
 	}
 	if !strings.Contains(strings.Join(notes, "\n"), "was released after") {
