@@ -98,11 +98,18 @@ func (s *Server) nextRelease() (loc location.Location, due time.Time, ok bool) {
 		if _, can := s.backends[l].(backend.Releaser); !can || !s.Running(l) || s.rel.held[l] != "" {
 			continue
 		}
-		if d := s.lastUse(l).Add(s.cfg.CloudIdle); !ok || d.Before(due) {
+		if d := s.lastUse(l).Add(s.releaseAfter(l)); !ok || d.Before(due) {
 			loc, due, ok = l, d, true
 		}
 	}
 	return loc, due, ok
+}
+
+// releaseAfter is the idle time after which loc's kernel goes: the
+// policy's, from --cloud-idle and what starting it again would cost.
+func (s *Server) releaseAfter(loc location.Location) time.Duration {
+	only, _ := s.onlyAt(loc)
+	return s.model.ReleaseAfter(loc, s.cfg.CloudIdle, s.state.Size(only))
 }
 
 // lastUse is when loc last ran a cell, or started if later.
@@ -213,6 +220,9 @@ func (s *Server) releaseStatus() string {
 	t := s.Stats.Totals()
 	line := fmt.Sprintf("idle release: after %s with no cloud cell; %d released so far, %d values written home first", s.cfg.CloudIdle, t.CloudReleases, t.WrittenHome)
 	for _, loc := range s.locs.Clouds() {
+		if after := s.releaseAfter(loc); after > s.cfg.CloudIdle && s.Running(loc) {
+			line += fmt.Sprintf("; the %s kernel not before %s idle (starting it again and bringing its values back would cost that)", loc, after.Round(100*time.Millisecond))
+		}
 		if why := s.rel.held[loc]; why != "" {
 			line += fmt.Sprintf("; the %s kernel is kept: %s", loc, why)
 		}
