@@ -56,6 +56,7 @@ type backendFlags struct {
 	remoteInsecure bool
 	remoteWorkDir  string
 	remoteGateway  bool
+	remoteUser     string
 	startTimeout   string
 	forwardEnv     string
 	filesCap       string
@@ -85,6 +86,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&b.remoteInsecure, "remote-insecure", conf.RemoteInsecure, "accept any TLS certificate from the remote (self-signed test servers only)")
 	fs.StringVar(&b.remoteWorkDir, "remote-workdir", envOr("FERRY_REMOTE_WORKDIR", ""), "the cloud kernel's working directory, relative to the server's root (env FERRY_REMOTE_WORKDIR; default ferry/NOTEBOOKDIR-HASH, one per notebook directory)")
 	fs.BoolVar(&b.remoteGateway, "remote-gateway", envOr("FERRY_REMOTE_GATEWAY", "") != "" || conf.RemoteGateway, "the remote is an Enterprise Gateway: pass the working directory and launch timeout as KERNEL_WORKING_DIR and KERNEL_LAUNCH_TIMEOUT (env FERRY_REMOTE_GATEWAY)")
+	fs.StringVar(&b.remoteUser, "remote-user", envOr("FERRY_REMOTE_USER", conf.RemoteUser), "with --remote-gateway: the KERNEL_USERNAME the gateway launches the kernel as (env FERRY_REMOTE_USER; default this machine's user). KERNEL_* variables in Ferry's environment are forwarded to the gateway too")
 	fs.StringVar(&b.startTimeout, "start-timeout", envOr("FERRY_START_TIMEOUT", orDefaultStr(conf.StartTimeout, backend.DefaultStartTimeout.String())), "how long the cloud kernel may take to start, e.g. 10m or 600 (seconds) (env FERRY_START_TIMEOUT)")
 	fs.StringVar(&b.forwardEnv, "forward-env", envOr("FERRY_FORWARD_ENV", ""), "comma-separated laptop environment variables to set in the cloud kernel, e.g. AWS_PROFILE,DATA_DIR (env FERRY_FORWARD_ENV); nothing else of the laptop's environment is copied")
 	fs.StringVar(&b.filesCap, "files-cap", envOr("FERRY_FILES_CAP", "2GB"), "most file data from the notebook's folder moved to the cloud for one cell (e.g. 500MB); a cell needing more runs on the laptop (env FERRY_FILES_CAP)")
@@ -184,7 +186,7 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 			wd = backend.DefaultWorkDir(dir)
 		}
 		r, err := backend.NewRemote(backend.RemoteConfig{URL: b.remote, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure,
-			WorkDir: wd, Gateway: b.remoteGateway, StartTimeout: timeout})
+			WorkDir: wd, Gateway: b.remoteGateway, StartTimeout: timeout, Username: b.remoteUser, KernelEnv: backend.ForwardedKernelEnv(os.Environ())})
 		if err != nil {
 			return nil, err
 		}
@@ -304,6 +306,7 @@ type fileConfig struct {
 	RemoteCA       string `json:"remote_ca"`
 	RemoteInsecure bool   `json:"remote_insecure"`
 	RemoteGateway  bool   `json:"remote_gateway"`
+	RemoteUser     string `json:"remote_user"`
 	StartTimeout   string `json:"start_timeout"`
 	CloudIdle      string `json:"cloud_idle"`
 }

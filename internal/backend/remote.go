@@ -17,6 +17,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/user"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -58,6 +59,18 @@ type RemoteConfig struct {
 	// (--remote-gateway). EG honours KERNEL_WORKING_DIR only with
 	// EG_MIRROR_WORKING_DIRS set, and it is a path on the kernel's host.
 	Gateway bool
+	// Username is the KERNEL_USERNAME an Enterprise Gateway launches the
+	// kernel as (its impersonation and per-user kernel limit go by it);
+	// "" is the local user's name. Sent only with Gateway.
+	Username string
+	// KernelEnv are KERNEL_* variables forwarded to an Enterprise Gateway
+	// in the create request (ForwardedKernelEnv gathers them from Ferry's
+	// environment), as jupyter_server's own gateway client forwards them:
+	// EG passes them on to the kernel and its launch scripts (a kernel
+	// image, a namespace, GPU counts). Ferry's KERNEL_WORKING_DIR and
+	// KERNEL_LAUNCH_TIMEOUT take precedence over them, since Ferry's file
+	// sync and start timeout depend on those. Sent only with Gateway.
+	KernelEnv map[string]string
 	// StartTimeout bounds a kernel's start, from the create request until
 	// it answers kernel_info (a cold node or an image pull takes minutes);
 	// 0 means DefaultStartTimeout. A slow start is waited for, never
@@ -508,7 +521,11 @@ func (r *Remote) create(ctx context.Context, old string) (string, error) {
 	var specs struct {
 		Kernelspecs map[string]json.RawMessage `json:"kernelspecs"`
 	}
-	if err := r.api(ctx, http.MethodGet, "/api/kernelspecs", nil, &specs); err == nil && specs.Kernelspecs != nil {
+	specErr := r.api(ctx, http.MethodGet, "/api/kernelspecs", nil, &specs)
+	if IsStatus(specErr, http.StatusUnauthorized, http.StatusForbidden) {
+		return "", specErr // a wrong token, said as such
+	}
+	if err := specErr; err == nil && specs.Kernelspecs != nil {
 		if _, ok := specs.Kernelspecs[r.cfg.KernelName]; !ok {
 			names := make([]string, 0, len(specs.Kernelspecs))
 			for n := range specs.Kernelspecs {
@@ -531,11 +548,7 @@ func (r *Remote) create(ctx context.Context, old string) (string, error) {
 		body["path"] = r.cfg.WorkDir
 	}
 	if r.cfg.Gateway {
-		env := map[string]string{"KERNEL_LAUNCH_TIMEOUT": strconv.Itoa(int(r.cfg.StartTimeout.Seconds()))}
-		if r.cfg.WorkDir != "" {
-			env["KERNEL_WORKING_DIR"] = r.cfg.WorkDir
-		}
-		body["env"] = env
+		body["env"] = r.gatewayEnv()
 	}
 	began := time.Now()
 	r.mu.Lock()
@@ -550,6 +563,12 @@ func (r *Remote) create(ctx context.Context, old string) (string, error) {
 	cancel()
 	if err == nil && k.ID == "" {
 		err = errors.New("remote server created a kernel without an id")
+	}
+	if h := (*HTTPError)(nil); specErr == nil && errors.As(err, &h) && h.Status == http.StatusForbidden {
+		// The same token just listed the kernelspecs, so this 403 is a
+		// refusal to start one more kernel: Enterprise Gateway's
+		// EG_MAX_KERNELS_PER_USER / max_kernels, or EG_UNAUTHORIZED_USERS.
+		err = &explainedError{fmt.Sprintf("remote server %s refused to start another kernel (HTTP 403%s): it limits kernels per user or who may start them; shut down one of your kernels there (GET /api/kernels lists them) or ask its administrator", redact(r.cfg.URL), colonMessage(h.Message)), h}
 	}
 	r.mu.Lock()
 	if err != nil {
@@ -571,6 +590,56 @@ func (r *Remote) create(ctx context.Context, old string) (string, error) {
 	r.mu.Unlock()
 	r.meter.up(time.Now()) // billed from its creation, not from when it answers
 	return k.ID, nil
+}
+
+// gatewayEnv is the env of an Enterprise Gateway create request: the
+// forwarded KERNEL_* variables, the user, then Ferry's own settings.
+func (r *Remote) gatewayEnv() map[string]string {
+	env := make(map[string]string, len(r.cfg.KernelEnv)+3)
+	for k, v := range r.cfg.KernelEnv {
+		if strings.HasPrefix(k, "KERNEL_") {
+			env[k] = v
+		}
+	}
+	if r.cfg.Username != "" {
+		env["KERNEL_USERNAME"] = r.cfg.Username
+	} else if env["KERNEL_USERNAME"] == "" {
+		env["KERNEL_USERNAME"] = localUsername()
+	}
+	env["KERNEL_LAUNCH_TIMEOUT"] = strconv.Itoa(int(r.cfg.StartTimeout.Seconds()))
+	if r.cfg.WorkDir != "" {
+		env["KERNEL_WORKING_DIR"] = r.cfg.WorkDir
+	}
+	return env
+}
+
+// localUsername is the name of the user Ferry runs as, as Enterprise
+// Gateway's own client sends it (KERNEL_USERNAME defaults to it).
+func localUsername() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return os.Getenv("USER")
+}
+
+// ForwardedKernelEnv picks the KERNEL_* variables out of environ (as
+// os.Environ gives it) for RemoteConfig.KernelEnv.
+func ForwardedKernelEnv(environ []string) map[string]string {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "KERNEL_") && len(k) > len("KERNEL_") {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// colonMessage is ": msg", or "" without one.
+func colonMessage(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	return ": " + msg
 }
 
 // makeDir creates dir and its parents through the Contents API; one that
