@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/report"
@@ -22,6 +23,9 @@ func runReplay(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print a JSON list instead of a table")
 	calibrate := fs.Bool("calibrate", false, "estimate the link (per-move cost, bandwidth) from the trace's own transfers")
 	seed := fs.Int64("seed", 1, "seed for the random policy")
+	price := fs.String("cloud-price", "", "what a cloud kernel costs per hour, in USD (e.g. 2.48): adds its cost")
+	idle := fs.String("cloud-idle", "", "re-cost with idle release after this long with no cloud cell (e.g. 15m; default: the kernel is kept to the end)")
+	start := fs.String("cloud-start", "0s", "what starting a cloud kernel takes (e.g. 20s): each start waits for it and the policy prices it")
 	paths, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -49,6 +53,19 @@ func runReplay(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	if s.CloudPrice, err = parseCloudPrice(*price); err != nil {
+		return err
+	}
+	ci, err := parseCloudIdle(*idle)
+	if err != nil {
+		return err
+	}
+	s.CloudIdle = ci.Seconds()
+	cs, err := time.ParseDuration(*start)
+	if err != nil || cs < 0 {
+		return fmt.Errorf("--cloud-start %q: want how long a cloud kernel takes to start, e.g. 20s", *start)
+	}
+	s.CloudStart = cs.Seconds()
 	var results []policy.Result
 	if *pol == "all" {
 		results = policy.ReplayAll(evs, s, *seed)
@@ -69,11 +86,20 @@ func runReplay(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("%s: %d executions, link %s / %s, remote speed %s\n", paths[0], len(evs), *bw, *rtt, orDefaultStr(*speed, "as measured"))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tseconds\twall s\tbytes moved\tmigrations\tremote cells\tdecide µs/cell\t")
+	fmt.Fprintln(tw, "policy\tseconds\twall s\tbytes moved\tmigrations\tremote cells\tcloud kernel s\tcloud cost\tdecide µs/cell\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%s\t%d\t%d\t%.1f\t\n", r.Policy, r.Seconds, r.WallSeconds, report.HumanBytes(r.BytesMoved), r.Migrations, r.CellsRemote, r.DecideMicros)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%s\t%d\t%d\t%.1f\t%s\t%.1f\t\n", r.Policy, r.Seconds, r.WallSeconds, report.HumanBytes(r.BytesMoved), r.Migrations, r.CellsRemote,
+			r.CloudKernelSeconds, usd(r.CloudCost, s.CloudPrice), r.DecideMicros)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if n := len(evs); n > 0 && evs[n-1].CloudSeconds > 0 {
+		// What the recorded run was billed, as its kernel measured it
+		// (start-up and shutdown included), beside the re-costed figures.
+		fmt.Printf("the recorded run's cloud kernels existed %.1f s by its last cell%s\n", evs[n-1].CloudSeconds, costNote(evs[n-1].CloudSeconds, s.CloudPrice))
+	}
+	return nil
 }
 
 func joinNames() string {
@@ -92,4 +118,20 @@ func orDefaultStr(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// usd is a cost for the table: "-" without a price.
+func usd(cost, price float64) string {
+	if price <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("$%.4f", cost)
+}
+
+// costNote is " ($0.0123 at $2.48/h)", or "" without a price.
+func costNote(seconds, price float64) string {
+	if price <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" ($%.4f at $%g/h)", seconds*price/3600, price)
 }

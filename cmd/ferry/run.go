@@ -314,7 +314,7 @@ func runNotebook(ctx context.Context, args []string) error {
 		}
 	}
 	if *reportPath != "" {
-		if err := writeReport(*reportPath, sum, startup, reportCells(nb, runs, cfg.Trace.Events()), cfg.Trace.Events()); err != nil {
+		if err := writeReport(*reportPath, sum, cfg.CloudPrice, startup, reportCells(nb, runs, cfg.Trace.Events()), cfg.Trace.Events()); err != nil {
 			return err
 		}
 	}
@@ -422,14 +422,14 @@ func errorOf(c notebook.Cell) string {
 	return ""
 }
 
-func writeReport(path string, sum summary, startup float64, cells []report.Cell, evs []trace.Event) error {
+func writeReport(path string, sum summary, price, startup float64, cells []report.Cell, evs []trace.Event) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("writing report: %w", err)
 	}
 	err = report.Write(f, report.Summary{Title: sum.Notebook, Policy: sum.Policy, WallSeconds: sum.WallSeconds, BytesMoved: sum.BytesMoved,
 		Migrations: sum.Migrations, CellsLocal: sum.CellsLocal, CellsRemote: sum.CellsRemote, Errors: sum.Errors,
-		StartupSeconds: startup, Cells: cells}, evs)
+		StartupSeconds: startup, Cells: cells, CloudKernelSeconds: sum.CloudKernelSeconds, CloudCost: sum.CloudCost, CloudPrice: price}, evs)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -774,14 +774,17 @@ def _size(obj):
             s = mu(index=True, deep=False)
             return int(s.sum()) if hasattr(s, "sum") else int(s)
         if isinstance(obj, (list, tuple, set, frozenset, dict)):
-            n = sys.getsizeof(obj)
-            items = obj.items() if isinstance(obj, dict) else obj
-            for i, x in enumerate(items):
+            # The container, plus its items extrapolated from the first
+            # 1000. (Scaling the container's own size with them made a
+            # list of 100000 ints 83 MB instead of 3.6 MB, and the policy
+            # re-ran the cell that made it rather than move it.)
+            items = 0
+            pairs = obj.items() if isinstance(obj, dict) else ((x, None) for x in obj)
+            for i, (k, v) in enumerate(pairs):
                 if i >= 1000:
-                    # Extrapolate from the first 1000 items.
-                    return int(n * len(obj) / 1000)
-                n += sys.getsizeof(x)
-            return n
+                    return sys.getsizeof(obj) + int(items * len(obj) / 1000)
+                items += sys.getsizeof(k) + (sys.getsizeof(v) if v is not None else 0)
+            return sys.getsizeof(obj) + items
         return sys.getsizeof(obj)
     except Exception:
         return 0

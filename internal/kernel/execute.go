@@ -375,9 +375,14 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	// the analysis expected (random state, process settings, a value
 	// changed in place): a replay must know where those versions live.
 	writes := withWrote(eff.Writes, wrote)
-	if err := s.cfg.Trace.Add(trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: writes,
+	idleBytes := s.Stats.Totals().IdleBytes
+	cloudSecs, _ := s.CloudUsage()
+	ev := trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: writes,
 		Sizes: s.sizes(writes), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
-		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names, MovedSizes: out.sizes}); err != nil {
+		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names, MovedSizes: out.sizes,
+		IdleBytes: idleBytes - s.tracedIdleBytes, Released: s.rel.traced, CloudSeconds: cloudSecs}
+	s.tracedIdleBytes, s.rel.traced = idleBytes, nil
+	if err := s.cfg.Trace.Add(ev); err != nil {
 		s.log.Warn("writing trace", "err", err)
 	}
 }

@@ -40,6 +40,8 @@ type releases struct {
 	// held says why a kernel cannot be released (a value that cannot
 	// leave it); cleared by the next cell there.
 	held map[location.Location]string
+	// traced are the releases since the last execution's trace event.
+	traced []location.Location
 }
 
 // cloudUsed marks a cell finished at loc: the idle clock starts again.
@@ -161,6 +163,7 @@ func (s *Server) release(ctx context.Context, loc location.Location) error {
 		s.rel.done = map[location.Location]releaseRecord{}
 	}
 	s.rel.done[loc] = releaseRecord{idle: idle, home: home}
+	s.rel.traced = append(s.rel.traced, loc)
 	s.Stats.mu.Lock()
 	s.Stats.CloudReleases++
 	s.Stats.WrittenHome += home

@@ -135,7 +135,9 @@ type Server struct {
 	rel        releases // idle release (release.go)
 	lastMoved  string
 	seq        int
-	lastCell   string // the last cell run, for predictions
+	// tracedIdleBytes is Totals().IdleBytes at the last trace event.
+	tracedIdleBytes int64
+	lastCell        string // the last cell run, for predictions
 
 	// The rooms: moves, recovery and think time own their state; the
 	// kernel routes. facts is the state map and lineage as planning sees

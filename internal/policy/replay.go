@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"time"
 
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/trace"
@@ -14,6 +16,18 @@ type Settings struct {
 	// RemoteSpeed is how many times faster the remote machine runs a cell
 	// than the laptop; 0 means as measured in the trace.
 	RemoteSpeed float64
+	// CloudPrice is what a cloud kernel costs per hour it exists, in USD
+	// (0: cost is not shown).
+	CloudPrice float64
+	// CloudIdle is --cloud-idle in seconds (0: the cloud kernel is kept
+	// to the end): a replay lets the kernel go as the kernel would
+	// (Model.ReleaseAfter), writing home what only it holds in that
+	// think time, and the next cloud cell starts a new one.
+	CloudIdle float64
+	// CloudStart is what starting a cloud kernel takes, in seconds: each
+	// start (the first cloud cell, the first after a release) waits for
+	// it, and the policy prices it (0: starts are free, as before).
+	CloudStart float64
 }
 
 // Result is a policy's cost on a trace.
@@ -30,6 +44,71 @@ type Result struct {
 	Placement   []string `json:"placement,omitempty"`
 	// DecideMicros is the mean decision time per cell in microseconds.
 	DecideMicros float64 `json:"decide_us"`
+	// CloudKernelSeconds is how long a cloud kernel existed (billed from
+	// its start to its release or the end); CloudCost that at
+	// Settings.CloudPrice; CloudStarts counts the starts.
+	CloudKernelSeconds float64 `json:"cloud_kernel_seconds"`
+	CloudCost          float64 `json:"cloud_cost"`
+	CloudStarts        int     `json:"cloud_starts"`
+}
+
+// meter is a replay's cloud kernel: when it runs, since when, and when it
+// last ran a cell, billed as backend.Remote bills a real one.
+type meter struct {
+	up             bool
+	since, lastUse float64
+	seconds        float64
+	starts         int
+}
+
+// startIfCold starts the kernel at time now if it is not up, and says
+// whether it did.
+func (k *meter) startIfCold(now float64) bool {
+	if k.up {
+		return false
+	}
+	k.up, k.since, k.lastUse = true, now, now
+	k.starts++
+	return true
+}
+
+// stop bills the kernel up to at and lets it go.
+func (k *meter) stop(at float64) {
+	if k.up {
+		k.seconds += max(at-k.since, 0)
+		k.up = false
+	}
+}
+
+// releaseIdle lets the replay's cloud kernel go if, by now, it has been
+// idle past what the model says (Model.ReleaseAfter): what only it holds
+// is written home first, in that think time, so those bytes count as
+// moved but are not waited for, and it holds nothing afterwards.
+func releaseIdle(k *meter, st simState, m *Model, s Settings, now float64, res *Result) {
+	if !k.up || s.CloudIdle <= 0 {
+		return
+	}
+	var only int64
+	for _, v := range st {
+		if v.Has(Remote) && !v.Has(Local) {
+			only += v.Size
+		}
+	}
+	after := m.ReleaseAfter(Remote, time.Duration(s.CloudIdle*float64(time.Second)), only).Seconds()
+	if now-k.lastUse < after {
+		return
+	}
+	k.stop(k.lastUse + after)
+	res.BytesMoved += only
+	for _, v := range st {
+		if !v.Has(Remote) {
+			continue
+		}
+		if !v.Has(Local) {
+			v.At = append(v.At, Local)
+		}
+		v.At = slices.DeleteFunc(v.At, func(l location.Location) bool { return l == Remote })
+	}
 }
 
 // runtimes returns each event's runtime at local and remote under s.
@@ -115,8 +194,11 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	res := Result{Policy: p.Name()}
 	var decide float64
 	last := ""
+	var cloud meter
+	m.Cold = func(l location.Location) bool { return l == Remote && !cloud.up }
 	for i, e := range evs {
 		res.WallSeconds += e.Think
+		releaseIdle(&cloud, st, m, s, res.WallSeconds, &res)
 		if id, ok := p.(Idler); ok && last != "" {
 			budget := e.Think
 			for _, mv := range id.Idle(last, st, m, st.names(), nil) {
@@ -140,12 +222,17 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		t0 := nowMicros()
 		d := p.Decide(c, st, m)
 		decide += nowMicros() - t0
+		started := d.Loc == Remote && cloud.startIfCold(res.WallSeconds)
 		cost, moved := apply(st, e, d.Loc, s.Link)
 		run := rl[i]
 		if d.Loc == Remote {
 			run = rr[i]
 			cost += s.Link.RTT
 			res.CellsRemote++
+		}
+		if started && s.CloudStart > 0 {
+			cost += s.CloudStart
+			m.ObserveStart(Remote, s.CloudStart)
 		}
 		cost += run
 		if moved > 0 {
@@ -154,6 +241,9 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		res.BytesMoved += moved
 		res.Seconds += cost
 		res.WallSeconds += cost
+		if d.Loc == Remote {
+			cloud.lastUse = res.WallSeconds
+		}
 		res.Placement = append(res.Placement, string(d.Loc))
 		m.ObserveRuntime(Observation{Cell: e.Cell, Index: e.Index, Loc: d.Loc, Runtime: run, Think: e.Think, Reads: e.Reads, Writes: e.Writes, Sizes: e.Sizes})
 		last = e.Cell
@@ -161,6 +251,9 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	if len(evs) > 0 {
 		res.DecideMicros = decide / float64(len(evs))
 	}
+	cloud.stop(res.WallSeconds)
+	res.CloudKernelSeconds, res.CloudStarts = cloud.seconds, cloud.starts
+	res.CloudCost = cloud.seconds * s.CloudPrice / 3600
 	return res
 }
 

@@ -30,6 +30,10 @@ type Summary struct {
 	// StartupSeconds is the time before the first cell: starting Ferry
 	// and its kernels. The timeline begins with it.
 	StartupSeconds float64
+	// CloudKernelSeconds is how long cloud kernels existed (their
+	// billing, start to release); CloudCost that at CloudPrice USD per
+	// hour (0: no price given, no cost shown).
+	CloudKernelSeconds, CloudCost, CloudPrice float64
 	// Cells say, per trace event (same order; may be shorter), how the
 	// user knows the cell and what it took as the run saw it.
 	Cells []Cell
@@ -61,6 +65,8 @@ type row struct {
 
 type page struct {
 	Summary
+	Released   int    // idle cloud kernels let go, from the trace
+	IdleBytes  string // moved in think time, from the trace
 	Bytes      string
 	Width      float64
 	Height     float64
@@ -117,6 +123,12 @@ func Write(w io.Writer, s Summary, evs []trace.Event) error {
 		t += s.StartupSeconds
 		p.FerrySecs += s.StartupSeconds
 	}
+	var idleBytes int64
+	for _, e := range evs {
+		p.Released += len(e.Released)
+		idleBytes += e.IdleBytes
+	}
+	p.IdleBytes = HumanBytes(idleBytes)
 	for i, e := range evs {
 		c := cellAt(i)
 		y, ok := lane[e.Loc]
@@ -310,6 +322,9 @@ tr.err td{background:#fee2e2}tr.err td.status{color:#b91c1c;font-weight:600}
 <div><b>{{.CellsLocal}} / {{.CellsRemote}}</b>cells on the laptop / in the cloud</div>
 <div><b>{{.Bytes}}</b>state moved</div>
 <div><b>{{.Migrations}}</b>migrations</div>
+<div><b>{{.IdleBytes}}</b>moved in think time</div>
+{{if .CloudKernelSeconds}}<div><b>{{printf "%.1f" .CloudKernelSeconds}} s</b>cloud kernel time{{if .Released}} ({{.Released}} idle released){{end}}</div>{{end}}
+{{if .CloudPrice}}<div><b>${{printf "%.4f" .CloudCost}}</b>cloud cost at ${{.CloudPrice}}/h</div>{{end}}
 <div><b>{{printf "%.2f" .ComputeSec}} s</b>computing</div>
 <div><b>{{printf "%.2f" .XferSecs}} s</b>moving state</div>
 <div><b>{{printf "%.2f" .ThinkSecs}} s</b>think time</div>

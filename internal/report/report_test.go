@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/trace"
 )
 
@@ -170,5 +171,39 @@ func TestReason(t *testing.T) {
 		if got := Reason(c.in); got != c.want {
 			t.Errorf("Reason(%q) = %q; want %q", c.in, got, c.want)
 		}
+	}
+}
+
+// TestCloudCostShown: the report shows the cloud kernels' time, idle
+// releases and think-time moves from the trace, and the cost only when a
+// price was given.
+func TestCloudCostShown(t *testing.T) {
+	s, evs := sample()
+	evs[1].IdleBytes, evs[2].Released = 3<<20, []location.Location{location.Remote}
+	tests := []struct {
+		name       string
+		secs, cost float64
+		price      float64
+		want, not  []string
+	}{
+		{"priced", 120, 0.0827, 2.48, []string{"120.0 s cloud kernel time (1 idle released)", "$0.0827 cloud cost at $2.48/h", "3.0 MiB moved in think time"}, nil},
+		{"no price", 120, 0, 0, []string{"120.0 s cloud kernel time"}, []string{"cloud cost"}},
+		{"no cloud", 0, 0, 0, nil, []string{"cloud kernel time", "cloud cost"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.CloudKernelSeconds, s.CloudCost, s.CloudPrice = tt.secs, tt.cost, tt.price
+			text := strings.Join(strings.Fields(visible(render(t, s, evs))), " ")
+			for _, w := range tt.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("report lacks %q", w)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(text, w) {
+					t.Errorf("report shows %q", w)
+				}
+			}
+		})
 	}
 }

@@ -51,6 +51,17 @@ type Event struct {
 	// as it moved (a payload of several values is shared out by their
 	// sizes); they sum to BytesMoved.
 	MovedSizes map[string]int64 `json:"moved_sizes,omitempty"`
+	// IdleBytes are the bytes moved in the think time before this
+	// execution by the think-time worker (prefetch, write-back), hidden
+	// from the user's wait.
+	IdleBytes int64 `json:"idle_bytes,omitempty"`
+	// Released names the clouds whose idle kernel was let go in the think
+	// time before this execution (--cloud-idle).
+	Released []location.Location `json:"released,omitempty"`
+	// CloudSeconds is how long cloud kernels had existed, summed over
+	// clouds and restarts, when this execution ended: what the run is
+	// billed for (cloud kernel-seconds), whatever --cloud-price is.
+	CloudSeconds float64 `json:"cloud_kernel_s,omitempty"`
 }
 
 // Apportion shares total, the bytes one payload of names took, out among

@@ -84,6 +84,7 @@ type Kernel struct {
 	starts     int
 	shut       bool
 	lastExit   string
+	upTotal    time.Duration // the ended incarnations' lifetimes
 	started    time.Time
 	releases   int
 	released   time.Time
@@ -185,6 +186,7 @@ func (k *Kernel) Start(ctx context.Context) error {
 		return ErrShutdown
 	}
 	inc := newIncarnation(k)
+	inc.born = time.Now()
 	k.cur = inc
 	k.starts++
 	k.started = time.Now()
@@ -291,10 +293,12 @@ func (k *Kernel) Status() backend.Status {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	st := backend.Status{Location: k.loc, Kind: "fake", Interpreter: "backendtest", State: "not started", Started: k.started,
-		Restarts: max(k.starts-1, 0), LastExit: k.lastExit}
+		Restarts: max(k.starts-1, 0), LastExit: k.lastExit, UpSeconds: k.upTotal.Seconds()}
 	if k.cur != nil {
 		st.State = "running"
-		if !k.cur.alive() {
+		if k.cur.alive() {
+			st.UpSeconds += time.Since(k.cur.born).Seconds()
+		} else {
 			st.State = "dead"
 			if !k.released.IsZero() {
 				st.State, st.Released = "released", k.released
@@ -390,6 +394,7 @@ func (k *Kernel) Names() []string {
 // incarnation is one run of the kernel: its namespace, agent and queues.
 type incarnation struct {
 	k       *Kernel
+	born    time.Time // when Start made it: billed from then to its death
 	dead    chan struct{}
 	dieOnce sync.Once
 	wg      sync.WaitGroup // the shell and control goroutines
@@ -431,6 +436,7 @@ func (inc *incarnation) die(why string) {
 		close(inc.dead)
 		inc.k.mu.Lock()
 		inc.k.lastExit = why
+		inc.k.upTotal += time.Since(inc.born)
 		inc.k.mu.Unlock()
 	})
 	// A barrier: an emit in flight has delivered or given up.
