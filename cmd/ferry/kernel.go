@@ -58,6 +58,7 @@ type backendFlags struct {
 	remoteGateway  bool
 	remoteUser     string
 	startTimeout   string
+	reconnectFor   string
 	forwardEnv     string
 	filesCap       string
 	cloudPrice     string
@@ -88,6 +89,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&b.remoteGateway, "remote-gateway", envOr("FERRY_REMOTE_GATEWAY", "") != "" || conf.RemoteGateway, "the remote is an Enterprise Gateway: pass the working directory and launch timeout as KERNEL_WORKING_DIR and KERNEL_LAUNCH_TIMEOUT (env FERRY_REMOTE_GATEWAY)")
 	fs.StringVar(&b.remoteUser, "remote-user", envOr("FERRY_REMOTE_USER", conf.RemoteUser), "with --remote-gateway: the KERNEL_USERNAME the gateway launches the kernel as (env FERRY_REMOTE_USER; default this machine's user). KERNEL_* variables in Ferry's environment are forwarded to the gateway too")
 	fs.StringVar(&b.startTimeout, "start-timeout", envOr("FERRY_START_TIMEOUT", orDefaultStr(conf.StartTimeout, backend.DefaultStartTimeout.String())), "how long the cloud kernel may take to start, e.g. 10m or 600 (seconds) (env FERRY_START_TIMEOUT)")
+	fs.StringVar(&b.reconnectFor, "reconnect-for", envOr("FERRY_RECONNECT_FOR", orDefaultStr(conf.ReconnectFor, backend.DefaultReconnectFor.String())), "how long a lost connection to the cloud kernel is tried again before its values are rebuilt elsewhere, e.g. 10m for a laptop that sleeps (env FERRY_RECONNECT_FOR)")
 	fs.StringVar(&b.forwardEnv, "forward-env", envOr("FERRY_FORWARD_ENV", ""), "comma-separated laptop environment variables to set in the cloud kernel, e.g. AWS_PROFILE,DATA_DIR (env FERRY_FORWARD_ENV); nothing else of the laptop's environment is copied")
 	fs.StringVar(&b.filesCap, "files-cap", envOr("FERRY_FILES_CAP", "2GB"), "most file data from the notebook's folder moved to the cloud for one cell (e.g. 500MB); a cell needing more runs on the laptop (env FERRY_FILES_CAP)")
 	fs.StringVar(&b.cloudPrice, "cloud-price", envOr("FERRY_CLOUD_PRICE", ""), "what a cloud kernel costs per hour it exists, in USD (e.g. 2.48): %ferry status and the summary then show its cost (env FERRY_CLOUD_PRICE)")
@@ -181,12 +183,16 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 		if err != nil {
 			return nil, err
 		}
+		reconnect, err := time.ParseDuration(b.reconnectFor)
+		if err != nil || reconnect <= 0 {
+			return nil, fmt.Errorf("--reconnect-for %q: want how long to try a lost cloud connection again, e.g. 20s or 10m", b.reconnectFor)
+		}
 		wd := b.remoteWorkDir
 		if wd == "" {
 			wd = backend.DefaultWorkDir(dir)
 		}
 		r, err := backend.NewRemote(backend.RemoteConfig{URL: b.remote, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure,
-			WorkDir: wd, Gateway: b.remoteGateway, StartTimeout: timeout, Username: b.remoteUser, KernelEnv: backend.ForwardedKernelEnv(os.Environ())})
+			WorkDir: wd, Gateway: b.remoteGateway, StartTimeout: timeout, ReconnectFor: reconnect, Username: b.remoteUser, KernelEnv: backend.ForwardedKernelEnv(os.Environ())})
 		if err != nil {
 			return nil, err
 		}
@@ -309,6 +315,7 @@ type fileConfig struct {
 	RemoteUser     string `json:"remote_user"`
 	StartTimeout   string `json:"start_timeout"`
 	CloudIdle      string `json:"cloud_idle"`
+	ReconnectFor   string `json:"reconnect_for"`
 }
 
 func loadConfig() fileConfig {

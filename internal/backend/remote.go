@@ -76,7 +76,24 @@ type RemoteConfig struct {
 	// 0 means DefaultStartTimeout. A slow start is waited for, never
 	// deleted and created again.
 	StartTimeout time.Duration
+	// ReconnectFor is how long a dropped kernel connection is tried
+	// again while the server cannot be reached (a laptop asleep, a lost
+	// network) before the kernel counts as lost; 0 means
+	// DefaultReconnectFor. An answer that the kernel is gone (404) ends
+	// it at once.
+	ReconnectFor time.Duration
 }
+
+// DefaultReconnectFor is how long a lost connection is tried again by
+// default. It is short so that a cloud that is really gone (a deleted VM)
+// costs a cell 20 s before Ferry rebuilds what only it held on the laptop:
+// while the server cannot be reached Ferry cannot tell gone from away.
+// A laptop that sleeps or loses its network for minutes sets
+// --reconnect-for 10m (issue 18): the cloud kernel is then found again by
+// its id, with the same session (the server replays its buffered
+// output), and nothing is rebuilt; meanwhile a cell needing the cloud
+// fails after 25 s with the values kept.
+const DefaultReconnectFor = 20 * time.Second
 
 // DefaultStartTimeout is how long a cloud kernel may take to start.
 const DefaultStartTimeout = 5 * time.Minute
@@ -177,6 +194,9 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = DefaultStartTimeout
+	}
+	if cfg.ReconnectFor <= 0 {
+		cfg.ReconnectFor = DefaultReconnectFor
 	}
 	if cfg.WorkDir == "" {
 		wd, _ := os.Getwd()
@@ -1062,10 +1082,26 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 	r.mu.Lock()
 	id := r.kernelID
 	r.mu.Unlock()
-	deadline := time.Now().Add(20 * time.Second)
+	began := time.Now()
+	deadline := began.Add(r.cfg.ReconnectFor)
 	wait := 100 * time.Millisecond
+	told := began
+	// Shutdown ends the attempts at once; the watcher ends with them.
+	sctx, scancel := context.WithCancel(context.Background())
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		select {
+		case <-r.stop:
+			scancel()
+		case <-sctx.Done():
+		}
+	}()
+	defer watch.Wait()
+	defer scancel()
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(sctx, 10*time.Second)
 		var k struct {
 			ID string `json:"id"`
 		}
@@ -1080,7 +1116,7 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 				close(r.reconnected)
 				r.reconnected = make(chan struct{})
 				r.connMu.Unlock()
-				slog.Info("remote kernel connection reopened", "attempt", attempt)
+				slog.Info("remote kernel connection reopened", "attempt", attempt, "after", time.Since(began).Round(time.Millisecond))
 				return ws, nil
 			}
 		}
@@ -1091,10 +1127,18 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 			return nil, &explainedError{fmt.Sprintf("the remote kernel %s is gone (deleted, or the server restarted)", id), h}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the remote kernel connection closed and could not be reopened: %w", err)
+			return nil, fmt.Errorf("the remote kernel connection closed and could not be reopened in %s: %w", r.cfg.ReconnectFor, err)
 		}
-		time.Sleep(wait)
-		wait = min(2*wait, 2*time.Second)
+		if time.Since(told) >= time.Minute {
+			told = time.Now()
+			slog.Warn("the remote server is still unreachable; trying again", "for", time.Since(began).Round(time.Second), "until", r.cfg.ReconnectFor, "err", err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-sctx.Done():
+			return nil, errShutDown
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 

@@ -29,6 +29,9 @@ type LatencyProxy struct {
 	// limits each direction in bytes per second (0: unlimited).
 	resume chan struct{}
 	rate   atomic.Int64
+	// downUntil: until then the network is gone (Down): connections are
+	// refused as they come.
+	downUntil time.Time
 }
 
 // NewLatencyProxy listens on a free loopback port.
@@ -52,6 +55,13 @@ func (p *LatencyProxy) accept() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		down := time.Now().Before(p.downUntil)
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
 		}
 		u, err := net.DialTimeout("tcp", p.target, 10*time.Second)
 		if err != nil {
@@ -146,6 +156,16 @@ func (p *LatencyProxy) Cut() int {
 	n := len(p.conns) / 2
 	p.conns = map[net.Conn]struct{}{}
 	return n
+}
+
+// Down takes the network away for d, as a laptop that sleeps or loses
+// its Wi-Fi sees it: every connection is cut and new ones are refused
+// until d has passed.
+func (p *LatencyProxy) Down(d time.Duration) {
+	p.mu.Lock()
+	p.downUntil = time.Now().Add(d)
+	p.mu.Unlock()
+	p.Cut()
 }
 
 // Stall stops all traffic for d, then lets it flow again.
