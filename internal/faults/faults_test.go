@@ -12,7 +12,7 @@ import (
 // TestFaults runs every fault case against real kernels and a real
 // jupyter-server; FERRY_FAULTS=substring runs some.
 func TestFaults(t *testing.T) {
-	testenv.SkipIfShort(t, "14 faults against real kernels and a jupyter-server, 3 min")
+	testenv.SkipIfShort(t, "15 faults against real kernels and a jupyter-server, 4 min")
 	testenv.RequireJupyterServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
