@@ -32,6 +32,13 @@ var ProcSource string
 //go:embed _ferry_history.py
 var HistorySource string
 
+// ReduceSource is the agent's helper saying how objects decorators build
+// in __main__ (lru_cache, singledispatch, cached_property,
+// typing.NamedTuple) travel, sys.modules["_ferry_reduce"].
+//
+//go:embed _ferry_reduce.py
+var ReduceSource string
+
 // HistoryMetaKey is the execute_request metadata key carrying what a
 // kernel lacks of the front end's history (_ferry_history.py), and
 // OutPrefix names Out[n] as a movable pseudo-variable OutPrefix+"n".
@@ -59,7 +66,7 @@ func InstallCode(secret string, env map[string]string) string {
 			` setattr(s.modules["` + name + `"], "__file__", "<` + name + `>"),` +
 			` exec(compile(` + strconv.Quote(src) + `, "<` + name + `>", "exec"), s.modules["` + name + `"].__dict__),`
 	}
-	return `(lambda s, t, j: (` + mod("_ferry_audit", AuditSource) + mod("_ferry_proc", ProcSource) + mod("_ferry_history", HistorySource) + mod("_ferry_agent", Source) +
+	return `(lambda s, t, j: (` + mod("_ferry_audit", AuditSource) + mod("_ferry_proc", ProcSource) + mod("_ferry_history", HistorySource) + mod("_ferry_reduce", ReduceSource) + mod("_ferry_agent", Source) +
 		` s.modules["_ferry_agent"].install(` + strconv.Quote(secret) + `, env=j.loads(` + strconv.Quote(string(envJSON)) + `))))` +
 		`(__import__("sys"), __import__("types"), __import__("json"))`
 }

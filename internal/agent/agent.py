@@ -124,6 +124,7 @@ import warnings
 import _ferry_audit as _audit
 import _ferry_proc as _proc
 import _ferry_history as _history
+import _ferry_reduce as _reduce
 
 # The comm protocol and report format version; Go's agent.ProtocolVersion.
 PROTOCOL = 4
@@ -1239,12 +1240,6 @@ def _is_main_function(f):
     return isinstance(f, types.FunctionType) and _shell is not None and f.__globals__ is _user_ns()
 
 
-def _lru_cached(f, params):
-    import functools
-
-    return functools.lru_cache(maxsize=params.get("maxsize"), typed=params.get("typed", False))(f)
-
-
 def _pickler_class():
     import cloudpickle
 
@@ -1262,11 +1257,12 @@ def _pickler_class():
                 # v.base is x there as here; others stay views of the
                 # received buffer (no copy).
                 return _owned_array, (pickle.PickleBuffer(obj), obj.dtype, obj.shape)
-            if type(obj).__name__ == "_lru_cache_wrapper" and _is_main_function(getattr(obj, "__wrapped__", None)):
-                # functools pickles a cache by its qualified name, which
-                # the target may not have (Can't get attribute 'fib'): it
-                # travels as the function, cached again there (empty).
-                return _lru_cached, (obj.__wrapped__, obj.cache_parameters())
+            # Objects decorators build in __main__ (lru_cache,
+            # singledispatch, cached_property, typing.NamedTuple):
+            # _ferry_reduce.py says why each needs its own way.
+            rv = _reduce.reduce(obj, _is_main_function, super().reducer_override)
+            if rv is not None:
+                return rv
             if isinstance(obj, types.FunctionType) and _shell is not None and obj.__globals__ is _user_ns():
                 return _main_function, (obj.__code__, obj.__name__, obj.__defaults__, obj.__kwdefaults__,
                                         obj.__closure__, obj.__dict__, obj.__qualname__, obj.__doc__,

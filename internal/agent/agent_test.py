@@ -443,6 +443,68 @@ class AgentTests(unittest.TestCase):
         move(self.a, self.b, [agent.RNG])
         self.assertEqual((random.random(), np.random.rand()), (expect, expect_np))
 
+    def test_objects_decorators_build_in_main_travel(self):
+        """lru_cache, singledispatch, cached_property, typing.NamedTuple and
+        classes with __slots__ made in the notebook move and behave the same
+        at the target (issue 14; _ferry_reduce.py)."""
+        import cloudpickle.cloudpickle as cp
+
+        ns = self.a.user_ns
+        ns["__name__"] = "__main__"
+        exec("""import functools
+from dataclasses import dataclass
+from typing import NamedTuple
+@functools.lru_cache(maxsize=None)
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+@functools.singledispatch
+def show(v):
+    return 'obj'
+@show.register(int)
+def show_int(v):
+    return 'int'
+class Circle:
+    def __init__(self, r):
+        self.r = r
+    @functools.cached_property
+    def area(self):
+        return 3 * self.r ** 2
+class Pt(NamedTuple):
+    x: int
+    y: int = 0
+    def norm(self):
+        return abs(self.x) + abs(self.y)
+@dataclass(slots=True)
+class Q:
+    a: int
+c = Circle(2)
+c.area
+p = Pt(-1, 2)
+q = Q(1)
+""", ns)
+        real = dict(cp._DYNAMIC_CLASS_TRACKER_BY_ID)
+        agent._shell = self.a
+        frames, packed, unmovable = agent.pack(["fib", "show", "c", "p", "q"])
+        self.assertEqual(unmovable, {})
+        cp._DYNAMIC_CLASS_TRACKER_BY_ID.clear()  # the target is another process: no class is known there
+        try:
+            agent._shell = self.b
+            self.b.user_ns["__name__"] = "__main__"
+            agent.load(b"".join(bytes(memoryview(f)) for f in frames))
+        finally:
+            cp._DYNAMIC_CLASS_TRACKER_BY_ID.update(real)
+        got = self.b.user_ns
+        self.assertEqual(got["fib"](30), 832040)
+        self.assertEqual(got["fib"].cache_parameters()["maxsize"], None)
+        self.assertEqual((got["show"](3), got["show"]("a")), ("int", "obj"))
+        self.assertEqual(got["c"].area, 12)
+        self.assertEqual(type(got["c"])(1).area, 3)
+        self.assertEqual((got["p"].norm(), got["p"]._replace(y=5), type(got["p"])._fields), (3, (-1, 5), ("x", "y")))
+        self.assertIsNot(type(got["p"]), ns["Pt"], "rebuilt, not the source's class")
+        self.assertFalse(hasattr(got["p"], "__dict__"), "a namedtuple keeps its empty __slots__")
+        self.assertFalse(hasattr(got["q"], "__dict__"), "dataclass(slots=True) keeps its slots")
+        self.assertEqual(got["q"].a, 1)
+
     def test_loaded_arrays_are_aligned_and_hash_travels(self):
         import numpy as np
 

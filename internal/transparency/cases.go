@@ -45,6 +45,7 @@ var Cases = []Case{
 	{"matplotlib_figure_moves", []string{"import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2))\nax.plot([1, 2, 3]);", "ax.set_title('moved')\nax.plot([3, 2, 1]);", "print(len(ax.lines), ax.get_title(), list(fig.get_size_inches()))"}},
 	{"closures_share_state", []string{"def make_logger(store):\n    def add(v):\n        store.append(v)\n    return add\nlog = []\nadd = make_logger(log)", "add('a')", "print(log)", "add('b')\nfrom functools import partial\nput = partial(list.append, log)", "put('c')", "print(log, len(log))"}},
 	{"decorated_functions", []string{"from functools import lru_cache, wraps\n@lru_cache(maxsize=None)\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)", "print(fib(30))", "def traced(f):\n    @wraps(f)\n    def inner(*a):\n        return ('traced', f(*a))\n    return inner\n@traced\ndef sq(x):\n    return x * x", "print(sq(4), sq.__name__, fib(20), fib.cache_parameters()['maxsize'])", "from dataclasses import dataclass\nfrom enum import Enum\n@dataclass\nclass P:\n    x: int\n    y: int = 2\nclass Color(Enum):\n    RED = 1\np = P(1)\nc = Color.RED", "print(p, c, c is Color.RED, P(1) == p)"}},
+	{"decorator_built_objects", []string{"import functools\nfrom typing import NamedTuple\nclass Pt(NamedTuple):\n    x: int\n    y: int = 0\n    def norm(self):\n        return abs(self.x) + abs(self.y)\np = Pt(-1, 2)", "print(p, p.norm(), p._replace(y=5), hasattr(p, '__dict__'))", "@functools.singledispatch\ndef show(v):\n    return 'obj'\n@show.register(int)\ndef show_int(v):\n    return 'int %d' % v", "print(show(3), show('a'))", "class Circle:\n    def __init__(self, r):\n        self.r = r\n    @functools.cached_property\n    def area(self):\n        print('computing')\n        return 3 * self.r ** 2\nc = Circle(2)\nprint(c.area)", "print(c.area, Circle(1).area)", "from dataclasses import dataclass\n@dataclass(slots=True)\nclass Q:\n    a: int\nq = Q(1)", "print(q, hasattr(q, '__dict__'))"}},
 	{"instance_methods_use_globals", []string{"factor = 3\nclass S:\n    def apply(self, v):\n        return v * factor", "s = S()", "factor = 5", "print(s.apply(2))", "factor = 7\nt = S()", "print(t.apply(1), s.apply(1))"}},
 	{"names_in_strings", []string{"import pandas as pd\ndf = pd.DataFrame({'a': range(10)})", "limit = 6", "print(df.query('a > @limit').a.tolist())", "k = 3", "df.eval('b = a * @k', inplace=True)\nprint(df.b.sum())"}},
 	{"view_identity", []string{"import numpy as np\nx = np.arange(30.0)\nv = x[10:20]", "v[:] = -1", "print(v.base is x, x[9:12])", "w = x[::3]\nprint(w.base is x, v.base is x)"}},
@@ -54,3 +55,10 @@ var Cases = []Case{
 	{"display_printers", []string{"class Card:\n    def __init__(self, v):\n        self.v = v", "get_ipython().display_formatter.formatters['text/plain'].for_type(Card, lambda o, p, cycle: p.text('Card(%d)' % o.v))", "c = Card(3)", "c", "Card(4)", "c.v += 1\nc"}},
 	{"stdout_stderr", []string{"import sys\nprint('out')\nprint('err', file=sys.stderr)", "v = 3", "print(v, file=sys.stderr)"}},
 }
+
+// MustMove are the cases whose values can all travel: under pingpong every
+// second cell must run in the cloud. A value that cannot move pins its
+// cell where it lives, and a failed load leaves the cell where its data
+// is; both keep the outputs equal to all-local and so would hide that
+// Ferry could not carry what a notebook made.
+var MustMove = map[string]bool{"decorator_built_objects": true}
