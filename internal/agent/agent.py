@@ -125,9 +125,10 @@ import _ferry_audit as _audit
 import _ferry_proc as _proc
 import _ferry_history as _history
 import _ferry_reduce as _reduce
+import _ferry_graph as _graph
 
 # The comm protocol and report format version; Go's agent.ProtocolVersion.
-PROTOCOL = 4
+PROTOCOL = 5
 CHUNK = 8 << 20
 RNG = "__ferry_rng__"
 # The process state the notebook set (environment, cwd, sys.path, print
@@ -318,50 +319,9 @@ _ATOMIC = (int, float, complex, str, bool, type(None), range, bytes)
 _SIZED = (list, dict, set, bytearray)
 
 
-def _cell_full(c):
-    try:
-        c.cell_contents
-        return True
-    except ValueError:  # an empty cell (a variable not bound yet)
-        return False
-
-
-def _children(o):
-    """(label, object) pairs o holds directly, bounded; not inside arrays,
-    modules, classes or functions."""
-    try:
-        if isinstance(o, dict):
-            return [("[%r]" % (k,), v) for k, v in list(o.items())[:1000]]
-        if isinstance(o, (list, tuple, set, frozenset)):
-            return [("[%d]" % i, v) for i, v in enumerate(list(o)[:1000])]
-        if isinstance(o, types.FunctionType):
-            # What a function carries with it travels with it: closure
-            # cells and defaults (log = []; add = make_logger(log) must
-            # move add and log together, or add appends to a copy).
-            out = [(".__closure__[%d]" % i, c.cell_contents) for i, c in enumerate(o.__closure__ or ()) if _cell_full(c)]
-            out += [(".__defaults__[%d]" % i, v) for i, v in enumerate(o.__defaults__ or ())]
-            out += [(".__kwdefaults__[%r]" % (k,), v) for k, v in (o.__kwdefaults__ or {}).items()]
-            return out
-        if isinstance(o, types.MethodType):
-            return [(".__self__", o.__self__)]
-        if isinstance(o, (type, types.ModuleType, types.BuiltinFunctionType)):
-            return []
-        if type(o).__module__ == "functools" and type(o).__name__ == "partial":
-            return [(".func", o.func)] + [(".args[%d]" % i, v) for i, v in enumerate(o.args)] + [
-                (".keywords[%r]" % (k,), v) for k, v in o.keywords.items()]
-        np = sys.modules.get("numpy")
-        if np is not None and isinstance(o, np.ndarray):
-            return [(".base", o.base)] if o.base is not None else []
-        mgr = getattr(o, "_mgr", None)
-        if mgr is not None and type(o).__module__.startswith("pandas"):
-            arrays = getattr(mgr, "arrays", None)
-            return [(".values", a) for a in list(arrays or [])[:1000]]
-        d = getattr(o, "__dict__", None)
-        if isinstance(d, dict):
-            return [("." + str(k), v) for k, v in list(d.items())[:1000]]
-    except Exception:
-        pass
-    return []
+# What a value holds directly (closures, defaults, bound methods, partials
+# included): _ferry_graph.py.
+_children = _graph.children
 
 
 def _buffer(obj):
@@ -958,6 +918,12 @@ def _describe(obj, fp):
         d["module"] = obj.__name__
         d["needs"] = obj.__name__.split(".")[0]
     else:
+        # The notebook globals the code it carries reads when called (an
+        # instance's methods, a closure a factory made, a partial): they
+        # travel with it.
+        uses = _graph.uses(obj, _user_ns())
+        if uses:
+            d["uses"] = uses
         m = getattr(type(obj), "__module__", None) or ""
         top = m.split(".")[0]
         if top and top not in ("builtins", "__main__", "collections", "datetime", "decimal", "fractions") and not top.startswith("_"):

@@ -443,6 +443,49 @@ class AgentTests(unittest.TestCase):
         move(self.a, self.b, [agent.RNG])
         self.assertEqual((random.random(), np.random.rand()), (expect, expect_np))
 
+    def test_report_names_the_globals_code_in_a_value_uses(self):
+        """A value carrying notebook code reports the globals that code reads
+        (issue 14): a closure a factory returned, instances of a notebook
+        class (alone or in a list), a bound method, a partial, a subclass."""
+        ns = self.a.user_ns
+        ns["__name__"] = "__main__"
+        exec("""import functools
+factor = 3
+def make():
+    def scale(v):
+        return v * factor + offset
+    return scale
+class S:
+    def apply(self, v):
+        return helper(v) * factor
+    @property
+    def p(self):
+        return shown
+class T(S):
+    @classmethod
+    def make(cls):
+        return cls(), other
+scale = make()
+s = S()
+models = [S(), T()]
+bound = s.apply
+part = functools.partial(scale, 2)
+data = {'a': [1, 2.5, 'x']}
+def make_eval():
+    return lambda expr: eval(expr)
+ev = make_eval()
+""", ns)
+        ch = self.report()["changed"]
+        uses = {n: set(ch[n].get("uses", ())) for n in ("scale", "s", "models", "bound", "part", "data", "factor")}
+        self.assertTrue({"factor", "offset"} <= uses["scale"], uses["scale"])
+        self.assertTrue({"helper", "factor", "shown"} <= uses["s"], uses["s"])
+        self.assertTrue({"helper", "factor", "shown", "other"} <= uses["models"], uses["models"])
+        self.assertTrue({"helper", "factor"} <= uses["bound"], uses["bound"])
+        self.assertTrue({"factor", "offset"} <= uses["part"], uses["part"])
+        self.assertEqual(uses["data"], set(), "plain data uses nothing")
+        self.assertEqual(uses["factor"], set())
+        self.assertNotIn("abs", uses["s"] | uses["scale"], "builtins are not notebook globals")
+
     def test_objects_decorators_build_in_main_travel(self):
         """lru_cache, singledispatch, cached_property, typing.NamedTuple and
         classes with __slots__ made in the notebook move and behave the same

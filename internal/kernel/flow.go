@@ -206,9 +206,13 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 			// An instance of a notebook class needs what its methods use
 			// (s.apply(2) reads factor), as the class does.
 			sc.Uses = append([]string{ch.Kind}, cls.Uses...)
-		} else if old, ok := s.state.Get(n); ok && ch.Kind == old.Kind {
+		} else if old, ok := s.state.Get(n); ok && ch.Kind == old.Kind && len(ch.Uses) == 0 {
 			sc.Uses = old.Uses
 		}
+		// What the agent found the value's code reads: a function a
+		// factory returned, a bound method, a partial, instances in a
+		// list (issue 14), which no definition in the cell names.
+		sc.Uses = mergeUses(sc.Uses, ch.Uses, n)
 		changes[n] = sc
 	}
 	wrote := s.state.Ran(loc, cell, changes, rep.Deleted)
@@ -274,4 +278,19 @@ func (s *Server) baselineDump(ctx context.Context, plan policy.Plan) {
 		s.Stats.FullStateSeconds += d.Seconds
 		s.Stats.mu.Unlock()
 	}
+}
+
+// mergeUses is the union of the analysis's and the agent's uses, in order,
+// without the value's own name.
+func mergeUses(a, b []string, self string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	out := append([]string(nil), a...)
+	for _, u := range b {
+		if u != self && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
