@@ -18,6 +18,10 @@ import sys
 import types
 
 _GLOBAL_OPS = {"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME", "STORE_NAME", "DELETE_NAME"}
+# Code calling these may touch any name: its uses then hold ANY (Go's
+# state.AnyName), and a cell calling it counts as dynamic.
+_DYNAMIC = {"eval", "exec", "globals"}
+ANY = "*"
 _ATOMIC = (int, float, complex, str, bool, type(None), range, bytes)
 
 
@@ -88,6 +92,8 @@ def code_globals(co):
     for c in co.co_consts:
         if isinstance(c, types.CodeType):
             names |= code_globals(c)
+    if names & _DYNAMIC:
+        names.add(ANY)
     names = frozenset(names)
     if len(_code_globals) > 20000:
         _code_globals.clear()

@@ -485,6 +485,8 @@ ev = make_eval()
         self.assertEqual(uses["data"], set(), "plain data uses nothing")
         self.assertEqual(uses["factor"], set())
         self.assertNotIn("abs", uses["s"] | uses["scale"], "builtins are not notebook globals")
+        self.assertIn("*", ch["ev"]["uses"], "code using eval may touch any name")
+        self.assertNotIn("*", uses["s"])
 
     def test_objects_decorators_build_in_main_travel(self):
         """lru_cache, singledispatch, cached_property, typing.NamedTuple and

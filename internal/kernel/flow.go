@@ -58,6 +58,11 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 		s.log.Warn("cell analysis failed; treating the cell as touching everything", "err", err)
 		r = analysis.Result{Dynamic: true}
 	}
+	// A cell calling a notebook function that uses eval, exec or
+	// globals() may touch any name, as if it did so itself (issue 14).
+	if !r.Dynamic && s.state.UsesAnyName(append(append([]string(nil), r.Calls...), r.Reads...)) {
+		r.Dynamic = true
+	}
 	eff := effects{Reads: r.Reads, Writes: r.Writes, Dynamic: r.Dynamic, Defs: r.Defs}
 	eff.Facts = s.cellFacts(r)
 	eff.Proc = changesProcess(eff.Facts, r)
@@ -83,7 +88,9 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	for _, c := range r.Calls {
 		if v, ok := s.state.Get(c); ok {
 			for _, u := range v.Uses {
-				maybe[u] = true
+				if u != state.AnyName {
+					maybe[u] = true
+				}
 			}
 		}
 	}

@@ -49,6 +49,7 @@ var Cases = []Case{
 	{"instance_methods_use_globals", []string{"factor = 3\nclass S:\n    def apply(self, v):\n        return v * factor", "s = S()", "factor = 5", "print(s.apply(2))", "factor = 7\nt = S()", "print(t.apply(1), s.apply(1))"}},
 	{"code_in_values_uses_globals", []string{"factor = 3\ndef make_scaler():\n    def scale(v):\n        return v * factor\n    return scale\nclass S:\n    def apply(self, v):\n        return v * factor\nscale = make_scaler()", "from functools import partial\nmodels = [S(), S()]\nbound = models[0].apply\np = partial(scale, 2)", "factor = 5", "print(scale(2), models[1].apply(2), bound(2), p())", "factor = 7", "print(p(), bound(1), scale(1))"}},
 	{"names_in_strings", []string{"import pandas as pd\ndf = pd.DataFrame({'a': range(10)})", "limit = 6", "print(df.query('a > @limit').a.tolist())", "k = 3", "df.eval('b = a * @k', inplace=True)\nprint(df.b.sum())"}},
+	{"names_through_eval_in_functions", []string{"def lookup(expr):\n    return eval(expr)", "print(lookup('1 + 1'))", "limit = 4", "print(lookup('limit * 2'))", "limit = 6", "print(lookup('limit'))", "def make_getter():\n    return lambda n: eval(n)\nget = make_getter()\nlimit = 8", "print(get('limit'))", "import pandas as pd\ndf = pd.DataFrame({'a': range(10)})\ndef top(d):\n    return d.query('a > @limit').a.tolist()", "print(top(df))"}},
 	{"view_identity", []string{"import numpy as np\nx = np.arange(30.0)\nv = x[10:20]", "v[:] = -1", "print(v.base is x, x[9:12])", "w = x[::3]\nprint(w.base is x, v.base is x)"}},
 	{"traceback_shows_moved_source", []string{"def risky(v):\n    total = v * 2\n    return total / (v - v)", "import traceback\ntry:\n    risky(3)\nexcept ZeroDivisionError:\n    print([l.strip() for l in traceback.format_exc().splitlines() if 'return total' in l])"}},
 	{"output_history", []string{"6*7", "_ + 1", "print(_, __, Out[1], _1)", "x = 5", "print(In[1], '|', _i, '|', _ii, len(In))", "Out[2] * 2"}},
@@ -64,4 +65,4 @@ var Cases = []Case{
 // Ferry could not carry what a notebook made.
 var MustMove = map[string]bool{"decorator_built_objects": true, "closures_share_state": true, "decorated_functions": true, "matplotlib_figure_moves": true,
 	"view_identity": true, "instance_methods_use_globals": true, "names_in_strings": true,
-	"code_in_values_uses_globals": true}
+	"code_in_values_uses_globals": true, "names_through_eval_in_functions": true}
