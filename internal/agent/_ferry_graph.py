@@ -17,6 +17,8 @@ import dis
 import sys
 import types
 
+import _ferry_reduce as _reduce
+
 _GLOBAL_OPS = {"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME", "STORE_NAME", "DELETE_NAME"}
 # Code calling these may touch any name: its uses then hold ANY (Go's
 # state.AnyName), and a cell calling it counts as dynamic.
@@ -55,6 +57,12 @@ def children(o):
             return [(".__self__", o.__self__)]
         if isinstance(o, (type, types.ModuleType, types.BuiltinFunctionType)):
             return []
+        if type(o).__name__ == "_lru_cache_wrapper":
+            # Its cached results travel with it (_ferry_reduce): r =
+            # load(1) and the cache's [1] are one object.
+            entries = _reduce._lru_entries(o) or []
+            return [(".__wrapped__", getattr(o, "__wrapped__", None))] + [
+                (".cache[%d]" % i, r) for i, (_, r) in enumerate(entries[:1000])]
         if type(o).__module__ == "functools" and type(o).__name__ == "partial":
             return [(".func", o.func)] + [(".args[%d]" % i, v) for i, v in enumerate(o.args)] + [
                 (".keywords[%r]" % (k,), v) for k, v in o.keywords.items()]

@@ -527,6 +527,11 @@ def _shallow(obj):
         np = sys.modules.get("numpy")
         if np is not None and type(obj) is np.ndarray:
             return (obj.shape, obj.strides, obj.dtype.str, obj.__array_interface__["data"][0])
+        if type(obj).__name__ == "_lru_cache_wrapper" and type(obj).__module__ == "functools":
+            # Its cache travels with it (_ferry_reduce): a call that adds
+            # an entry, or reorders a bounded cache, is a change.
+            ci = obj.cache_info()
+            return (ci.misses, ci.currsize) if ci.maxsize is None else (ci.hits, ci.misses, ci.currsize)
         shape = getattr(type(obj), "shape", None)
         if shape is not None and type(obj).__module__.split(".")[0] in ("numpy", "pandas"):
             return str(obj.shape)

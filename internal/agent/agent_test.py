@@ -488,6 +488,22 @@ ev = make_eval()
         self.assertIn("*", ch["ev"]["uses"], "code using eval may touch any name")
         self.assertNotIn("*", uses["s"])
 
+    def test_a_cached_result_is_in_its_functions_alias_group(self):
+        ns = self.a.user_ns
+        ns["__name__"] = "__main__"
+        exec("import functools\n@functools.lru_cache\ndef load(x):\n    return [x]\nr = load(1)\nother = [2]", ns)
+        ch = self.report()["changed"]
+        self.assertEqual(ch["load"]["group"], ch["r"]["group"])
+        self.assertNotIn("group", ch["other"])
+        move(self.a, self.b, ["load", "r"])
+        self.assertIs(self.b.user_ns["load"](1), self.b.user_ns["r"])
+        agent._shell = self.a
+        ns["load"](1)
+        self.assertEqual(self.changed(), {"load", "r"}, "a cache hit reorders a bounded cache: a change")
+        ns["load"](3)
+        self.assertEqual(self.changed(), {"load", "r"}, "a new entry is a change")
+        self.assertEqual(self.changed(), set())
+
     def test_objects_decorators_build_in_main_travel(self):
         """lru_cache, singledispatch, cached_property, typing.NamedTuple and
         classes with __slots__ made in the notebook move and behave the same
@@ -502,6 +518,13 @@ from typing import NamedTuple
 @functools.lru_cache(maxsize=None)
 def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
+calls = []
+@functools.lru_cache
+def load(x, scale=1):
+    calls.append(x)
+    return [x * scale]
+load(1)
+load(2, scale=3)
 @functools.singledispatch
 def show(v):
     return 'obj'
@@ -529,7 +552,7 @@ q = Q(1)
 """, ns)
         real = dict(cp._DYNAMIC_CLASS_TRACKER_BY_ID)
         agent._shell = self.a
-        frames, packed, unmovable = agent.pack(["fib", "show", "c", "p", "q"])
+        frames, packed, unmovable = agent.pack(["fib", "load", "calls", "show", "c", "p", "q"])
         self.assertEqual(unmovable, {})
         cp._DYNAMIC_CLASS_TRACKER_BY_ID.clear()  # the target is another process: no class is known there
         try:
@@ -541,6 +564,11 @@ q = Q(1)
         got = self.b.user_ns
         self.assertEqual(got["fib"](30), 832040)
         self.assertEqual(got["fib"].cache_parameters()["maxsize"], None)
+        self.assertEqual((got["load"](1), got["load"](2, scale=3), got["calls"]), ([1], [6], [1, 2]),
+                         "a cached function is not called again for what it cached")
+        self.assertEqual(got["load"](5), [5])
+        self.assertEqual(got["calls"], [1, 2, 5])
+        self.assertEqual(got["load"].cache_parameters()["maxsize"], 128)
         self.assertEqual((got["show"](3), got["show"]("a")), ("int", "obj"))
         self.assertEqual(got["c"].area, 12)
         self.assertEqual(type(got["c"])(1).area, 3)
