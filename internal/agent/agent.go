@@ -32,6 +32,20 @@ var ProcSource string
 //go:embed _ferry_history.py
 var HistorySource string
 
+// ReduceSource is the agent's helper saying how objects decorators build
+// in __main__ (lru_cache, singledispatch, cached_property,
+// typing.NamedTuple) travel, sys.modules["_ferry_reduce"].
+//
+//go:embed _ferry_reduce.py
+var ReduceSource string
+
+// GraphSource is the agent's helper saying what a value reaches: the
+// objects alias groups follow and the globals the code it carries uses,
+// sys.modules["_ferry_graph"].
+//
+//go:embed _ferry_graph.py
+var GraphSource string
+
 // HistoryMetaKey is the execute_request metadata key carrying what a
 // kernel lacks of the front end's history (_ferry_history.py), and
 // OutPrefix names Out[n] as a movable pseudo-variable OutPrefix+"n".
@@ -59,7 +73,7 @@ func InstallCode(secret string, env map[string]string) string {
 			` setattr(s.modules["` + name + `"], "__file__", "<` + name + `>"),` +
 			` exec(compile(` + strconv.Quote(src) + `, "<` + name + `>", "exec"), s.modules["` + name + `"].__dict__),`
 	}
-	return `(lambda s, t, j: (` + mod("_ferry_audit", AuditSource) + mod("_ferry_proc", ProcSource) + mod("_ferry_history", HistorySource) + mod("_ferry_agent", Source) +
+	return `(lambda s, t, j: (` + mod("_ferry_audit", AuditSource) + mod("_ferry_proc", ProcSource) + mod("_ferry_history", HistorySource) + mod("_ferry_reduce", ReduceSource) + mod("_ferry_graph", GraphSource) + mod("_ferry_agent", Source) +
 		` s.modules["_ferry_agent"].install(` + strconv.Quote(secret) + `, env=j.loads(` + strconv.Quote(string(envJSON)) + `))))` +
 		`(__import__("sys"), __import__("types"), __import__("json"))`
 }
@@ -134,6 +148,10 @@ type Change struct {
 	// for a fitted model): loading it faithfully elsewhere needs the same
 	// version there.
 	Needs string `json:"needs,omitempty"`
+	// Uses are the notebook globals the code the value carries reads when
+	// called: an instance's methods, a function a factory returned, a
+	// bound method, a partial (_ferry_graph.py).
+	Uses []string `json:"uses,omitempty"`
 }
 
 // FindVersionsExpr asks the agent for the versions of top-level modules

@@ -124,9 +124,11 @@ import warnings
 import _ferry_audit as _audit
 import _ferry_proc as _proc
 import _ferry_history as _history
+import _ferry_reduce as _reduce
+import _ferry_graph as _graph
 
 # The comm protocol and report format version; Go's agent.ProtocolVersion.
-PROTOCOL = 4
+PROTOCOL = 5
 CHUNK = 8 << 20
 RNG = "__ferry_rng__"
 # The process state the notebook set (environment, cwd, sys.path, print
@@ -317,50 +319,9 @@ _ATOMIC = (int, float, complex, str, bool, type(None), range, bytes)
 _SIZED = (list, dict, set, bytearray)
 
 
-def _cell_full(c):
-    try:
-        c.cell_contents
-        return True
-    except ValueError:  # an empty cell (a variable not bound yet)
-        return False
-
-
-def _children(o):
-    """(label, object) pairs o holds directly, bounded; not inside arrays,
-    modules, classes or functions."""
-    try:
-        if isinstance(o, dict):
-            return [("[%r]" % (k,), v) for k, v in list(o.items())[:1000]]
-        if isinstance(o, (list, tuple, set, frozenset)):
-            return [("[%d]" % i, v) for i, v in enumerate(list(o)[:1000])]
-        if isinstance(o, types.FunctionType):
-            # What a function carries with it travels with it: closure
-            # cells and defaults (log = []; add = make_logger(log) must
-            # move add and log together, or add appends to a copy).
-            out = [(".__closure__[%d]" % i, c.cell_contents) for i, c in enumerate(o.__closure__ or ()) if _cell_full(c)]
-            out += [(".__defaults__[%d]" % i, v) for i, v in enumerate(o.__defaults__ or ())]
-            out += [(".__kwdefaults__[%r]" % (k,), v) for k, v in (o.__kwdefaults__ or {}).items()]
-            return out
-        if isinstance(o, types.MethodType):
-            return [(".__self__", o.__self__)]
-        if isinstance(o, (type, types.ModuleType, types.BuiltinFunctionType)):
-            return []
-        if type(o).__module__ == "functools" and type(o).__name__ == "partial":
-            return [(".func", o.func)] + [(".args[%d]" % i, v) for i, v in enumerate(o.args)] + [
-                (".keywords[%r]" % (k,), v) for k, v in o.keywords.items()]
-        np = sys.modules.get("numpy")
-        if np is not None and isinstance(o, np.ndarray):
-            return [(".base", o.base)] if o.base is not None else []
-        mgr = getattr(o, "_mgr", None)
-        if mgr is not None and type(o).__module__.startswith("pandas"):
-            arrays = getattr(mgr, "arrays", None)
-            return [(".values", a) for a in list(arrays or [])[:1000]]
-        d = getattr(o, "__dict__", None)
-        if isinstance(d, dict):
-            return [("." + str(k), v) for k, v in list(d.items())[:1000]]
-    except Exception:
-        pass
-    return []
+# What a value holds directly (closures, defaults, bound methods, partials
+# included): _ferry_graph.py.
+_children = _graph.children
 
 
 def _buffer(obj):
@@ -566,6 +527,11 @@ def _shallow(obj):
         np = sys.modules.get("numpy")
         if np is not None and type(obj) is np.ndarray:
             return (obj.shape, obj.strides, obj.dtype.str, obj.__array_interface__["data"][0])
+        if type(obj).__name__ == "_lru_cache_wrapper" and type(obj).__module__ == "functools":
+            # Its cache travels with it (_ferry_reduce): a call that adds
+            # an entry, or reorders a bounded cache, is a change.
+            ci = obj.cache_info()
+            return (ci.misses, ci.currsize) if ci.maxsize is None else (ci.hits, ci.misses, ci.currsize)
         shape = getattr(type(obj), "shape", None)
         if shape is not None and type(obj).__module__.split(".")[0] in ("numpy", "pandas"):
             return str(obj.shape)
@@ -960,6 +926,12 @@ def _describe(obj, fp):
         d["module"] = obj.__name__
         d["needs"] = obj.__name__.split(".")[0]
     else:
+        # The notebook globals the code it carries reads when called (an
+        # instance's methods, a closure a factory made, a partial): they
+        # travel with it.
+        uses = _graph.uses(obj, _user_ns())
+        if uses:
+            d["uses"] = uses
         m = getattr(type(obj), "__module__", None) or ""
         top = m.split(".")[0]
         if top and top not in ("builtins", "__main__", "collections", "datetime", "decimal", "fractions") and not top.startswith("_"):
@@ -1242,12 +1214,6 @@ def _is_main_function(f):
     return isinstance(f, types.FunctionType) and _shell is not None and f.__globals__ is _user_ns()
 
 
-def _lru_cached(f, params):
-    import functools
-
-    return functools.lru_cache(maxsize=params.get("maxsize"), typed=params.get("typed", False))(f)
-
-
 def _pickler_class():
     import cloudpickle
 
@@ -1265,11 +1231,12 @@ def _pickler_class():
                 # v.base is x there as here; others stay views of the
                 # received buffer (no copy).
                 return _owned_array, (pickle.PickleBuffer(obj), obj.dtype, obj.shape)
-            if type(obj).__name__ == "_lru_cache_wrapper" and _is_main_function(getattr(obj, "__wrapped__", None)):
-                # functools pickles a cache by its qualified name, which
-                # the target may not have (Can't get attribute 'fib'): it
-                # travels as the function, cached again there (empty).
-                return _lru_cached, (obj.__wrapped__, obj.cache_parameters())
+            # Objects decorators build in __main__ (lru_cache,
+            # singledispatch, cached_property, typing.NamedTuple):
+            # _ferry_reduce.py says why each needs its own way.
+            rv = _reduce.reduce(obj, _is_main_function, super().reducer_override)
+            if rv is not None:
+                return rv
             if isinstance(obj, types.FunctionType) and _shell is not None and obj.__globals__ is _user_ns():
                 return _main_function, (obj.__code__, obj.__name__, obj.__defaults__, obj.__kwdefaults__,
                                         obj.__closure__, obj.__dict__, obj.__qualname__, obj.__doc__,

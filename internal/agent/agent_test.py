@@ -454,6 +454,141 @@ class AgentTests(unittest.TestCase):
         move(self.a, self.b, [agent.RNG])
         self.assertEqual((random.random(), np.random.rand()), (expect, expect_np))
 
+    def test_report_names_the_globals_code_in_a_value_uses(self):
+        """A value carrying notebook code reports the globals that code reads
+        (issue 14): a closure a factory returned, instances of a notebook
+        class (alone or in a list), a bound method, a partial, a subclass."""
+        ns = self.a.user_ns
+        ns["__name__"] = "__main__"
+        exec("""import functools
+factor = 3
+def make():
+    def scale(v):
+        return v * factor + offset
+    return scale
+class S:
+    def apply(self, v):
+        return helper(v) * factor
+    @property
+    def p(self):
+        return shown
+class T(S):
+    @classmethod
+    def make(cls):
+        return cls(), other
+scale = make()
+s = S()
+models = [S(), T()]
+bound = s.apply
+part = functools.partial(scale, 2)
+data = {'a': [1, 2.5, 'x']}
+def make_eval():
+    return lambda expr: eval(expr)
+ev = make_eval()
+""", ns)
+        ch = self.report()["changed"]
+        uses = {n: set(ch[n].get("uses", ())) for n in ("scale", "s", "models", "bound", "part", "data", "factor")}
+        self.assertTrue({"factor", "offset"} <= uses["scale"], uses["scale"])
+        self.assertTrue({"helper", "factor", "shown"} <= uses["s"], uses["s"])
+        self.assertTrue({"helper", "factor", "shown", "other"} <= uses["models"], uses["models"])
+        self.assertTrue({"helper", "factor"} <= uses["bound"], uses["bound"])
+        self.assertTrue({"factor", "offset"} <= uses["part"], uses["part"])
+        self.assertEqual(uses["data"], set(), "plain data uses nothing")
+        self.assertEqual(uses["factor"], set())
+        self.assertNotIn("abs", uses["s"] | uses["scale"], "builtins are not notebook globals")
+        self.assertIn("*", ch["ev"]["uses"], "code using eval may touch any name")
+        self.assertNotIn("*", uses["s"])
+
+    def test_a_cached_result_is_in_its_functions_alias_group(self):
+        ns = self.a.user_ns
+        ns["__name__"] = "__main__"
+        exec("import functools\n@functools.lru_cache\ndef load(x):\n    return [x]\nr = load(1)\nother = [2]", ns)
+        ch = self.report()["changed"]
+        self.assertEqual(ch["load"]["group"], ch["r"]["group"])
+        self.assertNotIn("group", ch["other"])
+        move(self.a, self.b, ["load", "r"])
+        self.assertIs(self.b.user_ns["load"](1), self.b.user_ns["r"])
+        agent._shell = self.a
+        ns["load"](1)
+        self.assertEqual(self.changed(), {"load", "r"}, "a cache hit reorders a bounded cache: a change")
+        ns["load"](3)
+        self.assertEqual(self.changed(), {"load", "r"}, "a new entry is a change")
+        self.assertEqual(self.changed(), set())
+
+    def test_objects_decorators_build_in_main_travel(self):
+        """lru_cache, singledispatch, cached_property, typing.NamedTuple and
+        classes with __slots__ made in the notebook move and behave the same
+        at the target (issue 14; _ferry_reduce.py)."""
+        import cloudpickle.cloudpickle as cp
+
+        ns = self.a.user_ns
+        ns["__name__"] = "__main__"
+        exec("""import functools
+from dataclasses import dataclass
+from typing import NamedTuple
+@functools.lru_cache(maxsize=None)
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+calls = []
+@functools.lru_cache
+def load(x, scale=1):
+    calls.append(x)
+    return [x * scale]
+load(1)
+load(2, scale=3)
+@functools.singledispatch
+def show(v):
+    return 'obj'
+@show.register(int)
+def show_int(v):
+    return 'int'
+class Circle:
+    def __init__(self, r):
+        self.r = r
+    @functools.cached_property
+    def area(self):
+        return 3 * self.r ** 2
+class Pt(NamedTuple):
+    x: int
+    y: int = 0
+    def norm(self):
+        return abs(self.x) + abs(self.y)
+@dataclass(slots=True)
+class Q:
+    a: int
+c = Circle(2)
+c.area
+p = Pt(-1, 2)
+q = Q(1)
+""", ns)
+        real = dict(cp._DYNAMIC_CLASS_TRACKER_BY_ID)
+        agent._shell = self.a
+        frames, packed, unmovable = agent.pack(["fib", "load", "calls", "show", "c", "p", "q"])
+        self.assertEqual(unmovable, {})
+        cp._DYNAMIC_CLASS_TRACKER_BY_ID.clear()  # the target is another process: no class is known there
+        try:
+            agent._shell = self.b
+            self.b.user_ns["__name__"] = "__main__"
+            agent.load(b"".join(bytes(memoryview(f)) for f in frames))
+        finally:
+            cp._DYNAMIC_CLASS_TRACKER_BY_ID.update(real)
+        got = self.b.user_ns
+        self.assertEqual(got["fib"](30), 832040)
+        self.assertEqual(got["fib"].cache_parameters()["maxsize"], None)
+        self.assertEqual((got["load"](1), got["load"](2, scale=3), got["calls"]), ([1], [6], [1, 2]),
+                         "a cached function is not called again for what it cached")
+        self.assertEqual(got["load"](5), [5])
+        self.assertEqual(got["calls"], [1, 2, 5])
+        self.assertEqual(got["load"].cache_parameters()["maxsize"], 128)
+        self.assertEqual((got["show"](3), got["show"]("a")), ("int", "obj"))
+        self.assertEqual(got["c"].area, 12)
+        self.assertEqual(type(got["c"])(1).area, 3)
+        self.assertEqual((got["p"].norm(), got["p"]._replace(y=5), type(got["p"])._fields), (3, (-1, 5), ("x", "y")))
+        self.assertIsNot(type(got["p"]), ns["Pt"], "rebuilt, not the source's class")
+        self.assertFalse(hasattr(got["p"], "__dict__"), "a namedtuple keeps its empty __slots__")
+        self.assertFalse(hasattr(got["q"], "__dict__"), "dataclass(slots=True) keeps its slots")
+        self.assertEqual(got["q"].a, 1)
+
     def test_loaded_arrays_are_aligned_and_hash_travels(self):
         import numpy as np
 

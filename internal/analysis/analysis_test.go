@@ -160,6 +160,10 @@ func TestAnalyze(t *testing.T) {
 		// Dynamic code.
 		{name: "exec is dynamic", code: "exec('z = 1')", dynamic: true},
 		{name: "eval in a function is dynamic", code: "def f(s):\n    return eval(s)", dynamic: true},
+		{name: "a function using eval may touch any name when called", code: "def f(s):\n    return eval(s)", dynamic: true, defs: map[string]names{"f": has("*")}},
+		{name: "a method using globals() marks its class", code: "class C:\n    def get(self, n):\n        return globals()[n]", dynamic: true, defs: map[string]names{"C": has("*")}},
+		{name: "a function without eval touches only its names", code: "def f(s):\n    return s + glob", defs: map[string]names{"f": {has: []string{"glob"}, not: []string{"*"}}}},
+		{name: "@names in a query inside a function are its uses", code: "def top(df):\n    return df.query('a > @limit')", defs: map[string]names{"top": has("limit")}},
 		{name: "globals() is dynamic", code: "globals()['q'] = 3", dynamic: true},
 		{name: "vars() without arguments is dynamic", code: "print(vars())", dynamic: true},
 		{name: "vars(obj) is not dynamic", code: "d = vars(obj)", maybe: has("obj")},

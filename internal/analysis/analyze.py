@@ -18,7 +18,8 @@ line on stdout:
      "deleted": names the cell may delete,
      "calls":   names called (directly, or by functions defined in the cell
                 that the cell uses),
-     "defs":    {name: globals its body uses}: for every function and class
+     "defs":    {name: globals its body uses, "*" if it may touch any name
+                (eval, exec, globals() in its body)}: for every function and class
                 the cell defines at top level (and `f = lambda ...`), what a
                 later call may read, write or mutate,
      "def_effects": {name: {"reads", "writes", "maybe", "calls"}}: the same,
@@ -109,6 +110,9 @@ class Effects:
         self.files_unknown = self.env_unknown = self.chdir = False
         self.imports, self.env, self.env_writes = set(), set(), set()
         self.settings, self.attr_stores, self.side_effects = set(), set(), set()
+        # Whether calling it may touch any name (eval, exec, globals() in
+        # its body): a cell calling it is then dynamic too.
+        self.dynamic = False
 
     def merge_facts(self, o):
         self.files |= o.files
@@ -332,11 +336,20 @@ class CellScan(ast.NodeVisitor):
         """Where effects on globals go: the cell (now) or an owner (later)."""
         return self.res if self.scope.immediate else self.scope.owner
 
+    def _dynamic(self):
+        """The code here may touch any name: the cell if it runs now, and
+        whoever calls the function whose body this is (issue 14: a
+        notebook function using eval made only its defining cell
+        dynamic; a cell calling it elsewhere lacked the names)."""
+        self.res.dynamic = True
+        if not self.scope.immediate and self.scope.owner is not None:
+            self.scope.owner.dynamic = True
+
     def _load(self, name):
         if name in DYNAMIC_NAMES:
             if name in ("exec", "eval", "execfile", "breakpoint"):
                 self.facts.anything()
-            self.res.dynamic = True
+            self._dynamic()
         if self._resolve(name) != GLOBAL:
             return
         if self.scope.immediate:
@@ -427,6 +440,7 @@ class CellScan(ast.NodeVisitor):
             self.res.maybe |= fx.maybe | fx.reads | fx.writes
             self.res.calls |= fx.calls
             self.res.merge_facts(fx)
+            self.res.dynamic |= fx.dynamic
             todo.extend(self.res.defs[n] for n in fx.reads | fx.calls if n in self.res.defs)
 
     # --------------------------------------------------------- visitors
@@ -506,17 +520,17 @@ class CellScan(ast.NodeVisitor):
     def visit_Import(self, node):
         for a in node.names:
             if a.name.split(".")[0] == "__main__":
-                self.res.dynamic = True
+                self._dynamic()
             self._store(a.asname or a.name.split(".")[0])
             self.facts.import_(a.name)
             self.facts.imported_as(a.asname or a.name.split(".")[0], a.name if a.asname else a.name.split(".")[0])
 
     def visit_ImportFrom(self, node):
         if (node.module or "").split(".")[0] == "__main__":
-            self.res.dynamic = True
+            self._dynamic()
         for a in node.names:
             if a.name == "*":
-                self.res.dynamic = True
+                self._dynamic()
                 continue
             self._store(a.asname or a.name)
             if node.level == 0 and node.module:
@@ -530,7 +544,7 @@ class CellScan(ast.NodeVisitor):
 
     def visit_Attribute(self, node):
         if isinstance(node.value, ast.Name) and node.value.id == "sys" and node.attr == "modules":
-            self.res.dynamic = True  # sys.modules["__main__"] reaches every name
+            self._dynamic()  # sys.modules["__main__"] reaches every name
         if isinstance(node.ctx, ast.Load):
             self.facts.env_node(node)
         self.generic_visit(node)
@@ -695,11 +709,11 @@ class CellScan(ast.NodeVisitor):
         if isinstance(f, ast.Name):
             self._called(f.id)
             if f.id == "get_ipython":
-                self.res.dynamic = True  # get_ipython().user_ns, .push(), .run_cell() ...
+                self._dynamic()  # get_ipython().user_ns, .push(), .run_cell() ...
             if f.id in NOARG_DYNAMIC and not node.args and not node.keywords:
-                self.res.dynamic = True
+                self._dynamic()
             if f.id == "locals" and self.scope.immediate:
-                self.res.dynamic = True
+                self._dynamic()
         elif isinstance(f, ast.Attribute):
             self._mutate(f.value)  # a method call may mutate its object
             if f.attr in STRING_EXPR_METHODS:
@@ -730,7 +744,7 @@ class CellScan(ast.NodeVisitor):
             if f.attr in ANY_SETTINGS_CALLS:
                 self.facts.setting(ANY_SETTINGS_CALLS[f.attr])  # register_magic_function
             self.facts.anything()
-            self.res.dynamic = True  # get_ipython().user_ns, .push, .run_cell ...
+            self._dynamic()  # get_ipython().user_ns, .push, .run_cell ...
             return
         args = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in node.args]
         if f.attr in ("system", "getoutput"):
@@ -741,20 +755,20 @@ class CellScan(ast.NodeVisitor):
         name = args[0] if args else None
         if name is None or len(args) < 2 or args[1] is None:
             self.facts.anything()
-            self.res.dynamic = True
+            self._dynamic()
             return
         self.res.magics.add(name)
         line = args[1]
         body = args[2] if f.attr == "run_cell_magic" and len(args) > 2 else None
         if f.attr == "run_cell_magic" and body is None:
             self.facts.anything()
-            self.res.dynamic = True
+            self._dynamic()
             return
         self.facts.magic(name, line, body)
         if name in SHELL_MAGICS:
             self.res.shell = True
             if "--out" in line or "--err" in line or "--proc" in line:
-                self.res.dynamic = True  # binds a name given in the line
+                self._dynamic()  # binds a name given in the line
             return
         if name == "ferry":  # Ferry's own; a cell magic pins the body
             if body is not None:
@@ -788,11 +802,11 @@ class CellScan(ast.NodeVisitor):
                 if self._sub(code, quiet=True, cond=True):
                     break
             else:
-                self.res.dynamic = True
+                self._dynamic()
             if body is not None:
                 self._sub(body, cond=True)
             return
-        self.res.dynamic = True
+        self._dynamic()
 
     def _sub(self, code, quiet=False, cond=False):
         """Analyse code a magic runs in the user namespace, as if inline;
@@ -801,7 +815,7 @@ class CellScan(ast.NodeVisitor):
             tree = _parse(_tm.transform_cell(code) if _tm is not None else code)
         except (SyntaxError, ValueError):
             if not quiet:
-                self.res.dynamic = True
+                self._dynamic()
             return False
         if cond:
             self._cond(tree.body)
@@ -814,7 +828,7 @@ class CellScan(ast.NodeVisitor):
         """IPython expands $name and {expr} in shell commands and magic
         lines with user names."""
         if text is None:
-            self.res.dynamic = True
+            self._dynamic()
             return
         text = text.replace("$$", "")
         for m in re.finditer(r"\$(\w+)", text):
@@ -1778,7 +1792,8 @@ def to_json(res, rid):
         "maybe": sorted(res.maybe),
         "deleted": sorted(res.deleted),
         "calls": sorted(res.calls),
-        "defs": {n: sorted(fx.uses() - {n}) for n, fx in res.defs.items()},
+        # "*" among a definition's uses: calling it may touch any name.
+        "defs": {n: sorted(fx.uses() - {n}) + (["*"] if fx.dynamic else []) for n, fx in res.defs.items()},
         "def_effects": {n: fx.as_json() for n, fx in res.defs.items()},
         **res.facts_json(),
         "module_attrs": sorted(res.module_attrs),

@@ -58,6 +58,11 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 		s.log.Warn("cell analysis failed; treating the cell as touching everything", "err", err)
 		r = analysis.Result{Dynamic: true}
 	}
+	// A cell calling a notebook function that uses eval, exec or
+	// globals() may touch any name, as if it did so itself (issue 14).
+	if !r.Dynamic && s.state.UsesAnyName(append(append([]string(nil), r.Calls...), r.Reads...)) {
+		r.Dynamic = true
+	}
 	eff := effects{Reads: r.Reads, Writes: r.Writes, Dynamic: r.Dynamic, Defs: r.Defs}
 	eff.Facts = s.cellFacts(r)
 	eff.Proc = changesProcess(eff.Facts, r)
@@ -83,7 +88,9 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	for _, c := range r.Calls {
 		if v, ok := s.state.Get(c); ok {
 			for _, u := range v.Uses {
-				maybe[u] = true
+				if u != state.AnyName {
+					maybe[u] = true
+				}
 			}
 		}
 	}
@@ -206,9 +213,13 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 			// An instance of a notebook class needs what its methods use
 			// (s.apply(2) reads factor), as the class does.
 			sc.Uses = append([]string{ch.Kind}, cls.Uses...)
-		} else if old, ok := s.state.Get(n); ok && ch.Kind == old.Kind {
+		} else if old, ok := s.state.Get(n); ok && ch.Kind == old.Kind && len(ch.Uses) == 0 {
 			sc.Uses = old.Uses
 		}
+		// What the agent found the value's code reads: a function a
+		// factory returned, a bound method, a partial, instances in a
+		// list (issue 14), which no definition in the cell names.
+		sc.Uses = mergeUses(sc.Uses, ch.Uses, n)
 		changes[n] = sc
 	}
 	wrote := s.state.Ran(loc, cell, changes, rep.Deleted)
@@ -274,4 +285,19 @@ func (s *Server) baselineDump(ctx context.Context, plan policy.Plan) {
 		s.Stats.FullStateSeconds += d.Seconds
 		s.Stats.mu.Unlock()
 	}
+}
+
+// mergeUses is the union of the analysis's and the agent's uses, in order,
+// without the value's own name.
+func mergeUses(a, b []string, self string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	out := append([]string(nil), a...)
+	for _, u := range b {
+		if u != self && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
 }

@@ -105,6 +105,35 @@ func (m *Map) List() []Var {
 	return out
 }
 
+// AnyName among a function's or class's Uses says that calling it may
+// touch any name (eval, exec or globals() in its body).
+const AnyName = "*"
+
+// UsesAnyName reports whether a name in names, or a global its code uses
+// (transitively), may touch any name when called: a cell calling a
+// notebook function that evaluates strings is as dynamic as one that does
+// so itself.
+func (m *Map) UsesAnyName(names []string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := map[string]bool{}
+	queue := append([]string(nil), names...)
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		if n == AnyName {
+			return true
+		}
+		v, ok := m.vars[n]
+		if !ok || seen[n] {
+			continue
+		}
+		seen[n] = true
+		queue = append(queue, v.Uses...)
+	}
+	return false
+}
+
 // Needs expands the names a cell reads to everything that must be at its
 // location: the names themselves, the globals of notebook functions they
 // call (transitively), and the members of their alias groups.

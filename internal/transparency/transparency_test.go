@@ -245,6 +245,9 @@ func TestTransparency(t *testing.T) {
 			for _, p := range placements {
 				got, n := run(t, c, p.policy, p.seed, p.viaServer)
 				remoteCells += n
+				if MustMove[c.Name] && p.policy == "pingpong" && n != len(c.Cells)/2 {
+					t.Errorf("pingpong (remote via jupyter-server: %v): %d of %d cells ran in the cloud, want %d: a value did not travel", p.viaServer, n, len(c.Cells), len(c.Cells)/2)
+				}
 				if strings.Join(got, "\n") != strings.Join(want, "\n") {
 					t.Errorf("%s seed %d (remote via jupyter-server: %v): outputs differ from all-local\n--- local\n%s\n--- %s\n%s", p.policy, p.seed, p.viaServer, strings.Join(want, "\n"), p.policy, strings.Join(got, "\n"))
 				}
