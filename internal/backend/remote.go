@@ -63,6 +63,11 @@ type RemoteConfig struct {
 	// 0 means DefaultStartTimeout. A slow start is waited for, never
 	// deleted and created again.
 	StartTimeout time.Duration
+	// Resolve, if set, is called at every Start before anything else and
+	// returns the Jupyter Server URL to use from then on: a JupyterHub
+	// (Hub.Resolve) starts the user's server, again after the hub culled
+	// it. Its error ends the Start.
+	Resolve func(ctx context.Context) (string, error)
 }
 
 // DefaultStartTimeout is how long a cloud kernel may take to start.
@@ -97,8 +102,8 @@ func DefaultWorkDir(dir string) string {
 // the kernel's WebSocket.
 type Remote struct {
 	cfg    RemoteConfig
-	meter  upMeter // how long its kernels existed on the server
-	base   *url.URL
+	meter  upMeter                 // how long its kernels existed on the server
+	base   atomic.Pointer[url.URL] // replaced by cfg.Resolve at a Start
 	client *http.Client
 	// long is client without its overall time limit, for the create
 	// request: an Enterprise Gateway answers it only once the kernel's
@@ -201,10 +206,12 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 		}}
 	d := make(chan struct{})
 	close(d)
-	return &Remote{cfg: cfg, base: u, client: &http.Client{Transport: tr, Jar: jar, Timeout: 60 * time.Second},
+	r := &Remote{cfg: cfg, client: &http.Client{Transport: tr, Jar: jar, Timeout: 60 * time.Second},
 		long: &http.Client{Transport: tr, Jar: jar}, startSem: make(chan struct{}, 1), stop: make(chan struct{}),
 		in: make(chan wire.Incoming, 256), died: d, seen: map[string]struct{}{},
-		reconnected: make(chan struct{})}, nil
+		reconnected: make(chan struct{})}
+	r.base.Store(u)
+	return r, nil
 }
 
 // CheckRemoteURL checks that s is an http(s) URL of a Jupyter Server and
@@ -280,7 +287,7 @@ func (r *Remote) apiWith(ctx context.Context, client *http.Client, method, path 
 		}
 		rd = bytes.NewReader(b)
 	}
-	u := *r.base
+	u := *r.base.Load()
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
@@ -454,6 +461,17 @@ func (r *Remote) Start(ctx context.Context) error {
 	defer func() { <-r.startSem }()
 	if r.Alive() {
 		return nil
+	}
+	if r.cfg.Resolve != nil {
+		s, err := r.cfg.Resolve(ctx)
+		if err != nil {
+			return err
+		}
+		if err := CheckRemoteURL(s); err != nil {
+			return err
+		}
+		u, _ := url.Parse(strings.TrimRight(s, "/"))
+		r.base.Store(u)
 	}
 	if err := r.api(ctx, http.MethodGet, "/api", nil, nil); err != nil {
 		return err
@@ -799,7 +817,7 @@ func (r *Remote) deleteKernel(ctx context.Context, id string) error {
 // dial opens kernel id's channels WebSocket with this backend's session;
 // ctx bounds it.
 func (r *Remote) dial(ctx context.Context, id string) (*websocket.Conn, string, error) {
-	u := *r.base
+	u := *r.base.Load()
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path = strings.TrimRight(u.Path, "/") + "/api/kernels/" + id + "/channels"
 	u.RawQuery = url.Values{"session_id": {r.session}}.Encode()
