@@ -40,31 +40,52 @@ type Hub struct {
 	SpawnTimeout time.Duration
 	CAFile       string
 	Insecure     bool
+	// Log receives what the hub does (spawn requests, progress events);
+	// nil is slog.Default(). The token is never logged.
+	Log *slog.Logger
 
-	once   sync.Once
-	client *http.Client
-	mu     sync.Mutex
-	isHub  *bool // nil until detected
+	once    sync.Once
+	client  *http.Client
+	initErr error
+	mu      sync.Mutex
+	isHub   *bool // nil until detected
 }
+
+// errHubJSON is an answer that is not the JSON the Hub API sends.
+var errHubJSON = errors.New("JupyterHub sent malformed JSON")
 
 // ErrHubSpawn is a server the hub failed (or took too long) to start.
 var ErrHubSpawn = errors.New("JupyterHub could not start the server")
 
-func (h *Hub) init() {
+func (h *Hub) init() error {
 	h.once.Do(func() {
 		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: h.Insecure}
 		if h.CAFile != "" {
-			if pem, err := os.ReadFile(h.CAFile); err == nil {
-				pool, perr := x509.SystemCertPool()
-				if perr != nil {
-					pool = x509.NewCertPool()
-				}
-				pool.AppendCertsFromPEM(pem)
-				tlsCfg.RootCAs = pool
+			pem, err := os.ReadFile(h.CAFile)
+			if err != nil {
+				h.initErr = fmt.Errorf("reading --remote-ca: %w", err)
+				return
 			}
+			pool, perr := x509.SystemCertPool()
+			if perr != nil {
+				pool = x509.NewCertPool()
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				h.initErr = fmt.Errorf("--remote-ca %s holds no PEM certificate", h.CAFile)
+				return
+			}
+			tlsCfg.RootCAs = pool
 		}
-		h.client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second}}
+		h.client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, IdleConnTimeout: 90 * time.Second}}
 	})
+	return h.initErr
+}
+
+func (h *Hub) log() *slog.Logger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return slog.Default()
 }
 
 func (h *Hub) base() string { return strings.TrimRight(h.URL, "/") }
@@ -72,7 +93,14 @@ func (h *Hub) base() string { return strings.TrimRight(h.URL, "/") }
 // call does one Hub API request; out may be nil. Errors are one line and
 // never carry the token.
 func (h *Hub) call(ctx context.Context, method, p string, body, out any) (int, error) {
-	h.init()
+	return h.do(ctx, method, p, body, out, true)
+}
+
+// do is call, with the token only when auth is set.
+func (h *Hub) do(ctx context.Context, method, p string, body, out any, auth bool) (int, error) {
+	if err := h.init(); err != nil {
+		return 0, err
+	}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -87,7 +115,7 @@ func (h *Hub) call(ctx context.Context, method, p string, body, out any) (int, e
 	if err != nil {
 		return 0, err
 	}
-	if h.Token != "" {
+	if auth && h.Token != "" {
 		req.Header.Set("Authorization", "token "+h.Token)
 	}
 	if body != nil {
@@ -98,12 +126,19 @@ func (h *Hub) call(ctx context.Context, method, p string, body, out any) (int, e
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		return 0, fmt.Errorf("cannot reach JupyterHub %s: %v (is it running? check --remote)", redact(h.URL), scrub(err.Error(), h.Token))
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		if isTLSError(err) {
+			return 0, fmt.Errorf("TLS handshake with JupyterHub %s failed: %w (pass --remote-ca FILE, or --remote-insecure for a self-signed test hub)", redact(h.URL), err)
+		}
+		return 0, fmt.Errorf("cannot reach JupyterHub %s: %w (is it running? check --remote)", redact(h.URL), err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return resp.StatusCode, &explainedError{fmt.Sprintf("JupyterHub %s rejected the token (HTTP %d): set FERRY_TOKEN or --token-file to a Hub API token of your user (from the hub's Token page, with the access:servers scope)", redact(h.URL), resp.StatusCode),
+		return resp.StatusCode, &explainedError{fmt.Sprintf("JupyterHub %s rejected the token (HTTP %d on %s): put an API token of your hub user in FERRY_TOKEN or the file --token-file names (request one at %s/hub/token)", redact(h.URL), resp.StatusCode, p, redact(h.base())),
 			&HTTPError{Method: method, Path: p, Status: resp.StatusCode, Message: scrub(serverMessage(data), h.Token)}}
 	}
 	if resp.StatusCode >= 300 {
@@ -111,7 +146,7 @@ func (h *Hub) call(ctx context.Context, method, p string, body, out any) (int, e
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("JupyterHub sent malformed JSON for %s %s: %w", method, p, err)
+			return resp.StatusCode, fmt.Errorf("%w for %s %s: %w", errHubJSON, method, p, err)
 		}
 	}
 	return resp.StatusCode, nil
@@ -128,8 +163,11 @@ func (h *Hub) detect(ctx context.Context) (bool, error) {
 	var v struct {
 		Version string `json:"version"`
 	}
-	_, err := h.call(ctx, http.MethodGet, "/hub/api/", nil, &v)
-	if err != nil && !IsStatus(err) {
+	// Without the token: the answer must not depend on it (a wrong one
+	// is reported by the next, authenticated, request), and a server
+	// that is not a hub is not shown it.
+	_, err := h.do(ctx, http.MethodGet, "/hub/api/", nil, &v, false)
+	if err != nil && !IsStatus(err) && !errors.Is(err, errHubJSON) {
 		// Unreachable: not decided; Remote's own GET /api words the
 		// error as it always did for a plain server.
 		return false, nil
@@ -156,29 +194,79 @@ type hubUser struct {
 
 // Resolve returns the Jupyter Server URL to use: URL itself when it is
 // not a hub, else the token's user's server, started if it is not
-// running. It is RemoteConfig.Resolve.
-func (h *Hub) Resolve(ctx context.Context) (string, error) {
+// running; progress (may be nil) hears each of the spawn's progress
+// messages. It is RemoteConfig.Resolve.
+func (h *Hub) Resolve(ctx context.Context, progress func(string)) (string, error) {
 	is, err := h.detect(ctx)
 	if err != nil || !is {
 		return h.URL, err
 	}
-	var u hubUser
-	if _, err := h.call(ctx, http.MethodGet, "/hub/api/user", nil, &u); err != nil {
+	if progress == nil {
+		progress = func(string) {}
+	}
+	u, err := h.user(ctx)
+	if err != nil {
 		return "", err
 	}
-	if u.Name == "" {
-		return "", errors.New("JupyterHub's /hub/api/user names no user for this token: use a user's token, not a service's, in FERRY_TOKEN or --token-file")
-	}
 	s, ok := u.Servers[h.Server]
+	if ok && s.Pending == "stop" {
+		// The hub is stopping it (a culler, the user's Stop button): a
+		// spawn is refused until that ends.
+		progress("waiting for the hub to finish stopping your " + h.describe() + " first")
+		if u, err = h.awaitStopped(ctx); err != nil {
+			return "", err
+		}
+		s, ok = u.Servers[h.Server]
+	}
 	if ok && s.Ready && s.URL != "" {
 		return h.serverURL(s.URL), nil
 	}
 	if !ok || s.Pending == "" {
+		progress("starting your " + h.describe())
 		if err := h.spawn(ctx, u.Name); err != nil {
 			return "", err
 		}
 	}
-	return h.await(ctx, u.Name)
+	return h.await(ctx, u.Name, progress)
+}
+
+// awaitStopped polls the user model until the server is no longer being
+// stopped, bounded by the spawn timeout.
+func (h *Hub) awaitStopped(ctx context.Context) (hubUser, error) {
+	timeout := h.SpawnTimeout
+	if timeout <= 0 {
+		timeout = DefaultStartTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		u, err := h.user(ctx)
+		if err != nil {
+			return u, err
+		}
+		if s, ok := u.Servers[h.Server]; !ok || s.Pending != "stop" {
+			return u, nil
+		}
+		if time.Now().After(deadline) {
+			return u, fmt.Errorf("%w: the hub was still stopping your %s after %s; see the hub's log", ErrHubSpawn, h.describe(), timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return u, fmt.Errorf("waiting for JupyterHub to stop your %s: %w", h.describe(), ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// user is the token's user's model.
+func (h *Hub) user(ctx context.Context) (hubUser, error) {
+	var u hubUser
+	if _, err := h.call(ctx, http.MethodGet, "/hub/api/user", nil, &u); err != nil {
+		return u, err
+	}
+	if u.Name == "" {
+		return u, fmt.Errorf("JupyterHub %s names no user for this token (a service's token?): put an API token of your hub user in FERRY_TOKEN or the file --token-file names (request one at %s/hub/token)", redact(h.URL), redact(h.base()))
+	}
+	return u, nil
 }
 
 // serverURL makes the user model's server path ("/user/NAME/") absolute
@@ -209,21 +297,24 @@ func (h *Hub) describe() string {
 
 // spawn asks the hub to start the server (201 started, 202 pending).
 func (h *Hub) spawn(ctx context.Context, name string) error {
-	slog.Info("JupyterHub: starting your server", "user", name, "server", h.Server)
+	h.log().Info("JupyterHub: starting your server", "user", name, "server", h.Server)
 	opts := h.Options
 	if opts == nil {
 		opts = map[string]any{}
 	}
 	_, err := h.call(ctx, http.MethodPost, h.serverPath(name), opts, nil)
 	if IsStatus(err, http.StatusBadRequest) {
-		// 400 "already running" / "pending": fine, the wait below sees it.
-		var he *HTTPError
-		if errors.As(err, &he) && (strings.Contains(he.Message, "already") || strings.Contains(he.Message, "pending")) {
-			return nil
+		// A 400 is also the hub's answer to a server that is already
+		// running or pending (another client started it meanwhile): the
+		// user model says which, not the message's words.
+		if u, uerr := h.user(ctx); uerr == nil {
+			if s, ok := u.Servers[h.Server]; ok && (s.Ready || s.Pending != "") {
+				return nil
+			}
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrHubSpawn, err)
+		return fmt.Errorf("%w: %w", ErrHubSpawn, err)
 	}
 	return nil
 }
@@ -261,30 +352,37 @@ func ReadProgress(r io.Reader, each func(ProgressEvent) bool) error {
 }
 
 // await follows the spawn's progress until the server is ready, failed,
-// or the spawn timeout passed.
-func (h *Hub) await(ctx context.Context, name string) (string, error) {
+// or the spawn timeout passed, telling progress each new message.
+func (h *Hub) await(ctx context.Context, name string, progress func(string)) (string, error) {
 	timeout := h.SpawnTimeout
 	if timeout <= 0 {
 		timeout = DefaultStartTimeout
 	}
 	ctx2, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	h.init()
+	if err := h.init(); err != nil {
+		return "", err
+	}
 	req, err := http.NewRequestWithContext(ctx2, http.MethodGet, h.base()+h.serverPath(name)+"/progress", nil)
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Authorization", "token "+h.Token)
+	if h.Token != "" {
+		req.Header.Set("Authorization", "token "+h.Token)
+	}
 	req.Header.Set("Accept", "text/event-stream")
 	var ready, failed bool
 	var msg, readyURL string
+	// The stream is advisory: when it cannot be read (an old hub, a proxy
+	// that buffers it), the user model below still decides.
 	resp, err := h.client.Do(req)
 	if err == nil {
 		if resp.StatusCode < 300 {
 			_ = ReadProgress(resp.Body, func(ev ProgressEvent) bool {
-				if ev.Message != "" {
-					msg = ev.Message
-					slog.Info("JupyterHub: "+ev.Message, "progress", ev.Progress)
+				if m := scrub(ev.Message, h.Token); m != "" && m != msg {
+					msg = m
+					h.log().Info("JupyterHub: "+m, "progress", ev.Progress)
+					progress(m)
 				}
 				ready, failed, readyURL = ev.Ready, ev.Failed, ev.URL
 				return !ev.Ready && !ev.Failed
@@ -298,11 +396,11 @@ func (h *Hub) await(ctx context.Context, name string) (string, error) {
 	case errors.Is(ctx2.Err(), context.DeadlineExceeded):
 		return "", fmt.Errorf("%w: your %s did not start within %s (last: %s); raise --start-timeout or see the hub's log", ErrHubSpawn, h.describe(), timeout, orDefault(msg, "no progress"))
 	case failed:
-		return "", fmt.Errorf("%w: %s", ErrHubSpawn, orDefault(scrub(msg, h.Token), "the spawn failed (see the hub's log)"))
+		return "", fmt.Errorf("%w: %s", ErrHubSpawn, orDefault(msg, "the spawn failed (see the hub's log)"))
 	}
 	// The stream ended (or was not served): ask the user model.
-	var u hubUser
-	if _, err := h.call(ctx, http.MethodGet, "/hub/api/user", nil, &u); err != nil {
+	u, err := h.user(ctx)
+	if err != nil {
 		return "", err
 	}
 	if s, ok := u.Servers[h.Server]; ok && s.Ready {

@@ -66,8 +66,10 @@ type RemoteConfig struct {
 	// Resolve, if set, is called at every Start before anything else and
 	// returns the Jupyter Server URL to use from then on: a JupyterHub
 	// (Hub.Resolve) starts the user's server, again after the hub culled
-	// it. Its error ends the Start.
-	Resolve func(ctx context.Context) (string, error)
+	// it. It calls progress with what it is waiting for (the hub's spawn
+	// progress), which Status shows as Spawn while the start lasts. Its
+	// error ends the Start.
+	Resolve func(ctx context.Context, progress func(string)) (string, error)
 }
 
 // DefaultStartTimeout is how long a cloud kernel may take to start.
@@ -133,6 +135,11 @@ type Remote struct {
 	startTook  time.Duration // the last successful start, create to ready
 	released   time.Time     // when Release let the last kernel go (zero once a new one is made)
 	startState string        // what the pending kernel is doing, for Status
+	// spawn is what cfg.Resolve last said while it starts the server
+	// (a JupyterHub's spawn progress), since spawnBegan; both are
+	// cleared when it returns.
+	spawn      string
+	spawnBegan time.Time
 	stopped    bool          // Shutdown began: no kernel is created again
 	stop       chan struct{} // closed by Shutdown, ends a start's wait
 
@@ -294,6 +301,9 @@ func (r *Remote) apiWith(ctx context.Context, client *http.Client, method, path 
 		return err
 	}
 	r.authorize(req.Header)
+	// A JupyterHub answers a JSON request for a user server it is not
+	// running with 424 (see serverGone), an HTML one with its spawn page.
+	req.Header.Set("Accept", "application/json")
 	if method != http.MethodGet {
 		for _, c := range r.client.Jar.Cookies(&u) {
 			if c.Name == "_xsrf" {
@@ -384,6 +394,15 @@ func (r *Remote) explain(h *HTTPError) error {
 	return h
 }
 
+// serverGone reports whether h is a JupyterHub's answer for a user
+// server it does not run (any more): 424 Failed Dependency. (A hub with
+// use_legacy_stopped_server_status_code answers 503, which an overloaded
+// server also does, so that one is left to the reconnect's deadline.)
+// The kernel died with its server; the next Start asks the hub again.
+func serverGone(h *HTTPError) bool {
+	return h.Status == http.StatusFailedDependency
+}
+
 // serverMessage extracts the server's explanation from an error body, on
 // one line.
 func serverMessage(data []byte) string {
@@ -462,16 +481,9 @@ func (r *Remote) Start(ctx context.Context) error {
 	if r.Alive() {
 		return nil
 	}
-	if r.cfg.Resolve != nil {
-		s, err := r.cfg.Resolve(ctx)
-		if err != nil {
-			return err
-		}
-		if err := CheckRemoteURL(s); err != nil {
-			return err
-		}
-		u, _ := url.Parse(strings.TrimRight(s, "/"))
-		r.base.Store(u)
+	spawned, err := r.resolve(ctx)
+	if err != nil {
+		return err
 	}
 	if err := r.api(ctx, http.MethodGet, "/api", nil, nil); err != nil {
 		return err
@@ -488,7 +500,48 @@ func (r *Remote) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	return r.await(ctx, id)
+	if err := r.await(ctx, id); err != nil {
+		return err
+	}
+	if !spawned.IsZero() {
+		// The server's spawn was part of this start's cost: what the
+		// idle release weighs (policy.Model.ReleaseAfter).
+		r.mu.Lock()
+		r.startTook = time.Since(spawned)
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// resolve asks cfg.Resolve for the server's URL (a hub starts the user's
+// server) and uses it from then on; it returns when a spawn began (zero
+// if the resolver reported no progress: the server was running).
+func (r *Remote) resolve(ctx context.Context) (time.Time, error) {
+	if r.cfg.Resolve == nil {
+		return time.Time{}, nil
+	}
+	var began time.Time
+	s, err := r.cfg.Resolve(ctx, func(msg string) {
+		r.mu.Lock()
+		if r.spawnBegan.IsZero() {
+			r.spawnBegan = time.Now()
+			began = r.spawnBegan
+		}
+		r.spawn = msg
+		r.mu.Unlock()
+	})
+	r.mu.Lock()
+	r.spawnBegan, r.spawn = time.Time{}, ""
+	r.mu.Unlock()
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := CheckRemoteURL(s); err != nil {
+		return time.Time{}, err
+	}
+	u, _ := url.Parse(strings.TrimRight(s, "/"))
+	r.base.Store(u)
+	return began, nil
 }
 
 // errShutDown refuses a start once Shutdown began.
@@ -993,7 +1046,8 @@ func (r *Remote) watch(id string, died <-chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := r.api(ctx, http.MethodGet, "/api/kernels/"+id, nil, nil)
 		cancel()
-		if IsStatus(err, http.StatusNotFound) {
+		var h *HTTPError
+		if errors.As(err, &h) && (h.Status == http.StatusNotFound || serverGone(h)) {
 			r.connMu.Lock()
 			ws := r.ws
 			r.connMu.Unlock()
@@ -1038,6 +1092,9 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 		// was listed, means it was deleted or the server restarted.
 		if h := (*HTTPError)(nil); errors.As(err, &h) && h.Status == http.StatusNotFound {
 			return nil, &explainedError{fmt.Sprintf("the remote kernel %s is gone (deleted, or the server restarted)", id), h}
+		}
+		if h := (*HTTPError)(nil); errors.As(err, &h) && serverGone(h) {
+			return nil, &explainedError{fmt.Sprintf("the remote kernel %s is gone: JupyterHub stopped its server (culled when idle, or stopped by you)", id), h}
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("the remote kernel connection closed and could not be reopened: %w", err)
@@ -1191,6 +1248,12 @@ func (r *Remote) Status() Status {
 		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started", WorkDir: r.cfg.WorkDir,
 		Starting: r.startBegan, StartTook: r.startTook, UpSeconds: r.meter.seconds(time.Now()), Released: r.released}
 	startState := r.startState
+	if !r.spawnBegan.IsZero() {
+		st.Starting, st.Spawn, startState = r.spawnBegan, r.spawn, "JupyterHub: "+r.spawn
+	}
+	if b := r.base.Load(); b != nil {
+		st.URL = redact(b.String()) // a hub user's server, once resolved
+	}
 	r.mu.Unlock()
 	r.exitMu.Lock()
 	st.LastExit = r.lastExit

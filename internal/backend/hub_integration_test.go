@@ -1,0 +1,134 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/testenv"
+)
+
+// startHub starts a real JupyterHub (Debian's jupyterhub and
+// configurable-http-proxy) for the test, or fails naming the install.
+func startHub(t *testing.T) *JupyterHub {
+	t.Helper()
+	testenv.SkipIfShort(t, "a real JupyterHub, its proxy and spawned jupyter-servers, ~20 s")
+	testenv.RequireJupyterHub(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	h, err := StartJupyterHub(ctx, testenv.Python())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the hub's log:\n%s", h.Log())
+		}
+		h.Stop()
+	})
+	return h
+}
+
+// The backend against a real hub: a stopped server is started (its
+// progress reported), the kernel runs on it, a server the hub stops
+// (culls) is noticed and started again by the next Start, and a wrong
+// token is one line naming the fix.
+func TestHubBackend(t *testing.T) {
+	h := startHub(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	defer cancel()
+
+	t.Run("StoppedServerIsStarted", func(t *testing.T) {
+		tok, err := h.AddUser(ctx, "ann")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up, err := h.ServerRunning(ctx, "ann"); err != nil || up {
+			t.Fatalf("ann's server running before the test: %v %v", up, err)
+		}
+		hub := &Hub{URL: h.URL, Token: tok}
+		var mu sync.Mutex
+		var said []string
+		r, err := NewRemote(RemoteConfig{URL: h.URL, Token: tok, WorkDir: "ferry/t", Resolve: func(ctx context.Context, progress func(string)) (string, error) {
+			return hub.Resolve(ctx, func(m string) {
+				mu.Lock()
+				said = append(said, m)
+				mu.Unlock()
+				progress(m)
+			})
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+		t0 := time.Now()
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("server spawned and kernel started in %s; progress %q", time.Since(t0).Round(time.Millisecond), said)
+		mu.Lock()
+		if len(said) < 2 || !strings.Contains(strings.Join(said, "\n"), "ready") {
+			t.Errorf("progress %q: want the request and the hub's events up to ready", said)
+		}
+		mu.Unlock()
+		if st := r.Status(); !strings.HasSuffix(st.URL, "/user/ann") || st.StartTook < time.Since(t0)/2 {
+			t.Errorf("status URL %q, start took %s (the spawn is part of it)", st.URL, st.StartTook)
+		}
+		if out, _ := execute(t, r, "print(6 * 7)"); out != "42\n" {
+			t.Fatalf("cell on the hub's server printed %q", out)
+		}
+
+		// The hub culls the server: the kernel's death is noticed, and
+		// the next Start spawns the server again.
+		died := r.Died()
+		if err := h.StopServer(ctx, "ann"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-died:
+		case <-ctx.Done():
+			t.Fatal("the kernel on the culled server was not noticed as dead")
+		}
+		if err := r.Start(ctx); err != nil {
+			t.Fatalf("start after the cull: %v", err)
+		}
+		if out, _ := execute(t, r, "x = 1\nprint(x)"); out != "1\n" {
+			t.Fatalf("cell on the respawned server printed %q", out)
+		}
+	})
+
+	t.Run("WrongToken", func(t *testing.T) {
+		const bad = "0123456789abcdef-not-a-token"
+		r, err := NewRemote(RemoteConfig{URL: h.URL, Token: bad, Resolve: (&Hub{URL: h.URL, Token: bad}).Resolve})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.Start(ctx)
+		if err == nil {
+			t.Fatal("a wrong token started a server")
+		}
+		msg := err.Error()
+		t.Logf("error: %s", msg)
+		if strings.Contains(msg, bad) || strings.Contains(msg, "\n") || !strings.Contains(msg, "rejected the token") ||
+			!strings.Contains(msg, "FERRY_TOKEN") || !strings.Contains(msg, h.URL+"/hub/token") || !IsStatus(err, http.StatusForbidden, http.StatusUnauthorized) {
+			t.Fatalf("wrong-token error %q: want one line naming the problem and the fix, typed, without the token", msg)
+		}
+	})
+
+	t.Run("NotAHub", func(t *testing.T) {
+		// A plain Jupyter Server is used as it is.
+		s := startServer(t)
+		hub := &Hub{URL: s.URL, Token: s.Token}
+		u, err := hub.Resolve(ctx, nil)
+		if err != nil || u != s.URL {
+			t.Fatalf("Resolve of a plain server = %q, %v", u, err)
+		}
+		if errors.Is(err, ErrHubSpawn) {
+			t.Fatal(err)
+		}
+	})
+}
