@@ -86,6 +86,7 @@ func StartJupyterHub(ctx context.Context, python string) (*JupyterHub, error) {
 		"c.JupyterHub.db_url = " + q("sqlite:///"+filepath.Join(dir, "hub.sqlite")),
 		"c.JupyterHub.cookie_secret_file = " + q(filepath.Join(dir, "cookie_secret")),
 		"c.JupyterHub.cleanup_servers = True",
+		"c.JupyterHub.allow_named_servers = True",
 		"c.JupyterHub.authenticator_class = 'dummy'",
 		"c.JupyterHub.spawner_class = 'simple'",
 		"c.SimpleLocalProcessSpawner.home_dir_template = " + q(filepath.Join(dir, "home", "{username}")),
