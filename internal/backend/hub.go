@@ -201,6 +201,9 @@ func (h *Hub) Resolve(ctx context.Context, progress func(string)) (string, error
 	if err != nil || !is {
 		return h.URL, err
 	}
+	// Resolve runs once per start: its connections need not outlive it
+	// (each idle one holds two goroutines).
+	defer h.client.CloseIdleConnections()
 	if progress == nil {
 		progress = func(string) {}
 	}

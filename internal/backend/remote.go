@@ -136,8 +136,10 @@ type Remote struct {
 	released   time.Time     // when Release let the last kernel go (zero once a new one is made)
 	startState string        // what the pending kernel is doing, for Status
 	// spawn is what cfg.Resolve last said while it starts the server
-	// (a JupyterHub's spawn progress), since spawnBegan; both are
-	// cleared when it returns.
+	// (a JupyterHub's spawn progress), since spawnBegan. spawnBegan is
+	// cleared when Resolve returns; spawn only when the Start ends, so
+	// the start notice, which polls Status, sees the last message (the
+	// hub's "Server ready") even when Resolve returned right after it.
 	spawn      string
 	spawnBegan time.Time
 	stopped    bool          // Shutdown began: no kernel is created again
@@ -377,6 +379,14 @@ type explainedError struct {
 func (e *explainedError) Error() string { return e.msg }
 func (e *explainedError) Unwrap() error { return e.err }
 
+// NamesTheFix reports whether err already tells the user what to do
+// (an explained HTTP failure, e.g. a rejected token with where to get
+// one), so a caller need not append generic advice to it.
+func NamesTheFix(err error) bool {
+	var e *explainedError
+	return errors.As(err, &e)
+}
+
 // explain words the statuses a user can act on.
 func (r *Remote) explain(h *HTTPError) error {
 	switch {
@@ -481,6 +491,11 @@ func (r *Remote) Start(ctx context.Context) error {
 	if r.Alive() {
 		return nil
 	}
+	defer func() {
+		r.mu.Lock()
+		r.spawn = ""
+		r.mu.Unlock()
+	}()
 	spawned, err := r.resolve(ctx)
 	if err != nil {
 		return err
@@ -531,7 +546,7 @@ func (r *Remote) resolve(ctx context.Context) (time.Time, error) {
 		r.mu.Unlock()
 	})
 	r.mu.Lock()
-	r.spawnBegan, r.spawn = time.Time{}, ""
+	r.spawnBegan = time.Time{}
 	r.mu.Unlock()
 	if err != nil {
 		return time.Time{}, err
@@ -1248,8 +1263,9 @@ func (r *Remote) Status() Status {
 		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started", WorkDir: r.cfg.WorkDir,
 		Starting: r.startBegan, StartTook: r.startTook, UpSeconds: r.meter.seconds(time.Now()), Released: r.released}
 	startState := r.startState
+	st.Spawn = r.spawn
 	if !r.spawnBegan.IsZero() {
-		st.Starting, st.Spawn, startState = r.spawnBegan, r.spawn, "JupyterHub: "+r.spawn
+		st.Starting, startState = r.spawnBegan, "JupyterHub: "+r.spawn
 	}
 	if b := r.base.Load(); b != nil {
 		st.URL = redact(b.String()) // a hub user's server, once resolved
