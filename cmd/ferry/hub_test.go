@@ -32,7 +32,7 @@ func testHub(t *testing.T) *backend.JupyterHub {
 	hubOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		theHub, hubErr = backend.StartJupyterHub(ctx, testenv.Python())
+		theHub, hubErr = backend.StartJupyterHub(ctx, testenv.Python(), backend.HubOptions{})
 	})
 	if hubErr != nil {
 		t.Fatal(hubErr)

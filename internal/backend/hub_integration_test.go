@@ -2,8 +2,12 @@ package backend
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,14 +17,29 @@ import (
 )
 
 // startHub starts a real JupyterHub (Debian's jupyterhub and
-// configurable-http-proxy) for the test, or fails naming the install.
-func startHub(t *testing.T) *JupyterHub {
+// configurable-http-proxy) for the test, serving HTTPS with a self-signed
+// certificate for 127.0.0.1, or fails naming the install. It returns the
+// hub and the CA file (--remote-ca) that trusts it.
+func startHub(t *testing.T) (*JupyterHub, string) {
 	t.Helper()
 	testenv.SkipIfShort(t, "a real JupyterHub, its proxy and spawned jupyter-servers, ~20 s")
 	testenv.RequireJupyterHub(t)
+	cert, _ := selfSignedCert(t, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "hub.pem"), filepath.Join(dir, "hub.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	h, err := StartJupyterHub(ctx, testenv.Python())
+	h, err := StartJupyterHub(ctx, testenv.Python(), HubOptions{CertFile: certFile, KeyFile: keyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,15 +49,18 @@ func startHub(t *testing.T) *JupyterHub {
 		}
 		h.Stop()
 	})
-	return h
+	return h, certFile
 }
 
-// The backend against a real hub: a stopped server is started (its
+// The backend against a real hub over TLS (--remote-ca): a stopped server is started (its
 // progress reported), the kernel runs on it, a server the hub stops
 // (culls) is noticed and started again by the next Start, and a wrong
 // token is one line naming the fix.
 func TestHubBackend(t *testing.T) {
-	h := startHub(t)
+	h, ca := startHub(t)
+	if !strings.HasPrefix(h.URL, "https://") {
+		t.Fatalf("the hub is at %s, want HTTPS", h.URL)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 
@@ -50,10 +72,10 @@ func TestHubBackend(t *testing.T) {
 		if up, err := h.ServerRunning(ctx, "ann"); err != nil || up {
 			t.Fatalf("ann's server running before the test: %v %v", up, err)
 		}
-		hub := &Hub{URL: h.URL, Token: tok}
+		hub := &Hub{URL: h.URL, Token: tok, CAFile: ca}
 		var mu sync.Mutex
 		var said []string
-		r, err := NewRemote(RemoteConfig{URL: h.URL, Token: tok, WorkDir: "ferry/t", Resolve: func(ctx context.Context, progress func(string)) (string, error) {
+		r, err := NewRemote(RemoteConfig{URL: h.URL, Token: tok, CAFile: ca, WorkDir: "ferry/t", Resolve: func(ctx context.Context, progress func(string)) (string, error) {
 			return hub.Resolve(ctx, func(m string) {
 				mu.Lock()
 				said = append(said, m)
@@ -103,7 +125,7 @@ func TestHubBackend(t *testing.T) {
 
 	t.Run("WrongToken", func(t *testing.T) {
 		const bad = "0123456789abcdef-not-a-token"
-		r, err := NewRemote(RemoteConfig{URL: h.URL, Token: bad, Resolve: (&Hub{URL: h.URL, Token: bad}).Resolve})
+		r, err := NewRemote(RemoteConfig{URL: h.URL, Token: bad, CAFile: ca, Resolve: (&Hub{URL: h.URL, Token: bad, CAFile: ca}).Resolve})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,6 +138,23 @@ func TestHubBackend(t *testing.T) {
 		if strings.Contains(msg, bad) || strings.Contains(msg, "\n") || !strings.Contains(msg, "rejected the token") ||
 			!strings.Contains(msg, "FERRY_TOKEN") || !strings.Contains(msg, h.URL+"/hub/token") || !IsStatus(err, http.StatusForbidden, http.StatusUnauthorized) {
 			t.Fatalf("wrong-token error %q: want one line naming the problem and the fix, typed, without the token", msg)
+		}
+	})
+
+	t.Run("UntrustedCertificate", func(t *testing.T) {
+		// Without --remote-ca the hub's certificate is not trusted: the
+		// TLS advice, not "cannot reach" and not "not a hub".
+		tok, err := h.AddUser(ctx, "cy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := NewRemote(RemoteConfig{URL: h.URL, Token: tok, Resolve: (&Hub{URL: h.URL, Token: tok}).Resolve})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.Start(ctx)
+		if err == nil || !strings.Contains(err.Error(), "--remote-ca") || !isTLSError(err) {
+			t.Fatalf("an untrusted hub certificate: %v", err)
 		}
 	})
 

@@ -3,6 +3,8 @@ package backend
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,17 +34,28 @@ const JupyterHubFix = "apt-get install jupyterhub node-configurable-http-proxy (
 type JupyterHub struct {
 	URL string // the proxy's public URL, what --remote names
 
-	admin string // the ferry-test service's token (admin scopes)
-	cmd   *exec.Cmd
-	dir   string
-	done  chan struct{}
-	log   *tailBuffer
+	admin  string // the ferry-test service's token (admin scopes)
+	client *http.Client
+	cmd    *exec.Cmd
+	dir    string
+	done   chan struct{}
+	log    *tailBuffer
+}
+
+// HubOptions say how StartJupyterHub starts a hub; the zero value is
+// plain HTTP.
+type HubOptions struct {
+	// CertFile and KeyFile (PEM) make the proxy serve HTTPS with them
+	// (JupyterHub's ssl_cert and ssl_key); CertFile is also the CA the
+	// harness's own requests trust, so it is a self-signed certificate
+	// for 127.0.0.1, as --remote-ca takes.
+	CertFile, KeyFile string
 }
 
 // StartJupyterHub starts a hub whose users' servers run python's
 // jupyter_server, on free loopback ports, and waits (bounded by ctx and
 // 60 s) until its API answers through the proxy.
-func StartJupyterHub(ctx context.Context, python string) (*JupyterHub, error) {
+func StartJupyterHub(ctx context.Context, python string, opts HubOptions) (*JupyterHub, error) {
 	for _, bin := range []string{"jupyterhub", "configurable-http-proxy"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return nil, fmt.Errorf("no %s on PATH: %s", bin, JupyterHubFix)
@@ -75,9 +88,26 @@ func StartJupyterHub(ctx context.Context, python string) (*JupyterHub, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	conf := strings.Join([]string{
+	scheme, client := "http", &http.Client{Transport: &http.Transport{}}
+	var tlsConf []string
+	if opts.CertFile != "" {
+		pemData, err := os.ReadFile(opts.CertFile)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemData) {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("%s holds no PEM certificate", opts.CertFile)
+		}
+		scheme = "https"
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		tlsConf = []string{"c.JupyterHub.ssl_cert = " + q(opts.CertFile), "c.JupyterHub.ssl_key = " + q(opts.KeyFile)}
+	}
+	conf := strings.Join(append([]string{
 		"c = get_config()",
-		"c.JupyterHub.bind_url = " + q("http://127.0.0.1:"+strconv.Itoa(ports[0])),
+		"c.JupyterHub.bind_url = " + q(scheme+"://127.0.0.1:"+strconv.Itoa(ports[0])),
 		"c.JupyterHub.hub_bind_url = " + q("http://127.0.0.1:"+strconv.Itoa(ports[1])),
 		"c.ConfigurableHTTPProxy.api_url = " + q("http://127.0.0.1:"+strconv.Itoa(ports[2])),
 		"c.ConfigurableHTTPProxy.auth_token = " + q(wire.NewID()+wire.NewID()),
@@ -97,8 +127,7 @@ func StartJupyterHub(ctx context.Context, python string) (*JupyterHub, error) {
 		"c.Spawner.http_timeout = 90",
 		"c.JupyterHub.services = [{'name': 'ferry-test', 'api_token': " + q(admin) + "}]",
 		"c.JupyterHub.load_roles = [{'name': 'admin', 'services': ['ferry-test']}]",
-		"",
-	}, "\n")
+	}, append(tlsConf, "")...), "\n")
 	cfgFile := filepath.Join(dir, "jupyterhub_config.py")
 	if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
 		os.RemoveAll(dir)
@@ -114,7 +143,7 @@ func StartJupyterHub(ctx context.Context, python string) (*JupyterHub, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting jupyterhub: %w (%s)", err, JupyterHubFix)
 	}
-	h := &JupyterHub{URL: "http://127.0.0.1:" + strconv.Itoa(ports[0]), admin: admin, cmd: cmd, dir: dir, done: make(chan struct{}), log: log}
+	h := &JupyterHub{URL: scheme + "://127.0.0.1:" + strconv.Itoa(ports[0]), admin: admin, client: client, cmd: cmd, dir: dir, done: make(chan struct{}), log: log}
 	go func() { _ = cmd.Wait(); close(h.done) }()
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -175,7 +204,7 @@ func (h *JupyterHub) call(ctx context.Context, method, p string, body, out any) 
 	}
 	req.Header.Set("Authorization", "token "+h.admin)
 	req.Close = true
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, p, err)
 	}
