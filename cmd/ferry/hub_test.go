@@ -210,3 +210,46 @@ func TestHubInstallFlags(t *testing.T) {
 		t.Errorf("ferry install with --hub-options [1]: exit %d\n%s", code, stderr)
 	}
 }
+
+// --cloud-idle with a hub: Ferry lets the idle cloud kernel go, its
+// values written home; then the hub culls the server it ran on (as its
+// idle culler would, the server being idle now); the next cloud cell
+// starts the server again through the hub, and a new kernel on it gets
+// what it reads from home. No value is lost or rebuilt.
+func TestHubIdleReleaseThenCull(t *testing.T) {
+	h := testHub(t)
+	tok := hubUser(t, h, "dee")
+	t.Setenv("FERRY_TOKEN", tok)
+	k := startKernel(t, "--remote", h.URL, "--cloud-idle", "1s")
+	k.exec(t, "x = 5", client.ExecOptions{})
+	if r := k.exec(t, "%%ferry remote\ny = x + 1\nprint(y)", client.ExecOptions{}); r.Stream("stdout") != "6\n" {
+		t.Fatalf("the first cloud cell: %s %q", r.Status, r.Text())
+	}
+	// Released once the idle time passed the measured start (the spawn
+	// included): poll %ferry status, bounded.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st := k.exec(t, "%ferry status", client.ExecOptions{}).Text()
+		if strings.Contains(st, "released after idle time") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle cloud kernel was not released in 90 s:\n%s", st)
+		}
+		time.Sleep(500 * time.Millisecond) // a user glancing at the status, not a synchronisation
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := h.StopServer(ctx, "dee"); err != nil {
+		t.Fatal(err)
+	}
+	r := k.exec(t, "%%ferry remote\nprint(x + y)", client.ExecOptions{})
+	t.Logf("the cloud cell after the release and the cull showed:\n%s", r.Text())
+	if !strings.HasSuffix(r.Stream("stdout"), "11\n") {
+		t.Fatalf("the cloud cell after the release and the cull: %s %q", r.Status, r.Text())
+	}
+	e := r.Stream("stderr")
+	if !strings.Contains(e, "Ferry: JupyterHub: starting your server") || !strings.Contains(e, "was released after") || strings.Contains(e, "rebuil") {
+		t.Errorf("want the spawn and the release's one line, no rebuild:\n%s", e)
+	}
+}
