@@ -52,10 +52,11 @@ func startHub(t *testing.T) (*JupyterHub, string) {
 	return h, certFile
 }
 
-// The backend against a real hub over TLS (--remote-ca): a stopped server is started (its
-// progress reported), the kernel runs on it, a server the hub stops
-// (culls) is noticed and started again by the next Start, and a wrong
-// token is one line naming the fix.
+// The backend against a real hub over TLS (--remote-ca): a stopped
+// server is started (its progress reported), the kernel runs on it, a
+// server the hub stops (culls) is noticed at once, a wrong token is one
+// line naming the fix, an untrusted certificate gets the TLS advice, and
+// a plain Jupyter Server is left alone.
 func TestHubBackend(t *testing.T) {
 	h, ca := startHub(t)
 	if !strings.HasPrefix(h.URL, "https://") {
@@ -104,22 +105,19 @@ func TestHubBackend(t *testing.T) {
 			t.Fatalf("cell on the hub's server printed %q", out)
 		}
 
-		// The hub culls the server: the kernel's death is noticed, and
-		// the next Start spawns the server again.
+		// The hub culls the server: its 424 for the kernel makes the
+		// death known at once, not after the reconnect's 20 s. (Starting
+		// it again through the hub is TestHubSession's, in cmd/ferry.)
 		died := r.Died()
 		if err := h.StopServer(ctx, "ann"); err != nil {
 			t.Fatal(err)
 		}
+		culled := time.Now()
 		select {
 		case <-died:
-		case <-ctx.Done():
-			t.Fatal("the kernel on the culled server was not noticed as dead")
-		}
-		if err := r.Start(ctx); err != nil {
-			t.Fatalf("start after the cull: %v", err)
-		}
-		if out, _ := execute(t, r, "x = 1\nprint(x)"); out != "1\n" {
-			t.Fatalf("cell on the respawned server printed %q", out)
+			t.Logf("the cull was noticed in %s: %s", time.Since(culled).Round(time.Millisecond), r.Status().LastExit)
+		case <-time.After(15 * time.Second):
+			t.Fatal("the kernel on the culled server was not noticed as dead within 15 s")
 		}
 	})
 

@@ -7,7 +7,7 @@ import (
 
 // The spawn progress stream as JupyterHub 3 sends it (text/event-stream,
 // one "data: {json}" line per event, a blank line between): parsing only;
-// the hub itself is not exercised here yet.
+// TestHubBackend (hub_integration_test.go) runs against a real hub.
 func TestReadProgress(t *testing.T) {
 	stream := "data: {\"progress\": 0, \"message\": \"Server requested\"}\n\n" +
 		": keepalive\n\n" +
