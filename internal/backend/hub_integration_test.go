@@ -87,7 +87,6 @@ func TestHubBackend(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
 		t0 := time.Now()
 		if err := r.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -118,6 +117,14 @@ func TestHubBackend(t *testing.T) {
 			t.Logf("the cull was noticed in %s: %s", time.Since(culled).Round(time.Millisecond), r.Status().LastExit)
 		case <-time.After(15 * time.Second):
 			t.Fatal("the kernel on the culled server was not noticed as dead within 15 s")
+		}
+		// Shutting down deletes a kernel the hub already took with its
+		// server (424): no error, and it is no longer metered.
+		if err := r.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown after the cull: %v", err)
+		}
+		if a, b := r.Status().UpSeconds, r.Status().UpSeconds; a != b {
+			t.Errorf("the culled kernel is still metered (%.3f s, then %.3f s)", a, b)
 		}
 	})
 

@@ -866,11 +866,17 @@ func (r *Remote) deleteKernel(ctx context.Context, id string) error {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = r.api(dctx, http.MethodDelete, "/api/kernels/"+id, nil, nil)
 		cancel()
-		if err == nil || IsStatus(err, http.StatusNotFound) {
-			r.meter.down(time.Now()) // deleted, or already gone
+		if err == nil || IsStatus(err, http.StatusNotFound, http.StatusFailedDependency) {
+			// Deleted, or already gone (with its JupyterHub server too:
+			// 424, serverGone, which no longer bills it).
+			r.meter.down(time.Now())
 			return nil
 		}
 		if !IsStatus(err, http.StatusInternalServerError) {
+			if IsStatus(err, http.StatusMethodNotAllowed) && r.kernelGone(ctx, id) {
+				r.meter.down(time.Now())
+				return nil
+			}
 			return err
 		}
 		select {
@@ -880,6 +886,19 @@ func (r *Remote) deleteKernel(ctx context.Context, id string) error {
 		}
 	}
 	return err
+}
+
+// kernelGone reports whether the server says kernel id does not exist:
+// 404, or a JupyterHub's 424 for the user server it ran on. A DELETE to a
+// culled hub server is answered 405 (the hub's redirect from /user/NAME/
+// to its own /hub/user/NAME/ takes GET only), so a delete refused with
+// 405 asks this before it counts as a failure.
+func (r *Remote) kernelGone(ctx context.Context, id string) bool {
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var h *HTTPError
+	err := r.api(gctx, http.MethodGet, "/api/kernels/"+id, nil, nil)
+	return errors.As(err, &h) && (h.Status == http.StatusNotFound || serverGone(h))
 }
 
 // dial opens kernel id's channels WebSocket with this backend's session;
