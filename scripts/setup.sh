@@ -21,6 +21,9 @@ PKGS=(
   # headless Chromium through selenium, with ipywidgets' Notebook extension
   jupyter-notebook python3-selenium chromium chromium-driver
   python3-ipywidgets python3-widgetsnbextension jupyter-nbextension-jupyter-js-widgets
+  # the JupyterHub tests (internal/backend/hub_test.go): a real hub with its
+  # proxy on loopback spawning single-user servers
+  jupyterhub node-configurable-http-proxy
 )
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (it installs Debian packages): sudo $0" >&2

@@ -15,3 +15,27 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestParseHubOptions(t *testing.T) {
+	for _, c := range []struct {
+		js, profile string
+		want        string // the options as JSON; "" for none, "error" for a refusal
+	}{
+		{"", "", "null"},
+		{"", "gpu", `{"profile":"gpu"}`},
+		{`{"image": "pytorch"}`, "", `{"image":"pytorch"}`},
+		{`{"profile": "cpu", "n": 2}`, "gpu", `{"n":2,"profile":"gpu"}`},
+		{`[1]`, "", "error"},
+		{`null`, "", "error"},
+		{`{"a":`, "", "error"},
+	} {
+		got, err := parseHubOptions(c.js, c.profile)
+		s := toJSON(got)
+		if err != nil {
+			s = "error"
+		}
+		if s != c.want {
+			t.Errorf("parseHubOptions(%q, %q) = %s (%v), want %s", c.js, c.profile, s, err, c.want)
+		}
+	}
+}

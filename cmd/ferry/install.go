@@ -20,7 +20,10 @@ func runInstall(ctx context.Context, args []string) error {
 	display := fs.String("display-name", "Python 3 (Ferry)", "name shown in the front end's kernel picker")
 	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter the local kernel runs on")
 	pol := fs.String("policy", "", "placement policy the kernel starts with (default local)")
-	remote := fs.String("remote", "", "Jupyter Server URL of the cloud kernel, written into the kernelspec (the token is not: set FERRY_TOKEN or --token-file)")
+	remote := fs.String("remote", "", "Jupyter Server or JupyterHub URL of the cloud kernel, written into the kernelspec (the token is not: set FERRY_TOKEN or --token-file)")
+	hubServer := fs.String("hub-server", "", "with a JupyterHub --remote: your named server to use, written into the kernelspec")
+	hubProfile := fs.String("hub-profile", "", "with a JupyterHub --remote: the profile your server starts with, written into the kernelspec")
+	hubOptions := fs.String("hub-options", "", "with a JupyterHub --remote: the spawner's user options (a JSON object), written into the kernelspec")
 	tokenFile := fs.String("token-file", "", "token file the kernel reads at start, written into the kernelspec")
 	cloudPrice := fs.String("cloud-price", "", "what a cloud kernel costs per hour in USD, written into the kernelspec")
 	cloudIdle := fs.String("cloud-idle", "", "let an idle cloud kernel go after this long (e.g. 15m), written into the kernelspec")
@@ -37,6 +40,12 @@ func runInstall(ctx context.Context, args []string) error {
 		if err := backend.CheckRemoteURL(*remote); err != nil {
 			return fmt.Errorf("--remote: %w", err)
 		}
+	}
+	if _, err := parseHubOptions(*hubOptions, *hubProfile); err != nil {
+		return err
+	}
+	if (*hubServer != "" || *hubOptions != "" || *hubProfile != "") && *remote == "" {
+		return fmt.Errorf("--hub-server, --hub-profile and --hub-options need --remote naming the JupyterHub")
 	}
 	if _, err := policy.New(*pol, 1); err != nil {
 		return fmt.Errorf("--policy: %w", err)
@@ -77,6 +86,11 @@ func runInstall(ctx context.Context, args []string) error {
 	}
 	if *remote != "" {
 		argv = append(argv, "--remote", *remote)
+	}
+	for _, f := range []struct{ name, value string }{{"--hub-server", *hubServer}, {"--hub-profile", *hubProfile}, {"--hub-options", *hubOptions}} {
+		if f.value != "" {
+			argv = append(argv, f.name, f.value)
+		}
 	}
 	if *cloudPrice != "" {
 		argv = append(argv, "--cloud-price", *cloudPrice)

@@ -57,6 +57,9 @@ type backendFlags struct {
 	remoteWorkDir  string
 	remoteGateway  bool
 	remoteUser     string
+	hubServer      string
+	hubProfile     string
+	hubOptions     string
 	startTimeout   string
 	reconnectFor   string
 	forwardEnv     string
@@ -80,7 +83,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.bandwidth, "bandwidth", "100Mbit", "link rate assumed until measured")
 	fs.StringVar(&b.rtt, "rtt", "20ms", "link round-trip time assumed until measured")
 	conf := loadConfig()
-	fs.StringVar(&b.remote, "remote", envOr("FERRY_REMOTE", conf.Remote), "Jupyter Server or Enterprise Gateway URL of the cloud kernel (env FERRY_REMOTE); token from FERRY_TOKEN or --token-file")
+	fs.StringVar(&b.remote, "remote", envOr("FERRY_REMOTE", conf.Remote), "Jupyter Server, Enterprise Gateway or JupyterHub URL of the cloud kernel (env FERRY_REMOTE); a hub is detected, and your server on it started as needed; token from FERRY_TOKEN or --token-file")
 	fs.StringVar(&b.remoteKernel, "remote-kernel", envOr("FERRY_REMOTE_KERNEL", orDefaultStr(conf.RemoteKernel, "python3")), "kernelspec name on the remote server")
 	fs.StringVar(&b.tokenFile, "token-file", envOr("FERRY_TOKEN_FILE", conf.TokenFile), "file holding the remote server's token (env FERRY_TOKEN_FILE)")
 	fs.StringVar(&b.remoteCA, "remote-ca", envOr("FERRY_REMOTE_CA", conf.RemoteCA), "extra CA certificate (PEM) for an https remote")
@@ -88,6 +91,9 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.remoteWorkDir, "remote-workdir", envOr("FERRY_REMOTE_WORKDIR", ""), "the cloud kernel's working directory, relative to the server's root (env FERRY_REMOTE_WORKDIR; default ferry/NOTEBOOKDIR-HASH, one per notebook directory)")
 	fs.BoolVar(&b.remoteGateway, "remote-gateway", envOr("FERRY_REMOTE_GATEWAY", "") != "" || conf.RemoteGateway, "the remote is an Enterprise Gateway: pass the working directory and launch timeout as KERNEL_WORKING_DIR and KERNEL_LAUNCH_TIMEOUT (env FERRY_REMOTE_GATEWAY)")
 	fs.StringVar(&b.remoteUser, "remote-user", envOr("FERRY_REMOTE_USER", conf.RemoteUser), "with --remote-gateway: the KERNEL_USERNAME the gateway launches the kernel as (env FERRY_REMOTE_USER; default this machine's user). KERNEL_* variables in Ferry's environment are forwarded to the gateway too")
+	fs.StringVar(&b.hubServer, "hub-server", envOr("FERRY_HUB_SERVER", conf.HubServer), "with a JupyterHub --remote: use your named server NAME instead of the default one (env FERRY_HUB_SERVER)")
+	fs.StringVar(&b.hubProfile, "hub-profile", envOr("FERRY_HUB_PROFILE", conf.HubProfile), "with a JupyterHub --remote: the profile your server is started with, e.g. gpu (KubeSpawner's profile_list slug; env FERRY_HUB_PROFILE)")
+	fs.StringVar(&b.hubOptions, "hub-options", envOr("FERRY_HUB_OPTIONS", string(conf.HubOptions)), "with a JupyterHub --remote: the spawner's user options as a JSON object, e.g. '{\"image\":\"pytorch\"}' (env FERRY_HUB_OPTIONS; no secrets: it is on the command line)")
 	fs.StringVar(&b.startTimeout, "start-timeout", envOr("FERRY_START_TIMEOUT", orDefaultStr(conf.StartTimeout, backend.DefaultStartTimeout.String())), "how long the cloud kernel may take to start, e.g. 10m or 600 (seconds) (env FERRY_START_TIMEOUT)")
 	fs.StringVar(&b.reconnectFor, "reconnect-for", envOr("FERRY_RECONNECT_FOR", orDefaultStr(conf.ReconnectFor, backend.DefaultReconnectFor.String())), "how long a lost connection to the cloud kernel is tried again before its values are rebuilt elsewhere, e.g. 10m for a laptop that sleeps (env FERRY_RECONNECT_FOR)")
 	fs.StringVar(&b.forwardEnv, "forward-env", envOr("FERRY_FORWARD_ENV", ""), "comma-separated laptop environment variables to set in the cloud kernel, e.g. AWS_PROFILE,DATA_DIR (env FERRY_FORWARD_ENV); nothing else of the laptop's environment is copied")
@@ -191,8 +197,16 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 		if wd == "" {
 			wd = backend.DefaultWorkDir(dir)
 		}
-		r, err := backend.NewRemote(backend.RemoteConfig{URL: b.remote, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure,
-			WorkDir: wd, Gateway: b.remoteGateway, StartTimeout: timeout, ReconnectFor: reconnect, Username: b.remoteUser, KernelEnv: backend.ForwardedKernelEnv(os.Environ())})
+		rc := backend.RemoteConfig{URL: b.remote, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure,
+			WorkDir: wd, Gateway: b.remoteGateway, StartTimeout: timeout, ReconnectFor: reconnect, Username: b.remoteUser, KernelEnv: backend.ForwardedKernelEnv(os.Environ())}
+		hub, err := b.hub(token, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if hub != nil {
+			rc.Resolve = hub.Resolve
+		}
+		r, err := backend.NewRemote(rc)
 		if err != nil {
 			return nil, err
 		}
@@ -204,6 +218,47 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 		bs[location.Remote] = standIn
 	}
 	return bs, nil
+}
+
+// hub is the JupyterHub resolver for --remote: every --remote but an
+// Enterprise Gateway may name a hub, which is detected at the first
+// start (GET /hub/api/); a plain Jupyter Server is then used as before.
+// The hub's token is the remote's (FERRY_TOKEN, --token-file), and so
+// are --remote-ca, --remote-insecure and --start-timeout, which also
+// bounds the server's spawn.
+func (b *backendFlags) hub(token string, timeout time.Duration) (*backend.Hub, error) {
+	opts, err := parseHubOptions(b.hubOptions, b.hubProfile)
+	if err != nil {
+		return nil, err
+	}
+	if b.remoteGateway {
+		if b.hubServer != "" || opts != nil {
+			return nil, errors.New("--hub-server, --hub-profile and --hub-options are for a JupyterHub --remote, not --remote-gateway")
+		}
+		return nil, nil
+	}
+	return &backend.Hub{URL: b.remote, Token: token, Server: b.hubServer, Options: opts, SpawnTimeout: timeout,
+		CAFile: b.remoteCA, Insecure: b.remoteInsecure, Log: slog.Default().With("remote", "jupyterhub")}, nil
+}
+
+// parseHubOptions reads --hub-options (a JSON object, the body of the
+// hub's spawn request: the spawner's user options) and --hub-profile
+// (its "profile" key, as KubeSpawner's profile_list names it); nil when
+// neither is set.
+func parseHubOptions(js, profile string) (map[string]any, error) {
+	var opts map[string]any
+	if js = strings.TrimSpace(js); js != "" {
+		if err := json.Unmarshal([]byte(js), &opts); err != nil || opts == nil {
+			return nil, fmt.Errorf("--hub-options %q is not a JSON object like '{\"profile\": \"gpu\"}'", js)
+		}
+	}
+	if profile = strings.TrimSpace(profile); profile != "" {
+		if opts == nil {
+			opts = map[string]any{}
+		}
+		opts["profile"] = profile
+	}
+	return opts, nil
 }
 
 // parseBytes reads a size like 2GB, 500MB, 64KiB or a number of bytes.
@@ -313,9 +368,14 @@ type fileConfig struct {
 	RemoteInsecure bool   `json:"remote_insecure"`
 	RemoteGateway  bool   `json:"remote_gateway"`
 	RemoteUser     string `json:"remote_user"`
-	StartTimeout   string `json:"start_timeout"`
-	CloudIdle      string `json:"cloud_idle"`
 	ReconnectFor   string `json:"reconnect_for"`
+	// HubServer, HubProfile and HubOptions (a JSON object) are
+	// --hub-server, --hub-profile and --hub-options.
+	HubServer    string          `json:"hub_server"`
+	HubProfile   string          `json:"hub_profile"`
+	HubOptions   json.RawMessage `json:"hub_options"`
+	StartTimeout string          `json:"start_timeout"`
+	CloudIdle    string          `json:"cloud_idle"`
 }
 
 func loadConfig() fileConfig {

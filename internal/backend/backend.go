@@ -88,6 +88,9 @@ type Status struct {
 	// announces a slow start and feeds the policy from them.
 	Starting  time.Time
 	StartTook time.Duration
+	// Spawn is what a JupyterHub last said while it starts the user's
+	// server for this start ("" when no server is being started).
+	Spawn string
 	// UpSeconds is how long this backend's kernels existed so far, over
 	// all incarnations (a cloud kernel's from creation to deletion): what
 	// a metered cloud bills.

@@ -82,6 +82,13 @@ type RemoteConfig struct {
 	// DefaultReconnectFor. An answer that the kernel is gone (404) ends
 	// it at once.
 	ReconnectFor time.Duration
+	// Resolve, if set, is called at every Start before anything else and
+	// returns the Jupyter Server URL to use from then on: a JupyterHub
+	// (Hub.Resolve) starts the user's server, again after the hub culled
+	// it. It calls progress with what it is waiting for (the hub's spawn
+	// progress), which Status shows as Spawn while the start lasts. Its
+	// error ends the Start.
+	Resolve func(ctx context.Context, progress func(string)) (string, error)
 }
 
 // DefaultReconnectFor is how long a lost connection is tried again by
@@ -127,8 +134,8 @@ func DefaultWorkDir(dir string) string {
 // the kernel's WebSocket.
 type Remote struct {
 	cfg    RemoteConfig
-	meter  upMeter // how long its kernels existed on the server
-	base   *url.URL
+	meter  upMeter                 // how long its kernels existed on the server
+	base   atomic.Pointer[url.URL] // replaced by cfg.Resolve at a Start
 	client *http.Client
 	// long is client without its overall time limit, for the create
 	// request: an Enterprise Gateway answers it only once the kernel's
@@ -158,6 +165,13 @@ type Remote struct {
 	startTook  time.Duration // the last successful start, create to ready
 	released   time.Time     // when Release let the last kernel go (zero once a new one is made)
 	startState string        // what the pending kernel is doing, for Status
+	// spawn is what cfg.Resolve last said while it starts the server
+	// (a JupyterHub's spawn progress), since spawnBegan. spawnBegan is
+	// cleared when Resolve returns; spawn only when the Start ends, so
+	// the start notice, which polls Status, sees the last message (the
+	// hub's "Server ready") even when Resolve returned right after it.
+	spawn      string
+	spawnBegan time.Time
 	stopped    bool          // Shutdown began: no kernel is created again
 	stop       chan struct{} // closed by Shutdown, ends a start's wait
 
@@ -234,10 +248,12 @@ func NewRemote(cfg RemoteConfig) (*Remote, error) {
 		}}
 	d := make(chan struct{})
 	close(d)
-	return &Remote{cfg: cfg, base: u, client: &http.Client{Transport: tr, Jar: jar, Timeout: 60 * time.Second},
+	r := &Remote{cfg: cfg, client: &http.Client{Transport: tr, Jar: jar, Timeout: 60 * time.Second},
 		long: &http.Client{Transport: tr, Jar: jar}, startSem: make(chan struct{}, 1), stop: make(chan struct{}),
 		in: make(chan wire.Incoming, 256), died: d, seen: map[string]struct{}{},
-		reconnected: make(chan struct{})}, nil
+		reconnected: make(chan struct{})}
+	r.base.Store(u)
+	return r, nil
 }
 
 // CheckRemoteURL checks that s is an http(s) URL of a Jupyter Server and
@@ -313,13 +329,16 @@ func (r *Remote) apiWith(ctx context.Context, client *http.Client, method, path 
 		}
 		rd = bytes.NewReader(b)
 	}
-	u := *r.base
+	u := *r.base.Load()
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return err
 	}
 	r.authorize(req.Header)
+	// A JupyterHub answers a JSON request for a user server it is not
+	// running with 424 (see serverGone), an HTML one with its spawn page.
+	req.Header.Set("Accept", "application/json")
 	if method != http.MethodGet {
 		for _, c := range r.client.Jar.Cookies(&u) {
 			if c.Name == "_xsrf" {
@@ -393,6 +412,14 @@ type explainedError struct {
 func (e *explainedError) Error() string { return e.msg }
 func (e *explainedError) Unwrap() error { return e.err }
 
+// NamesTheFix reports whether err already tells the user what to do
+// (an explained HTTP failure, e.g. a rejected token with where to get
+// one), so a caller need not append generic advice to it.
+func NamesTheFix(err error) bool {
+	var e *explainedError
+	return errors.As(err, &e)
+}
+
 // explain words the statuses a user can act on.
 func (r *Remote) explain(h *HTTPError) error {
 	switch {
@@ -408,6 +435,15 @@ func (r *Remote) explain(h *HTTPError) error {
 		return &explainedError{fmt.Sprintf("remote server has no kernel named %q: pass --remote-kernel with one of its kernelspecs (GET /api/kernelspecs)", r.cfg.KernelName), h}
 	}
 	return h
+}
+
+// serverGone reports whether h is a JupyterHub's answer for a user
+// server it does not run (any more): 424 Failed Dependency. (A hub with
+// use_legacy_stopped_server_status_code answers 503, which an overloaded
+// server also does, so that one is left to the reconnect's deadline.)
+// The kernel died with its server; the next Start asks the hub again.
+func serverGone(h *HTTPError) bool {
+	return h.Status == http.StatusFailedDependency
 }
 
 // serverMessage extracts the server's explanation from an error body, on
@@ -488,6 +524,15 @@ func (r *Remote) Start(ctx context.Context) error {
 	if r.Alive() {
 		return nil
 	}
+	defer func() {
+		r.mu.Lock()
+		r.spawn = ""
+		r.mu.Unlock()
+	}()
+	spawned, err := r.resolve(ctx)
+	if err != nil {
+		return err
+	}
 	if err := r.api(ctx, http.MethodGet, "/api", nil, nil); err != nil {
 		return err
 	}
@@ -503,7 +548,48 @@ func (r *Remote) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	return r.await(ctx, id)
+	if err := r.await(ctx, id); err != nil {
+		return err
+	}
+	if !spawned.IsZero() {
+		// The server's spawn was part of this start's cost: what the
+		// idle release weighs (policy.Model.ReleaseAfter).
+		r.mu.Lock()
+		r.startTook = time.Since(spawned)
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// resolve asks cfg.Resolve for the server's URL (a hub starts the user's
+// server) and uses it from then on; it returns when a spawn began (zero
+// if the resolver reported no progress: the server was running).
+func (r *Remote) resolve(ctx context.Context) (time.Time, error) {
+	if r.cfg.Resolve == nil {
+		return time.Time{}, nil
+	}
+	var began time.Time
+	s, err := r.cfg.Resolve(ctx, func(msg string) {
+		r.mu.Lock()
+		if r.spawnBegan.IsZero() {
+			r.spawnBegan = time.Now()
+			began = r.spawnBegan
+		}
+		r.spawn = msg
+		r.mu.Unlock()
+	})
+	r.mu.Lock()
+	r.spawnBegan = time.Time{}
+	r.mu.Unlock()
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := CheckRemoteURL(s); err != nil {
+		return time.Time{}, err
+	}
+	u, _ := url.Parse(strings.TrimRight(s, "/"))
+	r.base.Store(u)
+	return began, nil
 }
 
 // errShutDown refuses a start once Shutdown began.
@@ -869,11 +955,17 @@ func (r *Remote) deleteKernel(ctx context.Context, id string) error {
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = r.api(dctx, http.MethodDelete, "/api/kernels/"+id, nil, nil)
 		cancel()
-		if err == nil || IsStatus(err, http.StatusNotFound) {
-			r.meter.down(time.Now()) // deleted, or already gone
+		if err == nil || IsStatus(err, http.StatusNotFound, http.StatusFailedDependency) {
+			// Deleted, or already gone (with its JupyterHub server too:
+			// 424, serverGone, which no longer bills it).
+			r.meter.down(time.Now())
 			return nil
 		}
 		if !IsStatus(err, http.StatusInternalServerError) {
+			if IsStatus(err, http.StatusMethodNotAllowed) && r.kernelGone(ctx, id) {
+				r.meter.down(time.Now())
+				return nil
+			}
 			return err
 		}
 		select {
@@ -885,10 +977,23 @@ func (r *Remote) deleteKernel(ctx context.Context, id string) error {
 	return err
 }
 
+// kernelGone reports whether the server says kernel id does not exist:
+// 404, or a JupyterHub's 424 for the user server it ran on. A DELETE to a
+// culled hub server is answered 405 (the hub's redirect from /user/NAME/
+// to its own /hub/user/NAME/ takes GET only), so a delete refused with
+// 405 asks this before it counts as a failure.
+func (r *Remote) kernelGone(ctx context.Context, id string) bool {
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var h *HTTPError
+	err := r.api(gctx, http.MethodGet, "/api/kernels/"+id, nil, nil)
+	return errors.As(err, &h) && (h.Status == http.StatusNotFound || serverGone(h))
+}
+
 // dial opens kernel id's channels WebSocket with this backend's session;
 // ctx bounds it.
 func (r *Remote) dial(ctx context.Context, id string) (*websocket.Conn, string, error) {
-	u := *r.base
+	u := *r.base.Load()
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path = strings.TrimRight(u.Path, "/") + "/api/kernels/" + id + "/channels"
 	u.RawQuery = url.Values{"session_id": {r.session}}.Encode()
@@ -1064,7 +1169,8 @@ func (r *Remote) watch(id string, died <-chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := r.api(ctx, http.MethodGet, "/api/kernels/"+id, nil, nil)
 		cancel()
-		if IsStatus(err, http.StatusNotFound) {
+		var h *HTTPError
+		if errors.As(err, &h) && (h.Status == http.StatusNotFound || serverGone(h)) {
 			r.connMu.Lock()
 			ws := r.ws
 			r.connMu.Unlock()
@@ -1125,6 +1231,9 @@ func (r *Remote) reconnect() (*websocket.Conn, error) {
 		// was listed, means it was deleted or the server restarted.
 		if h := (*HTTPError)(nil); errors.As(err, &h) && h.Status == http.StatusNotFound {
 			return nil, &explainedError{fmt.Sprintf("the remote kernel %s is gone (deleted, or the server restarted)", id), h}
+		}
+		if h := (*HTTPError)(nil); errors.As(err, &h) && serverGone(h) {
+			return nil, &explainedError{fmt.Sprintf("the remote kernel %s is gone: JupyterHub stopped its server (culled when idle, or stopped by you)", id), h}
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("the remote kernel connection closed and could not be reopened in %s: %w", r.cfg.ReconnectFor, err)
@@ -1286,6 +1395,13 @@ func (r *Remote) Status() Status {
 		Started: r.started, Restarts: r.restarts, RTT: r.rtt, State: "not started", WorkDir: r.cfg.WorkDir,
 		Starting: r.startBegan, StartTook: r.startTook, UpSeconds: r.meter.seconds(time.Now()), Released: r.released}
 	startState := r.startState
+	st.Spawn = r.spawn
+	if !r.spawnBegan.IsZero() {
+		st.Starting, startState = r.spawnBegan, "JupyterHub: "+r.spawn
+	}
+	if b := r.base.Load(); b != nil {
+		st.URL = redact(b.String()) // a hub user's server, once resolved
+	}
 	r.mu.Unlock()
 	r.exitMu.Lock()
 	st.LastExit = r.lastExit

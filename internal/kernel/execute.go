@@ -410,6 +410,11 @@ func unrunReason(loc location.Location, err error, moving bool) string {
 		if se.loc == location.Local {
 			fix = "check --python (an interpreter with ipykernel)"
 		}
+		if backend.NamesTheFix(err) {
+			// The backend's own words say what to do (a rejected token
+			// and where to get one); the generic advice would repeat it.
+			return fmt.Sprintf("the %s kernel could not start, so this cell did not run and nothing ran in its place: %v", se.loc, err)
+		}
 		return fmt.Sprintf("the %s kernel could not start, so this cell did not run and nothing ran in its place: %v; %s", se.loc, err, fix)
 	case errors.Is(err, errUnmovable):
 		return fmt.Sprintf("this cell is pinned to %s by %%%%ferry %s, but it reads values that cannot be moved there (%v), so it did not run; make them in a %%%%ferry %s cell, or remove %%%%ferry %s to run it where they are",

@@ -76,9 +76,14 @@ func (s *Server) startBackend(ctx context.Context, loc location.Location, b back
 	return nil
 }
 
+// spawnPoll is how often a start is asked for a JupyterHub's spawn
+// progress (backend.Status.Spawn), which is shown as it changes.
+const spawnPoll = 250 * time.Millisecond
+
 // announceStart tells the cell that loc's kernel is starting, once the
-// start took notice, then every update until done; it reports
-// whether it said anything.
+// start took notice, then every update until done; a JupyterHub's spawn
+// progress (the user's server is being started) is shown at once, each
+// new message on its own line. It reports whether it said anything.
 func (s *Server) announceStart(cell *wire.Message, loc location.Location, b backend.Backend, t0 time.Time, notice, update time.Duration, done <-chan struct{}) bool {
 	since := func() time.Duration {
 		// A start another goroutine began earlier (the kernel's own
@@ -88,21 +93,41 @@ func (s *Server) announceStart(cell *wire.Message, loc location.Location, b back
 		}
 		return time.Since(t0)
 	}
-	t := time.NewTimer(notice)
-	defer t.Stop()
-	select {
-	case <-done:
-		return false
-	case <-t.C:
+	first := time.NewTimer(notice)
+	defer first.Stop()
+	poll := time.NewTicker(spawnPoll)
+	defer poll.Stop()
+	var ticker *time.Ticker
+	var tick <-chan time.Time // nil until something was said
+	announced, lastSpawn := false, ""
+	said := func() {
+		if !announced {
+			announced = true
+			ticker = time.NewTicker(update)
+			tick = ticker.C
+		}
 	}
-	s.startNote(cell, fmt.Sprintf("Ferry: starting %s kernel…\n", loc.Describe()))
-	tick := time.NewTicker(update)
-	defer tick.Stop()
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-done:
-			return true
-		case <-tick.C:
+			return announced
+		case <-first.C:
+			if !announced {
+				said()
+				s.startNote(cell, fmt.Sprintf("Ferry: starting %s kernel…\n", loc.Describe()))
+			}
+		case <-poll.C:
+			if sp := b.Status().Spawn; sp != "" && sp != lastSpawn {
+				lastSpawn = sp
+				said()
+				s.startNote(cell, fmt.Sprintf("Ferry: JupyterHub: %s\n", sp))
+			}
+		case <-tick:
 			s.startNote(cell, fmt.Sprintf("Ferry: still starting %s kernel (%s so far)…\n", loc.Describe(), roundSeconds(since())))
 		}
 	}

@@ -35,6 +35,7 @@ var debianPackage = map[string]string{
 	"ipykernel":      "python3-ipykernel",
 	"jupyter_client": "python3-jupyter-client",
 	"jupyter_server": "python3-jupyter-server",
+	"jupyterhub":     "jupyterhub",
 	"notebook":       "jupyter-notebook",
 	"selenium":       "python3-selenium",
 	"ipywidgets":     "python3-ipywidgets",
@@ -116,6 +117,37 @@ func RequirePython(t testing.TB, extra ...string) {
 func RequireJupyterServer(t testing.TB) {
 	t.Helper()
 	if err := CheckJupyterServer(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// HubFix is the command that installs what the JupyterHub tests need.
+const HubFix = "apt-get install jupyterhub node-configurable-http-proxy (or run: bash scripts/setup.sh)"
+
+// CheckJupyterHub reports whether Debian's jupyterhub and
+// configurable-http-proxy are installed and Python() runs jupyter-server
+// and imports jupyterhub (its singleuser server), as one error naming
+// everything missing and the fix.
+func CheckJupyterHub() error {
+	var bad []string
+	if err := CheckModules("ipykernel", "jupyter_client", "jupyter_server", "jupyterhub"); err != nil {
+		bad = append(bad, err.Error())
+	}
+	for _, bin := range []string{"jupyterhub", "configurable-http-proxy"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			bad = append(bad, "no "+bin+" on PATH")
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("the JupyterHub tests cannot run: %s; %s", strings.Join(bad, "; "), HubFix)
+	}
+	return nil
+}
+
+// RequireJupyterHub fails the test unless CheckJupyterHub passes.
+func RequireJupyterHub(t testing.TB) {
+	t.Helper()
+	if err := CheckJupyterHub(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -47,3 +47,17 @@ func TestBrowserProblemsNameTheFix(t *testing.T) {
 		t.Errorf("CheckBrowser without chromedriver: %v", err)
 	}
 }
+
+// Without jupyterhub or configurable-http-proxy on PATH the hub tests
+// fail naming both Debian packages; on the set-up machine they pass.
+func TestHubProblemsNameTheFix(t *testing.T) {
+	t.Setenv("FERRY_PYTHON", "")
+	if err := CheckJupyterHub(); err != nil {
+		t.Errorf("CheckJupyterHub on the set-up machine: %v", err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	err := CheckJupyterHub()
+	if err == nil || !strings.Contains(err.Error(), "no configurable-http-proxy on PATH") || !strings.Contains(err.Error(), "apt-get install jupyterhub node-configurable-http-proxy") {
+		t.Errorf("CheckJupyterHub with an empty PATH: %v", err)
+	}
+}
