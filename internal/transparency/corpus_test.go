@@ -152,8 +152,11 @@ var spaceRE = regexp.MustCompile(`[ \t]+`)
 // what must still match where two local runs show the numbers vary (a
 // random draw, a timing, an address, the clock).
 func shape(s string) string {
+	s = loopsRE.ReplaceAllString(s, "loop") // %timeit: "1 loop each", "10 loops each"
 	return spaceRE.ReplaceAllString(numberRE.ReplaceAllString(s, "#"), " ")
 }
+
+var loopsRE = regexp.MustCompile(`\bloops\b`)
 
 // norm is what two all-local runs of a notebook teach: for each cell, its
 // expected outputs, and which of them (and which tokens in them) vary from
