@@ -2,7 +2,6 @@ package backend
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -101,17 +100,9 @@ func (h *Hub) do(ctx context.Context, method, p string, body, out any, auth bool
 	if err := h.init(); err != nil {
 		return 0, err
 	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, err
-		}
-		rd = bytes.NewReader(b)
-	}
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, method, h.base()+p, rd)
+	req, err := newJSONRequest(rctx, method, h.base()+p, body)
 	if err != nil {
 		return 0, err
 	}

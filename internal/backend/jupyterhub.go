@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -190,15 +189,7 @@ func tail(s string, n int) string {
 
 // call does one admin request on the hub's REST API; out may be nil.
 func (h *JupyterHub) call(ctx context.Context, method, p string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, h.URL+p, rd)
+	req, err := newJSONRequest(ctx, method, h.URL+p, body)
 	if err != nil {
 		return err
 	}

@@ -320,18 +320,24 @@ func (r *Remote) api(ctx context.Context, method, path string, body any, out any
 	return r.apiWith(ctx, r.client, method, path, body, out)
 }
 
-func (r *Remote) apiWith(ctx context.Context, client *http.Client, method, path string, body any, out any) error {
+// newJSONRequest is a request whose body, if any, is body as JSON: the
+// REST calls to Jupyter Server and JupyterHub.
+func newJSONRequest(ctx context.Context, method, url string, body any) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
+	return http.NewRequestWithContext(ctx, method, url, rd)
+}
+
+func (r *Remote) apiWith(ctx context.Context, client *http.Client, method, path string, body any, out any) error {
 	u := *r.base.Load()
 	u.Path = strings.TrimRight(u.Path, "/") + path
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	req, err := newJSONRequest(ctx, method, u.String(), body)
 	if err != nil {
 		return err
 	}
