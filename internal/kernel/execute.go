@@ -371,6 +371,11 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	}
 	s.model.ObserveRuntime(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: thinkObs, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
 	s.seq++
+	released := s.rel.traced
+	s.rel.traced = nil
+	if s.cfg.Trace == nil {
+		return // no trace: nothing more to gather on the cell's path
+	}
 	// The trace's writes are what the agent saw change as well as what
 	// the analysis expected (random state, process settings, a value
 	// changed in place): a replay must know where those versions live.
@@ -380,8 +385,8 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	ev := trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: writes,
 		Sizes: s.sizes(writes), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
 		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names, MovedSizes: out.sizes,
-		IdleBytes: idleBytes - s.tracedIdleBytes, Released: s.rel.traced, CloudSeconds: cloudSecs}
-	s.tracedIdleBytes, s.rel.traced = idleBytes, nil
+		IdleBytes: idleBytes - s.tracedIdleBytes, Released: released, CloudSeconds: cloudSecs}
+	s.tracedIdleBytes = idleBytes
 	if err := s.cfg.Trace.Add(ev); err != nil {
 		s.log.Warn("writing trace", "err", err)
 	}
