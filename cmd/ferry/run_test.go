@@ -211,7 +211,7 @@ func TestRunReportSpeaksTheUsersWords(t *testing.T) {
 	}
 	page := html.UnescapeString(string(b))
 	for _, want := range []string{"Starting Ferry and its kernels took", "cell 2 of 3 <code>y = x * 2</code>", `<tr class="local err">`,
-		"raised ZeroDivisionError: division by zero", "random state", "--policy pingpong alternates the laptop and the cloud."} {
+		"raised ZeroDivisionError: division by zero", "random state", "--policy pingpong takes the laptop and each cloud in turn."} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the report lacks %q", want)
 		}

@@ -143,9 +143,9 @@ func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string, locs locat
 			c := Cell{Hash: next[0], Reads: reads, Writes: writes, Locs: locs}
 			loc, _ := cheapest(c, v, m, c.locations())
 			names, b := stale(reads, v, loc)
-			if len(names) > 0 && m.Link.TransferTime(b) <= budget {
+			if t := inputCost(reads, v, m, loc); len(names) > 0 && t <= budget {
 				moves = append(moves, Move{Names: names, To: loc, Bytes: b})
-				budget -= m.Link.TransferTime(b)
+				budget -= t
 			}
 		}
 	}
@@ -154,17 +154,18 @@ func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string, locs locat
 	type nv struct {
 		name string
 		size int64
+		from location.Location
 	}
 	var wb []nv
 	for _, n := range all {
 		x, ok := v.Var(n)
 		if ok && x.Movable && !x.Has(Local) && len(x.At) > 0 {
-			wb = append(wb, nv{n, x.Size})
+			wb = append(wb, nv{n, x.Size, cheapestSource(x, m, Local)})
 		}
 	}
 	sort.Slice(wb, func(i, j int) bool { return wb[i].size < wb[j].size })
 	for _, w := range wb {
-		t := m.Link.TransferTime(w.size)
+		t := m.MoveTime(w.from, Local, w.size)
 		if t > budget {
 			break
 		}

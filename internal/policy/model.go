@@ -66,15 +66,24 @@ type Model struct {
 	startMu sync.Mutex
 	starts  map[location.Location]float64
 
-	// Link is read by the policies and set by the Observe methods (and
-	// by whoever builds the model, as the starting point).
+	// Link is the default cloud's (Remote's) link to the laptop, and the
+	// starting point of every other cloud's until that one is configured
+	// (SetLink) or measured; read it through LinkTo. The Observe methods
+	// set it (and by whoever builds the model, as the starting point).
 	Link Link
+	// links are the other clouds' links, each its own once configured or
+	// first measured: a GPU cloud across an ocean and a CPU cloud next
+	// door differ by an order of magnitude in round trip.
+	links map[location.Location]*Link
 	// compMeasured is set once a payload's compression was measured: the
 	// first measurement replaces the configured prior.
 	compMeasured bool
-	// SpeedPrior is the local/remote speed ratio assumed until cells have
-	// run at both places (from a calibration run or configuration).
-	SpeedPrior float64
+	// SpeedPrior is how many times faster than the laptop a cloud is
+	// assumed to run cells until cells have run at both places (from a
+	// calibration run or configuration); SpeedPriors overrides it per
+	// cloud (--remote-speed gpu=8x,cpu=2x).
+	SpeedPrior  float64
+	SpeedPriors map[location.Location]float64
 	// runtimes[cell][loc] is an exponentially weighted mean in seconds.
 	runtimes map[string]map[location.Location]float64
 	// reads/writes/sizes remember each cell's last analysis, for look-ahead.
@@ -150,27 +159,108 @@ func (m *Model) ObserveRuntime(o Observation) {
 	m.n++
 }
 
-// ObserveTransfer records one move of sent bytes that took seconds, from
-// the pack request to the target's confirmation (a kernel start before it
-// is not part of it). A large move measures the bandwidth, a small one the
-// fixed cost per move.
-func (m *Model) ObserveTransfer(sent int64, seconds float64) {
+// ObserveTransfer records one move of sent bytes from one location to
+// another that took seconds, from the pack request to the target's
+// confirmation (a kernel start before it is not part of it). A large move
+// measures the bandwidth, a small one the fixed cost per move, of the
+// cloud's link. A move between two clouds passes through Ferry over both
+// links and says nothing about either alone: it is not learnt from.
+func (m *Model) ObserveTransfer(from, to location.Location, sent int64, seconds float64) {
+	cloud, ok := cloudEnd(from, to)
+	if !ok {
+		return
+	}
+	l := m.linkFor(cloud)
 	switch {
 	case sent <= 0 || seconds <= 0:
 	case sent > 4<<20:
-		bw := float64(sent) / max(seconds-m.Link.PerTransfer, 1e-3)
-		if m.Link.Bandwidth <= 0 {
-			m.Link.Bandwidth = bw
+		bw := float64(sent) / max(seconds-l.PerTransfer, 1e-3)
+		if l.Bandwidth <= 0 {
+			l.Bandwidth = bw
 		} else {
-			m.Link.Bandwidth = 0.7*m.Link.Bandwidth + 0.3*bw
+			l.Bandwidth = 0.7*l.Bandwidth + 0.3*bw
 		}
 	default:
 		// A small move costs mostly its fixed overhead. TransferTime
 		// counts compression, but sent bytes are already compressed.
-		raw := Link{Bandwidth: m.Link.Bandwidth, RTT: m.Link.RTT, PerTransfer: m.Link.PerTransfer}
-		over := max(seconds-raw.TransferTime(sent)+m.Link.PerTransfer, 0)
-		m.Link.PerTransfer = 0.7*m.Link.PerTransfer + 0.3*over
+		raw := Link{Bandwidth: l.Bandwidth, RTT: l.RTT, PerTransfer: l.PerTransfer}
+		over := max(seconds-raw.TransferTime(sent)+l.PerTransfer, 0)
+		l.PerTransfer = 0.7*l.PerTransfer + 0.3*over
 	}
+}
+
+// cloudEnd is the cloud of a move between the laptop and one cloud.
+func cloudEnd(from, to location.Location) (location.Location, bool) {
+	switch {
+	case from == Local && to != Local:
+		return to, true
+	case to == Local && from != Local:
+		return from, true
+	}
+	return "", false
+}
+
+// linkFor is loc's link, to be changed by an observation: the default
+// cloud's is Link; another cloud's starts as a copy of what is known of
+// the default one.
+func (m *Model) linkFor(loc location.Location) *Link {
+	if loc == Remote || loc == Local {
+		return &m.Link
+	}
+	if l, ok := m.links[loc]; ok {
+		return l
+	}
+	if m.links == nil {
+		m.links = map[location.Location]*Link{}
+	}
+	l := m.Link
+	m.links[loc] = &l
+	return &l
+}
+
+// SetLink configures cloud loc's link (--bandwidth gpu=20Mbit), the
+// starting point its measurements refine.
+func (m *Model) SetLink(loc location.Location, l Link) {
+	*m.linkFor(loc) = l
+}
+
+// LinkTo is the link between the laptop and cloud loc (the default cloud's
+// for the laptop itself, which nothing crosses). Payload compression is
+// the payloads' property, measured on any link, so every link shares it.
+func (m *Model) LinkTo(loc location.Location) Link {
+	l := m.Link
+	if x, ok := m.links[loc]; ok && loc != Remote {
+		l = *x
+		l.Compression = m.Link.Compression
+	}
+	return l
+}
+
+// MoveTime estimates moving n bytes in one payload from one location to
+// another. Between two clouds the payload passes through Ferry, which
+// streams it chunk by chunk: both round trips and fixed costs are paid,
+// and the slower link sets the pace.
+func (m *Model) MoveTime(from, to location.Location, n int64) float64 {
+	if n <= 0 || from == to {
+		return 0
+	}
+	if cloud, ok := cloudEnd(from, to); ok {
+		return m.LinkTo(cloud).TransferTime(n)
+	}
+	if from == Local || to == Local {
+		return m.Link.TransferTime(n) // a laptop-to-laptop move: none is planned
+	}
+	a, b := m.LinkTo(from), m.LinkTo(to)
+	bw := min(orDefault(a.Bandwidth), orDefault(b.Bandwidth))
+	relay := Link{Bandwidth: bw, RTT: a.RTT + b.RTT, PerTransfer: a.PerTransfer + b.PerTransfer, Compression: a.Compression}
+	return relay.TransferTime(n)
+}
+
+func orDefault(bw float64) float64 {
+	if bw <= 0 {
+		return 100e6 / 8
+	}
+	return bw
 }
 
 // ObserveCompression records what compression achieved on one payload of
@@ -189,17 +279,18 @@ func (m *Model) ObserveCompression(raw, sent int64) {
 	}
 }
 
-// ObserveRTT records a probed round trip, blended into the running
+// ObserveRTT records a probed round trip to cloud loc, blended into the running
 // estimate so one slow probe does not swing placement; a configured round
 // trip is the starting point.
-func (m *Model) ObserveRTT(seconds float64) {
-	if seconds <= 0 {
+func (m *Model) ObserveRTT(loc location.Location, seconds float64) {
+	if seconds <= 0 || loc == Local {
 		return
 	}
-	if m.Link.RTT <= 0 {
-		m.Link.RTT = seconds
+	l := m.linkFor(loc)
+	if l.RTT <= 0 {
+		l.RTT = seconds
 	} else {
-		m.Link.RTT = 0.7*m.Link.RTT + 0.3*seconds
+		l.RTT = 0.7*l.RTT + 0.3*seconds
 	}
 }
 
@@ -242,25 +333,73 @@ func (m *Model) StartSeconds(loc location.Location) float64 {
 	return m.starts[loc]
 }
 
-// SpeedRatio is the observed local/remote runtime ratio (the median over
-// cells measured at both), or 1 when nothing is known.
-func (m *Model) SpeedRatio() float64 {
+// Speed is how many times faster loc runs cells than the laptop: the
+// median over cells measured at both of laptop/loc runtime; else, through
+// a cloud whose speed is measured, that cloud's speed times the median
+// ratio between the two; else loc's configured prior, the shared prior,
+// or 1 when nothing is known. The laptop's is 1.
+func (m *Model) Speed(loc location.Location) float64 {
+	if loc == Local {
+		return 1
+	}
+	if r, ok := m.measuredRatio(Local, loc); ok {
+		return r
+	}
+	// One step through another cloud: with three locations a cell may
+	// have run at both clouds and never on the laptop.
+	var via []float64
+	for c := range m.cloudsMeasured() {
+		if c == loc {
+			continue
+		}
+		if base, ok := m.measuredRatio(Local, c); ok {
+			if r, ok := m.measuredRatio(c, loc); ok {
+				via = append(via, base*r)
+			}
+		}
+	}
+	if len(via) > 0 {
+		sort.Float64s(via)
+		return via[len(via)/2]
+	}
+	if p := m.SpeedPriors[loc]; p > 0 {
+		return p
+	}
+	if m.SpeedPrior > 0 {
+		return m.SpeedPrior
+	}
+	return 1
+}
+
+// measuredRatio is the median runtime ratio at a over at b of the cells
+// measured at both.
+func (m *Model) measuredRatio(a, b location.Location) (float64, bool) {
 	var rs []float64
 	for _, r := range m.runtimes {
-		l, okL := r[Local]
-		rm, okR := r[Remote]
-		if okL && okR && l > 1e-3 && rm > 1e-3 {
-			rs = append(rs, l/rm)
+		x, okA := r[a]
+		y, okB := r[b]
+		if okA && okB && x > 1e-3 && y > 1e-3 {
+			rs = append(rs, x/y)
 		}
 	}
 	if len(rs) == 0 {
-		if m.SpeedPrior > 0 {
-			return m.SpeedPrior
-		}
-		return 1
+		return 0, false
 	}
 	sort.Float64s(rs)
-	return rs[len(rs)/2]
+	return rs[len(rs)/2], true
+}
+
+// cloudsMeasured is every cloud some cell ran at.
+func (m *Model) cloudsMeasured() map[location.Location]bool {
+	out := map[location.Location]bool{}
+	for _, r := range m.runtimes {
+		for l := range r {
+			if l != Local {
+				out[l] = true
+			}
+		}
+	}
+	return out
 }
 
 // Runtime estimates a cell's runtime at loc: measured there, else scaled
@@ -273,22 +412,21 @@ func (m *Model) Runtime(cell string, loc location.Location) (float64, bool) {
 	if v, ok := r[loc]; ok {
 		return v, true
 	}
-	// Scale from the laptop's time if measured, else from any cloud's.
+	// Scale from the laptop's time if measured, else from a cloud's.
 	if v, ok := r[Local]; ok {
-		return v / m.speed(loc), false
+		return v / m.Speed(loc), false
 	}
-	for at, v := range r {
-		return v * m.speed(at) / m.speed(loc), false
+	// Else from a cloud's, the first by name for a deterministic pick.
+	var at location.Location
+	for l := range r {
+		if at == "" || l < at {
+			at = l
+		}
 	}
-	return m.typicalLocal() / m.speed(loc), false
-}
-
-// speed is how many times faster loc runs cells than the laptop.
-func (m *Model) speed(loc location.Location) float64 {
-	if loc == Local {
-		return 1
+	if at != "" {
+		return r[at] * m.Speed(at) / m.Speed(loc), false
 	}
-	return m.SpeedRatio()
+	return m.typicalLocal() / m.Speed(loc), false
 }
 
 // PriorLocalRuntime is the laptop runtime assumed for a cell before any
@@ -303,12 +441,26 @@ const PriorLocalRuntime = 0.1
 // PriorLocalRuntime before the first.
 func (m *Model) typicalLocal() float64 {
 	var rs []float64
-	ratio := m.SpeedRatio()
+	speeds := map[location.Location]float64{} // Speed walks every cell: once per cloud
 	for _, r := range m.runtimes {
 		if v, ok := r[Local]; ok {
 			rs = append(rs, v)
-		} else if v, ok := r[Remote]; ok {
-			rs = append(rs, v*ratio)
+			continue
+		}
+		// Measured only in clouds: in laptop seconds, from the first.
+		var at location.Location
+		for l := range r {
+			if at == "" || l < at {
+				at = l
+			}
+		}
+		if at != "" {
+			sp, ok := speeds[at]
+			if !ok {
+				sp = m.Speed(at)
+				speeds[at] = sp
+			}
+			rs = append(rs, r[at]*sp)
 		}
 	}
 	if len(rs) == 0 {

@@ -93,7 +93,7 @@ func PlanMoves(loc location.Location, c Cell, f Facts, m *Model) []Move {
 			continue
 		}
 		mv := Move{From: from, To: loc, Names: group, Bytes: f.Size(group)}
-		if rc, ok := recomputeChoice(group, loc, f, m); ok {
+		if rc, ok := recomputeChoice(group, from, loc, f, m); ok {
 			mv.Recompute = &rc
 		}
 		moves = append(moves, mv)
@@ -104,8 +104,8 @@ func PlanMoves(loc location.Location, c Cell, f Facts, m *Model) []Move {
 // recomputeChoice is the cost half of store-vs-recompute: re-running the
 // producing cells at loc wins when that is well under the cost of moving
 // (DESIGN.md: a large value cheap to make).
-func recomputeChoice(names []string, loc location.Location, f Facts, m *Model) (Recompute, bool) {
-	move := m.Link.TransferTime(f.Size(names))
+func recomputeChoice(names []string, from, loc location.Location, f Facts, m *Model) (Recompute, bool) {
+	move := m.MoveTime(from, loc, f.Size(names))
 	if move < RecomputeMin {
 		return Recompute{}, false
 	}
@@ -123,8 +123,8 @@ func recomputeChoice(names []string, loc location.Location, f Facts, m *Model) (
 		cost += rt
 		inputs = append(inputs, st.Inputs...)
 	}
-	for _, group := range f.Sources(loc, f.Needs(inputs)) {
-		cost += m.Link.TransferTime(f.Size(group))
+	for src, group := range f.Sources(loc, f.Needs(inputs)) {
+		cost += m.MoveTime(src, loc, f.Size(group))
 	}
 	if cost > RecomputeShare*move {
 		return Recompute{}, false

@@ -147,13 +147,44 @@ func place(c Cell, v View, m *Model, loc location.Location, reason string) Decis
 // immediateCost is the time to run c at loc now: moving its stale inputs,
 // the request's round trip to a cloud kernel, and its runtime there.
 func immediateCost(c Cell, v View, m *Model, loc location.Location) float64 {
-	_, b := stale(c.Reads, v, loc)
 	rt, _ := m.Runtime(c.Hash, loc)
-	cost := rt + m.Link.TransferTime(b)
+	cost := rt + inputCost(c.Reads, v, m, loc)
 	if loc != Local {
-		cost += m.Link.RTT
+		cost += m.LinkTo(loc).RTT
 	}
 	return cost
+}
+
+// inputCost is the estimated time to bring the stale values among reads
+// to loc: one payload per source, each value from the place it comes
+// cheapest from (with several clouds, a value the laptop also holds comes
+// from the laptop, not through it from another cloud).
+func inputCost(reads []string, v View, m *Model, loc location.Location) float64 {
+	bySrc := map[location.Location]int64{}
+	for _, r := range reads {
+		x, ok := v.Var(r)
+		if !ok || x.Has(loc) || len(x.At) == 0 {
+			continue
+		}
+		bySrc[cheapestSource(x, m, loc)] += x.Size
+	}
+	cost := 0.0
+	for src, n := range bySrc {
+		cost += m.MoveTime(src, loc, n)
+	}
+	return cost
+}
+
+// cheapestSource is the location of x's newest version it is cheapest to
+// move x from to loc, the first of equals in x.At's order.
+func cheapestSource(x Var, m *Model, loc location.Location) location.Location {
+	best, bestT := x.At[0], m.MoveTime(x.At[0], loc, x.Size)
+	for _, a := range x.At[1:] {
+		if t := m.MoveTime(a, loc, x.Size); t < bestT {
+			best, bestT = a, t
+		}
+	}
+	return best
 }
 
 type fixed location.Location
@@ -163,7 +194,12 @@ func (f fixed) Decide(c Cell, v View, m *Model) Decision {
 	if d, ok := pinned(c); ok {
 		return d
 	}
-	return place(c, v, m, location.Location(f), "--policy "+string(f)+" runs every cell "+onAt(location.Location(f)))
+	loc := location.Location(f)
+	if locs := c.locations(); loc == Remote && !locs.Has(Remote) && len(locs.Clouds()) > 0 {
+		// Only named clouds (--remote gpu=URL): "remote" is the first.
+		loc = locs.Clouds()[0]
+	}
+	return place(c, v, m, loc, "--policy "+string(f)+" runs every cell "+onAt(loc))
 }
 
 type pingpong struct{ n int }
@@ -175,7 +211,7 @@ func (p *pingpong) Decide(c Cell, v View, m *Model) Decision {
 	}
 	p.n++
 	locs := c.locations()
-	return place(c, v, m, locs[(p.n+len(locs)-1)%len(locs)], "--policy pingpong alternates the laptop and the cloud")
+	return place(c, v, m, locs[(p.n+len(locs)-1)%len(locs)], "--policy pingpong takes the laptop and each cloud in turn")
 }
 
 type random struct{ r *rand.Rand }

@@ -224,16 +224,16 @@ func (f simFacts) Recipe([]string, location.Location) (state.Plan, bool) { retur
 func TestModelObserveTransfer(t *testing.T) {
 	m := NewModel(Link{Bandwidth: 100e6 / 8, RTT: 0.02, PerTransfer: 0.01})
 	for range 10 {
-		m.ObserveTransfer(2900, 0.03)
+		m.ObserveTransfer(Local, Remote, 2900, 0.03)
 	}
 	if m.Link.PerTransfer > 0.02 {
 		t.Fatalf("small moves of 30 ms left a fixed cost of %.3f s", m.Link.PerTransfer)
 	}
-	m.ObserveTransfer(2900, 5) // one slow one moves it, but by a blend, not outright
+	m.ObserveTransfer(Local, Remote, 2900, 5) // one slow one moves it, but by a blend, not outright
 	if m.Link.PerTransfer > 2 || m.Link.PerTransfer < 0.5 {
 		t.Fatalf("fixed cost %.3f s after one 5 s move, want a blend", m.Link.PerTransfer)
 	}
-	m.ObserveTransfer(100<<20, 2)
+	m.ObserveTransfer(Local, Remote, 100<<20, 2)
 	if m.Link.Bandwidth == 100e6/8 {
 		t.Fatal("a 100 MiB move did not measure the bandwidth")
 	}
@@ -241,7 +241,7 @@ func TestModelObserveTransfer(t *testing.T) {
 	if m.Link.Compression != 0.5 {
 		t.Fatalf("first compression measurement gave %.2f, want it to replace the prior (0.5)", m.Link.Compression)
 	}
-	m.ObserveRTT(0.1)
+	m.ObserveRTT(Remote, 0.1)
 	if m.Link.RTT <= 0.02 || m.Link.RTT >= 0.1 {
 		t.Fatalf("rtt %.3f after a 100 ms probe from 20 ms, want a blend", m.Link.RTT)
 	}

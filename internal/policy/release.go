@@ -25,7 +25,7 @@ import (
 // Called by the kernel's shell worker in think time, which also owns the
 // model's writes, so it reads the model without further locking.
 func (m *Model) ReleaseAfter(loc location.Location, configured time.Duration, onlyThere int64) time.Duration {
-	restart := m.StartSeconds(loc) + m.Link.TransferTime(onlyThere)
+	restart := m.StartSeconds(loc) + m.LinkTo(loc).TransferTime(onlyThere)
 	// A link never measured can make the estimate absurd; a day caps it
 	// (Duration overflows near 292 years).
 	restart = min(finite(restart), 24*3600)

@@ -629,7 +629,7 @@ func (r *Recovery) Replay(ctx context.Context, loc location.Location, plan state
 // records through it, so the link model learns in one place.
 func Record(st *state.Map, model *policy.Model, dst location.Location, vers map[string]int, res transfer.Result) {
 	if model != nil {
-		model.ObserveTransfer(res.Bytes, res.WireSeconds)
+		model.ObserveTransfer(res.From, res.To, res.Bytes, res.WireSeconds)
 		model.ObserveCompression(res.RawBytes, res.Bytes)
 	}
 	got := map[string]int{}

@@ -161,7 +161,7 @@ func (w *Worker) probe(ctx context.Context) {
 		}
 		cancel()
 		if rtt > 0 {
-			w.model.ObserveRTT(rtt)
+			w.model.ObserveRTT(loc, rtt)
 			w.mu.Lock()
 			w.counts.Probes++
 			w.mu.Unlock()

@@ -97,6 +97,8 @@ var ErrAborted = errors.New("the kernel aborted the request (it came right after
 
 // Result is one finished move.
 type Result struct {
+	// From and To are the move's source and target.
+	From, To location.Location
 	// Names are the names the target confirmed loading.
 	Names []string
 	// Bytes were sent over the link (compressed where it paid); RawBytes
@@ -458,7 +460,7 @@ func (m *Mover) once(ctx context.Context, src, dst location.Location, names []st
 		drop()
 		return Result{}, fail
 	}
-	res := Result{Bytes: sent, RawBytes: packed.RawSize, Unmovable: packed.Unmovable}
+	res := Result{From: src, To: dst, Bytes: sent, RawBytes: packed.RawSize, Unmovable: packed.Unmovable}
 	rep, err := m.req.Request(ctx, dst, wire.Shell, "comm_msg", map[string]any{"comm_id": dstComm, "data": map[string]any{
 		"op": agent.OpLoad, "id": id, "hash": packed.Hash, "chunks": packed.Chunks}}, false, nil)
 	if err != nil {
