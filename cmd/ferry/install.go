@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 )
 
@@ -20,7 +21,8 @@ func runInstall(ctx context.Context, args []string) error {
 	display := fs.String("display-name", "Python 3 (Ferry)", "name shown in the front end's kernel picker")
 	python := fs.String("python", envOr("FERRY_PYTHON", backend.DefaultPython), "interpreter the local kernel runs on")
 	pol := fs.String("policy", "", "placement policy the kernel starts with (default local)")
-	remote := fs.String("remote", "", "Jupyter Server or JupyterHub URL of the cloud kernel, written into the kernelspec (the token is not: set FERRY_TOKEN or --token-file)")
+	remotes := newRemoteList("")
+	fs.Var(remotes, "remote", "Jupyter Server or JupyterHub URL of the cloud kernel, or NAME=URL for one of several clouds (repeatable), written into the kernelspec (the token is not: set FERRY_TOKEN, FERRY_TOKEN_NAME or --token-file)")
 	hubServer := fs.String("hub-server", "", "with a JupyterHub --remote: your named server to use, written into the kernelspec")
 	hubProfile := fs.String("hub-profile", "", "with a JupyterHub --remote: the profile your server starts with, written into the kernelspec")
 	hubOptions := fs.String("hub-options", "", "with a JupyterHub --remote: the spawner's user options (a JSON object), written into the kernelspec")
@@ -36,21 +38,30 @@ func runInstall(ctx context.Context, args []string) error {
 	// Refuse what would put a secret into kernel.json (any user who can
 	// read the kernelspec, or ps while Jupyter runs it, would see it) or
 	// start a kernel that cannot work.
-	if *remote != "" {
-		if err := backend.CheckRemoteURL(*remote); err != nil {
+	clouds, err := parseRemotes(remotes.specs)
+	if err != nil {
+		return err
+	}
+	for _, c := range clouds {
+		if err := backend.CheckRemoteURL(c.URL); err != nil {
 			return fmt.Errorf("--remote: %w", err)
 		}
 	}
+	remote := len(clouds) > 0
 	if _, err := parseHubOptions(*hubOptions, *hubProfile); err != nil {
 		return err
 	}
-	if (*hubServer != "" || *hubOptions != "" || *hubProfile != "") && *remote == "" {
+	if (*hubServer != "" || *hubOptions != "" || *hubProfile != "") && !remote {
 		return fmt.Errorf("--hub-server, --hub-profile and --hub-options need --remote naming the JupyterHub")
 	}
 	if _, err := policy.New(*pol, 1); err != nil {
 		return fmt.Errorf("--policy: %w", err)
 	}
-	if _, err := parseCloudPrice(*cloudPrice); err != nil {
+	locs := []location.Location{location.Local}
+	for _, c := range clouds {
+		locs = append(locs, c.Loc)
+	}
+	if _, _, err := perCloud("cloud-price", *cloudPrice, location.NewSet(locs...), parseCloudPrice); err != nil {
 		return err
 	}
 	if _, err := parseCloudIdle(*cloudIdle); err != nil {
@@ -84,8 +95,8 @@ func runInstall(ctx context.Context, args []string) error {
 	if *pol != "" {
 		argv = append(argv, "--policy", *pol)
 	}
-	if *remote != "" {
-		argv = append(argv, "--remote", *remote)
+	for _, r := range remotes.specs {
+		argv = append(argv, "--remote", r)
 	}
 	for _, f := range []struct{ name, value string }{{"--hub-server", *hubServer}, {"--hub-profile", *hubProfile}, {"--hub-options", *hubOptions}} {
 		if f.value != "" {
@@ -123,7 +134,7 @@ func runInstall(ctx context.Context, args []string) error {
 		return fmt.Errorf("writing kernelspec: %w", err)
 	}
 	fmt.Printf("installed kernelspec %q (%s) in %s\n", *name, *display, dir)
-	if *remote != "" && !haveTokenSource(*tokenFile) {
+	if remote && !haveTokenSource(*tokenFile) {
 		fmt.Fprintln(os.Stderr, "ferry install: warning: --remote is set but the kernel has no token to present: set FERRY_TOKEN where Jupyter runs, "+
 			"pass --token-file FILE, or set token_file in Ferry's config file (ignore this if the server needs no token)")
 	}

@@ -49,7 +49,7 @@ type backendFlags struct {
 	stateOff    bool
 	localRemote bool
 
-	remote         string
+	remote         *remoteList
 	remoteKernel   string
 	tokenFile      string
 	remoteCA       string
@@ -80,10 +80,11 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.policy, "policy", envOr("FERRY_POLICY", "local"), "placement policy: local, remote, pingpong, random, paper, ferry (env FERRY_POLICY)")
 	fs.Int64Var(&b.seed, "seed", 1, "seed for the random policy")
 	fs.StringVar(&b.tracePath, "trace", "", "write one JSON line per execution to this file (for ferry replay)")
-	fs.StringVar(&b.bandwidth, "bandwidth", "100Mbit", "link rate assumed until measured")
-	fs.StringVar(&b.rtt, "rtt", "20ms", "link round-trip time assumed until measured")
+	fs.StringVar(&b.bandwidth, "bandwidth", "100Mbit", "link rate assumed until measured; per cloud as NAME=RATE,… (e.g. gpu=20Mbit,cpu=1Gbit)")
+	fs.StringVar(&b.rtt, "rtt", "20ms", "link round-trip time assumed until measured; per cloud as NAME=RTT,…")
 	conf := loadConfig()
-	fs.StringVar(&b.remote, "remote", envOr("FERRY_REMOTE", conf.Remote), "Jupyter Server, Enterprise Gateway or JupyterHub URL of the cloud kernel (env FERRY_REMOTE); a hub is detected, and your server on it started as needed; token from FERRY_TOKEN or --token-file")
+	b.remote = newRemoteList(envOr("FERRY_REMOTE", conf.Remote))
+	fs.Var(b.remote, "remote", "Jupyter Server, Enterprise Gateway or JupyterHub URL of the cloud kernel, or NAME=URL for one of several clouds (repeatable: --remote gpu=URL --remote cpu=URL; %%ferry NAME pins a cell there; env FERRY_REMOTE, comma-separated); a hub is detected, and your server on it started as needed; token from FERRY_TOKEN (a named cloud's from FERRY_TOKEN_NAME first) or --token-file")
 	fs.StringVar(&b.remoteKernel, "remote-kernel", envOr("FERRY_REMOTE_KERNEL", orDefaultStr(conf.RemoteKernel, "python3")), "kernelspec name on the remote server")
 	fs.StringVar(&b.tokenFile, "token-file", envOr("FERRY_TOKEN_FILE", conf.TokenFile), "file holding the remote server's token (env FERRY_TOKEN_FILE)")
 	fs.StringVar(&b.remoteCA, "remote-ca", envOr("FERRY_REMOTE_CA", conf.RemoteCA), "extra CA certificate (PEM) for an https remote")
@@ -98,11 +99,11 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.reconnectFor, "reconnect-for", envOr("FERRY_RECONNECT_FOR", orDefaultStr(conf.ReconnectFor, backend.DefaultReconnectFor.String())), "how long a lost connection to the cloud kernel is tried again before its values are rebuilt elsewhere, e.g. 10m for a laptop that sleeps (env FERRY_RECONNECT_FOR)")
 	fs.StringVar(&b.forwardEnv, "forward-env", envOr("FERRY_FORWARD_ENV", ""), "comma-separated laptop environment variables to set in the cloud kernel, e.g. AWS_PROFILE,DATA_DIR (env FERRY_FORWARD_ENV); nothing else of the laptop's environment is copied")
 	fs.StringVar(&b.filesCap, "files-cap", envOr("FERRY_FILES_CAP", "2GB"), "most file data from the notebook's folder moved to the cloud for one cell (e.g. 500MB); a cell needing more runs on the laptop (env FERRY_FILES_CAP)")
-	fs.StringVar(&b.cloudPrice, "cloud-price", envOr("FERRY_CLOUD_PRICE", ""), "what a cloud kernel costs per hour it exists, in USD (e.g. 2.48): %ferry status and the summary then show its cost (env FERRY_CLOUD_PRICE)")
+	fs.StringVar(&b.cloudPrice, "cloud-price", envOr("FERRY_CLOUD_PRICE", ""), "what a cloud kernel costs per hour it exists, in USD (e.g. 2.48; per cloud as gpu=2.48,cpu=0.19): %ferry status and the summary then show its cost (env FERRY_CLOUD_PRICE)")
 	fs.StringVar(&b.cloudIdle, "cloud-idle", envOr("FERRY_CLOUD_IDLE", conf.CloudIdle), "let a cloud kernel go after this long with no cloud cell (e.g. 15m), its values written home first; the next cloud cell starts a new one (env FERRY_CLOUD_IDLE; default: keep it all session)")
 	fs.BoolVar(&b.stateOff, "no-state", false, "do not analyse cells or move state (every cell must run in one place)")
 	fs.BoolVar(&b.localRemote, "local-remote", false, "stand in for the cloud with a second kernel on this machine (tests, demos)")
-	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x)")
+	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x; per cloud as gpu=12x,cpu=3x)")
 }
 
 // config builds the kernel configuration the flags describe. The caller
@@ -114,23 +115,18 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	if p, err := resolvePython(b.python); err == nil {
 		b.python = p
 	}
-	var err error
-	if cfg.Link.Bandwidth, err = policy.ParseBandwidth(b.bandwidth); err != nil {
+	clouds, err := b.clouds()
+	if err != nil {
 		return cfg, err
 	}
-	if cfg.Link.RTT, err = policy.ParseRTT(b.rtt); err != nil {
-		return cfg, err
+	locs := []location.Location{location.Local}
+	for _, c := range clouds {
+		locs = append(locs, c.Loc)
 	}
-	cfg.Link.Compression = 1
-	if b.remoteSpeed != "" {
-		if cfg.RemoteSpeed, err = policy.ParseSpeed(b.remoteSpeed); err != nil {
-			return cfg, err
-		}
+	if err := b.cloudSettings(&cfg, location.NewSet(locs...)); err != nil {
+		return cfg, err
 	}
 	if _, err := policy.New(b.policy, b.seed); err != nil {
-		return cfg, err
-	}
-	if cfg.CloudPrice, err = parseCloudPrice(b.cloudPrice); err != nil {
 		return cfg, err
 	}
 	if cfg.CloudIdle, err = parseCloudIdle(b.cloudIdle); err != nil {
@@ -139,7 +135,7 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	if cfg.CloudIdle > 0 && b.stateOff {
 		return cfg, fmt.Errorf("--cloud-idle needs Ferry to track state (it writes the cloud's values home before letting the kernel go); drop --no-state")
 	}
-	if cfg.Backends, err = b.backends(); err != nil {
+	if cfg.Backends, err = b.backends(clouds); err != nil {
 		return cfg, err
 	}
 	cfg.Root = b.dir
@@ -163,7 +159,23 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	return cfg, nil
 }
 
-func (b *backendFlags) backends() (map[location.Location]backend.Backend, error) {
+// clouds are the configured clouds: each --remote, or the stand-in of
+// --local-remote.
+func (b *backendFlags) clouds() ([]cloudSpec, error) {
+	var specs []string
+	if b.remote != nil {
+		specs = b.remote.specs
+	}
+	if len(specs) > 0 && b.localRemote {
+		return nil, errors.New("--remote and --local-remote exclude each other; pick one")
+	}
+	if b.localRemote {
+		return []cloudSpec{{Loc: location.Remote}}, nil
+	}
+	return parseRemotes(specs)
+}
+
+func (b *backendFlags) backends(clouds []cloudSpec) (map[location.Location]backend.Backend, error) {
 	dir := b.dir
 	if dir == "" {
 		// Say it explicitly rather than rely on inheritance: the kernel's
@@ -177,29 +189,35 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 	local := backend.NewLocal(b.python)
 	local.Dir = dir
 	bs := map[location.Location]backend.Backend{location.Local: local}
-	if b.remote != "" && b.localRemote {
-		return nil, errors.New("--remote and --local-remote exclude each other; pick one")
+	if b.localRemote {
+		standIn := backend.NewStandIn(b.python)
+		standIn.Dir = dir
+		bs[location.Remote] = standIn
+		return bs, nil
 	}
-	if b.remote != "" {
-		token, err := readToken(b.tokenFile)
+	if len(clouds) == 0 {
+		return bs, nil
+	}
+	timeout, err := parseStartTimeout(b.startTimeout)
+	if err != nil {
+		return nil, err
+	}
+	reconnect, err := time.ParseDuration(b.reconnectFor)
+	if err != nil || reconnect <= 0 {
+		return nil, fmt.Errorf("--reconnect-for %q: want how long to try a lost cloud connection again, e.g. 20s or 10m", b.reconnectFor)
+	}
+	wd := b.remoteWorkDir
+	if wd == "" {
+		wd = backend.DefaultWorkDir(dir)
+	}
+	for _, c := range clouds {
+		token, err := readCloudToken(c.Loc, b.tokenFile)
 		if err != nil {
 			return nil, err
 		}
-		timeout, err := parseStartTimeout(b.startTimeout)
-		if err != nil {
-			return nil, err
-		}
-		reconnect, err := time.ParseDuration(b.reconnectFor)
-		if err != nil || reconnect <= 0 {
-			return nil, fmt.Errorf("--reconnect-for %q: want how long to try a lost cloud connection again, e.g. 20s or 10m", b.reconnectFor)
-		}
-		wd := b.remoteWorkDir
-		if wd == "" {
-			wd = backend.DefaultWorkDir(dir)
-		}
-		rc := backend.RemoteConfig{URL: b.remote, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure,
+		rc := backend.RemoteConfig{Loc: c.Loc, URL: c.URL, Token: token, KernelName: b.remoteKernel, CAFile: b.remoteCA, Insecure: b.remoteInsecure,
 			WorkDir: wd, Gateway: b.remoteGateway, StartTimeout: timeout, ReconnectFor: reconnect, Username: b.remoteUser, KernelEnv: backend.ForwardedKernelEnv(os.Environ())}
-		hub, err := b.hub(token, timeout)
+		hub, err := b.hub(c, token, timeout)
 		if err != nil {
 			return nil, err
 		}
@@ -208,25 +226,24 @@ func (b *backendFlags) backends() (map[location.Location]backend.Backend, error)
 		}
 		r, err := backend.NewRemote(rc)
 		if err != nil {
+			if len(clouds) > 1 {
+				return nil, fmt.Errorf("cloud %s: %w", c.Loc, err)
+			}
 			return nil, err
 		}
-		bs[location.Remote] = r
-	}
-	if b.localRemote {
-		standIn := backend.NewStandIn(b.python)
-		standIn.Dir = dir
-		bs[location.Remote] = standIn
+		bs[c.Loc] = r
 	}
 	return bs, nil
 }
 
-// hub is the JupyterHub resolver for --remote: every --remote but an
+// hub is the JupyterHub resolver for a --remote: every --remote but an
 // Enterprise Gateway may name a hub, which is detected at the first
 // start (GET /hub/api/); a plain Jupyter Server is then used as before.
 // The hub's token is the remote's (FERRY_TOKEN, --token-file), and so
 // are --remote-ca, --remote-insecure and --start-timeout, which also
-// bounds the server's spawn.
-func (b *backendFlags) hub(token string, timeout time.Duration) (*backend.Hub, error) {
+// bounds the server's spawn. With several clouds, --hub-server,
+// --hub-profile and --hub-options apply to each that is a hub.
+func (b *backendFlags) hub(c cloudSpec, token string, timeout time.Duration) (*backend.Hub, error) {
 	opts, err := parseHubOptions(b.hubOptions, b.hubProfile)
 	if err != nil {
 		return nil, err
@@ -237,8 +254,8 @@ func (b *backendFlags) hub(token string, timeout time.Duration) (*backend.Hub, e
 		}
 		return nil, nil
 	}
-	return &backend.Hub{URL: b.remote, Token: token, Server: b.hubServer, Options: opts, SpawnTimeout: timeout,
-		CAFile: b.remoteCA, Insecure: b.remoteInsecure, Log: slog.Default().With("remote", "jupyterhub")}, nil
+	return &backend.Hub{URL: c.URL, Token: token, Server: b.hubServer, Options: opts, SpawnTimeout: timeout,
+		CAFile: b.remoteCA, Insecure: b.remoteInsecure, Log: slog.Default().With("remote", "jupyterhub", "cloud", c.Loc.String())}, nil
 }
 
 // parseHubOptions reads --hub-options (a JSON object, the body of the

@@ -39,6 +39,8 @@ import (
 // RemoteConfig says how to reach a kernel on a Jupyter Server or Enterprise
 // Gateway. The token never appears in URLs, logs or errors.
 type RemoteConfig struct {
+	// Loc is the cloud's name (--remote NAME=URL); default location.Remote.
+	Loc        location.Location
 	URL        string // http(s)://host:port[/base_url]
 	Token      string
 	KernelName string // kernelspec on the server; default python3
@@ -291,7 +293,12 @@ func redact(s string) string {
 	return u.String()
 }
 
-func (r *Remote) Location() location.Location    { return location.Remote }
+func (r *Remote) Location() location.Location {
+	if r.cfg.Loc != "" {
+		return r.cfg.Loc
+	}
+	return location.Remote
+}
 func (r *Remote) Incoming() <-chan wire.Incoming { return r.in }
 
 func (r *Remote) Died() <-chan struct{} {

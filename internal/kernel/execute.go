@@ -48,7 +48,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 			"evalue": "malformed execute_request: " + err.Error(), "traceback": []string{}, "execution_count": s.execCount}, nil)
 		return
 	}
-	cmd, pin, body := parseFerry(req.Code)
+	cmd, pin, body := parseFerry(req.Code, s.locs)
 	code := req.Code
 	if pin != "" {
 		code = body
@@ -685,9 +685,12 @@ func withCode(content json.RawMessage, code string) json.RawMessage {
 }
 
 // parseFerry recognises Ferry's own commands. A cell whose first line is
-// `%%ferry local|remote` is pinned: pin is the location and body the rest.
-// A cell of only `%ferry ...` lines is a command for Ferry (cmd != nil).
-func parseFerry(code string) (cmd []string, pin location.Location, body string) {
+// `%%ferry LOCATION` (local, or a configured cloud's name) is pinned: pin
+// is the location and body the rest. "remote" and "cloud" name the only
+// cloud when there is one. A cell of only `%ferry ...` lines is a command
+// for Ferry (cmd != nil); a pin to a location not configured is the
+// command "__unknown_location__ NAME", so the user is told, not ignored.
+func parseFerry(code string, locs location.Set) (cmd []string, pin location.Location, body string) {
 	trimmed := strings.TrimLeft(code, " \t\r\n")
 	first, rest, _ := strings.Cut(trimmed, "\n")
 	f := strings.Fields(first)
@@ -696,8 +699,14 @@ func parseFerry(code string) (cmd []string, pin location.Location, body string) 
 	}
 	switch f[0] {
 	case "%%ferry":
-		if l := location.Location(f[1]); len(f) == 2 && (l == location.Local || l == location.Remote) {
+		if len(f) != 2 {
+			return f[1:], "", ""
+		}
+		if l, ok := pinTarget(f[1], locs); ok {
 			return nil, l, rest
+		}
+		if !isCommand(f[1]) {
+			return []string{"__unknown_location__", f[1]}, "", ""
 		}
 		return f[1:], "", ""
 	case "%ferry":
@@ -709,6 +718,32 @@ func parseFerry(code string) (cmd []string, pin location.Location, body string) 
 	return nil, "", code
 }
 
+// pinTarget resolves a %%ferry pin's name among the configured locations.
+func pinTarget(name string, locs location.Set) (location.Location, bool) {
+	if l, err := location.Parse(name, locs); err == nil {
+		return l, true
+	}
+	if clouds := locs.Clouds(); (name == "remote" || name == "cloud") && len(clouds) == 1 {
+		return clouds[0], true
+	}
+	if name == "remote" && len(locs.Clouds()) == 0 {
+		// No cloud: the pin names the default one, which is not there;
+		// the policy runs it on the laptop and says so, as before.
+		return location.Remote, true
+	}
+	return "", false
+}
+
+// isCommand reports whether word is one of the %ferry commands, which a
+// %%ferry first line may also carry.
+func isCommand(word string) bool {
+	switch word {
+	case "help", "status", "policy", "why":
+		return true
+	}
+	return false
+}
+
 // ferryCommand runs a %ferry command and returns its text output.
 func (s *Server) ferryCommand(args []string) (string, error) {
 	if len(args) == 0 {
@@ -717,6 +752,12 @@ func (s *Server) ferryCommand(args []string) (string, error) {
 	switch args[0] {
 	case "__multiline__":
 		return "", errors.New("a %ferry command must be alone in its cell; move the Python code to another cell")
+	case "__unknown_location__":
+		hint := "name one of: " + s.locs.String()
+		if args[1] == "remote" || args[1] == "cloud" {
+			hint = "with several clouds, name one: " + s.locs.Clouds().String()
+		}
+		return "", fmt.Errorf("%%%%ferry %s: no location of that name is configured; %s (clouds come from --remote NAME=URL)", args[1], hint)
 	case "help":
 		return ferryHelp, nil
 	case "status":
@@ -754,7 +795,7 @@ const ferryHelp = `Ferry commands:
   %ferry status          backends, interpreter, pid, uptime
   %ferry policy [NAME]   show or set the placement policy (local, remote, pingpong, random, paper, ferry)
   %ferry why             where the last cell ran and why
-  %%ferry local|remote   first line of a cell: run this cell there
+  %%ferry LOCATION       first line of a cell: run this cell there (local, remote, or a cloud's name)
   %ferry help            this text
 `
 
@@ -795,14 +836,21 @@ func (s *Server) statusText() string {
 	if len(s.locs.Clouds()) > 0 {
 		secs, usd := s.CloudUsage()
 		price := "no --cloud-price given"
-		if s.cfg.CloudPrice > 0 {
-			price = fmt.Sprintf("$%.4f at $%.2f/h", usd, s.cfg.CloudPrice)
+		if usd > 0 || s.cfg.CloudPrice > 0 {
+			price = fmt.Sprintf("$%.4f", usd)
+			if len(s.locs.Clouds()) == 1 {
+				price += fmt.Sprintf(" at $%.2f/h", s.cfg.Price(s.locs.Clouds()[0]))
+			}
 		}
 		fmt.Fprintf(&b, "cloud kernel time: %s (%s)\n", time.Duration(secs*float64(time.Second)).Round(time.Second), price)
 	}
 	b.WriteString(s.releaseStatus())
 	b.WriteString(s.versionSkew())
-	if l := s.model.Link; len(s.locs.Clouds()) > 0 && (l.RTT > 0 || l.Bandwidth > 0) {
+	for _, loc := range s.locs.Clouds() {
+		l := s.model.LinkTo(loc)
+		if l.RTT <= 0 && l.Bandwidth <= 0 {
+			continue
+		}
 		bw := "bandwidth not measured yet"
 		if l.Bandwidth > 0 {
 			bw = fmt.Sprintf("%.1f MB/s", l.Bandwidth/1e6)
@@ -811,7 +859,16 @@ func (s *Server) statusText() string {
 		if l.Compression > 0 && l.Compression < 1 {
 			comp = fmt.Sprintf(", payloads compress to %.0f%%", 100*l.Compression)
 		}
-		fmt.Fprintf(&b, "link model: rtt %.1f ms (probed %d times), %s, %.1f ms fixed per move%s\n", l.RTT*1e3, s.think.Counts().Probes, bw, l.PerTransfer*1e3, comp)
+		who := "link model"
+		if len(s.locs.Clouds()) > 1 {
+			// Several clouds: each line names its cloud, speed and price.
+			who = fmt.Sprintf("%s: speed %.1fx the laptop's", loc, s.model.Speed(loc))
+			if p := s.cfg.Price(loc); p > 0 {
+				who += fmt.Sprintf(", $%.2f/h", p)
+			}
+			who += ", link model"
+		}
+		fmt.Fprintf(&b, "%s: rtt %.1f ms (probed %d times), %s, %.1f ms fixed per move%s\n", who, l.RTT*1e3, s.think.Counts().Probes, bw, l.PerTransfer*1e3, comp)
 	}
 	t := s.Stats.Totals()
 	if t.IdleMoves > 0 || t.IdleCancelled > 0 {

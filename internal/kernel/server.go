@@ -74,22 +74,49 @@ type Config struct {
 	// CloudPrice is what a cloud kernel costs per hour of existing, in
 	// USD (--cloud-price; 0: unknown), for %ferry status and the summary.
 	CloudPrice float64
+	// Clouds are what differs per cloud from the defaults above (Link,
+	// RemoteSpeed, CloudPrice), by location: a GPU cloud's speed, price
+	// and link are not a CPU cloud's. A cloud missing here, or a zero
+	// field, takes the default.
+	Clouds map[location.Location]CloudSettings
 	// CloudIdle lets a cloud kernel go once no cell ran there for this
 	// long (--cloud-idle; 0: never), its values written home first
 	// (release.go).
 	CloudIdle time.Duration
 }
 
+// CloudSettings are one cloud's own speed, price and link (Config.Clouds).
+type CloudSettings struct {
+	// Speed is how many times faster than the laptop it is assumed to run
+	// cells until measured (0: Config.RemoteSpeed).
+	Speed float64
+	// Price is USD per hour its kernel exists (0: Config.CloudPrice).
+	Price float64
+	// Link is its link to the laptop, assumed until measured (zero:
+	// Config.Link).
+	Link policy.Link
+}
+
+// Price is what loc's kernel costs per hour it exists, in USD (0: unknown).
+func (c Config) Price(loc location.Location) float64 {
+	if p := c.Clouds[loc].Price; p > 0 {
+		return p
+	}
+	return c.CloudPrice
+}
+
 // CloudUsage is how long the cloud kernels existed so far (from each
-// one's creation to its deletion, over restarts) and what that cost at
-// the configured price (0 without one). Any goroutine may call it.
+// one's creation to its deletion, over restarts) and what that cost, each
+// at its own price (0 without one). Any goroutine may call it.
 func (s *Server) CloudUsage() (seconds, usd float64) {
 	for _, loc := range s.locs.Clouds() {
 		if b := s.backends[loc]; b != nil {
-			seconds += b.Status().UpSeconds
+			up := b.Status().UpSeconds
+			seconds += up
+			usd += up * s.cfg.Price(loc) / 3600
 		}
 	}
-	return seconds, seconds * s.cfg.CloudPrice / 3600
+	return seconds, usd
 }
 
 // Server is one running Ferry kernel.
@@ -338,13 +365,34 @@ func New(cfg Config) (*Server, error) {
 	}
 	model := policy.NewModel(cfg.Link)
 	model.SpeedPrior = cfg.RemoteSpeed
+	for loc, c := range cfg.Clouds {
+		if cfg.Backends[loc] == nil {
+			return nil, fmt.Errorf("settings for cloud %q, which is not configured (clouds: %s)", loc, location.NewSet(keys(cfg.Backends)...).Clouds())
+		}
+		if c.Speed > 0 {
+			if model.SpeedPriors == nil {
+				model.SpeedPriors = map[location.Location]float64{}
+			}
+			model.SpeedPriors[loc] = c.Speed
+		}
+		if c.Link != (policy.Link{}) {
+			l := c.Link
+			if l.Bandwidth <= 0 {
+				l.Bandwidth = cfg.Link.Bandwidth
+			}
+			if l.RTT <= 0 {
+				l.RTT = cfg.Link.RTT
+			}
+			if l.Compression <= 0 {
+				l.Compression = cfg.Link.Compression
+			}
+			model.SetLink(loc, l)
+		}
+	}
 	var s *Server
 	// A plan at a location whose kernel is not running pays its start.
 	model.Cold = func(l location.Location) bool { return !s.Running(l) }
-	var locs []location.Location
-	for l := range cfg.Backends {
-		locs = append(locs, l)
-	}
+	locs := keys(cfg.Backends)
 	s = &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, locs: location.NewSet(locs...), log: cfg.Log,
 		start: time.Now(), calls: map[string]*call{}, commOwner: map[string]location.Location{}, kernelHist: map[location.Location]*kernelHistory{}, policy: p, model: model,
 		state: state.New(), lineage: state.NewLineage(0), done: make(chan struct{}), wake: make(chan struct{}, 1), work: make(chan struct{}, 1)}
@@ -835,4 +883,13 @@ func countSpan(b []byte) (i, j int, ok bool) {
 		}
 	}
 	return 0, 0, false
+}
+
+// keys are the locations of a backend map, in no order.
+func keys(bs map[location.Location]backend.Backend) []location.Location {
+	out := make([]location.Location, 0, len(bs))
+	for l := range bs {
+		out = append(out, l)
+	}
+	return out
 }

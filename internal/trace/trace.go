@@ -248,7 +248,7 @@ func (e *Event) validate() error {
 	}
 	// Replay and the oracle cost the laptop and the default cloud.
 	if e.Loc != location.Local && e.Loc != location.Remote {
-		return fmt.Errorf(`"loc" is %q; want %s or %s`, e.Loc, location.Local, location.Remote)
+		return fmt.Errorf(`"loc" is %q; replay costs the laptop (%s) and one cloud (%s), and a session over several clouds is not replayed yet`, e.Loc, location.Local, location.Remote)
 	}
 	if e.Runtime < 0 || e.Think < 0 || e.TransferSeconds < 0 || e.BytesMoved < 0 {
 		return errors.New("negative time or size")
