@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/testbed"
 	"github.com/ferry-nb/ferry/internal/testenv"
+	"github.com/ferry-nb/ferry/internal/trace"
 )
 
 // server is the jupyter-server standing in for the cloud; each run gets
@@ -138,6 +139,12 @@ type runOpts struct {
 	// server is the cloud; nil stands a second local kernel in for it.
 	server     *backend.JupyterServer
 	forwardEnv []string
+	// clouds, if set, replace server: one cloud per location, each on its
+	// own server (several clouds); clouds is the settings per cloud.
+	clouds   map[location.Location]*backend.JupyterServer
+	settings map[location.Location]kernel.CloudSettings
+	onChunk  func(src, dst location.Location, chunk int)
+	trace    *trace.Writer
 }
 
 // runWith runs o.nb (its outputs land in it) and returns how many cells
@@ -169,7 +176,7 @@ func startSession(ctx context.Context, t *testing.T, o runOpts) *client.Session 
 			t.Fatal(err)
 		}
 		remote = r
-	} else {
+	} else if o.clouds == nil {
 		standIn := backend.NewStandIn(testenv.Python())
 		standIn.Dir = o.dir
 		remote = standIn
@@ -178,9 +185,21 @@ func startSession(ctx context.Context, t *testing.T, o runOpts) *client.Session 
 	t.Cleanup(an.Close)
 	local := backend.NewLocal(testenv.Python())
 	local.Dir = o.dir
+	backends := map[location.Location]backend.Backend{"local": local, "remote": remote}
+	if o.clouds != nil {
+		delete(backends, "remote")
+		for loc, srv := range o.clouds {
+			r, err := backend.NewRemote(backend.RemoteConfig{Loc: loc, URL: srv.URL, Token: srv.Token, WorkDir: backend.DefaultWorkDir(o.dir)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			backends[loc] = r
+		}
+	}
 	sess, err := client.StartFerry(ctx, kernel.Config{
-		Backends: map[location.Location]backend.Backend{"local": local, "remote": remote},
+		Backends: backends,
 		Policy:   o.policy, Seed: o.seed, Analyzer: an, Root: o.dir, ForwardEnv: o.forwardEnv,
+		Clouds: o.settings, OnChunk: o.onChunk, Trace: o.trace,
 	})
 	if err != nil {
 		t.Fatalf("%s under %s: %v", o.name, o.policy, err)
