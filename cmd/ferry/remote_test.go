@@ -148,3 +148,45 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// Several clouds through the command: two named --remote, each with its
+// own token from FERRY_TOKEN_NAME (a token given to the wrong server
+// would be refused), pins to each by name, a value made at one cloud read
+// at the other, status and price per cloud, and a pin to a cloud that is
+// not configured refused in one line.
+func TestNamedCloudsThroughTheCommand(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and two jupyter-servers, 15 s")
+	g, c := startJupyterServer(t), startJupyterServer(t)
+	t.Setenv("FERRY_TOKEN", "")
+	t.Setenv("FERRY_TOKEN_GPU", g.Token)
+	t.Setenv("FERRY_TOKEN_CPU", c.Token)
+	k := startKernel(t, "--remote", "gpu="+g.URL, "--remote", "cpu="+c.URL, "--cloud-price", "gpu=2.48,cpu=0.19", "--remote-speed", "gpu=8x,cpu=2x")
+	pids := map[string]string{}
+	for _, loc := range []string{"local", "gpu", "cpu"} {
+		pids[k.exec(t, "%%ferry "+loc+"\nimport os\nprint(os.getpid())", client.ExecOptions{}).Text()] = loc
+	}
+	if len(pids) != 3 {
+		t.Fatalf("pids by location %v: want three kernels", pids)
+	}
+	k.exec(t, "%%ferry gpu\ndata = [i * i for i in range(10)]", client.ExecOptions{})
+	if got := k.exec(t, "%%ferry cpu\ndata.append(-1)\nprint(sum(data))", client.ExecOptions{}).Text(); got != "284\n" {
+		t.Fatalf("a gpu value changed at cpu: %q", got)
+	}
+	if got := k.exec(t, "%%ferry local\nprint(data[-1], len(data))", client.ExecOptions{}).Text(); got != "-1 11\n" {
+		t.Fatalf("the cpu change read on the laptop: %q", got)
+	}
+	st := k.exec(t, "%ferry status", client.ExecOptions{}).Text()
+	for _, want := range []string{"gpu: jupyter-server kernel python3 connected", "cpu: jupyter-server kernel python3 connected", g.URL, c.URL,
+		"gpu: speed ", "x the laptop's, $2.48/h, link model", "x the laptop's, $0.19/h, link model"} {
+		if !strings.Contains(st, want) {
+			t.Fatalf("%%ferry status lacks %q:\n%s", want, st)
+		}
+	}
+	if strings.Contains(st, g.Token) || strings.Contains(st, c.Token) {
+		t.Fatalf("%%ferry status shows a token:\n%s", st)
+	}
+	r := k.exec(t, "%%ferry tpu\nprint('ran')", client.ExecOptions{})
+	if txt := r.Text(); strings.Contains(txt, "ran") || !strings.Contains(txt, "%%ferry tpu: no location of that name is configured; name one of: local, cpu, gpu") {
+		t.Fatalf("a pin to an unknown cloud: %q", txt)
+	}
+}
