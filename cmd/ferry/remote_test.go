@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,5 +189,34 @@ func TestNamedCloudsThroughTheCommand(t *testing.T) {
 	r := k.exec(t, "%%ferry tpu\nprint('ran')", client.ExecOptions{})
 	if txt := r.Text(); strings.Contains(txt, "ran") || !strings.Contains(txt, "%%ferry tpu: no location of that name is configured; name one of: local, cpu, gpu") {
 		t.Fatalf("a pin to an unknown cloud: %q", txt)
+	}
+
+	// The same through ferry run: the summary counts cells per location
+	// and each cloud's time at its own price.
+	dir := t.TempDir()
+	nb := writeNotebook(t, dir, "three.ipynb", []string{"%%ferry gpu\nx = [1, 2]", "%%ferry cpu\nx.append(3)", "print(x)"})
+	out, sum := filepath.Join(dir, "out.ipynb"), filepath.Join(dir, "summary.json")
+	code, stderr := ferryCmd(t, ferryEnv("FERRY_TOKEN_GPU="+g.Token, "FERRY_TOKEN_CPU="+c.Token), "run", nb, "-o", out, "--summary", sum, "--python", testenv.Python(),
+		"--remote", "gpu="+g.URL, "--remote", "cpu="+c.URL, "--cloud-price", "gpu=3600,cpu=36")
+	if code != 0 {
+		t.Fatalf("ferry run over two clouds exited %d:\n%s", code, stderr)
+	}
+	var s summary
+	b, err := os.ReadFile(sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.CellsByLocation["gpu"] != 1 || s.CellsByLocation["cpu"] != 1 || s.CellsByLocation["local"] != 1 || s.CellsRemote != 2 {
+		t.Fatalf("cells by location %v (remote %d), want one at each", s.CellsByLocation, s.CellsRemote)
+	}
+	gu, cu := s.Clouds["gpu"], s.Clouds["cpu"]
+	if gu.Seconds <= 0 || cu.Seconds <= 0 || gu.USD < 0.99*gu.Seconds || cu.USD > cu.Seconds/50 {
+		t.Fatalf("clouds %+v: want each cloud's seconds at its own price ($1/s at gpu, $0.01/s at cpu)", s.Clouds)
+	}
+	if d := s.CloudCost - (gu.USD + cu.USD); d > 1e-9 || d < -1e-9 {
+		t.Fatalf("cloud_cost %.4f is not the clouds' sum %.4f", s.CloudCost, gu.USD+cu.USD)
 	}
 }

@@ -44,6 +44,11 @@ type summary struct {
 	// without one).
 	CloudKernelSeconds float64 `json:"cloud_kernel_seconds"`
 	CloudCost          float64 `json:"cloud_cost"`
+	// CellsByLocation and Clouds break the counts down with several
+	// clouds (--remote NAME=URL): cells per location, each cloud's kernel
+	// time and cost at its own price.
+	CellsByLocation map[location.Location]int             `json:"cells_by_location,omitempty"`
+	Clouds          map[location.Location]kernel.CloudUse `json:"clouds,omitempty"`
 	// CloudReleases counts cloud kernels let go after --cloud-idle.
 	CloudReleases int `json:"cloud_releases"`
 }
@@ -305,7 +310,14 @@ func runNotebook(ctx context.Context, args []string) error {
 	sum := summary{Notebook: in, Output: *out, Policy: bf.policy, Cells: len(runs), CellsLocal: local, CellsRemote: remote,
 		WallSeconds: wall, BytesMoved: tot.BytesMoved, Migrations: tot.Migrations, CellSeconds: []float64{},
 		TransferSeconds: tot.TransferSeconds, FullStateBytes: tot.FullStateBytes, FullStateSeconds: tot.FullStateSeconds, PinnedCells: tot.PinnedCells}
-	sum.CloudKernelSeconds, sum.CloudCost = sess.Kernel.CloudUsage()
+	by := sess.Kernel.CloudUsageByCloud() // one reading, so the parts add up to the whole
+	for _, u := range by {
+		sum.CloudKernelSeconds += u.Seconds
+		sum.CloudCost += u.USD
+	}
+	if len(by) > 1 {
+		sum.CellsByLocation, sum.Clouds = tot.CellsAt, by
+	}
 	sum.CloudReleases = tot.CloudReleases
 	for _, r := range runs {
 		sum.CellSeconds = append(sum.CellSeconds, r.Seconds)

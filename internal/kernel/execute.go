@@ -297,6 +297,10 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	} else {
 		s.Stats.CellsRemote++
 	}
+	if s.Stats.CellsAt == nil {
+		s.Stats.CellsAt = map[location.Location]int{}
+	}
+	s.Stats.CellsAt[loc]++
 	if out.bytes > 0 {
 		s.Stats.Migrations++
 		s.Stats.BytesMoved += out.bytes

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"sync"
@@ -105,16 +106,32 @@ func (c Config) Price(loc location.Location) float64 {
 	return c.CloudPrice
 }
 
+// CloudUse is one cloud's kernel time so far and what it cost.
+type CloudUse struct {
+	Seconds float64 `json:"kernel_seconds"`
+	USD     float64 `json:"cost"`
+}
+
+// CloudUsageByCloud is CloudUsage for each cloud apart. Any goroutine may
+// call it.
+func (s *Server) CloudUsageByCloud() map[location.Location]CloudUse {
+	out := map[location.Location]CloudUse{}
+	for _, loc := range s.locs.Clouds() {
+		if b := s.backends[loc]; b != nil {
+			up := b.Status().UpSeconds
+			out[loc] = CloudUse{Seconds: up, USD: up * s.cfg.Price(loc) / 3600}
+		}
+	}
+	return out
+}
+
 // CloudUsage is how long the cloud kernels existed so far (from each
 // one's creation to its deletion, over restarts) and what that cost, each
 // at its own price (0 without one). Any goroutine may call it.
 func (s *Server) CloudUsage() (seconds, usd float64) {
-	for _, loc := range s.locs.Clouds() {
-		if b := s.backends[loc]; b != nil {
-			up := b.Status().UpSeconds
-			seconds += up
-			usd += up * s.cfg.Price(loc) / 3600
-		}
+	for _, u := range s.CloudUsageByCloud() {
+		seconds += u.Seconds
+		usd += u.USD
 	}
 	return seconds, usd
 }
@@ -215,9 +232,11 @@ type Server struct {
 type Stats struct {
 	mu          sync.Mutex
 	CellsLocal  int
-	CellsRemote int
-	Migrations  int
-	BytesMoved  int64
+	CellsRemote int // at any cloud
+	// CellsAt counts cells by where they ran (several clouds).
+	CellsAt    map[location.Location]int
+	Migrations int
+	BytesMoved int64
 	// TransferSeconds is the time spent moving state for cells.
 	TransferSeconds float64
 	// FullStateBytes and FullStateSeconds are what a full-session dill dump
@@ -236,6 +255,7 @@ type Stats struct {
 // Totals is a copy of the counters.
 type Totals struct {
 	CellsLocal, CellsRemote, Migrations, PinnedCells int
+	CellsAt                                          map[location.Location]int
 	BytesMoved, FullStateBytes                       int64
 	TransferSeconds, FullStateSeconds                float64
 	// VarsLost counts values whose only copy died with a kernel;
@@ -260,7 +280,7 @@ func (s *Stats) Totals() Totals {
 	s.mu.Lock()
 	t := Totals{CellsLocal: s.CellsLocal, CellsRemote: s.CellsRemote, Migrations: s.Migrations, PinnedCells: s.PinnedCells,
 		BytesMoved: s.BytesMoved, FullStateBytes: s.FullStateBytes, TransferSeconds: s.TransferSeconds, FullStateSeconds: s.FullStateSeconds,
-		CloudReleases: s.CloudReleases, WrittenHome: s.WrittenHome}
+		CloudReleases: s.CloudReleases, WrittenHome: s.WrittenHome, CellsAt: maps.Clone(s.CellsAt)}
 	rc, th := s.recovery, s.think
 	s.mu.Unlock()
 	if rc != nil {
