@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,14 +200,7 @@ func TestNamedCloudsThroughTheCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("ferry run over two clouds exited %d:\n%s", code, stderr)
 	}
-	var s summary
-	b, err := os.ReadFile(sum)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatal(err)
-	}
+	s := readSummary(t, sum)
 	if s.CellsByLocation["gpu"] != 1 || s.CellsByLocation["cpu"] != 1 || s.CellsByLocation["local"] != 1 || s.CellsRemote != 2 {
 		t.Fatalf("cells by location %v (remote %d), want one at each", s.CellsByLocation, s.CellsRemote)
 	}

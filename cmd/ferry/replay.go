@@ -25,6 +25,7 @@ func runReplay(ctx context.Context, args []string) error {
 	seed := fs.Int64("seed", 1, "seed for the random policy")
 	price := fs.String("cloud-price", "", "what a cloud kernel costs per hour, in USD (e.g. 2.48): adds its cost")
 	idle := fs.String("cloud-idle", "", "re-cost with idle release after this long with no cloud cell (e.g. 15m; default: the kernel is kept to the end)")
+	thinkScale := fs.Float64("think-scale", 1, "multiply the recorded think times (e.g. 60: a session recorded with seconds of thought re-costed as one with minutes, for --cloud-idle)")
 	start := fs.String("cloud-start", "0s", "what starting a cloud kernel takes (e.g. 20s): each start waits for it and the policy prices it")
 	paths, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -36,6 +37,12 @@ func runReplay(ctx context.Context, args []string) error {
 	evs, err := trace.ReadFile(paths[0])
 	if err != nil {
 		return err
+	}
+	if *thinkScale <= 0 || *thinkScale > 1e6 {
+		return fmt.Errorf("--think-scale %g: want a positive factor, e.g. 60", *thinkScale)
+	}
+	for i := range evs {
+		evs[i].Think *= *thinkScale
 	}
 	var s policy.Settings
 	if s.Link.Bandwidth, err = policy.ParseBandwidth(*bw); err != nil {

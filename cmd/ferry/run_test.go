@@ -78,14 +78,7 @@ func TestRunPinnedRemoteUnreachable(t *testing.T) {
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("the pinned cell ran on the laptop")
 	}
-	var s summary
-	b, err := os.ReadFile(sum)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatal(err)
-	}
+	s := readSummary(t, sum)
 	if s.CellsRemote != 0 || s.Errors != 1 || s.CellsLocal != 1 {
 		t.Errorf("summary: %d local, %d remote, %d errors; want 1 local, 0 remote, 1 error", s.CellsLocal, s.CellsRemote, s.Errors)
 	}
@@ -235,4 +228,18 @@ func TestRunReportSpeaksTheUsersWords(t *testing.T) {
 	if end < s.Wall*0.99-0.005 || end > s.Wall*1.02+0.01 {
 		t.Errorf("the timeline ends at %v s; want the wall time %.3g s", end, s.Wall)
 	}
+}
+
+// readSummary reads the JSON summary ferry run --summary wrote.
+func readSummary(t *testing.T, path string) summary {
+	t.Helper()
+	var s summary
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("the summary %s: %v", path, err)
+	}
+	return s
 }
