@@ -19,6 +19,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/calibrate"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
@@ -125,6 +126,21 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	}
 	if err := b.cloudSettings(&cfg, location.NewSet(locs...)); err != nil {
 		return cfg, err
+	}
+	// Calibration is always on; the cache only spares later sessions
+	// the measurement and a start.
+	cfg.Calibration = &calibrate.Cache{Path: calibrationCache()}
+	cfg.LaptopKey = "laptop|" + b.python
+	for _, c := range clouds {
+		if c.URL == "" {
+			continue // --local-remote's stand-in: nothing to remember
+		}
+		cs := cfg.Clouds[c.Loc]
+		cs.Key = c.URL + "|" + b.remoteKernel
+		if cfg.Clouds == nil {
+			cfg.Clouds = map[location.Location]kernel.CloudSettings{}
+		}
+		cfg.Clouds[c.Loc] = cs
 	}
 	if _, err := policy.New(b.policy, b.seed); err != nil {
 		return cfg, err
@@ -357,6 +373,21 @@ func runKernel(ctx context.Context, args []string) error {
 	}
 	_ = os.Stdout.Sync()
 	return err
+}
+
+// calibrationCache is where the speed calibration's figures and the
+// clouds' start times are kept across sessions: FERRY_CALIBRATION_CACHE,
+// "off" for nowhere (every session then measures afresh), default
+// $XDG_CACHE_HOME/ferry/calibration.json.
+func calibrationCache() string {
+	switch v := strings.TrimSpace(os.Getenv("FERRY_CALIBRATION_CACHE")); v {
+	case "":
+		return calibrate.DefaultPath()
+	case "off":
+		return ""
+	default:
+		return v
+	}
 }
 
 // readToken reads the remote token from FERRY_TOKEN or a token file; never

@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ferryBin = filepath.Join(dir, "ferry")
+	// No test reads or writes the user's calibration cache: every session
+	// measures afresh unless a test points it at a file of its own.
+	os.Setenv("FERRY_CALIBRATION_CACHE", "off")
 	out, err := exec.Command("go", "build", "-o", ferryBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building ferry: %v\n%s", err, out)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,5 +211,70 @@ func TestNamedCloudsThroughTheCommand(t *testing.T) {
 	}
 	if d := s.CloudCost - (gu.USD + cu.USD); d > 1e-9 || d < -1e-9 {
 		t.Fatalf("cloud_cost %.4f is not the clouds' sum %.4f", s.CloudCost, gu.USD+cu.USD)
+	}
+}
+
+// The cloud's speed is measured, not assumed (issue 16): under --policy
+// ferry with no --remote-speed, a cloud never measured is started at
+// connect and calibrated; the figures and its start time are kept, so the
+// next session knows its speed without starting it, and starts it only
+// for a cell placed there.
+func TestCalibrationMeasuresTheCloud(t *testing.T) {
+	testenv.SkipIfShort(t, "real kernels and a jupyter-server, 15 s")
+	s := startJupyterServer(t)
+	cache := filepath.Join(t.TempDir(), "calibration.json")
+	t.Setenv("FERRY_CALIBRATION_CACHE", cache)
+	t.Setenv("FERRY_TOKEN", s.Token)
+	k := startKernel(t, "--remote", s.URL, "--policy", "ferry")
+	key := s.URL + "|python3"
+	var figures map[string]struct {
+		Single float64 `json:"single"`
+		Start  float64 `json:"start_s"`
+	}
+	// Both kernels are measured without any cell: bounded wait for the
+	// cache file the calibration writes.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		b, _ := os.ReadFile(cache)
+		figures = nil
+		_ = json.Unmarshal(b, &figures)
+		if figures[key].Single > 0 && figures["laptop|"+testenv.Python()].Single > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no calibration of both kernels within 90 s; cache: %s\nkernel stderr:\n%s", b, k.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if figures[key].Start <= 0 {
+		t.Errorf("the cloud's start time was not kept: %+v", figures[key])
+	}
+	st := k.exec(t, "%ferry status", client.ExecOptions{}).Text()
+	if !strings.Contains(st, "speed: the cloud runs cells") || !strings.Contains(st, "by the calibration") {
+		t.Fatalf("%%ferry status does not give the calibrated speed:\n%s", st)
+	}
+	t.Logf("calibrated: laptop %+v, cloud %+v; %s", figures["laptop|"+testenv.Python()], figures[key], st[strings.Index(st, "speed:"):])
+	_ = k.cmd.Process.Kill()
+	<-k.exited
+
+	// The next session knows the cloud: it does not start it at connect.
+	before, err := s.Kernels(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2 := startKernel(t, "--remote", s.URL, "--policy", "ferry")
+	st2 := k2.exec(t, "%ferry status", client.ExecOptions{}).Text()
+	if !strings.Contains(st2, "by the calibration") {
+		t.Fatalf("the second session did not use the kept calibration:\n%s", st2)
+	}
+	if strings.Contains(st2, "remote: jupyter-server kernel python3 connected") {
+		t.Fatalf("the second session started the cloud kernel with no cell placed there:\n%s", st2)
+	}
+	after, err := s.Kernels(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) > len(before) {
+		t.Fatalf("kernels on the server went from %d to %d with no cell in the cloud", len(before), len(after))
 	}
 }

@@ -26,7 +26,7 @@ func runReplay(ctx context.Context, args []string) error {
 	price := fs.String("cloud-price", "", "what a cloud kernel costs per hour, in USD (e.g. 2.48): adds its cost")
 	idle := fs.String("cloud-idle", "", "re-cost with idle release after this long with no cloud cell (e.g. 15m; default: the kernel is kept to the end)")
 	thinkScale := fs.Float64("think-scale", 1, "multiply the recorded think times (e.g. 60: a session recorded with seconds of thought re-costed as one with minutes, for --cloud-idle)")
-	start := fs.String("cloud-start", "0s", "what starting a cloud kernel takes (e.g. 20s): each start waits for it and the policy prices it")
+	start := fs.String("cloud-start", "", "what starting a cloud kernel takes (e.g. 20s): each start waits for it and the policy prices it (default: as the trace's cells waited, else 0s)")
 	paths, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -68,11 +68,15 @@ func runReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	s.CloudIdle = ci.Seconds()
-	cs, err := time.ParseDuration(*start)
-	if err != nil || cs < 0 {
-		return fmt.Errorf("--cloud-start %q: want how long a cloud kernel takes to start, e.g. 20s", *start)
+	if *start == "" {
+		s.CloudStart = policy.RecordedStart(evs)
+	} else {
+		cs, err := time.ParseDuration(*start)
+		if err != nil || cs < 0 {
+			return fmt.Errorf("--cloud-start %q: want how long a cloud kernel takes to start, e.g. 20s", *start)
+		}
+		s.CloudStart = cs.Seconds()
 	}
-	s.CloudStart = cs.Seconds()
 	var results []policy.Result
 	if *pol == "all" {
 		results = policy.ReplayAll(evs, s, *seed)

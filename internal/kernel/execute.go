@@ -389,7 +389,8 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	ev := trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: writes,
 		Sizes: s.sizes(writes), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
 		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names, MovedSizes: out.sizes,
-		IdleBytes: idleBytes - s.tracedIdleBytes, Released: released, CloudSeconds: cloudSecs}
+		IdleBytes: idleBytes - s.tracedIdleBytes, Released: released, CloudSeconds: cloudSecs,
+		StartSeconds: time.Duration(s.startWaited.Swap(0)).Seconds()}
 	s.tracedIdleBytes = idleBytes
 	if err := s.cfg.Trace.Add(ev); err != nil {
 		s.log.Warn("writing trace", "err", err)
@@ -873,6 +874,20 @@ func (s *Server) statusText() string {
 			who += ", link model"
 		}
 		fmt.Fprintf(&b, "%s: rtt %.1f ms (probed %d times), %s, %.1f ms fixed per move%s\n", who, l.RTT*1e3, s.think.Counts().Probes, bw, l.PerTransfer*1e3, comp)
+	}
+	for _, loc := range s.locs.Clouds() {
+		v, why := s.model.SpeedWhy(loc)
+		switch why {
+		case "measured":
+			why = "measured on cells run at both places"
+		case "configured":
+			why = "as --remote-speed says, until cells run at both places"
+		case "calibrated":
+			why = "by the calibration (a short loop and BLAS product in both kernels), until cells run at both places"
+		default:
+			why = "assumed: not measured yet (the calibration runs once the kernel is up; --remote-speed sets it)"
+		}
+		fmt.Fprintf(&b, "speed: %s runs cells %.1fx as fast as the laptop, %s\n", loc.Describe(), v, why)
 	}
 	t := s.Stats.Totals()
 	if t.IdleMoves > 0 || t.IdleCancelled > 0 {

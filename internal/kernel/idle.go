@@ -14,7 +14,7 @@ import (
 // (--cloud-idle), so completions and inspections while the user types do
 // not stop that clock.
 func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCell bool) {
-	if len(s.locs.Clouds()) == 0 || s.stopping.Load() || (!afterCell && s.cfg.CloudIdle <= 0) {
+	if len(s.locs.Clouds()) == 0 || s.stopping.Load() || (!afterCell && s.cfg.CloudIdle <= 0 && !s.think.CalibrationDue()) {
 		return
 	}
 	// A wake-up left by the request just handled is not news.
@@ -27,6 +27,11 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCel
 	}
 	ictx, stop := s.untilWoken(ctx)
 	defer stop()
+	if !afterCell {
+		// A kernel started at connect is measured at the first pause
+		// (kernel_info, a completion), not only after a cell.
+		s.think.Calibrate(ictx)
+	}
 	if afterCell {
 		s.think.Run(ictx, s.policy, s.lastCell)
 		// Files written in a cloud go home while the user thinks,

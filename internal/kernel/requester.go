@@ -66,10 +66,18 @@ func (s *Server) startBackend(ctx context.Context, loc location.Location, b back
 		return err
 	}
 	took := time.Since(t0)
+	if cell != nil && s.cell.Load() == cell {
+		s.startWaited.Add(int64(took)) // the cell waited for it
+	}
 	if st := b.Status(); st.StartTook > 0 {
 		took = st.StartTook
 	}
 	s.model.ObserveStart(loc, took.Seconds())
+	if loc != location.Local {
+		if err := s.cfg.Calibration.StoreStart(s.cfg.Clouds[loc].Key, took.Seconds()); err != nil {
+			s.log.Debug("start time not kept", "err", err)
+		}
+	}
 	if wasAnnounced {
 		s.startNote(cell, fmt.Sprintf("Ferry: %s kernel started in %s\n", loc.Describe(), roundSeconds(took)))
 	}
@@ -156,6 +164,7 @@ func (s *Server) setCell(m *wire.Message) {
 		s.cell.Store(nil)
 		return
 	}
+	s.startWaited.Store(0)
 	s.cell.Store(m)
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/calibrate"
 	"github.com/ferry-nb/ferry/internal/files"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
@@ -84,6 +85,12 @@ type Config struct {
 	// long (--cloud-idle; 0: never), its values written home first
 	// (release.go).
 	CloudIdle time.Duration
+	// Calibration, if set, turns on the speed calibration (package
+	// calibrate) and keeps its figures and kernel start times across
+	// sessions; LaptopKey names the laptop's figures in it (the
+	// interpreter), Clouds[loc].Key each cloud's.
+	Calibration *calibrate.Cache
+	LaptopKey   string
 }
 
 // CloudSettings are one cloud's own speed, price and link (Config.Clouds).
@@ -96,6 +103,9 @@ type CloudSettings struct {
 	// Link is its link to the laptop, assumed until measured (zero:
 	// Config.Link).
 	Link policy.Link
+	// Key names it in the calibration cache (its URL and kernelspec);
+	// "" keeps nothing of it across sessions.
+	Key string
 }
 
 // Price is what loc's kernel costs per hour it exists, in USD (0: unknown).
@@ -181,7 +191,10 @@ type Server struct {
 	seq        int
 	// tracedIdleBytes is Totals().IdleBytes at the last trace event.
 	tracedIdleBytes int64
-	lastCell        string // the last cell run, for predictions
+	// startWaited is the nanoseconds the running cell waited for kernel
+	// starts (startBackend), taken into its trace event.
+	startWaited atomic.Int64
+	lastCell    string // the last cell run, for predictions
 
 	// The rooms: moves, recovery and think time own their state; the
 	// kernel routes. facts is the state map and lineage as planning sees
@@ -433,6 +446,18 @@ func New(cfg Config) (*Server, error) {
 	s.recovery = recovery.New(s, s.mover, s.state, s.lineage, model, s.locs, cfg.Log)
 	s.facts = s.recovery.Facts()
 	s.think = thinktime.New(s, s.mover, s.state, s.facts, model, s.locs, cfg.Log)
+	if cfg.Calibration != nil {
+		keys := map[location.Location]string{location.Local: cfg.LaptopKey}
+		for _, loc := range s.locs.Clouds() {
+			keys[loc] = cfg.Clouds[loc].Key
+			// The start last time is what a first cell there waits for:
+			// priced from the first decision, not discovered by it.
+			if r, ok := cfg.Calibration.Load(keys[loc]); ok && r.StartSeconds > 0 {
+				model.ObserveStart(loc, r.StartSeconds)
+			}
+		}
+		s.think.SetCalibration(cfg.Calibration, keys)
+	}
 	s.Stats.recovery, s.Stats.think = s.recovery.Counts, s.think.Counts
 	binds := []struct {
 		dst  **wire.Socket
@@ -485,17 +510,31 @@ func (s *Server) Serve(ctx context.Context) error {
 			h.Handle(func(in wire.Incoming) { s.dispatch(loc, in) })
 		}
 	}
-	// Start the local kernel now so the first cell does not wait for it,
-	// and the clouds too unless the policy keeps everything local (a
-	// cloud kernel nobody uses costs money).
+	// Start the local kernel now so the first cell does not wait for it;
+	// a cloud's only when it will be used or must be measured
+	// (startAtConnect): a cloud kernel nobody uses costs money.
+	var starts sync.WaitGroup
 	for _, loc := range s.locs {
-		if loc != location.Local && s.cfg.Policy == "local" {
+		if loc != location.Local && !s.startAtConnect(loc) {
 			continue
 		}
+		starts.Add(1)
 		goWait(func() {
+			defer starts.Done()
 			if err := s.ready(ctx, loc); err != nil && ctx.Err() == nil {
 				s.log.Warn("starting kernel", "location", loc, "err", err)
 			}
+		})
+	}
+	// Then measure them, one after the other and once all are up: a
+	// calibration beside another kernel's start measured the laptop 3x
+	// slower than the same machine's stand-in cloud. Now, not at the first
+	// pause after a cell: a cloud started to be measured may see no cell
+	// for a while.
+	if len(s.locs.Clouds()) > 0 {
+		goWait(func() {
+			starts.Wait()
+			s.think.Calibrate(ctx)
 		})
 	}
 	for loc, b := range s.backends {
@@ -912,4 +951,23 @@ func keys(bs map[location.Location]backend.Backend) []location.Location {
 		out = append(out, l)
 	}
 	return out
+}
+
+// startAtConnect reports whether cloud loc's kernel starts with the
+// session rather than with the first cell placed there: under --policy
+// remote every cell goes there; under ferry and paper a cloud whose speed
+// is neither configured (--remote-speed) nor known from an earlier
+// session's calibration is started to be measured, once (issue 16: a
+// policy that never saw the cloud run would never place a cell there).
+// Otherwise the first cell placed there starts it and waits for it, a
+// start the policy prices (Model.StartCost) once one was measured.
+func (s *Server) startAtConnect(loc location.Location) bool {
+	switch s.cfg.Policy {
+	case "remote":
+		return true
+	case "ferry", "paper":
+		known := s.cfg.Clouds[loc].Speed > 0 || s.cfg.RemoteSpeed > 0 || s.think.Calibrated(loc)
+		return s.cfg.Calibration != nil && !known
+	}
+	return false
 }

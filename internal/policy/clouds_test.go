@@ -162,3 +162,51 @@ func TestFixedAndCyclingWithNamedClouds(t *testing.T) {
 		t.Fatalf("a cell pinned to gpu ran at %s", d.Loc)
 	}
 }
+
+// Where a cloud's speed comes from, in order: cells measured at both
+// places, --remote-speed (per cloud, then shared), the calibration, else
+// 1. The calibration never overrides a configured speed (issue 16:
+// --remote-speed stays as an override), and nonsense figures are ignored.
+func TestSpeedPrecedence(t *testing.T) {
+	cases := []struct {
+		name      string
+		perCloud  float64
+		shared    float64
+		calibrate []float64
+		measured  bool
+		want      float64
+		why       string
+	}{
+		{name: "nothing known", want: 1, why: "assumed"},
+		{name: "calibrated", calibrate: []float64{3.5}, want: 3.5, why: "calibrated"},
+		{name: "recalibrated", calibrate: []float64{3.5, 2}, want: 2, why: "calibrated"},
+		{name: "bad figures ignored", calibrate: []float64{0, -1}, want: 1, why: "assumed"},
+		{name: "shared prior beats calibration", shared: 4, calibrate: []float64{3.5}, want: 4, why: "configured"},
+		{name: "per-cloud prior beats shared", perCloud: 6, shared: 4, calibrate: []float64{3.5}, want: 6, why: "configured"},
+		{name: "measurement beats all", perCloud: 6, calibrate: []float64{3.5}, measured: true, want: 5, why: "measured"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := NewModel(Link{Bandwidth: 1e9 / 8, RTT: 0.001, Compression: 1})
+			m.SpeedPrior = c.shared
+			if c.perCloud > 0 {
+				m.SpeedPriors = map[location.Location]float64{gpu: c.perCloud}
+			}
+			for _, v := range c.calibrate {
+				m.ObserveCalibration(gpu, v)
+			}
+			m.ObserveCalibration(Local, 9) // the laptop is 1 by definition
+			if c.measured {
+				m.ObserveRuntime(Observation{Cell: "a", Loc: Local, Runtime: 5, Think: -1})
+				m.ObserveRuntime(Observation{Cell: "a", Loc: gpu, Runtime: 1, Think: -1})
+			}
+			v, why := m.SpeedWhy(gpu)
+			if v != c.want || why != c.why {
+				t.Fatalf("speed %.2f (%s), want %.2f (%s)", v, why, c.want, c.why)
+			}
+			if l, _ := m.SpeedWhy(Local); l != 1 {
+				t.Fatalf("laptop speed %.2f, want 1", l)
+			}
+		})
+	}
+}

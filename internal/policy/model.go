@@ -84,6 +84,12 @@ type Model struct {
 	// cloud (--remote-speed gpu=8x,cpu=2x).
 	SpeedPrior  float64
 	SpeedPriors map[location.Location]float64
+	// calibrated is each cloud's speed by the calibration (package
+	// calibrate), below any configured prior: --remote-speed overrides it.
+	// A calibration ends on whichever goroutine ran it (a kernel's start
+	// at connect, think time), hence its own lock.
+	calibMu    sync.Mutex
+	calibrated map[location.Location]float64
 	// runtimes[cell][loc] is an exponentially weighted mean in seconds.
 	runtimes map[string]map[location.Location]float64
 	// reads/writes/sizes remember each cell's last analysis, for look-ahead.
@@ -336,14 +342,22 @@ func (m *Model) StartSeconds(loc location.Location) float64 {
 // Speed is how many times faster loc runs cells than the laptop: the
 // median over cells measured at both of laptop/loc runtime; else, through
 // a cloud whose speed is measured, that cloud's speed times the median
-// ratio between the two; else loc's configured prior, the shared prior,
-// or 1 when nothing is known. The laptop's is 1.
+// ratio between the two; else loc's configured prior, the shared prior
+// (--remote-speed), its calibration, or 1 when nothing is known. The
+// laptop's is 1.
 func (m *Model) Speed(loc location.Location) float64 {
+	v, _ := m.SpeedWhy(loc)
+	return v
+}
+
+// SpeedWhy is Speed with where it comes from, for %ferry status:
+// "measured", "configured", "calibrated" or "assumed".
+func (m *Model) SpeedWhy(loc location.Location) (float64, string) {
 	if loc == Local {
-		return 1
+		return 1, "measured"
 	}
 	if r, ok := m.measuredRatio(Local, loc); ok {
-		return r
+		return r, "measured"
 	}
 	// One step through another cloud: with three locations a cell may
 	// have run at both clouds and never on the laptop.
@@ -360,15 +374,36 @@ func (m *Model) Speed(loc location.Location) float64 {
 	}
 	if len(via) > 0 {
 		sort.Float64s(via)
-		return via[len(via)/2]
+		return via[len(via)/2], "measured"
 	}
 	if p := m.SpeedPriors[loc]; p > 0 {
-		return p
+		return p, "configured"
 	}
 	if m.SpeedPrior > 0 {
-		return m.SpeedPrior
+		return m.SpeedPrior, "configured"
 	}
-	return 1
+	m.calibMu.Lock()
+	c := m.calibrated[loc]
+	m.calibMu.Unlock()
+	if c > 0 {
+		return c, "calibrated"
+	}
+	return 1, "assumed"
+}
+
+// ObserveCalibration records cloud loc's speed by the calibration: how
+// many times faster than the laptop it ran the same short loop and BLAS
+// product. Any goroutine may call it.
+func (m *Model) ObserveCalibration(loc location.Location, speed float64) {
+	if loc == Local || !(speed > 0) || math.IsInf(speed, 0) {
+		return
+	}
+	m.calibMu.Lock()
+	defer m.calibMu.Unlock()
+	if m.calibrated == nil {
+		m.calibrated = map[location.Location]float64{}
+	}
+	m.calibrated[loc] = speed
 }
 
 // measuredRatio is the median runtime ratio at a over at b of the cells

@@ -370,6 +370,24 @@ func Calibrate(evs []trace.Event, base Link) Link {
 	return l
 }
 
+// RecordedStart is the mean cloud start a recorded run's cells waited for
+// (trace start_s), 0 if none did: a replay's Settings.CloudStart when the
+// user names none.
+func RecordedStart(evs []trace.Event) float64 {
+	var sum float64
+	n := 0
+	for _, e := range evs {
+		if e.StartSeconds > 0 && e.Loc != Local {
+			sum += e.StartSeconds
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
+
 // Recorded returns a policy that places every execution where the trace
 // says it ran: replaying it predicts the recorded run.
 func Recorded(evs []trace.Event) Policy {

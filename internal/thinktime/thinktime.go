@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/agent"
+	"github.com/ferry-nb/ferry/internal/calibrate"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/recovery"
@@ -45,6 +47,16 @@ type Worker struct {
 
 	lastProbe time.Time
 
+	// Calibration (SetCalibration): each location's cache key, and under
+	// mu the figures per location (this session's or the cache's) and
+	// the locations measured or being measured this session: a
+	// calibration may run on a kernel's start goroutine at connect as
+	// well as here in think time.
+	cache    *calibrate.Cache
+	keys     map[location.Location]string
+	figures  map[location.Location]calibrate.Result
+	measured map[location.Location]bool
+
 	mu     sync.Mutex
 	counts Counts
 }
@@ -57,6 +69,8 @@ type Counts struct {
 	Bytes            int64
 	// Probes measured the round trip.
 	Probes int
+	// Calibrations ran the speed calibration in a kernel.
+	Calibrations int
 }
 
 // New returns a Worker. mover is nil when Ferry does not track state.
@@ -85,11 +99,138 @@ const ProbeEvery = 30 * time.Second
 // the hybrid bench and sent the next cell to the laptop.
 const probeSamples = 3
 
-// Run spends the think time after lastCell ("" before any cell): a probe
-// when due, then p's proposed moves. It returns when done or when ctx is
-// cancelled (the next request came).
+// SetCalibration turns on the speed calibration: each location's kernel
+// is measured once per session when it runs (Calibrate), its figures kept
+// in cache under keys[loc] (no key: not kept), and figures the cache
+// already holds feed the model at once. Called once, before Run.
+func (w *Worker) SetCalibration(cache *calibrate.Cache, keys map[location.Location]string) {
+	w.cache, w.keys = cache, keys
+	w.figures, w.measured = map[location.Location]calibrate.Result{}, map[location.Location]bool{}
+	for _, loc := range w.locs {
+		if r, ok := cache.Load(keys[loc]); ok && r.Single > 0 {
+			w.figures[loc] = r
+		}
+	}
+	w.feedSpeeds()
+}
+
+// Calibrated reports whether loc's speed is known from a calibration,
+// this session's or the cache's. Any goroutine may call it.
+func (w *Worker) Calibrated(loc location.Location) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.figures[loc]
+	return ok
+}
+
+// CalibrationDue reports whether a running kernel has not been
+// calibrated yet this session.
+func (w *Worker) CalibrationDue() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.measured == nil {
+		return false
+	}
+	for _, loc := range w.locs {
+		if !w.measured[loc] && w.req.Running(loc) {
+			return true
+		}
+	}
+	return false
+}
+
+// claim marks loc as being measured; false if it was or is already, or
+// calibration is off.
+func (w *Worker) claim(loc location.Location) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.measured == nil || w.measured[loc] {
+		return false
+	}
+	w.measured[loc] = true
+	return true
+}
+
+// Calibrate measures every running kernel not yet measured this session
+// (the laptop's first), keeps the figures and gives the model each
+// cloud's speed against the laptop. It costs each kernel about 200 ms of
+// two cores (calibrate.py), which a cell sent meanwhile waits for. Any
+// goroutine may call it: the kernel calls it when a kernel it started
+// at connect is up, and Run in think time.
+func (w *Worker) Calibrate(ctx context.Context) {
+	if len(w.locs.Clouds()) == 0 {
+		return // nothing to compare the laptop with: no cost to pay
+	}
+	for _, loc := range w.locs {
+		if ctx.Err() != nil || !w.req.Running(loc) || !w.claim(loc) {
+			continue
+		}
+		out, err := transfer.Exec(ctx, w.req, loc, "", map[string]string{"c": calibrate.Expr()})
+		if err != nil {
+			if ctx.Err() != nil {
+				w.mu.Lock()
+				w.measured[loc] = false // cut short: again at the next pause
+				w.mu.Unlock()
+			} else {
+				w.log.Debug("calibration failed", "location", loc, "err", err)
+			}
+			continue
+		}
+		text, err := agent.ParseBundle(out["c"])
+		var r calibrate.Result
+		if err == nil {
+			r, err = calibrate.Parse(text)
+		}
+		if err != nil {
+			w.log.Warn("calibration unreadable; the speed stays assumed", "location", loc, "err", err)
+			continue
+		}
+		if err := w.cache.Store(w.keys[loc], r); err != nil {
+			w.log.Debug("calibration not kept", "err", err)
+		}
+		w.mu.Lock()
+		w.figures[loc] = r
+		w.counts.Calibrations++
+		w.mu.Unlock()
+		w.log.Debug("calibrated", "location", loc, "single_s", r.Single, "multi_s", r.Multi, "cores", r.Cores)
+	}
+	w.feedSpeeds()
+}
+
+// feedSpeeds gives the model each calibrated cloud's speed against the
+// calibrated laptop.
+func (w *Worker) feedSpeeds() {
+	for loc, v := range w.Speeds() {
+		w.model.ObserveCalibration(loc, v)
+	}
+}
+
+// Speeds are the calibrated clouds' speeds against the laptop.
+func (w *Worker) Speeds() map[location.Location]float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[location.Location]float64{}
+	home, ok := w.figures[location.Local]
+	if !ok {
+		return out
+	}
+	for _, loc := range w.locs.Clouds() {
+		if r, ok := w.figures[loc]; ok {
+			out[loc] = calibrate.Speed(home, r)
+		}
+	}
+	return out
+}
+
+// Run spends the think time after lastCell ("" before any cell): a
+// calibration and a probe when due, then p's proposed moves. It returns
+// when done or when ctx is cancelled (the next request came).
 func (w *Worker) Run(ctx context.Context, p policy.Policy, lastCell string) {
 	if len(w.locs.Clouds()) == 0 {
+		return
+	}
+	w.Calibrate(ctx)
+	if ctx.Err() != nil {
 		return
 	}
 	if time.Since(w.lastProbe) >= ProbeEvery {

@@ -62,6 +62,10 @@ type Event struct {
 	// clouds and restarts, when this execution ended: what the run is
 	// billed for (cloud kernel-seconds), whatever --cloud-price is.
 	CloudSeconds float64 `json:"cloud_kernel_s,omitempty"`
+	// StartSeconds is how long this execution waited for a kernel to
+	// start (a cloud's first cell, the first after a release): part of
+	// the cell's wait that a replay prices as --cloud-start.
+	StartSeconds float64 `json:"start_s,omitempty"`
 }
 
 // Apportion shares total, the bytes one payload of names took, out among
