@@ -178,7 +178,12 @@ func benchHybrid(ctx context.Context, args []string) error {
 	js := fs.String("json", "bench/hybrid.json", "write the rows as JSON here")
 	nbs := fs.String("notebooks", "", "comma-separated subset of the session scripts by name (default all)")
 	traces := fs.String("traces", "", "write every run's trace into this directory")
+	price := fs.String("cloud-price", fmt.Sprint(bench.DefaultCloudPrice), "what the cloud kernel costs per hour in USD, for the cost column")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	usd, err := parseCloudPrice(*price)
+	if err != nil {
 		return err
 	}
 	all, err := filepath.Glob(filepath.Join(*sessions, "*.json"))
@@ -208,7 +213,7 @@ func benchHybrid(ctx context.Context, args []string) error {
 	if len(settings) == 0 {
 		return fmt.Errorf("no link setting matches %q; choose from %s", *only, settingNames())
 	}
-	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Repeat: *repeat, Traces: *traces, Out: os.Stdout, Progress: os.Stderr})
+	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Repeat: *repeat, Traces: *traces, CloudPrice: usd, Out: os.Stdout, Progress: os.Stderr})
 	if len(rows) > 0 {
 		if werr := bench.WriteHybrid(rows, *md, *js, os.Stdout); werr != nil && err == nil {
 			err = werr

@@ -50,6 +50,13 @@ type HybridRow struct {
 	Executions int     `json:"executions"`
 	// Runs is how many runs the row is the median of.
 	Runs int `json:"runs"`
+	// CloudSeconds is the cloud kernel-seconds the run is billed for:
+	// from its first cloud cell to the end (the bench starts the kernel
+	// before timing, so no start is in it), think time included; 0 when
+	// no cell ran in the cloud. CloudCost is that at HybridOptions'
+	// CloudPrice.
+	CloudSeconds float64 `json:"cloud_kernel_seconds"`
+	CloudCost    float64 `json:"cloud_cost"`
 }
 
 // HybridOptions control the run.
@@ -64,10 +71,18 @@ type HybridOptions struct {
 	Repeat int
 	// Traces, when set, is a directory that gets every run's trace as
 	// SETTING_NOTEBOOK_POLICY_RUN.jsonl, for `ferry replay` and diagnosis.
-	Traces   string
-	Out      io.Writer
-	Progress io.Writer
+	Traces string
+	// CloudPrice is what the cloud kernel costs per hour, in USD, for
+	// the table's cost column (0: DefaultCloudPrice).
+	CloudPrice float64
+	Out        io.Writer
+	Progress   io.Writer
 }
+
+// DefaultCloudPrice is the bench's cloud price in USD per hour when none
+// is given: an example figure in the range of a one-GPU on-demand cloud
+// machine, so the cost column has a scale; pass --cloud-price for yours.
+const DefaultCloudPrice = 2.48
 
 // Hybrid measures every session under local, remote, paper, ferry and the
 // oracle's placement (computed by min-cut from the local and remote runs of
@@ -142,6 +157,11 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 					return rows, fmt.Errorf("%s under %s: %w", name, pol, err)
 				}
 				row.Setting, row.Notebook = st.Name, name
+				price := o.CloudPrice
+				if price <= 0 {
+					price = DefaultCloudPrice
+				}
+				row.CloudCost = row.CloudSeconds / 3600 * price
 				if round == 0 {
 					traces[pol] = evs
 				}
@@ -187,6 +207,19 @@ func median(rs []HybridRow) HybridRow {
 	m := sorted[(len(sorted)-1)/2]
 	m.Runs = len(rs)
 	return m
+}
+
+// billedFromFirstCloudCell is the cloud kernel-seconds of a bench run's
+// events (the warm-up first) from the first cloud cell after the warm-up
+// to the end: what a kernel started for that cell and kept would be
+// billed, the start aside.
+func billedFromFirstCloudCell(all []trace.Event) float64 {
+	for i := 1; i < len(all); i++ {
+		if all[i].Loc != location.Local {
+			return max(all[len(all)-1].CloudSeconds-all[i-1].CloudSeconds, 0)
+		}
+	}
+	return 0
 }
 
 // perTransfer estimates the fixed cost of one move from a run's transfers.
@@ -249,8 +282,10 @@ func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, u
 		return HybridRow{}, nil, err
 	}
 	_, runErr := notebook.RunSteps(ctx, nb, sess, session.Steps(sc), notebook.RunOptions{})
-	evs := tr.Events()[1:] // without the warm-up cell
+	all := tr.Events()
+	evs := all[1:] // without the warm-up cell
 	row := HybridRow{Policy: pol, Executions: len(evs)}
+	row.CloudSeconds = billedFromFirstCloudCell(all)
 	for _, e := range evs {
 		row.Seconds += e.Runtime + e.TransferSeconds
 		row.BytesMoved += e.BytesMoved
@@ -264,8 +299,8 @@ func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, u
 // WriteHybrid prints the table and writes it as Markdown and JSON.
 func WriteHybrid(rows []HybridRow, mdPath, jsonPath string, out io.Writer) error {
 	var b strings.Builder
-	b.WriteString("| setting | notebook | local s | remote s | paper s | ferry s | oracle s | ferry vs local | ferry vs oracle | ferry vs best fixed | ferry MB moved |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| setting | notebook | local s | remote s | paper s | ferry s | oracle s | ferry vs local | ferry vs oracle | ferry vs best fixed | ferry MB moved | cloud kernel-s remote / ferry | cost remote / ferry |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	type key struct{ s, n string }
 	by := map[key]map[string]HybridRow{}
 	var order []key
@@ -280,8 +315,9 @@ func WriteHybrid(rows []HybridRow, mdPath, jsonPath string, out io.Writer) error
 	for _, k := range order {
 		m := by[k]
 		l, rm, p, f, or := m["local"].Seconds, m["remote"].Seconds, m["paper"].Seconds, m["ferry"].Seconds, m["oracle"].Seconds
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx faster | %+.1f%% | %+.1f%% | %.1f |\n",
-			k.s, k.n, l, rm, p, f, or, l/f, 100*(f-or)/or, 100*(f-min(l, rm))/min(l, rm), float64(m["ferry"].BytesMoved)/1e6)
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx faster | %+.1f%% | %+.1f%% | %.1f | %.0f / %.0f | $%.4f / $%.4f |\n",
+			k.s, k.n, l, rm, p, f, or, l/f, 100*(f-or)/or, 100*(f-min(l, rm))/min(l, rm), float64(m["ferry"].BytesMoved)/1e6,
+			m["remote"].CloudSeconds, m["ferry"].CloudSeconds, m["remote"].CloudCost, m["ferry"].CloudCost)
 	}
 	fmt.Fprint(out, b.String())
 	if mdPath != "" {

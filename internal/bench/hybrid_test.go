@@ -1,0 +1,55 @@
+package bench
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/trace"
+)
+
+// A bench run is billed from its first cloud cell to the end, not from
+// the warm-up that starts the kernel before timing; a run with no cloud
+// cell is billed nothing.
+func TestBilledFromFirstCloudCell(t *testing.T) {
+	ev := func(loc location.Location, cloudS float64) trace.Event {
+		return trace.Event{Loc: loc, CloudSeconds: cloudS}
+	}
+	cases := []struct {
+		name string
+		evs  []trace.Event
+		want float64
+	}{
+		{"all local after the warm-up", []trace.Event{ev("remote", 1), ev("local", 5), ev("local", 9)}, 0},
+		{"cloud from the first cell", []trace.Event{ev("remote", 1), ev("remote", 5), ev("local", 9)}, 8},
+		{"cloud from the third cell", []trace.Event{ev("remote", 1), ev("local", 5), ev("local", 9), ev("remote", 12), ev("local", 20)}, 11},
+		{"warm-up only", []trace.Event{ev("remote", 1)}, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := billedFromFirstCloudCell(c.evs); math.Abs(got-c.want) > 1e-9 {
+				t.Fatalf("billed %.2f s, want %.2f", got, c.want)
+			}
+		})
+	}
+}
+
+// The table shows each row's cloud kernel-seconds and cost for remote and
+// ferry beside the times.
+func TestWriteHybridCostColumns(t *testing.T) {
+	rows := []HybridRow{
+		{Setting: "s", Notebook: "n", Policy: "local", Seconds: 10},
+		{Setting: "s", Notebook: "n", Policy: "remote", Seconds: 4, CloudSeconds: 3600, CloudCost: 2.48},
+		{Setting: "s", Notebook: "n", Policy: "paper", Seconds: 5},
+		{Setting: "s", Notebook: "n", Policy: "ferry", Seconds: 4, CloudSeconds: 1800, CloudCost: 1.24},
+		{Setting: "s", Notebook: "n", Policy: "oracle", Seconds: 4},
+	}
+	var b strings.Builder
+	if err := WriteHybrid(rows, "", "", &b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "| 3600 / 1800 | $2.4800 / $1.2400 |") {
+		t.Fatalf("no cost columns in:\n%s", b.String())
+	}
+}
