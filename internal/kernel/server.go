@@ -450,11 +450,15 @@ func New(cfg Config) (*Server, error) {
 		keys := map[location.Location]string{location.Local: cfg.LaptopKey}
 		for _, loc := range s.locs.Clouds() {
 			keys[loc] = cfg.Clouds[loc].Key
-			// The start last time is what a first cell there waits for:
-			// priced from the first decision, not discovered by it.
-			if r, ok := cfg.Calibration.Load(keys[loc]); ok && r.StartSeconds > 0 {
-				model.ObserveStart(loc, r.StartSeconds)
-			}
+			// The start kept from last time is not given to the model:
+			// ferry puts a cold kernel's whole start on the cell that
+			// would start it, and with a known 20 s start it never
+			// started a 4x cloud in a replay of the hybrid bench's
+			// digits session (15% behind all-remote); sharing the start
+			// over the unseen cells ahead made it worse (6% behind both
+			// fixed placements, 4x slower with --cloud-idle 1m). The
+			// model learns the start from this session's first, as
+			// before; amortising a known start is open (issue 16).
 		}
 		s.think.SetCalibration(cfg.Calibration, keys)
 	}
