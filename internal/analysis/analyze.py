@@ -987,6 +987,17 @@ FILE_CALLS = {
     "tarfile.open": _opener("name"), "zipfile.ZipFile": _opener("file"), "h5py.File": _opener("name"),
     "rasterio.open": _opener("fp"), "numpy.memmap": _opener("filename", mode_default="r+"),
     "PIL.Image.open": _ops("read", 0, "fp"),
+    # IPython's display objects read a file named as their data or
+    # filename (nbclient's inline-image notebook: Image('python.png') ran
+    # where the file was not). A bare Image(...) whose import is in an
+    # earlier cell resolves to PIL.Image by USUAL_NAMES; that module is
+    # not callable, so such a call is IPython's Image.
+    "IPython.display.Image": _ops("read", 0, "data", "filename"),
+    "IPython.core.display.Image": _ops("read", 0, "data", "filename"),
+    "PIL.Image": _ops("read", 0, "data", "filename"),
+    "IPython.display.Video": _ops("read", 0, "data", "filename"),
+    "IPython.display.Audio": _ops("read", 0, "data", "filename"),
+    "IPython.display.SVG": _ops("read", 0, "data", "filename"),
     "numpy.load": _ops("read", 0, "file"), "numpy.fromfile": _ops("read", 0, "file"),
     "torch.load": _ops("read", 0, "f"), "joblib.load": _ops("read", 0, "filename"),
     "scipy.io.loadmat": _ops("read", 0, "file_name"), "xarray.open_dataset": _ops("read", 0, "filename_or_obj"),

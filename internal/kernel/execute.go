@@ -129,6 +129,12 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	} else if len(eff.Outside) > 0 {
 		cell.Pin = location.Local
 		pinWhy = "pinned to local: it reads " + strings.Join(eff.Outside, ", ") + ", outside the notebook's folder, which only the laptop has"
+	} else if eff.Shell {
+		// A command's output describes the machine it ran on: the
+		// corpus's `!ls -l my_figure.png` printed the cloud's user as the
+		// file's owner. %%ferry runs one elsewhere on purpose.
+		cell.Pin = location.Local
+		pinWhy = "pinned to local: it runs shell commands, whose output describes the machine they run on (users, paths, hosts); %%ferry NAME runs it elsewhere"
 	}
 
 	// 3. The plan: where the cell runs, what moves or is remade there.

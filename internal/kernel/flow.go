@@ -40,6 +40,9 @@ type effects struct {
 	// only the laptop has.
 	Facts   analysis.Facts
 	Outside []string
+	// Shell: the cell runs shell commands, itself or through a function
+	// it calls; their output describes the machine, so it stays home.
+	Shell bool
 	// Attrs are "X.attr" stores on names bound to modules: the agent
 	// carries those attributes with the process state.
 	Attrs []string
@@ -66,6 +69,7 @@ func (s *Server) analyze(ctx context.Context, cell, code string) effects {
 	eff := effects{Reads: r.Reads, Writes: r.Writes, Dynamic: r.Dynamic, Defs: r.Defs}
 	eff.Facts = s.cellFacts(r)
 	eff.Proc = changesProcess(eff.Facts, r)
+	eff.Shell = r.Shell || slices.Contains(eff.Facts.SideEffects, "shell")
 	seen := map[string]bool{}
 	for _, a := range append(append([]string(nil), r.ModuleAttrs...), eff.Facts.AttrStores...) {
 		x, _, _ := strings.Cut(a, ".")

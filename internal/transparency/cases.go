@@ -31,6 +31,10 @@ var Cases = []Case{
 	{"open_file_pinned", []string{"import tempfile, os\npath = os.path.join(tempfile.mkdtemp(), 'f.txt')\nfh = open(path, 'w')", "fh.write('hello\\n')", "fh.close()", "print(open(path).read().strip())"}},
 	{"exception_mid_cell", []string{"x = 1", "x = 2\nraise ValueError('boom')\nx = 3", "print(x)"}},
 	{"magics_and_shell", []string{"%%capture\n%time y = 21 * 2", "print(y)", "!echo shell says hi", "%who int"}},
+	// A command's output describes the machine it runs on (the cloud is
+	// another user in another directory): the corpus's `!ls -l` printed
+	// the cloud's user as a file's owner. Shell cells stay on the laptop.
+	{"shell_describes_its_machine", []string{"open('made.txt', 'w').write('hi')", "!ls -l made.txt | cut -d' ' -f3,4,5", "x = 2", "!whoami && pwd | wc -c", "print(x)"}},
 	{"large_array", []string{"import numpy as np\nbig = np.arange(13_500_000, dtype=np.float64)", "print(big.nbytes > 100e6, big[-1])", "big[::2] = 0\ns = big.sum()", "print(s, big[:4])"}},
 	{"shared_subobjects", []string{"inner = [1]\nouter = {'a': inner, 'b': inner}", "print(outer['a'] is outer['b'], outer['a'] is inner)", "inner.append(2)", "print(outer)"}},
 	{"lambdas_in_containers", []string{"ops = {'inc': lambda v: v + 1, 'neg': lambda v: -v}", "print(ops['inc'](1), ops['neg'](2))", "ops['dbl'] = lambda v: v * 2", "print(sorted(ops), ops['dbl'](21))"}},
