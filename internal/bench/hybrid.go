@@ -29,14 +29,21 @@ type LinkSetting struct {
 	Rate     string // tc rate
 	RTT      time.Duration
 	LocalCPU float64 // laptop kernel's share of a core
+	// Down is the download rate (cloud to laptop) where it differs from
+	// Rate, the upload: a home link.
+	Down string
 }
 
 // DefaultSettings are the set-ups of the hybrid benchmark: the remote is
 // about 4x faster than the throttled laptop kernel.
 var DefaultSettings = []LinkSetting{
-	{"1Gbit/1ms", "1gbit", time.Millisecond, 0.25},
-	{"100Mbit/20ms", "100mbit", 20 * time.Millisecond, 0.25},
-	{"20Mbit/50ms", "20mbit", 50 * time.Millisecond, 0.25},
+	{"1Gbit/1ms", "1gbit", time.Millisecond, 0.25, ""},
+	{"100Mbit/20ms", "100mbit", 20 * time.Millisecond, 0.25, ""},
+	{"20Mbit/50ms", "20mbit", 50 * time.Millisecond, 0.25, ""},
+	// A home link (issue 16): 20 Mbit up, 100 Mbit down. Ferry's link
+	// model is one rate per cloud, learnt from moves both ways; it starts
+	// from the upload rate, the one data on the laptop meets first.
+	{"home-20up-100down/40ms", "20mbit", 40 * time.Millisecond, 0.25, "100mbit"},
 }
 
 // HybridRow is one notebook session under one setting and policy.
@@ -90,7 +97,7 @@ const DefaultCloudPrice = 2.48
 func Hybrid(ctx context.Context, o HybridOptions) ([]HybridRow, error) {
 	var rows []HybridRow
 	for _, st := range o.Settings {
-		tb, err := testbed.Up(testbed.Config{Rate: st.Rate, RTT: st.RTT, LocalCPU: st.LocalCPU})
+		tb, err := testbed.Up(testbed.Config{Rate: st.Rate, DownRate: st.Down, RTT: st.RTT, LocalCPU: st.LocalCPU})
 		if err != nil {
 			return rows, err
 		}

@@ -15,7 +15,11 @@ import (
 // Config describes the emulated set-up.
 type Config struct {
 	// Rate is the link rate for tc, e.g. "100mbit"; "" leaves it unshaped.
-	Rate string
+	// It is the laptop's upload (laptop to cloud), and the download too
+	// unless DownRate is set: a home link is often 20 Mbit up and 100
+	// down.
+	Rate     string
+	DownRate string
 	// RTT is added by the latency proxy.
 	RTT time.Duration
 	// LocalCPU is the laptop kernel's CPU share of one core (0.25 = a
@@ -87,17 +91,28 @@ func (tb *Testbed) network() error {
 		{"ip", "netns", "exec", tb.NS, "ip", "link", "set", peer, "up"},
 		{"ip", "netns", "exec", tb.NS, "ip", "link", "set", "lo", "up"},
 	}
+	down := tb.cfg.DownRate
+	if down == "" {
+		down = tb.cfg.Rate
+	}
+	// tbf shapes what a device sends: the host's end carries the
+	// laptop's upload, the namespace's end the download.
 	if tb.cfg.Rate != "" {
-		steps = append(steps,
-			[]string{"tc", "qdisc", "add", "dev", host, "root", "tbf", "rate", tb.cfg.Rate, "burst", "1mbit", "latency", "100ms"},
-			[]string{"ip", "netns", "exec", tb.NS, "tc", "qdisc", "add", "dev", peer, "root", "tbf", "rate", tb.cfg.Rate, "burst", "1mbit", "latency", "100ms"})
+		steps = append(steps, []string{"tc", "qdisc", "add", "dev", host, "root", "tbf", "rate", tb.cfg.Rate, "burst", "1mbit", "latency", "100ms"})
+	}
+	if down != "" {
+		steps = append(steps, []string{"ip", "netns", "exec", tb.NS, "tc", "qdisc", "add", "dev", peer, "root", "tbf", "rate", down, "burst", "1mbit", "latency", "100ms"})
 	}
 	for _, s := range steps {
 		if err := run(s...); err != nil {
 			return err
 		}
 	}
-	tb.Notes = append(tb.Notes, fmt.Sprintf("link: namespace %s behind veth, tc tbf %s each way", tb.NS, orNone(tb.cfg.Rate)))
+	if down == tb.cfg.Rate {
+		tb.Notes = append(tb.Notes, fmt.Sprintf("link: namespace %s behind veth, tc tbf %s each way", tb.NS, orNone(tb.cfg.Rate)))
+	} else {
+		tb.Notes = append(tb.Notes, fmt.Sprintf("link: namespace %s behind veth, tc tbf %s up (laptop to cloud), %s down", tb.NS, orNone(tb.cfg.Rate), orNone(down)))
+	}
 	return nil
 }
 

@@ -170,3 +170,69 @@ func TestCPUQuota(t *testing.T) {
 		t.Fatalf("busy loop used %.2fs CPU in 2s under a 25%% quota", cpu)
 	}
 }
+
+// An asymmetric home link: the laptop's upload and download shaped apart
+// (issue 16's 20 Mbit up, 100 Mbit down). A sink in the namespace reads
+// what the laptop sends, then sends back as many bytes as asked.
+func TestAsymmetricLink(t *testing.T) {
+	testenv.RequireRoot(t, "the test bed's network namespaces and tc")
+	tb, err := Up(Config{Rate: "20mbit", DownRate: "100mbit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Down()
+	if tb.NS == "" {
+		t.Fatalf("no namespace: %v", tb.Notes)
+	}
+	srv := exec.Command("ip", "netns", "exec", tb.NS, testenv.Python(), "-c", `import socket, struct
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("`+tb.NSIP+`", 7998)); s.listen(1)
+c, _ = s.accept()
+up, back = struct.unpack("!QQ", c.recv(16, socket.MSG_WAITALL))
+while up > 0:
+    up -= len(c.recv(min(up, 1 << 20)))
+c.sendall(b"k")
+c.sendall(bytes(back)); c.close()`)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	var c net.Conn
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := waitPort(ctx, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", tb.NSIP+":7998", time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	const up, down = 4 << 20, 16 << 20
+	hdr := make([]byte, 16)
+	for i := 0; i < 8; i++ {
+		hdr[7-i], hdr[15-i] = byte(uint64(up)>>(8*i)), byte(uint64(down)>>(8*i))
+	}
+	t0 := time.Now()
+	if _, err := c.Write(append(hdr, make([]byte, up)...)); err != nil {
+		t.Fatal(err)
+	}
+	k := make([]byte, 1)
+	if _, err := io.ReadFull(c, k); err != nil {
+		t.Fatal(err)
+	}
+	upMbit := float64(up) * 8 / time.Since(t0).Seconds() / 1e6
+	t1 := time.Now()
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != down {
+		t.Fatalf("downloaded %d of %d bytes: %v", n, down, err)
+	}
+	downMbit := float64(down) * 8 / time.Since(t1).Seconds() / 1e6
+	t.Logf("up %.1f Mbit/s (tbf 20mbit), down %.1f Mbit/s (tbf 100mbit); %v", upMbit, downMbit, tb.Notes)
+	if upMbit > 1.05*20 || upMbit < 0.6*20 {
+		t.Errorf("upload %.1f Mbit/s through a 20mbit tbf", upMbit)
+	}
+	if downMbit > 1.05*100 || downMbit < 0.6*100 {
+		t.Errorf("download %.1f Mbit/s through a 100mbit tbf", downMbit)
+	}
+}
