@@ -362,6 +362,8 @@ func TestCorpus(t *testing.T) {
 					t.Logf("known failure (%s):\n%s", cause, strings.Join(report, "\n"))
 				case len(report) > 0:
 					t.Errorf("placements differ from all-local (add the notebook to testdata/corpus/known-failures.tsv only with its root cause):\n%s", strings.Join(report, "\n"))
+				case isKnown && mayPass(cause):
+					t.Logf("listed as %s; equal this run", cause)
 				case isKnown:
 					t.Errorf("FIXED: every placement now equals all-local, but known-failures.tsv still lists it (%s): remove it from the list", cause)
 				}
@@ -370,4 +372,13 @@ func TestCorpus(t *testing.T) {
 	})
 	sort.Strings(lines)
 	t.Logf("corpus (%s, %d notebooks, %s):\n%s\n%d/%d placements equal all-local", *corpusFlag, len(entries), time.Since(start).Round(time.Second), strings.Join(lines, "\n"), equal, total)
+}
+
+// mayPass reports whether a known failure's cause is the notebook's own
+// nondeterminism (its timings, an unseeded draw) rather than Ferry's: two
+// local runs can agree by chance, so the comparator cannot always learn
+// that such an output varies, and a run where every placement happens to
+// agree is no fix to report.
+func mayPass(cause string) bool {
+	return strings.HasPrefix(cause, "timing:") || strings.HasPrefix(cause, "nondeterministic:")
 }
