@@ -128,6 +128,10 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 	bw, _ := policy.ParseBandwidth(st.Rate)
 	link := policy.Link{Bandwidth: bw, RTT: st.RTT.Seconds(), Compression: 1}
 	speed := 1 / st.LocalCPU
+	price := o.CloudPrice
+	if price <= 0 {
+		price = DefaultCloudPrice
+	}
 
 	var rows []HybridRow
 	for _, path := range o.Sessions {
@@ -164,10 +168,6 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 					return rows, fmt.Errorf("%s under %s: %w", name, pol, err)
 				}
 				row.Setting, row.Notebook = st.Name, name
-				price := o.CloudPrice
-				if price <= 0 {
-					price = DefaultCloudPrice
-				}
 				row.CloudCost = row.CloudSeconds / 3600 * price
 				if round == 0 {
 					traces[pol] = evs

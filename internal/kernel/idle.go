@@ -29,10 +29,10 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCel
 	defer stop()
 	if !afterCell {
 		// A kernel started at connect is measured at the first pause
-		// (kernel_info, a completion), not only after a cell.
+		// (kernel_info, a completion), not only after a cell (after one,
+		// Run calibrates first).
 		s.think.Calibrate(ictx)
-	}
-	if afterCell {
+	} else {
 		s.think.Run(ictx, s.policy, s.lastCell)
 		// Files written in a cloud go home while the user thinks,
 		// whatever the policy: the laptop is where the user expects to

@@ -95,21 +95,7 @@ while True:
     if not b: break
     n += len(b)
 c.sendall(str(n).encode()); c.close()`)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Process.Kill()
-	var c net.Conn
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := waitPort(ctx, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp", tb.NSIP+":7999", time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := startSink(t, srv, tb.NSIP+":7999")
 	const size = 12 << 20
 	t0 := time.Now()
 	if _, err := c.Write(make([]byte, size)); err != nil {
@@ -192,21 +178,7 @@ while up > 0:
     up -= len(c.recv(min(up, 1 << 20)))
 c.sendall(b"k")
 c.sendall(bytes(back)); c.close()`)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Process.Kill()
-	var c net.Conn
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := waitPort(ctx, func() error {
-		var err error
-		c, err = net.DialTimeout("tcp", tb.NSIP+":7998", time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := startSink(t, srv, tb.NSIP+":7998")
 	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
 	const up, down = 4 << 20, 16 << 20
 	hdr := make([]byte, 16)
@@ -235,4 +207,27 @@ c.sendall(bytes(back)); c.close()`)
 	if downMbit > 1.05*100 || downMbit < 0.6*100 {
 		t.Errorf("download %.1f Mbit/s through a 100mbit tbf", downMbit)
 	}
+}
+
+// startSink starts srv, a server in the test bed's namespace, and
+// connects to it at addr once it listens (bounded: 20 s). The server is
+// killed and the connection closed when the test ends.
+func startSink(t *testing.T, srv *exec.Cmd, addr string) net.Conn {
+	t.Helper()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	var c net.Conn
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := waitPort(ctx, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
