@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,17 +23,37 @@ func TestCloudDeathRebuildsOnlyWhatTheNextCellReads(t *testing.T) {
 	k := startKernel(t, "--local-remote")
 	k.exec(t, "%%ferry remote\nimport os, time\nbase = 41", client.ExecOptions{})
 	res := make(chan *client.Result, 1)
+	sleeping := make(chan struct{})
+	var once sync.Once
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		r, _ := k.c.Execute(ctx, "%%ferry remote\nslept = 1\ntime.sleep(60)", client.ExecOptions{})
+		r, _ := k.c.Execute(ctx, "%%ferry remote\nslept = 1\nprint('sleeping', flush=True)\ntime.sleep(60)", client.ExecOptions{OnOutput: func(o client.Output) {
+			if s, _ := o["text"].(string); strings.Contains(s, "sleeping") {
+				once.Do(func() { close(sleeping) })
+			}
+		}})
 		res <- r
 	}()
-	// The interrupt is sent until the cell ends: one sent before the
-	// sleep began would do nothing.
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
+	// The interrupt goes once the cell says it sleeps, and again only
+	// every 3 s: a SIGINT landing after the cell ended, while ipykernel
+	// sends its reply, loses that reply (CI saw it with one every 200 ms).
 	deadline := time.After(30 * time.Second)
+	select {
+	case <-sleeping:
+	case r := <-res:
+		t.Fatalf("the sleep cell ended before it slept: %+v", r)
+	case <-deadline:
+		t.Fatal("the sleep cell never said it sleeps")
+	}
+	interrupt := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = k.c.Interrupt(ctx)
+		cancel()
+	}
+	interrupt()
+	tick := time.NewTicker(3 * time.Second)
+	defer tick.Stop()
 wait:
 	for {
 		select {
@@ -44,9 +65,7 @@ wait:
 		case <-deadline:
 			t.Fatal("the sleep cell was not interrupted")
 		case <-tick.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = k.c.Interrupt(ctx)
-			cancel()
+			interrupt()
 		}
 	}
 	if r := k.exec(t, "%%ferry remote\nname = input('name? ')", client.ExecOptions{Input: func(string, bool) (string, error) { return "ann", nil }}); r.Status != "ok" {
