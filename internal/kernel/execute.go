@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/agent"
 	"github.com/ferry-nb/ferry/internal/backend"
+	"github.com/ferry-nb/ferry/internal/files"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/recovery"
@@ -393,7 +394,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	idleBytes := s.Stats.Totals().IdleBytes
 	cloudSecs, _ := s.CloudUsage()
 	ev := trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: writes,
-		Sizes: s.sizes(writes), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
+		Sizes: s.sizes(writes), ReadSizes: s.fileSizes(eff.Reads), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
 		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names, MovedSizes: out.sizes,
 		IdleBytes: idleBytes - s.tracedIdleBytes, Released: released, CloudSeconds: cloudSecs,
 		StartSeconds: time.Duration(s.startWaited.Swap(0)).Seconds()}
@@ -645,6 +646,20 @@ func (s *Server) sizes(names []string) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// fileSizes is sizes for the files among names (nil when none).
+func (s *Server) fileSizes(names []string) map[string]int64 {
+	var fs []string
+	for _, n := range names {
+		if files.IsName(n) {
+			fs = append(fs, n)
+		}
+	}
+	if len(fs) == 0 {
+		return nil
+	}
+	return s.sizes(fs)
 }
 
 // cellKey identifies a cell for the cost and interaction models: the

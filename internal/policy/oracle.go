@@ -16,7 +16,8 @@ func nowMicros() float64 { return float64(time.Now().UnixNano()) / 1e3 }
 // that replays it. With two locations the optimum is a minimum s-t cut:
 // each cell is a node (source side = local); a variable version read on
 // the other side of its writer costs one transfer, a hyperedge cost that
-// two auxiliary nodes per version express exactly. It ignores think-time
+// two auxiliary nodes per version express exactly. Files the session read
+// before writing them (its input data) start on the laptop. It ignores think-time
 // overlap, so a policy that prefetches can come in under it.
 func Oracle(evs []trace.Event, s Settings) Policy {
 	rl, rr := runtimes(evs, s)
@@ -36,9 +37,19 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, link Link) Policy {
 	}
 	var vers []*version
 	lastWriter := map[string]*version{}
+	// Files read before any cell wrote them were on the laptop from the
+	// start: a version with the laptop as a member (onLaptop), so a cloud
+	// reader pays for it.
+	onLaptop := map[*version]bool{}
 	for i, e := range evs {
 		for _, r := range e.Reads {
-			if v := lastWriter[r]; v != nil && v.members[len(v.members)-1] != i {
+			if lastWriter[r] == nil && e.ReadSizes[r] > 0 {
+				v := &version{cost: s.Link.TransferTime(e.ReadSizes[r])}
+				vers = append(vers, v)
+				lastWriter[r] = v
+				onLaptop[v] = true
+			}
+			if v := lastWriter[r]; v != nil && (len(v.members) == 0 || v.members[len(v.members)-1] != i) {
 				v.members = append(v.members, i)
 			}
 		}
@@ -64,10 +75,19 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, link Link) Policy {
 		g.add(i, sink, local) // cut when i is local
 	}
 	for k, v := range vers {
+		u, w := n+2*k, n+2*k+1
+		if onLaptop[v] && v.cost > 0 {
+			// The laptop is on the source side: only the "some member is
+			// in the cloud" half of the gadget can be cut.
+			g.add(src, u, v.cost)
+			for _, i := range v.members {
+				g.add(u, i, inf)
+			}
+			continue
+		}
 		if len(v.members) < 2 || v.cost <= 0 {
 			continue
 		}
-		u, w := n+2*k, n+2*k+1
 		g.add(src, u, v.cost)
 		g.add(w, sink, v.cost)
 		for _, i := range v.members {

@@ -219,6 +219,7 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		if e.Pinned {
 			c.Pin = e.Loc
 		}
+		seedInputs(st, e)
 		t0 := nowMicros()
 		d := p.Decide(c, st, m)
 		decide += nowMicros() - t0
@@ -255,6 +256,17 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	res.CloudKernelSeconds, res.CloudStarts = cloud.seconds, cloud.starts
 	res.CloudCost = cloud.seconds * s.CloudPrice / 3600
 	return res
+}
+
+// seedInputs puts the files e reads that no cell wrote (the notebook's
+// data) on the laptop, where they were before the session, so the policy
+// deciding e and apply both see what reading them elsewhere costs.
+func seedInputs(st simState, e trace.Event) {
+	for _, r := range e.Reads {
+		if st[r] == nil && e.ReadSizes[r] > 0 {
+			st[r] = &Var{Size: e.ReadSizes[r], At: []location.Location{Local}, Movable: true}
+		}
+	}
 }
 
 // apply runs event e at loc on the state: stale inputs are moved (one

@@ -26,6 +26,11 @@ type Event struct {
 	// Sizes are the serialised sizes in bytes of the names written, as
 	// the agent measured them after the cell (what they pickle to).
 	Sizes map[string]int64 `json:"sizes,omitempty"`
+	// ReadSizes are the sizes of the files the cell read, as Ferry knew
+	// them: a replay needs them for data that was on the laptop before
+	// any cell wrote it (the notebook's input files), which no Sizes
+	// entry covers.
+	ReadSizes map[string]int64 `json:"read_sizes,omitempty"`
 	// Loc is where the cell ran: "local" or a cloud's name.
 	Loc location.Location `json:"loc"`
 	// Runtime is the cell's execution time at Loc in seconds, without
