@@ -179,6 +179,7 @@ func benchHybrid(ctx context.Context, args []string) error {
 	nbs := fs.String("notebooks", "", "comma-separated subset of the session scripts by name (default all)")
 	traces := fs.String("traces", "", "write every run's trace into this directory")
 	price := fs.String("cloud-price", fmt.Sprint(bench.DefaultCloudPrice), "what the cloud kernel costs per hour in USD, for the cost column")
+	data := fs.String("data", "", "folder for the data-on-laptop notebooks' files, made once (default the cache folder's ferry/bench-data)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -213,7 +214,7 @@ func benchHybrid(ctx context.Context, args []string) error {
 	if len(settings) == 0 {
 		return fmt.Errorf("no link setting matches %q; choose from %s", *only, settingNames())
 	}
-	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Repeat: *repeat, Traces: *traces, CloudPrice: usd, Out: os.Stdout, Progress: os.Stderr})
+	rows, err := bench.Hybrid(ctx, bench.HybridOptions{Python: *python, Sessions: paths, Settings: settings, ThinkScale: *think, Repeat: *repeat, Traces: *traces, CloudPrice: usd, DataDir: *data, Out: os.Stdout, Progress: os.Stderr})
 	if len(rows) > 0 {
 		if werr := bench.WriteHybrid(rows, *md, *js, os.Stdout); werr != nil && err == nil {
 			err = werr

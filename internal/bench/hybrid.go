@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -82,8 +83,13 @@ type HybridOptions struct {
 	// CloudPrice is what the cloud kernel costs per hour, in USD, for
 	// the table's cost column (0: DefaultCloudPrice).
 	CloudPrice float64
-	Out        io.Writer
-	Progress   io.Writer
+	// DataDir holds the data-on-laptop notebooks' files, one folder per
+	// data set (made once, kept for the next run); it is the laptop
+	// kernel's working directory and Ferry's root for those notebooks.
+	// Empty: the user's cache directory's ferry/bench-data.
+	DataDir  string
+	Out      io.Writer
+	Progress io.Writer
 }
 
 // DefaultCloudPrice is the bench's cloud price in USD per hour when none
@@ -145,6 +151,10 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 			nbPath = filepath.Join(filepath.Dir(path), nbPath)
 		}
 		name := strings.TrimSuffix(filepath.Base(nbPath), ".ipynb")
+		dir, err := makeData(ctx, o, path, sc)
+		if err != nil {
+			return rows, fmt.Errorf("%s: %w", name, err)
+		}
 		traces := map[string][]trace.Event{}
 		runs := map[string][]HybridRow{}
 		pols := []string{"local", "remote", "paper", "ferry", "oracle"}
@@ -163,7 +173,7 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 					}
 				}
 				fmt.Fprintf(o.Progress, "[%s] %s under %s (run %d) …\n", st.Name, name, pol, round+1)
-				row, evs, err := hybridRun(ctx, o.Python, nbPath, sc, url, token, pol, impl, link, speed, tb)
+				row, evs, err := hybridRun(ctx, o.Python, nbPath, dir, sc, url, token, pol, impl, link, speed, tb)
 				if err != nil {
 					return rows, fmt.Errorf("%s under %s: %w", name, pol, err)
 				}
@@ -185,6 +195,35 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 		}
 	}
 	return rows, nil
+}
+
+// makeData makes a session's data set on the laptop (the bench's data
+// directory) and returns its folder, or "" when the notebook makes its
+// data in the kernel. The maker keeps a stamp: a second bench run only
+// checks it.
+func makeData(ctx context.Context, o HybridOptions, script string, sc *session.Script) (string, error) {
+	if sc.Data == nil {
+		return "", nil
+	}
+	base := o.DataDir
+	if base == "" {
+		c, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("no folder for the bench's data (%w); pass --data DIR", err)
+		}
+		base = filepath.Join(c, "ferry", "bench-data")
+	}
+	dir := filepath.Join(base, sc.Data.Set)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("the bench's data folder: %w", err)
+	}
+	mk := filepath.Join(filepath.Dir(script), sc.Data.Make)
+	fmt.Fprintf(o.Progress, "making (or checking) data set %s in %s …\n", sc.Data.Set, dir)
+	cmd := exec.CommandContext(ctx, o.Python, mk, sc.Data.Set, dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("making data set %s with %s: %w: %s", sc.Data.Set, mk, err, strings.TrimSpace(string(out)))
+	}
+	return dir, nil
 }
 
 func traceName(setting, nb, pol string, run int) string {
@@ -259,7 +298,7 @@ func oraclePlacement(local, remote []trace.Event, link policy.Link) policy.Polic
 	return policy.Fixed("oracle", append([]location.Location{policy.Remote}, policy.Placement(policy.OracleFrom(local, rl, rr, link))...))
 }
 
-func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, url, token, pol string, impl policy.Policy,
+func hybridRun(ctx context.Context, python, nbPath, dir string, sc *session.Script, url, token, pol string, impl policy.Policy,
 	link policy.Link, speed float64, tb *testbed.Testbed) (HybridRow, []trace.Event, error) {
 	nb, err := notebook.Read(nbPath)
 	if err != nil {
@@ -267,6 +306,7 @@ func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, u
 	}
 	local := backend.NewLocal(python)
 	local.OnStart = tb.SlowLocal
+	local.Dir = dir
 	remote, err := backend.NewRemote(backend.RemoteConfig{URL: url, Token: token})
 	if err != nil {
 		return HybridRow{}, nil, err
@@ -275,7 +315,7 @@ func hybridRun(ctx context.Context, python, nbPath string, sc *session.Script, u
 	defer an.Close()
 	tr := trace.NewMemory()
 	cfg := kernel.Config{Backends: map[location.Location]backend.Backend{location.Local: local, location.Remote: remote}, Policy: pol, PolicyImpl: impl,
-		Analyzer: an, Trace: tr, Link: link, RemoteSpeed: speed}
+		Analyzer: an, Trace: tr, Link: link, RemoteSpeed: speed, Root: dir}
 	if impl != nil {
 		cfg.Policy = ""
 	}

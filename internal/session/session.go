@@ -19,7 +19,18 @@ type Script struct {
 	Notebook string `json:"notebook"`
 	// ThinkScale multiplies every think time (0 means 1).
 	ThinkScale float64 `json:"think_scale"`
-	Steps      []Step  `json:"steps"`
+	// Data, when set, names the files the notebook reads from its folder
+	// on the laptop: the benchmark makes them before the first run.
+	Data  *Data  `json:"data,omitempty"`
+	Steps []Step `json:"steps"`
+}
+
+// Data is a data set made by a script: Make (a Python file, relative to
+// the session script) is run as `python MAKE SET DIR` and writes SET's
+// files into DIR, once (it keeps its own stamp).
+type Data struct {
+	Make string `json:"make"`
+	Set  string `json:"set"`
 }
 
 // Step is one execution.
@@ -58,6 +69,9 @@ func Load(path string) (*Script, error) {
 	}
 	if len(s.Steps) == 0 {
 		return nil, fmt.Errorf("session script %s has no steps", path)
+	}
+	if s.Data != nil && (s.Data.Make == "" || s.Data.Set == "") {
+		return nil, fmt.Errorf("session script %s: \"data\" needs both \"make\" (a script) and \"set\" (its data set's name)", path)
 	}
 	for i, st := range s.Steps {
 		if st.Cell < 0 || st.Think < 0 {

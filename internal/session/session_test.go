@@ -26,6 +26,11 @@ func TestBundledSessions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if s.Data != nil {
+				if _, err := os.Stat(filepath.Join(filepath.Dir(p), s.Data.Make)); err != nil {
+					t.Fatalf("its data maker: %v", err)
+				}
+			}
 			src := map[int]string{}
 			reruns := map[int]int{}
 			for i, st := range Steps(s) {
@@ -62,6 +67,7 @@ func TestLoadErrors(t *testing.T) {
 		{"no steps", `{"notebook": "a", "steps": []}`, "has no steps"},
 		{"negative", `{"notebook": "a", "steps": [{"cell": -1}]}`, "negative"},
 		{"empty edit", `{"notebook": "a", "steps": [{"cell": 1, "edit": {"old": "", "new": "x"}}]}`, "empty"},
+		{"data without set", `{"notebook": "a", "data": {"make": "m.py"}, "steps": [{"cell": 1}]}`, `needs both "make"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
