@@ -29,6 +29,7 @@ func runInstall(ctx context.Context, args []string) error {
 	tokenFile := fs.String("token-file", "", "token file the kernel reads at start, written into the kernelspec")
 	cloudPrice := fs.String("cloud-price", "", "what a cloud kernel costs per hour in USD, written into the kernelspec")
 	cloudIdle := fs.String("cloud-idle", "", "let an idle cloud kernel go after this long (e.g. 15m), written into the kernelspec")
+	objective := fs.String("objective", "", "what --policy ferry minimises: time, balanced or cost, written into the kernelspec")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -65,6 +66,9 @@ func runInstall(ctx context.Context, args []string) error {
 		return err
 	}
 	if _, err := parseCloudIdle(*cloudIdle); err != nil {
+		return err
+	}
+	if _, err := policy.ParseObjective(*objective); err != nil {
 		return err
 	}
 	if _, err := os.Stat(*python); err != nil {
@@ -108,6 +112,9 @@ func runInstall(ctx context.Context, args []string) error {
 	}
 	if *cloudIdle != "" {
 		argv = append(argv, "--cloud-idle", *cloudIdle)
+	}
+	if *objective != "" {
+		argv = append(argv, "--objective", *objective)
 	}
 	if *tokenFile != "" {
 		abs, err := filepath.Abs(*tokenFile)

@@ -67,6 +67,7 @@ type backendFlags struct {
 	filesCap       string
 	cloudPrice     string
 	cloudIdle      string
+	objective      string
 
 	// dir is the notebook's directory on this machine: the local
 	// kernel's working directory, and what the cloud kernel's default
@@ -102,6 +103,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.filesCap, "files-cap", envOr("FERRY_FILES_CAP", "2GB"), "most file data from the notebook's folder moved to the cloud for one cell (e.g. 500MB); a cell needing more runs on the laptop (env FERRY_FILES_CAP)")
 	fs.StringVar(&b.cloudPrice, "cloud-price", envOr("FERRY_CLOUD_PRICE", ""), "what a cloud kernel costs per hour it exists, in USD (e.g. 2.48; per cloud as gpu=2.48,cpu=0.19): %ferry status and the summary then show its cost (env FERRY_CLOUD_PRICE)")
 	fs.StringVar(&b.cloudIdle, "cloud-idle", envOr("FERRY_CLOUD_IDLE", conf.CloudIdle), "let a cloud kernel go after this long with no cloud cell (e.g. 15m), its values written home first; the next cloud cell starts a new one (env FERRY_CLOUD_IDLE; default: keep it all session)")
+	fs.StringVar(&b.objective, "objective", envOr("FERRY_OBJECTIVE", conf.Objective), "what --policy ferry minimises: time (your wait; the default), balanced (a cloud kernel-second weighs half a second of your wait) or cost (it weighs two); balanced and cost also let an idle cloud kernel go at their break-even (env FERRY_OBJECTIVE)")
 	fs.BoolVar(&b.stateOff, "no-state", false, "do not analyse cells or move state (every cell must run in one place)")
 	fs.BoolVar(&b.localRemote, "local-remote", false, "stand in for the cloud with a second kernel on this machine (tests, demos)")
 	fs.StringVar(&b.remoteSpeed, "remote-speed", "", "how many times faster the remote runs cells, assumed until measured (e.g. 4x; per cloud as gpu=12x,cpu=3x)")
@@ -146,6 +148,9 @@ func (b *backendFlags) config() (kernel.Config, error) {
 		return cfg, err
 	}
 	if cfg.CloudIdle, err = parseCloudIdle(b.cloudIdle); err != nil {
+		return cfg, err
+	}
+	if cfg.Objective, err = policy.ParseObjective(b.objective); err != nil {
 		return cfg, err
 	}
 	if cfg.CloudIdle > 0 && b.stateOff {
@@ -424,6 +429,7 @@ type fileConfig struct {
 	HubOptions   json.RawMessage `json:"hub_options"`
 	StartTimeout string          `json:"start_timeout"`
 	CloudIdle    string          `json:"cloud_idle"`
+	Objective    string          `json:"objective"`
 }
 
 func loadConfig() fileConfig {

@@ -27,6 +27,7 @@ func runReplay(ctx context.Context, args []string) error {
 	idle := fs.String("cloud-idle", "", "re-cost with idle release after this long with no cloud cell (e.g. 15m; default: the kernel is kept to the end)")
 	thinkScale := fs.Float64("think-scale", 1, "multiply the recorded think times (e.g. 60: a session recorded with seconds of thought re-costed as one with minutes, for --cloud-idle)")
 	start := fs.String("cloud-start", "", "what starting a cloud kernel takes (e.g. 20s): each start waits for it and the policy prices it (default: as the trace's cells waited, else 0s)")
+	objective := fs.String("objective", "", "what ferry minimises and the oracle optimises: time (default), balanced or cost")
 	paths, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -68,6 +69,9 @@ func runReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	s.CloudIdle = ci.Seconds()
+	if s.Objective, err = policy.ParseObjective(*objective); err != nil {
+		return err
+	}
 	if *start == "" {
 		s.CloudStart = policy.RecordedStart(evs)
 	} else {

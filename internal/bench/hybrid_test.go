@@ -35,21 +35,23 @@ func TestBilledFromFirstCloudCell(t *testing.T) {
 	}
 }
 
-// The table shows each row's cloud kernel-seconds and cost for remote and
-// ferry beside the times.
+// The table shows each row's cloud kernel-seconds and cost for remote,
+// ferry and ferry under --objective cost beside the times, and the share
+// of ferry's bytes moved in think time.
 func TestWriteHybridCostColumns(t *testing.T) {
 	rows := []HybridRow{
 		{Setting: "s", Notebook: "n", Policy: "local", Seconds: 10},
 		{Setting: "s", Notebook: "n", Policy: "remote", Seconds: 4, CloudSeconds: 3600, CloudCost: 2.48},
 		{Setting: "s", Notebook: "n", Policy: "paper", Seconds: 5},
-		{Setting: "s", Notebook: "n", Policy: "ferry", Seconds: 4, CloudSeconds: 1800, CloudCost: 1.24},
+		{Setting: "s", Notebook: "n", Policy: "ferry", Seconds: 4, CloudSeconds: 1800, CloudCost: 1.24, HiddenShare: 0.25},
+		{Setting: "s", Notebook: "n", Policy: "ferry-cost", Seconds: 4.5, CloudSeconds: 900, CloudCost: 0.62},
 		{Setting: "s", Notebook: "n", Policy: "oracle", Seconds: 4},
 	}
 	var b strings.Builder
 	if err := WriteHybrid(rows, "", "", &b); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "| 3600 / 1800 | $2.4800 / $1.2400 |") {
+	if !strings.Contains(b.String(), "| 25% | 4.50 | 3600 / 1800 / 900 | $2.4800 / $1.2400 / $0.6200 |") {
 		t.Fatalf("no cost columns in:\n%s", b.String())
 	}
 }

@@ -14,7 +14,7 @@ import (
 // (--cloud-idle), so completions and inspections while the user types do
 // not stop that clock.
 func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCell bool) {
-	if len(s.locs.Clouds()) == 0 || s.stopping.Load() || (!afterCell && s.cfg.CloudIdle <= 0 && !s.think.CalibrationDue()) {
+	if len(s.locs.Clouds()) == 0 || s.stopping.Load() || (!afterCell && !s.releases() && !s.think.CalibrationDue()) {
 		return
 	}
 	// A wake-up left by the request just handled is not news.

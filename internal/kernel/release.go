@@ -63,7 +63,7 @@ func (s *Server) cloudUsed(loc location.Location) {
 func (s *Server) releaseIdle(ctx context.Context) {
 	// Without analysis the state map is empty: Ferry cannot know what a
 	// cloud kernel holds, so it never lets one go.
-	if s.cfg.CloudIdle <= 0 || s.cfg.Analyzer == nil {
+	if !s.releases() || s.cfg.Analyzer == nil {
 		return
 	}
 	for ctx.Err() == nil {
@@ -211,17 +211,25 @@ func roundIdle(d time.Duration) time.Duration {
 	return d.Round(time.Second)
 }
 
+// releases reports whether idle cloud kernels are let go: --cloud-idle,
+// or an objective that counts cost.
+func (s *Server) releases() bool { return s.cfg.CloudIdle > 0 || s.model.Releases() }
+
 // releaseStatus is %ferry status's line on idle release ("" without a
 // cloud).
 func (s *Server) releaseStatus() string {
 	if len(s.locs.Clouds()) == 0 {
 		return ""
 	}
-	if s.cfg.CloudIdle <= 0 {
-		return "idle release: off (--cloud-idle DURATION lets an idle cloud kernel go, its values written home)\n"
+	if !s.releases() {
+		return "idle release: off (--cloud-idle DURATION lets an idle cloud kernel go, its values written home; so do --objective balanced and cost)\n"
 	}
 	t := s.Stats.Totals()
-	line := fmt.Sprintf("idle release: after %s with no cloud cell; %d released so far, %d values written home first", s.cfg.CloudIdle, t.CloudReleases, t.WrittenHome)
+	after := s.cfg.CloudIdle.String()
+	if s.cfg.CloudIdle <= 0 {
+		after = fmt.Sprintf("the break-even of --objective %s", s.cfg.Objective)
+	}
+	line := fmt.Sprintf("idle release: after %s with no cloud cell; %d released so far, %d values written home first", after, t.CloudReleases, t.WrittenHome)
 	for _, loc := range s.locs.Clouds() {
 		if after := s.releaseAfter(loc); after > s.cfg.CloudIdle && s.Running(loc) {
 			line += fmt.Sprintf("; the %s kernel not before %s idle (starting it again and bringing its values back would cost that)", loc, after.Round(100*time.Millisecond))

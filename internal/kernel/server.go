@@ -85,6 +85,10 @@ type Config struct {
 	// long (--cloud-idle; 0: never), its values written home first
 	// (release.go).
 	CloudIdle time.Duration
+	// Objective is what --policy ferry minimises (policy.Objective; empty:
+	// time). balanced and cost also let idle cloud kernels go without
+	// --cloud-idle, at their break-even.
+	Objective policy.Objective
 	// Calibration, if set, turns on the speed calibration (package
 	// calibrate) and keeps its figures and kernel start times across
 	// sessions; LaptopKey names the laptop's figures in it (the
@@ -397,6 +401,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Log = slog.Default()
 	}
 	model := policy.NewModel(cfg.Link)
+	model.Objective = cfg.Objective
 	model.SpeedPrior = cfg.RemoteSpeed
 	for loc, c := range cfg.Clouds {
 		if cfg.Backends[loc] == nil {

@@ -36,7 +36,7 @@ func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
 		ov := newOverlay(v)
 		// A kernel's start is paid once, by this cell: not again by the
 		// predicted cells, which find it running.
-		total[loc] = immediateCost(c, ov, m, loc) + m.StartCost(loc)
+		total[loc] = immediateCost(c, ov, m, loc) + m.coldCost(loc)
 		ov.ran(c.Reads, c.Writes, nil, loc)
 		total[loc] += lookahead(ahead, ov, m, locs)
 		if total[loc] < total[best] {
@@ -54,6 +54,9 @@ func (f *Ferry) Decide(c Cell, v View, m *Model) Decision {
 	}
 	est += ": " + costList(locs, total)
 	reason := "quickest there by " + est
+	if w := m.cloudWeight(); w > 0 {
+		reason = fmt.Sprintf("cheapest there for --objective %s (your wait plus %g s per cloud kernel-second) by %s", m.Objective, w, est)
+	}
 	if _, ok := total[f.last]; !ok {
 		f.last = Local
 	}

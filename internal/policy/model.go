@@ -55,6 +55,9 @@ func (l Link) TransferTime(n int64) float64 {
 // a large payload, ObserveRTT from a link probe, ObserveStart from a
 // kernel start. Policies read it.
 type Model struct {
+	// Objective is what the ferry policy minimises (objective.go); the
+	// zero value is ObjectiveTime.
+	Objective Objective
 	// Cold, if set, reports whether loc's kernel is not running now, so
 	// that running a cell there first pays the kernel's start (StartCost).
 	// The kernel sets it at construction; replay leaves it nil (a trace

@@ -21,14 +21,16 @@ func nowMicros() float64 { return float64(time.Now().UnixNano()) / 1e3 }
 // overlap, so a policy that prefetches can come in under it.
 func Oracle(evs []trace.Event, s Settings) Policy {
 	rl, rr := runtimes(evs, s)
-	return OracleFrom(evs, rl, rr, s.Link)
+	return OracleFrom(evs, rl, rr, s)
 }
 
 // OracleFrom is Oracle with each execution's runtime at both locations
 // given (e.g. measured by an all-local and an all-remote run of the same
-// session).
-func OracleFrom(evs []trace.Event, rl, rr []float64, link Link) Policy {
-	s := Settings{Link: link}
+// session). Under s.Objective a cloud cell also costs its weighed cloud
+// time, as it does ferry; the kernel's starts and releases are not in the
+// cut (a min-cut has no notion of when).
+func OracleFrom(evs []trace.Event, rl, rr []float64, s Settings) Policy {
+	w := s.Objective.CloudWeight()
 	evs = trace.Measured(evs)
 	n := len(evs)
 	type version struct {
@@ -63,7 +65,7 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, link Link) Policy {
 	g := newFlow(n + 2*len(vers) + 2)
 	inf := math.Inf(1)
 	for i, e := range evs {
-		local, remote := rl[i], rr[i]+s.Link.RTT
+		local, remote := rl[i], rr[i]+s.Link.RTT+w*(rr[i]+s.Link.RTT)
 		if e.Pinned {
 			if e.Loc == Local {
 				remote = inf

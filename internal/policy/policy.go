@@ -139,7 +139,7 @@ func place(c Cell, v View, m *Model, loc location.Location, reason string) Decis
 	}
 	d := Decision{Loc: loc, Reason: reason, Costs: map[location.Location]float64{}}
 	for _, l := range c.locations() {
-		d.Costs[l] = immediateCost(c, v, m, l) + m.StartCost(l)
+		d.Costs[l] = immediateCost(c, v, m, l) + m.coldCost(l)
 	}
 	return d
 }
@@ -150,7 +150,7 @@ func immediateCost(c Cell, v View, m *Model, loc location.Location) float64 {
 	rt, _ := m.Runtime(c.Hash, loc)
 	cost := rt + inputCost(c.Reads, v, m, loc)
 	if loc != Local {
-		cost += m.LinkTo(loc).RTT
+		cost += m.LinkTo(loc).RTT + m.cloudTime(loc, rt)
 	}
 	return cost
 }

@@ -29,5 +29,9 @@ func (m *Model) ReleaseAfter(loc location.Location, configured time.Duration, on
 	// A link never measured can make the estimate absurd; a day caps it
 	// (Duration overflows near 292 years).
 	restart = min(finite(restart), 24*3600)
+	if configured <= 0 && m.Releases() {
+		// No --cloud-idle: the objective's break-even (objective.go).
+		return m.objectiveIdle(restart)
+	}
 	return max(configured, time.Duration(restart*float64(time.Second)))
 }

@@ -28,6 +28,9 @@ type Settings struct {
 	// start (the first cloud cell, the first after a release) waits for
 	// it, and the policy prices it (0: starts are free, as before).
 	CloudStart float64
+	// Objective is what ferry minimises and the oracle optimises
+	// (objective.go); empty is time.
+	Objective Objective
 }
 
 // Result is a policy's cost on a trace.
@@ -85,7 +88,7 @@ func (k *meter) stop(at float64) {
 // is written home first, in that think time, so those bytes count as
 // moved but are not waited for, and it holds nothing afterwards.
 func releaseIdle(k *meter, st simState, m *Model, s Settings, now float64, res *Result) {
-	if !k.up || s.CloudIdle <= 0 {
+	if !k.up || (s.CloudIdle <= 0 && !m.Releases()) {
 		return
 	}
 	var only int64
@@ -187,6 +190,7 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	rl, rr := runtimes(evs, s)
 	st := simState{}
 	m := NewModel(s.Link)
+	m.Objective = s.Objective
 	m.SpeedPrior = s.RemoteSpeed
 	if m.SpeedPrior <= 0 {
 		m.SpeedPrior = measuredSpeed(evs)

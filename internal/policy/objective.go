@@ -1,0 +1,110 @@
+package policy
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/location"
+)
+
+// Objective is what --policy ferry minimises (issue 16): the user's wait
+// alone, or the wait plus what the cloud kernel costs while it exists.
+//
+// A cloud kernel is billed from its start to its release, so keeping it
+// all session costs the session's length whatever the cells do: placing a
+// cell on the laptop saves nothing while the kernel idles. What an
+// objective that counts cost changes is therefore (1) the price of a cold
+// start (the user waits for it, the cloud bills it, and the kernel then
+// idles until the release before it goes), (2) each cloud cell's own
+// cloud time, and (3) letting an idle kernel go at the ski-rental
+// break-even of that weighing (ReleaseAfter), so think time is not billed.
+type Objective string
+
+// The objectives: time is the default, as before.
+const (
+	ObjectiveTime     Objective = "time"
+	ObjectiveBalanced Objective = "balanced"
+	ObjectiveCost     Objective = "cost"
+)
+
+// Objectives lists them, for flags and errors.
+var Objectives = []Objective{ObjectiveTime, ObjectiveBalanced, ObjectiveCost}
+
+// ParseObjective reads --objective ("" is time).
+func ParseObjective(s string) (Objective, error) {
+	switch o := Objective(s); o {
+	case "":
+		return ObjectiveTime, nil
+	case ObjectiveTime, ObjectiveBalanced, ObjectiveCost:
+		return o, nil
+	}
+	return "", fmt.Errorf("--objective %q: want time (the quickest session, the default), balanced (a cloud kernel-second weighs half a second of your wait) or cost (it weighs two)", s)
+}
+
+// CloudWeight is how many seconds of the user's wait one cloud
+// kernel-second is worth under o: 0 for time, 0.5 for balanced, 2 for
+// cost. A cell then pays for the cloud when it runs there more than
+// 1+w times faster: 1.5x under balanced, 3x under cost, so cost mode
+// still sends the bench's training cells (6-8x on the test bed) and a 4x
+// cloud's heavy cells, but not cells that gain little, and no longer
+// starts a kernel (waited for, billed, then idle until released) for a
+// cell that gains less than six starts (a weight of 4 kept every cell of
+// a 4x cloud on the laptop: a cloud cell then cost 5x its runtime).
+func (o Objective) CloudWeight() float64 {
+	switch o {
+	case ObjectiveBalanced:
+		return 0.5
+	case ObjectiveCost:
+		return 2
+	}
+	return 0
+}
+
+// cloudWeight is the model's objective's weight (0 when none is set).
+func (m *Model) cloudWeight() float64 { return m.Objective.CloudWeight() }
+
+// cloudTime is what running c at cloud loc for rt seconds adds to the
+// objective beyond the wait: the kernel-seconds it is billed for, weighed.
+func (m *Model) cloudTime(loc location.Location, rt float64) float64 {
+	if loc == Local {
+		return 0
+	}
+	return m.cloudWeight() * (rt + m.LinkTo(loc).RTT)
+}
+
+// coldCost is what starting loc's kernel for this cell costs under the
+// objective: the wait for the start, and, weighed, the billed start and
+// the idle time before an objective's release lets it go again.
+func (m *Model) coldCost(loc location.Location) float64 {
+	s := m.StartCost(loc)
+	if s == 0 {
+		return 0
+	}
+	w := m.cloudWeight()
+	if w == 0 {
+		return s
+	}
+	return s + w*(s+m.idleBreakEven(s))
+}
+
+// minRestart floors the restart an objective's release weighs when no
+// start was measured yet, so a kernel is not let go between two cells.
+const minRestart = 1.0
+
+// idleBreakEven is how long an idle kernel is worth keeping when starting
+// it again costs restart seconds of wait and (weighed) of billing:
+// keeping it t seconds costs w*t, a restart restart*(1+w).
+func (m *Model) idleBreakEven(restart float64) float64 {
+	w := m.cloudWeight()
+	return max(restart, minRestart) * (1 + 1/w)
+}
+
+// Releases reports whether the objective lets idle cloud kernels go even
+// when --cloud-idle is not set.
+func (m *Model) Releases() bool { return m.cloudWeight() > 0 }
+
+// objectiveIdle is ReleaseAfter's idle time when only the objective asks
+// for a release.
+func (m *Model) objectiveIdle(restart float64) time.Duration {
+	return time.Duration(min(finite(m.idleBreakEven(restart)), 24*3600) * float64(time.Second))
+}

@@ -1,0 +1,131 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/trace"
+)
+
+func TestParseObjective(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Objective
+		err  string
+	}{
+		{"", ObjectiveTime, ""},
+		{"time", ObjectiveTime, ""},
+		{"balanced", ObjectiveBalanced, ""},
+		{"cost", ObjectiveCost, ""},
+		{"money", "", `--objective "money": want time`},
+	}
+	for _, tt := range tests {
+		got, err := ParseObjective(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: err %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%q: %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+// With the cloud kernel not running (a 10 s start) and a 4x cloud, a
+// cell that gains 3 s stays on the laptop under every objective; one that
+// gains 12 s goes to the cloud under time only, one that gains 75 s also
+// under balanced, and one that gains 300 s under cost too: cost weighs
+// the billed start, the cell's cloud time and the idle time before the
+// release (objective.go).
+func TestObjectivePlacesColdCloudCells(t *testing.T) {
+	tests := []struct {
+		name  string
+		local float64 // seconds on the laptop; the cloud is 4x
+		want  map[Objective]location.Location
+	}{
+		{"gains 3 s", 4, map[Objective]location.Location{ObjectiveTime: Local, ObjectiveBalanced: Local, ObjectiveCost: Local}},
+		{"gains 12 s", 16, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveBalanced: Local, ObjectiveCost: Local}},
+		{"gains 75 s", 100, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveBalanced: Remote, ObjectiveCost: Local}},
+		{"gains 300 s", 400, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveBalanced: Remote, ObjectiveCost: Remote}},
+	}
+	for _, tt := range tests {
+		for obj, want := range tt.want {
+			t.Run(tt.name+"/"+string(obj), func(t *testing.T) {
+				m := NewModel(testLink.Link)
+				m.Objective = obj
+				m.SpeedPrior = 4
+				m.ObserveStart(Remote, 10)
+				m.Cold = func(location.Location) bool { return true }
+				m.ObserveRuntime(Observation{Cell: "fit", Loc: Local, Runtime: tt.local})
+				d := NewFerry().Decide(Cell{Hash: "fit"}, simState{}, m)
+				if d.Loc != want {
+					t.Fatalf("placed %s, want %s (%s)", d.Loc, want, d.Reason)
+				}
+				if obj != ObjectiveTime && d.Loc == Local && !strings.Contains(d.Reason, "--objective "+string(obj)) {
+					t.Errorf("the reason does not name the objective: %s", d.Reason)
+				}
+			})
+		}
+	}
+}
+
+// Without --cloud-idle, balanced and cost let an idle kernel go at their
+// break-even (restart x (1 + 1/w)); time never does.
+func TestObjectiveRelease(t *testing.T) {
+	for _, tt := range []struct {
+		obj  Objective
+		want time.Duration
+	}{{ObjectiveBalanced, 60 * time.Second}, {ObjectiveCost, 30 * time.Second}} {
+		m := NewModel(testLink.Link)
+		m.Objective = tt.obj
+		m.ObserveStart(Remote, 20)
+		if !m.Releases() {
+			t.Fatalf("%s does not release", tt.obj)
+		}
+		if got := m.ReleaseAfter(Remote, 0, 0); got != tt.want {
+			t.Errorf("%s: release after %s, want %s", tt.obj, got, tt.want)
+		}
+		// --cloud-idle given wins, as before.
+		if got := m.ReleaseAfter(Remote, 5*time.Minute, 0); got != 5*time.Minute {
+			t.Errorf("%s with --cloud-idle 5m: %s", tt.obj, got)
+		}
+	}
+	if NewModel(testLink.Link).Releases() {
+		t.Error("the time objective releases without --cloud-idle")
+	}
+}
+
+// In a replay with minutes of think time between cloud cells, cost mode
+// bills far fewer kernel-seconds than time mode, and the oracle under cost
+// keeps cells that gain too little for it on the laptop.
+func TestObjectiveCostReplay(t *testing.T) {
+	var evs []trace.Event
+	for i := range 6 {
+		evs = append(evs, trace.Event{Seq: i, Cell: "fit", Loc: Local, Runtime: 200, Think: 300, Writes: []string{"m"}, Sizes: map[string]int64{"m": 1e4}})
+		evs = append(evs, trace.Event{Seq: i, Cell: "peek", Loc: Local, Runtime: 0.4, Think: 5, Reads: []string{"m"}})
+	}
+	s := Settings{Link: testLink.Link, RemoteSpeed: 10, CloudStart: 20}
+	timeRes := Replay(evs, NewFerry(), s)
+	s.Objective = ObjectiveCost
+	costRes := Replay(evs, NewFerry(), s)
+	if costRes.CloudKernelSeconds > 0.7*timeRes.CloudKernelSeconds {
+		t.Fatalf("cost mode billed %.0f kernel-s, time mode %.0f: want at least 30%% fewer", costRes.CloudKernelSeconds, timeRes.CloudKernelSeconds)
+	}
+	if costRes.CellsRemote == 0 {
+		t.Fatalf("cost mode ran nothing in the cloud (%v): the 200 s cells gain 180 s", costRes.Placement)
+	}
+	// A 2.5x cloud: the oracle under time sends the 200 s cells there,
+	// under cost (a cloud cell costs 3x its cloud time) it keeps them.
+	s = Settings{Link: testLink.Link, RemoteSpeed: 2.5}
+	if o := Replay(evs, Oracle(evs, s), s); o.CellsRemote == 0 {
+		t.Fatalf("the time oracle ran nothing in a 2.5x cloud: %v", o.Placement)
+	}
+	s.Objective = ObjectiveCost
+	if o := Replay(evs, Oracle(evs, s), s); o.CellsRemote != 0 {
+		t.Fatalf("the cost oracle ran cells in a 2.5x cloud: %v", o.Placement)
+	}
+}
