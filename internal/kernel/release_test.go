@@ -9,6 +9,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/backend/backendtest"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/trace"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
@@ -157,5 +158,49 @@ func TestIdleReleaseWaitsOutTheStartCost(t *testing.T) {
 	}
 	if r := run(t, sess, "print(a)"); r.Stream("stdout") != "1\n" {
 		t.Fatalf("print(a) after the release: %q", r.Text())
+	}
+}
+
+// TestObjectiveCostReleasesWithoutCloudIdle: --objective cost lets an
+// idle cloud kernel go with no --cloud-idle, not before its break-even
+// (a 1 s start: 1.5 s idle), and %ferry status says so; the values come
+// home and nothing re-runs.
+func TestObjectiveCostReleasesWithoutCloudIdle(t *testing.T) {
+	const start = time.Second
+	local, remote := backendtest.New(location.Local), backendtest.New(location.Remote, backendtest.WithStartDelay(start))
+	sess := fakeSession(t, kernel.Config{Policy: "local", Objective: policy.ObjectiveCost}, local, remote)
+	run(t, sess, "%%ferry remote\na = 7")
+	idleFrom := time.Now()
+	if st := run(t, sess, "%ferry status").Text(); !strings.Contains(st, "idle release: after the break-even of --objective cost") {
+		t.Fatalf("%%ferry status does not say the objective releases:\n%s", st)
+	}
+	waitReleased(t, remote, 1)
+	if idle := time.Since(idleFrom); idle < 1500*time.Millisecond-500*time.Millisecond {
+		t.Fatalf("released after %s idle; the break-even of a 1 s start under cost is 1.5 s", idle)
+	}
+	if r := run(t, sess, "print(a)"); r.Stream("stdout") != "7\n" {
+		t.Fatalf("print(a) after the release: %q", r.Text())
+	}
+	if n := remote.Executed("a = 7") + local.Executed("a = 7"); n != 1 {
+		t.Fatalf("a = 7 ran %d times", n)
+	}
+}
+
+// TestTimeObjectiveKeepsTheKernel: without --cloud-idle the default
+// objective never lets the cloud kernel go.
+func TestTimeObjectiveKeepsTheKernel(t *testing.T) {
+	local, remote := backendtest.New(location.Local), backendtest.New(location.Remote)
+	sess := fakeSession(t, kernel.Config{Policy: "local"}, local, remote)
+	run(t, sess, "%%ferry remote\na = 7")
+	if st := run(t, sess, "%ferry status").Text(); !strings.Contains(st, "idle release: off") {
+		t.Fatalf("%%ferry status:\n%s", st)
+	}
+	// minRestart (1 s) x 1.5 would have let it go by now under cost.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if remote.Releases() != 0 {
+			t.Fatal("the time objective released the cloud kernel")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
