@@ -10,6 +10,9 @@ bytes. The data is synthetic but shaped like the real thing (issue 16):
 - remote_sensing: six bands of a 2048 x 4096 scene as uint16 reflectance
   (one .npy per band, as Sentinel-2 ships one file per band), ~100 MB;
   smooth fields plus sensor noise, so they compress only somewhat.
+- image_recognition: a folder of 900 JPEG photos (640 x 480, ~50 MB,
+  already compressed, so they cross the link at their size) in three
+  classes that differ in colour and texture, one in ten mislabelled.
 - tabular: a sales ledger as CSV, ~90 MB (2.5 M rows), and a small
   customers CSV.
 """
@@ -67,7 +70,31 @@ def tabular(d):
             f.write("".join(f"{i},{cust[i]},{day[i]},{cat[i]},{chan[i]},{qty[i]},{price[i]},{disc[i]}\n" for i in range(s, e)))
 
 
-MAKERS = {"remote_sensing": remote_sensing, "tabular": tabular}
+def image_recognition(d):
+    from PIL import Image
+    rng = np.random.default_rng(6)
+    H, W = 480, 640
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    os.makedirs(os.path.join(d, "photos"), exist_ok=True)
+    with open(os.path.join(d, "photos", "labels.csv"), "w") as f:
+        f.write("file,label\n")
+        for i in range(900):
+            label = i % 3
+            # Class 0: warm, smooth; 1: green, striped; 2: blue, checkered;
+            # each with its own random phase, scale and noise.
+            freq = rng.uniform(0.01, 0.03) * (1 + 0.4 * label)
+            phase = rng.uniform(0, 6.28)
+            tex = np.sin(freq * x + phase) * (np.sin(freq * y + phase) if label == 2 else 1)
+            base = [(0.53, 0.5, 0.47), (0.5, 0.53, 0.47), (0.47, 0.5, 0.53)][label]
+            tint = rng.normal(0, 0.12, 3)
+            img = np.stack([np.clip(base[c] + tint[c] + 0.25 * tex * (0.5 + label / 2) + rng.normal(0, 0.04, (H, W)), 0, 1) for c in range(3)], axis=2)
+            name = f"img_{i:04d}.jpg"
+            Image.fromarray((img * 255).astype(np.uint8)).save(os.path.join(d, "photos", name), quality=80)
+            # One photo in ten is mislabelled, as in real collections.
+            f.write(f"{name},{label if rng.random() > 0.1 else rng.integers(0, 3)}\n")
+
+
+MAKERS = {"remote_sensing": remote_sensing, "tabular": tabular, "image_recognition": image_recognition}
 
 
 def main():
