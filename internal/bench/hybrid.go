@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/analysis"
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/client"
+	"github.com/ferry-nb/ferry/internal/files"
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/notebook"
@@ -69,6 +72,11 @@ type HybridRow struct {
 	// hidden from the wait; HiddenShare is their share of all bytes moved.
 	IdleBytes   int64   `json:"idle_bytes"`
 	HiddenShare float64 `json:"hidden_share"`
+	// DumpBytes is what whole-session dumps at the same migration points
+	// would have moved (ElasticNotebook's and the seed paper's baseline):
+	// at each execution that moved state, the serialised size of every
+	// variable alive then, as the agent measured it (files not counted).
+	DumpBytes int64 `json:"dump_bytes"`
 }
 
 // HybridOptions control the run.
@@ -201,6 +209,28 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 		}
 	}
 	return rows, nil
+}
+
+// sessionDumps is the bytes whole-session dumps would move at the
+// executions of evs that moved state: each time, every variable then
+// alive at its last measured size. Files are not variables: a dump
+// leaves them on disk.
+func sessionDumps(evs []trace.Event) int64 {
+	live := map[string]int64{}
+	var total int64
+	for _, e := range evs {
+		if e.BytesMoved > 0 {
+			for _, n := range slices.Sorted(maps.Keys(live)) {
+				total += live[n]
+			}
+		}
+		for n, sz := range e.Sizes {
+			if !files.IsName(n) {
+				live[n] = sz
+			}
+		}
+	}
+	return total
 }
 
 // makeData makes a session's data set on the laptop (the bench's data
@@ -355,17 +385,28 @@ func hybridRun(ctx context.Context, python, nbPath, dir string, sc *session.Scri
 			row.Remote++
 		}
 	}
+	row.DumpBytes = sessionDumps(evs)
 	if all := row.BytesMoved + row.IdleBytes; all > 0 {
 		row.HiddenShare = float64(row.IdleBytes) / float64(all)
 	}
 	return row, evs, runErr
 }
 
+// reduction is "NNx smaller" for a row's state moved against session
+// dumps, or "-" when it moved nothing.
+func reduction(r HybridRow) string {
+	moved := r.BytesMoved + r.IdleBytes
+	if moved == 0 || r.DumpBytes == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fx smaller", float64(r.DumpBytes)/float64(moved))
+}
+
 // WriteHybrid prints the table and writes it as Markdown and JSON.
 func WriteHybrid(rows []HybridRow, mdPath, jsonPath string, out io.Writer) error {
 	var b strings.Builder
-	b.WriteString("| setting | notebook | local s | remote s | paper s | ferry s | oracle s | ferry vs local | ferry vs oracle | ferry vs best fixed | ferry MB moved | hidden in think time | ferry cost-objective s | cloud kernel-s remote / ferry / cost-objective | cost remote / ferry / cost-objective |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| setting | notebook | local s | remote s | paper s | ferry s | oracle s | ferry vs local | ferry vs oracle | ferry vs best fixed | ferry MB moved | vs session dumps | hidden in think time | ferry cost-objective s | cloud kernel-s remote / ferry / cost-objective | cost remote / ferry / cost-objective |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	type key struct{ s, n string }
 	by := map[key]map[string]HybridRow{}
 	var order []key
@@ -381,8 +422,8 @@ func WriteHybrid(rows []HybridRow, mdPath, jsonPath string, out io.Writer) error
 		m := by[k]
 		l, rm, p, f, or := m["local"].Seconds, m["remote"].Seconds, m["paper"].Seconds, m["ferry"].Seconds, m["oracle"].Seconds
 		fc := m["ferry-cost"]
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx faster | %+.1f%% | %+.1f%% | %.1f | %.0f%% | %.2f | %.0f / %.0f / %.0f | $%.4f / $%.4f / $%.4f |\n",
-			k.s, k.n, l, rm, p, f, or, l/f, 100*(f-or)/or, 100*(f-min(l, rm))/min(l, rm), float64(m["ferry"].BytesMoved)/1e6, 100*m["ferry"].HiddenShare,
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx faster | %+.1f%% | %+.1f%% | %.1f | %s | %.0f%% | %.2f | %.0f / %.0f / %.0f | $%.4f / $%.4f / $%.4f |\n",
+			k.s, k.n, l, rm, p, f, or, l/f, 100*(f-or)/or, 100*(f-min(l, rm))/min(l, rm), float64(m["ferry"].BytesMoved)/1e6, reduction(m["ferry"]), 100*m["ferry"].HiddenShare,
 			fc.Seconds, m["remote"].CloudSeconds, m["ferry"].CloudSeconds, fc.CloudSeconds, m["remote"].CloudCost, m["ferry"].CloudCost, fc.CloudCost)
 	}
 	fmt.Fprint(out, b.String())

@@ -43,7 +43,7 @@ func TestWriteHybridCostColumns(t *testing.T) {
 		{Setting: "s", Notebook: "n", Policy: "local", Seconds: 10},
 		{Setting: "s", Notebook: "n", Policy: "remote", Seconds: 4, CloudSeconds: 3600, CloudCost: 2.48},
 		{Setting: "s", Notebook: "n", Policy: "paper", Seconds: 5},
-		{Setting: "s", Notebook: "n", Policy: "ferry", Seconds: 4, CloudSeconds: 1800, CloudCost: 1.24, HiddenShare: 0.25},
+		{Setting: "s", Notebook: "n", Policy: "ferry", Seconds: 4, CloudSeconds: 1800, CloudCost: 1.24, HiddenShare: 0.25, BytesMoved: 1e6, DumpBytes: 300e6},
 		{Setting: "s", Notebook: "n", Policy: "ferry-cost", Seconds: 4.5, CloudSeconds: 900, CloudCost: 0.62},
 		{Setting: "s", Notebook: "n", Policy: "oracle", Seconds: 4},
 	}
@@ -51,7 +51,22 @@ func TestWriteHybridCostColumns(t *testing.T) {
 	if err := WriteHybrid(rows, "", "", &b); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "| 25% | 4.50 | 3600 / 1800 / 900 | $2.4800 / $1.2400 / $0.6200 |") {
+	if !strings.Contains(b.String(), "| 1.0 | 300x smaller | 25% | 4.50 | 3600 / 1800 / 900 | $2.4800 / $1.2400 / $0.6200 |") {
 		t.Fatalf("no cost columns in:\n%s", b.String())
+	}
+}
+
+// Session dumps count, at each execution that moved state, every variable
+// alive then, not files.
+func TestSessionDumps(t *testing.T) {
+	evs := []trace.Event{
+		{Sizes: map[string]int64{"scene": 200, "__ferry_file__:a.npy": 1000}},
+		{Sizes: map[string]int64{"ndvi": 30}},
+		{BytesMoved: 5, Sizes: map[string]int64{"model": 7}},
+		{},
+		{BytesMoved: 1, Sizes: map[string]int64{"scene": 100}},
+	}
+	if got, want := sessionDumps(evs), int64(230+237); got != want {
+		t.Fatalf("session dumps %d bytes, want %d", got, want)
 	}
 }
