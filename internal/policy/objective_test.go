@@ -39,10 +39,9 @@ func TestParseObjective(t *testing.T) {
 
 // With the cloud kernel not running (a 10 s start) and a 4x cloud, a
 // cell that gains 3 s stays on the laptop under every objective; one that
-// gains 12 s goes to the cloud under time only, one that gains 75 s also
-// under balanced, and one that gains 300 s under cost too: cost weighs
-// the billed start, the cell's cloud time and the idle time before the
-// release (objective.go).
+// gains 12 s goes to the cloud under time only, one that gains 24 s also
+// under balanced, and one that gains 75 s under cost too: cost weighs the
+// billed start and the cell's cloud time (objective.go).
 func TestObjectivePlacesColdCloudCells(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -51,8 +50,8 @@ func TestObjectivePlacesColdCloudCells(t *testing.T) {
 	}{
 		{"gains 3 s", 4, map[Objective]location.Location{ObjectiveTime: Local, ObjectiveBalanced: Local, ObjectiveCost: Local}},
 		{"gains 12 s", 16, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveBalanced: Local, ObjectiveCost: Local}},
-		{"gains 75 s", 100, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveBalanced: Remote, ObjectiveCost: Local}},
-		{"gains 300 s", 400, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveBalanced: Remote, ObjectiveCost: Remote}},
+		{"gains 24 s", 32, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveBalanced: Remote, ObjectiveCost: Local}},
+		{"gains 75 s", 100, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveBalanced: Remote, ObjectiveCost: Remote}},
 	}
 	for _, tt := range tests {
 		for obj, want := range tt.want {
@@ -81,7 +80,7 @@ func TestObjectiveRelease(t *testing.T) {
 	for _, tt := range []struct {
 		obj  Objective
 		want time.Duration
-	}{{ObjectiveBalanced, 60 * time.Second}, {ObjectiveCost, 30 * time.Second}} {
+	}{{ObjectiveBalanced, 100 * time.Second}, {ObjectiveCost, 40 * time.Second}} {
 		m := NewModel(testLink.Link)
 		m.Objective = tt.obj
 		m.ObserveStart(Remote, 20)
@@ -120,15 +119,15 @@ func TestObjectiveCostReplay(t *testing.T) {
 	if costRes.CellsRemote == 0 {
 		t.Fatalf("cost mode ran nothing in the cloud (%v): the 200 s cells gain 180 s", costRes.Placement)
 	}
-	// A 2.5x cloud: the oracle under time sends the 200 s cells there,
-	// under cost (a cloud cell costs 3x its cloud time) it keeps them.
-	s = Settings{Link: testLink.Link, RemoteSpeed: 2.5}
+	// A 1.6x cloud: the oracle under time sends the 200 s cells there,
+	// under cost (a cloud cell costs 2x its cloud time) it keeps them.
+	s = Settings{Link: testLink.Link, RemoteSpeed: 1.6}
 	if o := Replay(evs, Oracle(evs, s), s); o.CellsRemote == 0 {
-		t.Fatalf("the time oracle ran nothing in a 2.5x cloud: %v", o.Placement)
+		t.Fatalf("the time oracle ran nothing in a 1.6x cloud: %v", o.Placement)
 	}
 	s.Objective = ObjectiveCost
 	if o := Replay(evs, Oracle(evs, s), s); o.CellsRemote != 0 {
-		t.Fatalf("the cost oracle ran cells in a 2.5x cloud: %v", o.Placement)
+		t.Fatalf("the cost oracle ran cells in a 1.6x cloud: %v", o.Placement)
 	}
 }
 
