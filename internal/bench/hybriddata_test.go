@@ -18,9 +18,7 @@ import (
 // disk (the notebook could not read it there otherwise), while local moves
 // nothing; every policy's row (ferry-cost too) ran all executions.
 func TestHybridDataOnLaptop(t *testing.T) {
-	testenv.SkipIfShort(t, "six sessions against a jupyter-server behind tc, 40-60 s")
-	testenv.RequireRoot(t, "the test bed's namespaces, cgroup and tc")
-	testenv.RequireJupyterServer(t)
+	requireTestbed(t, "six sessions against a jupyter-server behind tc, 30-60 s")
 	dir := t.TempDir()
 	write := func(name, body string) {
 		t.Helper()

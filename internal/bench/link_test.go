@@ -13,9 +13,7 @@ import (
 // random bytes do not compress, so a share over the rate would mean the
 // link was not limited or the bytes were miscounted.
 func TestLinkUse(t *testing.T) {
-	testenv.SkipIfShort(t, "a jupyter-server in a network namespace behind tc, 11-20 s")
-	testenv.RequireRoot(t, "the link bench's network namespaces and tc")
-	testenv.RequireJupyterServer(t)
+	requireTestbed(t, "a jupyter-server in a network namespace behind tc, 11-20 s")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	res, err := LinkUse(ctx, testenv.Python(), "50mbit", 10*time.Millisecond, 8, io.Discard)
@@ -30,4 +28,13 @@ func TestLinkUse(t *testing.T) {
 			t.Errorf("%s: %d bytes at %.1f%% of the link; want the whole 8 MiB at no more than the link's rate", r.Direction, r.Bytes, 100*r.Share)
 		}
 	}
+}
+
+// requireTestbed skips in -short mode (saying why: what the test starts)
+// and fails without root or jupyter-server, which the test bed needs.
+func requireTestbed(t *testing.T, why string) {
+	t.Helper()
+	testenv.SkipIfShort(t, why)
+	testenv.RequireRoot(t, "the test bed's network namespaces, cgroup and tc")
+	testenv.RequireJupyterServer(t)
 }
