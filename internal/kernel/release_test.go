@@ -163,10 +163,13 @@ func TestIdleReleaseWaitsOutTheStartCost(t *testing.T) {
 
 // TestObjectiveCostReleasesWithoutCloudIdle: --objective cost lets an
 // idle cloud kernel go with no --cloud-idle, not before its break-even
-// (a 1 s start: 2 s idle), and %ferry status says so; the values come
+// (a 1 s start: 2 s idle; the one-minute floor is lifted here), and %ferry status says so; the values come
 // home and nothing re-runs.
 func TestObjectiveCostReleasesWithoutCloudIdle(t *testing.T) {
 	const start = time.Second
+	floor := policy.ObjectiveIdleFloor
+	policy.ObjectiveIdleFloor = 0 // registered first: restored after the session's cleanup
+	t.Cleanup(func() { policy.ObjectiveIdleFloor = floor })
 	local, remote := backendtest.New(location.Local), backendtest.New(location.Remote, backendtest.WithStartDelay(start))
 	sess := fakeSession(t, kernel.Config{Policy: "local", Objective: policy.ObjectiveCost}, local, remote)
 	run(t, sess, "%%ferry remote\na = 7")
@@ -189,6 +192,9 @@ func TestObjectiveCostReleasesWithoutCloudIdle(t *testing.T) {
 // TestTimeObjectiveKeepsTheKernel: without --cloud-idle the default
 // objective never lets the cloud kernel go.
 func TestTimeObjectiveKeepsTheKernel(t *testing.T) {
+	floor := policy.ObjectiveIdleFloor
+	policy.ObjectiveIdleFloor = 0 // as for cost above: a release would come in 2 s
+	t.Cleanup(func() { policy.ObjectiveIdleFloor = floor })
 	local, remote := backendtest.New(location.Local), backendtest.New(location.Remote)
 	sess := fakeSession(t, kernel.Config{Policy: "local"}, local, remote)
 	run(t, sess, "%%ferry remote\na = 7")

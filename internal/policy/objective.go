@@ -47,7 +47,7 @@ func ParseObjective(s string) (Objective, error) {
 // times faster (1.25x, 2x) and gains more than a start, weighed, when the
 // kernel is not running. Measured on replays of the data-on-laptop bench
 // sessions (README, "Objectives"): with minutes of think time both cut
-// the cloud kernel-seconds by 88-93% against all-remote at 5-11% more
+// the cloud kernel-seconds by 86-90% against all-remote at 5-11% more
 // wall time. Heavier weights were worse: 4 kept every cell of a 4x cloud
 // on the laptop (a cloud cell cost 5x its runtime), and 2 kept the image
 // bench's training cells there after a release (85 s against 23.7 s).
@@ -99,8 +99,19 @@ func (m *Model) idleBreakEven(restart float64) float64 {
 // when --cloud-idle is not set.
 func (m *Model) Releases() bool { return m.cloudWeight() > 0 }
 
+// ObjectiveIdleFloor is the least idle time after which an objective
+// (not --cloud-idle) lets a kernel go. The break-even alone is seconds
+// when starts are: on the bench's test bed (a 3 s start) cost mode let the
+// kernel go 6 s into a run of laptop cells, then kept the next, unseen,
+// training cell on the laptop rather than pay a start for it (35.6 s
+// against 13.4 s under time). Clouds bill a minute at least, and an
+// active session's next cloud cell is seldom a minute away. Tests
+// shorten it.
+var ObjectiveIdleFloor = time.Minute
+
 // objectiveIdle is ReleaseAfter's idle time when only the objective asks
 // for a release.
 func (m *Model) objectiveIdle(restart float64) time.Duration {
-	return time.Duration(min(finite(m.idleBreakEven(restart)), 24*3600) * float64(time.Second))
+	d := time.Duration(min(finite(m.idleBreakEven(restart)), 24*3600) * float64(time.Second))
+	return max(d, ObjectiveIdleFloor)
 }

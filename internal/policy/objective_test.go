@@ -75,20 +75,26 @@ func TestObjectivePlacesColdCloudCells(t *testing.T) {
 }
 
 // Without --cloud-idle, balanced and cost let an idle kernel go at their
-// break-even (restart x (1 + 1/w)); time never does.
+// break-even (restart x (1 + 1/w)), never before ObjectiveIdleFloor; time
+// never does.
 func TestObjectiveRelease(t *testing.T) {
 	for _, tt := range []struct {
-		obj  Objective
-		want time.Duration
-	}{{ObjectiveBalanced, 100 * time.Second}, {ObjectiveCost, 40 * time.Second}} {
+		obj   Objective
+		start float64
+		want  time.Duration
+	}{
+		{ObjectiveBalanced, 20, 100 * time.Second},
+		{ObjectiveCost, 20, time.Minute}, // the break-even, 40 s, is under the floor
+		{ObjectiveCost, 50, 100 * time.Second},
+	} {
 		m := NewModel(testLink.Link)
 		m.Objective = tt.obj
-		m.ObserveStart(Remote, 20)
+		m.ObserveStart(Remote, tt.start)
 		if !m.Releases() {
 			t.Fatalf("%s does not release", tt.obj)
 		}
 		if got := m.ReleaseAfter(Remote, 0, 0); got != tt.want {
-			t.Errorf("%s: release after %s, want %s", tt.obj, got, tt.want)
+			t.Errorf("%s, %g s start: release after %s, want %s", tt.obj, tt.start, got, tt.want)
 		}
 		// --cloud-idle given wins, as before.
 		if got := m.ReleaseAfter(Remote, 5*time.Minute, 0); got != 5*time.Minute {
