@@ -14,10 +14,10 @@ import (
 // all session costs the session's length whatever the cells do: placing a
 // cell on the laptop saves nothing while the kernel idles. What an
 // objective that counts cost changes is therefore (1) the price of a cold
-// start (the user waits for it, the cloud bills it, and the kernel then
-// idles until the release before it goes), (2) each cloud cell's own
-// cloud time, and (3) letting an idle kernel go at the ski-rental
-// break-even of that weighing (ReleaseAfter), so think time is not billed.
+// start (the user waits for it and the cloud bills it), (2) each cloud
+// cell's own cloud time, and (3) letting an idle kernel go at the
+// ski-rental break-even of that weighing, never before ObjectiveIdleFloor
+// (ReleaseAfter), so think time is not billed.
 type Objective string
 
 // The objectives: time is the default, as before.
@@ -26,9 +26,6 @@ const (
 	ObjectiveBalanced Objective = "balanced"
 	ObjectiveCost     Objective = "cost"
 )
-
-// Objectives lists them, for flags and errors.
-var Objectives = []Objective{ObjectiveTime, ObjectiveBalanced, ObjectiveCost}
 
 // ParseObjective reads --objective ("" is time).
 func ParseObjective(s string) (Objective, error) {
