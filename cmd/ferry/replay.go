@@ -28,6 +28,7 @@ func runReplay(ctx context.Context, args []string) error {
 	thinkScale := fs.Float64("think-scale", 1, "multiply the recorded think times (e.g. 60: a session recorded with seconds of thought re-costed as one with minutes, for --cloud-idle)")
 	start := fs.String("cloud-start", "", "what starting a cloud kernel takes (e.g. 20s): each start waits for it and the policy prices it (default: as the trace's cells waited, else 0s)")
 	objective := fs.String("objective", "", "what ferry minimises and the oracle optimises: time (default), balanced or cost")
+	noWarm := fs.Bool("no-warm", false, "re-cost ferry without starting a cold cloud kernel in think time before the cell expected there (to see what that gains)")
 	paths, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -81,6 +82,7 @@ func runReplay(ctx context.Context, args []string) error {
 		}
 		s.CloudStart = cs.Seconds()
 	}
+	s.NoWarm = *noWarm
 	var results []policy.Result
 	if *pol == "all" {
 		results = policy.ReplayAll(evs, s, *seed)
@@ -101,10 +103,10 @@ func runReplay(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("%s: %d executions, link %s / %s, remote speed %s\n", paths[0], len(evs), *bw, *rtt, orDefaultStr(*speed, "as measured"))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tseconds\twall s\tbytes moved\tmigrations\tremote cells\tcloud kernel s\tcloud cost\tdecide µs/cell\t")
+	fmt.Fprintln(tw, "policy\tseconds\twall s\tbytes moved\tmigrations\tremote cells\tcloud kernel s\tcloud cost\tstarts (in think time)\tdecide µs/cell\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%s\t%d\t%d\t%.1f\t%s\t%.1f\t\n", r.Policy, r.Seconds, r.WallSeconds, report.HumanBytes(r.BytesMoved), r.Migrations, r.CellsRemote,
-			r.CloudKernelSeconds, usd(r.CloudCost, s.CloudPrice), r.DecideMicros)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%s\t%d\t%d\t%.1f\t%s\t%d (%d)\t%.1f\t\n", r.Policy, r.Seconds, r.WallSeconds, report.HumanBytes(r.BytesMoved), r.Migrations, r.CellsRemote,
+			r.CloudKernelSeconds, usd(r.CloudCost, s.CloudPrice), r.CloudStarts, r.CloudWarmStarts, r.DecideMicros)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -380,7 +380,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	if first {
 		thinkObs = -1 // no cell before this one: no think time
 	}
-	s.model.ObserveRuntime(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: thinkObs, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes)})
+	s.model.ObserveRuntime(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: thinkObs, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes), Pin: cell.Pin})
 	s.seq++
 	released := s.rel.traced
 	s.rel.traced = nil

@@ -15,6 +15,9 @@ type Ferry struct {
 	Horizon int
 	// Margin is the relative gain needed to leave the last location.
 	Margin float64
+	// NoWarm turns off starting cold cloud kernels in think time (Warm),
+	// to measure what it gains.
+	NoWarm bool
 	last   location.Location
 }
 
@@ -146,7 +149,10 @@ func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string, locs locat
 			c := Cell{Hash: next[0], Reads: reads, Writes: writes, Locs: locs}
 			loc, _ := cheapest(c, v, m, c.locations())
 			names, b := stale(reads, v, loc)
-			if t := inputCost(reads, v, m, loc); len(names) > 0 && t <= budget {
+			// Not to a kernel whose start is known and not yet paid: a
+			// move would start it now, whatever the start costs; Warm
+			// decides whether and when (warm.go).
+			if t := inputCost(reads, v, m, loc); len(names) > 0 && t <= budget && m.StartCost(loc) <= 0 {
 				moves = append(moves, Move{Names: names, To: loc, Bytes: b})
 				budget -= t
 			}

@@ -7,6 +7,7 @@ package policy
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"sync"
 
@@ -63,6 +64,10 @@ type Model struct {
 	// The kernel sets it at construction; replay leaves it nil (a trace
 	// does not record which kernels ran).
 	Cold func(loc location.Location) bool
+	// StartedAgo, if set, is how many seconds ago a start of loc's kernel
+	// began that is still under way (0 if none): a kernel started in
+	// think time (Warm) has only the rest of its start left to wait for.
+	StartedAgo func(loc location.Location) float64
 	// startMu guards starts: a start ends on whichever goroutine needed
 	// the kernel (the kernel's pre-start, a cell), not only the shell
 	// worker that plans.
@@ -103,7 +108,11 @@ type Model struct {
 	runs   map[string]int
 	think  float64 // EWMA of think time
 	thinkN int     // think times seen
-	n      int
+	// thinkBefore[cell] are the last few think times before that cell
+	// ran: a user reads a plot for seconds but edits and re-runs a
+	// training cell after minutes.
+	thinkBefore map[string][]float64
+	n           int
 }
 
 type cellInfo struct {
@@ -111,6 +120,7 @@ type cellInfo struct {
 	Reads  []string
 	Writes []string
 	Sizes  map[string]int64
+	Pin    location.Location
 }
 
 // NewModel returns an empty model over link.
@@ -129,6 +139,9 @@ type Observation struct {
 	Reads   []string
 	Writes  []string
 	Sizes   map[string]int64
+	// Pin is where the cell was pinned ("" if free): a %%ferry pin, or
+	// the laptop for state that cannot move.
+	Pin location.Location
 }
 
 // ObserveRuntime records a finished execution: its runtime where it ran,
@@ -145,7 +158,7 @@ func (m *Model) ObserveRuntime(o Observation) {
 	} else {
 		r[o.Loc] = o.Runtime
 	}
-	m.cells[o.Cell] = &cellInfo{Index: o.Index, Reads: o.Reads, Writes: o.Writes, Sizes: o.Sizes}
+	m.cells[o.Cell] = &cellInfo{Index: o.Index, Reads: o.Reads, Writes: o.Writes, Sizes: o.Sizes, Pin: o.Pin}
 	if m.last != "" {
 		nx := m.next[m.last]
 		if nx == nil {
@@ -156,6 +169,13 @@ func (m *Model) ObserveRuntime(o Observation) {
 	}
 	m.last = o.Cell
 	m.runs[o.Cell]++
+	if o.Think >= 0 {
+		if m.thinkBefore == nil {
+			m.thinkBefore = map[string][]float64{}
+		}
+		tb := append(m.thinkBefore[o.Cell], o.Think)
+		m.thinkBefore[o.Cell] = tb[max(len(tb)-thinkKept, 0):]
+	}
 	switch {
 	case o.Think < 0: // the session's first cell: no think time before it
 	case m.thinkN == 0:
@@ -324,14 +344,19 @@ func (m *Model) ObserveStart(loc location.Location, seconds float64) {
 }
 
 // StartCost is what running a cell at loc costs before it runs: the
-// measured start of loc's kernel if it is not running now (Cold), else 0.
+// measured start of loc's kernel if it is not running now (Cold), less
+// what a start under way has done already (StartedAgo), else 0.
 // A location never started costs nothing here: there is no measurement,
 // and a guess would keep a fresh session off the cloud for ever.
 func (m *Model) StartCost(loc location.Location) float64 {
 	if m.Cold == nil || !m.Cold(loc) {
 		return 0
 	}
-	return m.StartSeconds(loc)
+	left := m.StartSeconds(loc)
+	if m.StartedAgo != nil {
+		left = max(left-m.StartedAgo(loc), 0)
+	}
+	return left
 }
 
 // StartSeconds is the measured start of loc's kernel (a blend of the
@@ -523,6 +548,23 @@ func (m *Model) Runs(cell string) int { return m.runs[cell] }
 // Think is the predicted think time before the next execution.
 func (m *Model) Think() float64 { return m.think }
 
+// thinkKept is how many think times before each cell ThinkBefore weighs.
+const thinkKept = 3
+
+// ThinkBefore is a late estimate of the think time before cell runs: the
+// longest of the last few the user took before it, else Think. Late on
+// purpose: it times a kernel's start in think time (Warm), and a start
+// begun too late costs the cell at most the rest of the start, one begun
+// too early bills the idle kernel and, if it is let go before the cell
+// comes, the whole start in vain.
+func (m *Model) ThinkBefore(cell string) float64 {
+	tb := m.thinkBefore[cell]
+	if len(tb) == 0 {
+		return m.think
+	}
+	return slices.Max(tb)
+}
+
 // PredictNext returns up to k cells predicted to run after cell, following
 // the most frequent successor each time (a block the user runs in order).
 func (m *Model) PredictNext(cell string, k int) []string {
@@ -554,6 +596,15 @@ func (m *Model) Known(cell string) (reads, writes []string, sizes map[string]int
 		return nil, nil, nil, false
 	}
 	return c.Reads, c.Writes, c.Sizes, true
+}
+
+// PinnedTo is where a known cell was pinned when it last ran ("" if free
+// or unknown).
+func (m *Model) PinnedTo(cell string) location.Location {
+	if c := m.cells[cell]; c != nil {
+		return c.Pin
+	}
+	return ""
 }
 
 func finite(x float64) float64 {

@@ -30,7 +30,9 @@ type Settings struct {
 	CloudStart float64
 	// Objective is what ferry minimises and the oracle optimises
 	// (objective.go); empty is time.
-	Objective Objective
+	Objective Objective	// NoWarm re-costs ferry without starting cold cloud kernels in think
+	// time (warm.go), to show what that gains.
+	NoWarm bool
 }
 
 // Result is a policy's cost on a trace.
@@ -53,6 +55,9 @@ type Result struct {
 	CloudKernelSeconds float64 `json:"cloud_kernel_seconds"`
 	CloudCost          float64 `json:"cloud_cost"`
 	CloudStarts        int     `json:"cloud_starts"`
+	// CloudWarmStarts are the starts made in think time (Warm), among
+	// CloudStarts.
+	CloudWarmStarts int `json:"cloud_warm_starts"`
 }
 
 // meter is a replay's cloud kernel: when it runs, since when, and when it
@@ -62,6 +67,19 @@ type meter struct {
 	since, lastUse float64
 	seconds        float64
 	starts         int
+	// readyAt is when a start begun in think time (Warm) ends; a cell
+	// before it waits for the rest.
+	readyAt float64
+	warms   int
+}
+
+// warm starts the kernel at time at, in think time, ready start seconds
+// later.
+func (k *meter) warm(at, start float64) {
+	if k.startIfCold(at) {
+		k.readyAt = at + start
+		k.warms++
+	}
 }
 
 // startIfCold starts the kernel at time now if it is not up, and says
@@ -87,9 +105,9 @@ func (k *meter) stop(at float64) {
 // idle past what the model says (Model.ReleaseAfter): what only it holds
 // is written home first, in that think time, so those bytes count as
 // moved but are not waited for, and it holds nothing afterwards.
-func releaseIdle(k *meter, st simState, m *Model, s Settings, now float64, res *Result) {
+func releaseIdle(k *meter, st simState, m *Model, s Settings, now float64, res *Result) (bool, float64) {
 	if !k.up || (s.CloudIdle <= 0 && !m.Releases()) {
-		return
+		return false, 0
 	}
 	var only int64
 	for _, v := range st {
@@ -99,9 +117,10 @@ func releaseIdle(k *meter, st simState, m *Model, s Settings, now float64, res *
 	}
 	after := m.ReleaseAfter(Remote, time.Duration(s.CloudIdle*float64(time.Second)), only).Seconds()
 	if now-k.lastUse < after {
-		return
+		return false, 0
 	}
-	k.stop(k.lastUse + after)
+	at := k.lastUse + after
+	k.stop(at)
 	res.BytesMoved += only
 	for _, v := range st {
 		if !v.Has(Remote) {
@@ -112,6 +131,7 @@ func releaseIdle(k *meter, st simState, m *Model, s Settings, now float64, res *
 		}
 		v.At = slices.DeleteFunc(v.At, func(l location.Location) bool { return l == Remote })
 	}
+	return true, at
 }
 
 // runtimes returns each event's runtime at local and remote under s.
@@ -195,14 +215,52 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	if m.SpeedPrior <= 0 {
 		m.SpeedPrior = measuredSpeed(evs)
 	}
+	if f, ok := p.(*Ferry); ok && s.NoWarm {
+		f.NoWarm = true
+	}
 	res := Result{Policy: p.Name()}
 	var decide float64
 	last := ""
 	var cloud meter
-	m.Cold = func(l location.Location) bool { return l == Remote && !cloud.up }
+	now := 0.0
+	m.Cold = func(l location.Location) bool { return l == Remote && (!cloud.up || cloud.readyAt > now) }
+	m.StartedAgo = func(l location.Location) float64 {
+		if l == Remote && cloud.up && cloud.readyAt > now {
+			return now - cloud.since
+		}
+		return 0
+	}
+	wp, warms := p.(Warmer)
 	for i, e := range evs {
+		end := res.WallSeconds // the last cell's
+		now = end
 		res.WallSeconds += e.Think
-		releaseIdle(&cloud, st, m, s, res.WallSeconds, &res)
+		// A cold kernel may be started in this think time (warm.go): at
+		// once if it was cold when the last cell ended, else once a
+		// release made it so, unless that came past the warm's time.
+		warmAt, due := -1.0, 0.0
+		if warms && last != "" && !cloud.up {
+			if w, ok := wp.Warm(last, st, m, nil); ok {
+				warmAt, due = end+w.After, end+w.Due
+			}
+		}
+		if released, at := releaseIdle(&cloud, st, m, s, res.WallSeconds, &res); released && warms && warmAt < 0 && last != "" {
+			now = at
+			if w, ok := wp.Warm(last, st, m, nil); ok && !w.Dropped(at-end) {
+				warmAt, due = end+w.After, end+w.Due
+			}
+		}
+		if warmAt >= 0 && warmAt < res.WallSeconds {
+			cloud.warm(warmAt, s.CloudStart)
+			cloud.lastUse = max(cloud.lastUse, due)
+			if s.CloudStart > 0 {
+				m.ObserveStart(Remote, s.CloudStart)
+			}
+			// A warmed kernel the user is too long in coming back to
+			// is let go again (by its own idle clock from its start).
+			releaseIdle(&cloud, st, m, s, res.WallSeconds, &res)
+		}
+		now = res.WallSeconds
 		if id, ok := p.(Idler); ok && last != "" {
 			budget := e.Think
 			for _, mv := range id.Idle(last, st, m, st.names(), nil) {
@@ -239,6 +297,9 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 			cost += s.CloudStart
 			m.ObserveStart(Remote, s.CloudStart)
 		}
+		if d.Loc == Remote && cloud.readyAt > res.WallSeconds {
+			cost += cloud.readyAt - res.WallSeconds // the rest of a warm start
+		}
 		cost += run
 		if moved > 0 {
 			res.Migrations++
@@ -250,14 +311,14 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 			cloud.lastUse = res.WallSeconds
 		}
 		res.Placement = append(res.Placement, string(d.Loc))
-		m.ObserveRuntime(Observation{Cell: e.Cell, Index: e.Index, Loc: d.Loc, Runtime: run, Think: e.Think, Reads: e.Reads, Writes: e.Writes, Sizes: e.Sizes})
+		m.ObserveRuntime(Observation{Cell: e.Cell, Index: e.Index, Loc: d.Loc, Runtime: run, Think: e.Think, Reads: e.Reads, Writes: e.Writes, Sizes: e.Sizes, Pin: c.Pin})
 		last = e.Cell
 	}
 	if len(evs) > 0 {
 		res.DecideMicros = decide / float64(len(evs))
 	}
 	cloud.stop(res.WallSeconds)
-	res.CloudKernelSeconds, res.CloudStarts = cloud.seconds, cloud.starts
+	res.CloudKernelSeconds, res.CloudStarts, res.CloudWarmStarts = cloud.seconds, cloud.starts, cloud.warms
 	res.CloudCost = cloud.seconds * s.CloudPrice / 3600
 	return res
 }
