@@ -12,10 +12,15 @@ import (
 // races a cell. After a cell (afterCell) it spends the time on probes and
 // moves; after any request it then waits to let an idle cloud kernel go
 // (--cloud-idle), so completions and inspections while the user types do
-// not stop that clock.
+// not stop that clock, nor a start due before the cell expected next.
 func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCell bool) {
-	if len(s.locs.Clouds()) == 0 || s.stopping.Load() || (!afterCell && !s.releases() && !s.think.CalibrationDue()) {
+	if len(s.locs.Clouds()) == 0 || s.stopping.Load() {
 		return
+	}
+	if !afterCell && !s.releases() && !s.think.CalibrationDue() {
+		if _, _, warm := s.nextWarm(); !warm {
+			return
+		}
 	}
 	// A wake-up left by the request just handled is not news.
 	select {
@@ -41,8 +46,10 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCel
 			s.writeBackFiles(ictx)
 		}
 	}
-	// Then, with --cloud-idle, wait to let an idle cloud kernel go.
-	s.releaseIdle(ictx)
+	// Then wait to let an idle cloud kernel go (--cloud-idle, or the
+	// objective's break-even) or to start a cold one before the cell
+	// expected there.
+	s.releaseIdle(ictx, ctx)
 }
 
 // untilWoken returns a context cancelled when the next shell request

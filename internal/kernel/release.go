@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferry-nb/ferry/internal/backend"
 	"github.com/ferry-nb/ferry/internal/location"
+	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/recovery"
 	"github.com/ferry-nb/ferry/internal/report"
 )
@@ -42,6 +43,17 @@ type releases struct {
 	held map[location.Location]string
 	// traced are the releases since the last execution's trace event.
 	traced []location.Location
+
+	// Warm starts (policy.Warmer, warm.go): warmSeq is the execution
+	// whose think time had its warm start (or gave it up); due is, per
+	// kernel started in think time, when the cell it was started for is
+	// expected, from which its idle clock runs; warmed marks those whose
+	// next cell has not said so yet; releasedAt is when each cloud's
+	// kernel was last let go.
+	warmSeq    int
+	due        map[location.Location]time.Time
+	warmed     map[location.Location]bool
+	releasedAt map[location.Location]time.Time
 }
 
 // cloudUsed marks a cell finished at loc: the idle clock starts again.
@@ -54,31 +66,35 @@ func (s *Server) cloudUsed(loc location.Location) {
 	}
 	s.rel.used[loc] = time.Now()
 	delete(s.rel.held, loc)
+	delete(s.rel.due, loc)
 }
 
-// releaseIdle waits, in think time, until a cloud kernel has had no cell
-// for cfg.CloudIdle, and lets it go. ctx ends when the next request
-// arrives: the wait then resumes after that request, from the same last
-// use, so cells on the laptop do not keep a cloud kernel alive.
-func (s *Server) releaseIdle(ctx context.Context) {
-	// Without analysis the state map is empty: Ferry cannot know what a
-	// cloud kernel holds, so it never lets one go.
-	if !s.releases() || s.cfg.Analyzer == nil {
-		return
-	}
+// releaseIdle spends the rest of the think time on cloud kernels' lives:
+// it waits until a cloud kernel has had no cell for its release time
+// (releaseAfter) and lets it go, and until the policy's warm start is due
+// (policy.Warmer: a cold kernel started before the cell expected there)
+// and starts it, whichever comes first, again and again. ctx ends when
+// the next request arrives: the wait then resumes after that request,
+// from the same last use, so cells on the laptop do not keep a cloud
+// kernel alive.
+// A warm start runs on under life (the session's context), not ctx: the
+// next cell must find it under way.
+func (s *Server) releaseIdle(ctx, life context.Context) {
 	for ctx.Err() == nil {
 		loc, due, ok := s.nextRelease()
-		if !ok {
+		w, at, warm := s.nextWarm()
+		if !ok && !warm {
 			return
 		}
-		if wait := time.Until(due); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
+		if warm && (!ok || at.Before(due)) {
+			if !s.waitUntil(ctx, at) {
 				return
 			}
+			s.warmStart(life, w)
+			continue
+		}
+		if !s.waitUntil(ctx, due) {
+			return
 		}
 		if err := s.release(ctx, loc); err != nil {
 			if ctx.Err() != nil {
@@ -93,9 +109,78 @@ func (s *Server) releaseIdle(ctx context.Context) {
 	}
 }
 
+// waitUntil waits for t; false if ctx ended first.
+func (s *Server) waitUntil(ctx context.Context, t time.Time) bool {
+	wait := time.Until(t)
+	if wait <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(wait)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// nextWarm is the policy's warm start for this think time and when it is
+// due, if there is one still to make: once per think time, for a kernel
+// not running, and not once a release of it came past the warm's time
+// (policy.Warm.Dropped).
+func (s *Server) nextWarm() (policy.Warm, time.Time, bool) {
+	wp, ok := s.policy.(policy.Warmer)
+	if !ok || s.lastCell == "" || s.rel.warmSeq == s.seq || s.cfg.Analyzer == nil {
+		return policy.Warm{}, time.Time{}, false
+	}
+	w, ok := wp.Warm(s.lastCell, s.facts, s.model, s.locs)
+	if !ok || s.backends[w.Loc] == nil || s.Running(w.Loc) {
+		return policy.Warm{}, time.Time{}, false
+	}
+	if r := s.rel.releasedAt[w.Loc]; r.After(s.lastEnd) && w.Dropped(r.Sub(s.lastEnd).Seconds()) {
+		s.rel.warmSeq = s.seq
+		s.log.Debug("warm start given up: the kernel was let go past its time", "location", w.Loc, "cell", w.Cell)
+		return policy.Warm{}, time.Time{}, false
+	}
+	return w, s.lastEnd.Add(seconds(w.After)), true
+}
+
+// warmStart starts w's kernel without waiting for it: the next cell,
+// wherever it runs, is not held up, and one placed there waits only for
+// what is left of the start. The idle clock of the kernel runs from when
+// the cell it was started for is due.
+func (s *Server) warmStart(ctx context.Context, w policy.Warm) {
+	s.rel.warmSeq = s.seq
+	if s.rel.due == nil {
+		s.rel.due, s.rel.warmed = map[location.Location]time.Time{}, map[location.Location]bool{}
+	}
+	s.rel.due[w.Loc] = s.lastEnd.Add(seconds(w.Due))
+	s.rel.warmed[w.Loc] = true
+	s.Stats.mu.Lock()
+	s.Stats.WarmStarts++
+	s.Stats.mu.Unlock()
+	s.log.Info("starting a cloud kernel in think time", "location", w.Loc, "for", w.Cell, "why", w.Reason)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if _, err := s.Start(ctx, w.Loc); err != nil && ctx.Err() == nil {
+			s.log.Warn("starting the cloud kernel in think time failed; the next cell placed there starts it", "location", w.Loc, "err", err)
+		}
+	}()
+}
+
+// seconds is a policy's float seconds as a Duration.
+func seconds(x float64) time.Duration { return time.Duration(x * float64(time.Second)) }
+
 // nextRelease is the running, releasable cloud kernel whose idle time
 // ends first, and when.
 func (s *Server) nextRelease() (loc location.Location, due time.Time, ok bool) {
+	// Without analysis the state map is empty: Ferry cannot know what a
+	// cloud kernel holds, so it never lets one go.
+	if !s.releases() || s.cfg.Analyzer == nil {
+		return "", time.Time{}, false
+	}
 	for _, l := range s.locs.Clouds() {
 		if _, can := s.backends[l].(backend.Releaser); !can || !s.Running(l) || s.rel.held[l] != "" {
 			continue
@@ -114,11 +199,15 @@ func (s *Server) releaseAfter(loc location.Location) time.Duration {
 	return s.model.ReleaseAfter(loc, s.cfg.CloudIdle, s.state.Size(only))
 }
 
-// lastUse is when loc last ran a cell, or started if later.
+// lastUse is when loc last ran a cell, or started if later, or, for a
+// kernel started in think time, when the cell it was started for is due.
 func (s *Server) lastUse(loc location.Location) time.Time {
 	t := s.rel.used[loc]
 	if st := s.backends[loc].Status().Started; st.After(t) {
 		t = st
+	}
+	if d := s.rel.due[loc]; d.After(t) {
+		t = d
 	}
 	return t
 }
@@ -163,6 +252,12 @@ func (s *Server) release(ctx context.Context, loc location.Location) error {
 		s.rel.done = map[location.Location]releaseRecord{}
 	}
 	s.rel.done[loc] = releaseRecord{idle: idle, home: home}
+	if s.rel.releasedAt == nil {
+		s.rel.releasedAt = map[location.Location]time.Time{}
+	}
+	s.rel.releasedAt[loc] = time.Now()
+	delete(s.rel.due, loc)
+	delete(s.rel.warmed, loc)
 	s.rel.traced = append(s.rel.traced, loc)
 	s.Stats.mu.Lock()
 	s.Stats.CloudReleases++
@@ -199,8 +294,13 @@ func (s *Server) releaseNotice(loc location.Location, brought int, since time.Ti
 		return ""
 	}
 	delete(s.rel.done, loc)
-	return fmt.Sprintf("%s was released after %s idle (%d values written home first); a new one started for this cell, %d values brought to it, %.1f s",
-		recovery.KernelOf(loc), roundIdle(r.idle), r.home, brought, time.Since(since).Seconds())
+	started := "a new one started for this cell"
+	if s.rel.warmed[loc] {
+		started = "a new one started while you thought, for this cell"
+	}
+	delete(s.rel.warmed, loc)
+	return fmt.Sprintf("%s was released after %s idle (%d values written home first); %s, %d values brought to it, %.1f s",
+		recovery.KernelOf(loc), roundIdle(r.idle), r.home, started, brought, time.Since(since).Seconds())
 }
 
 // roundIdle shows an idle time as a person would say it.
@@ -229,7 +329,7 @@ func (s *Server) releaseStatus() string {
 	if s.cfg.CloudIdle <= 0 {
 		after = fmt.Sprintf("the break-even of --objective %s", s.cfg.Objective)
 	}
-	line := fmt.Sprintf("idle release: after %s with no cloud cell; %d released so far, %d values written home first", after, t.CloudReleases, t.WrittenHome)
+	line := fmt.Sprintf("idle release: after %s with no cloud cell; %d released so far, %d values written home first, %d started again while you thought (before the cell expected there)", after, t.CloudReleases, t.WrittenHome, t.WarmStarts)
 	for _, loc := range s.locs.Clouds() {
 		if after := s.releaseAfter(loc); after > s.cfg.CloudIdle && s.Running(loc) {
 			line += fmt.Sprintf("; the %s kernel not before %s idle (starting it again and bringing its values back would cost that)", loc, after.Round(100*time.Millisecond))

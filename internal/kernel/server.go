@@ -264,6 +264,9 @@ type Stats struct {
 	// CloudReleases counts cloud kernels let go after idle time;
 	// WrittenHome the values written home before them.
 	CloudReleases, WrittenHome int
+	// WarmStarts counts cloud kernels started in think time before the
+	// cell expected there (policy.Warmer).
+	WarmStarts int
 
 	recovery func() recovery.Counts
 	think    func() thinktime.Counts
@@ -290,6 +293,8 @@ type Totals struct {
 	// CloudReleases counts cloud kernels let go after --cloud-idle;
 	// WrittenHome the values written home before them.
 	CloudReleases, WrittenHome int
+	// WarmStarts counts cloud kernels started in think time.
+	WarmStarts int
 }
 
 // Totals returns a copy of all counters.
@@ -297,7 +302,7 @@ func (s *Stats) Totals() Totals {
 	s.mu.Lock()
 	t := Totals{CellsLocal: s.CellsLocal, CellsRemote: s.CellsRemote, Migrations: s.Migrations, PinnedCells: s.PinnedCells,
 		BytesMoved: s.BytesMoved, FullStateBytes: s.FullStateBytes, TransferSeconds: s.TransferSeconds, FullStateSeconds: s.FullStateSeconds,
-		CloudReleases: s.CloudReleases, WrittenHome: s.WrittenHome, CellsAt: maps.Clone(s.CellsAt)}
+		CloudReleases: s.CloudReleases, WrittenHome: s.WrittenHome, WarmStarts: s.WarmStarts, CellsAt: maps.Clone(s.CellsAt)}
 	rc, th := s.recovery, s.think
 	s.mu.Unlock()
 	if rc != nil {
@@ -430,6 +435,15 @@ func New(cfg Config) (*Server, error) {
 	var s *Server
 	// A plan at a location whose kernel is not running pays its start.
 	model.Cold = func(l location.Location) bool { return !s.Running(l) }
+	// A start under way (one begun in think time) has only the rest left.
+	model.StartedAgo = func(l location.Location) float64 {
+		if b := s.backends[l]; b != nil && !b.Alive() {
+			if st := b.Status().Starting; !st.IsZero() {
+				return time.Since(st).Seconds()
+			}
+		}
+		return 0
+	}
 	locs := keys(cfg.Backends)
 	s = &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, locs: location.NewSet(locs...), log: cfg.Log,
 		start: time.Now(), calls: map[string]*call{}, commOwner: map[string]location.Location{}, kernelHist: map[location.Location]*kernelHistory{}, policy: p, model: model,

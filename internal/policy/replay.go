@@ -30,7 +30,7 @@ type Settings struct {
 	CloudStart float64
 	// Objective is what ferry minimises and the oracle optimises
 	// (objective.go); empty is time.
-	Objective Objective	// NoWarm re-costs ferry without starting cold cloud kernels in think
+	Objective Objective // NoWarm re-costs ferry without starting cold cloud kernels in think
 	// time (warm.go), to show what that gains.
 	NoWarm bool
 }

@@ -86,6 +86,7 @@ type Kernel struct {
 	lastExit   string
 	upTotal    time.Duration // the ended incarnations' lifetimes
 	started    time.Time
+	starting   time.Time // a start under way began (zero when none is)
 	releases   int
 	released   time.Time
 	executed   map[string]int
@@ -165,6 +166,14 @@ func (k *Kernel) Start(ctx context.Context) error {
 	case running:
 		return nil
 	}
+	k.mu.Lock()
+	k.starting = time.Now()
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.starting = time.Time{}
+		k.mu.Unlock()
+	}()
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		select {
@@ -292,7 +301,7 @@ func (k *Kernel) Shutdown(ctx context.Context) error {
 func (k *Kernel) Status() backend.Status {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	st := backend.Status{Location: k.loc, Kind: "fake", Interpreter: "backendtest", State: "not started", Started: k.started,
+	st := backend.Status{Location: k.loc, Kind: "fake", Interpreter: "backendtest", State: "not started", Started: k.started, Starting: k.starting,
 		Restarts: max(k.starts-1, 0), LastExit: k.lastExit, UpSeconds: k.upTotal.Seconds()}
 	if k.cur != nil {
 		st.State = "running"
