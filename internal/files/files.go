@@ -120,14 +120,22 @@ type Needs struct {
 // Need resolves a cell's file uses (from the analysis), whether it does
 // file I/O the analysis could not resolve (unknown), the top-level modules
 // it imports, and what it was seen to read before, against known (the
-// state map's file names).
-func (t *Tracker) Need(cell string, uses []Use, unknown bool, imports []string, known []string) Needs {
+// state map's names, asked for only when the cell touches files or
+// imports: a notebook's folder may hold thousands, and a cell that does
+// neither, the common case, should not pay for walking them (the overhead
+// bench, run in a source tree, spent 0.1 ms of a trivial cell's 0.75 ms
+// overhead here).
+func (t *Tracker) Need(cell string, uses []Use, unknown bool, imports []string, known func() []string) Needs {
 	t.mu.Lock()
 	learned := append([]Use(nil), t.learned[cell]...)
 	chdir := t.chdir
 	t.mu.Unlock()
-	rels := make([]string, 0, len(known))
-	for _, n := range known {
+	if !unknown && len(uses) == 0 && len(learned) == 0 && len(imports) == 0 {
+		return Needs{}
+	}
+	names := known()
+	rels := make([]string, 0, len(names))
+	for _, n := range names {
 		if IsName(n) {
 			rels = append(rels, Rel(n))
 		}

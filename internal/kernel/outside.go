@@ -176,7 +176,7 @@ func (s *Server) fileNeeds(cell string, f analysis.Facts, dynamic bool) files.Ne
 	for _, u := range f.Files {
 		uses = append(uses, files.Use{Path: u.Path, Op: u.Op})
 	}
-	return s.files.Need(cell, uses, f.FilesUnknown || dynamic, f.Imports, s.state.Names())
+	return s.files.Need(cell, uses, f.FilesUnknown || dynamic, f.Imports, s.state.Names)
 }
 
 // changesProcess reports whether the cell may change process state the
