@@ -25,10 +25,16 @@ import (
 //go:embed calibrate.py
 var source string
 
-// Expr is the user_expressions entry that runs the calibration in a fresh
-// namespace and evaluates to its JSON figures.
+// Expr is the user_expressions entry that runs the calibration and
+// evaluates to its JSON figures. It runs in a child process of the kernel
+// (the same interpreter, machine, cgroup and CPU affinity), not in the
+// kernel: importing numpy there gave a kernel where the user had never
+// imported it a global numpy random state, which Ferry then tracked as
+// the user's (__ferry_rng__) and, when that cloud kernel died, named
+// among the values lost. A failure evaluates to a message Parse rejects.
 func Expr() string {
-	return `(lambda d: (exec(compile(` + strconv.Quote(source) + `, "<ferry-calibrate>", "exec"), d), d["result"])[1])({})`
+	return `(lambda sp, sys: (lambda r: r.stdout.strip() or ("calibration failed: " + r.stderr.strip()[-300:]))(sp.run([sys.executable, "-c", ` +
+		strconv.Quote(source+"\nprint(result)\n") + `], capture_output=True, text=True, timeout=120)))(__import__("subprocess"), __import__("sys"))`
 }
 
 // Result is one kernel's figures.

@@ -1,9 +1,9 @@
 """Ferry's speed calibration: how long this kernel takes for a
 single-threaded Python loop and for a multi-threaded BLAS product.
 
-Ferry evaluates it hidden (a user_expressions entry, in a fresh namespace:
-nothing of the user's is read or bound) once per location and session, in
-think time, and compares the figures of the laptop and each cloud: the
+Ferry runs it in a child process of each kernel (a hidden
+user_expressions entry starts it: nothing of the user's is read, bound or
+imported) once per location and session, in think time, and compares the figures of the laptop and each cloud: the
 cloud's speed before any cell has run at both places. It is small on
 purpose (about 200 ms on this 2-core machine; 4x that on a laptop kernel held
 to a quarter of a core), since a cell the user sends meanwhile waits for it.

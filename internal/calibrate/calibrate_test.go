@@ -12,18 +12,21 @@ import (
 	"github.com/ferry-nb/ferry/internal/testenv"
 )
 
-// The expression runs in a real interpreter, binds nothing and yields
-// figures Parse reads.
+// The expression runs in a real interpreter, binds nothing, imports no
+// numpy into it, and yields figures Parse reads.
 func TestExprInPython(t *testing.T) {
 	testenv.RequirePython(t)
-	code := "before = set(globals())\nv = " + Expr() + "\nprint(repr(v))\nprint(sorted(set(globals()) - before - {'v', 'before'}))"
+	code := "import sys\nbefore, mods = set(globals()), set(sys.modules)\nv = " + Expr() + "\nprint(repr(v))\nprint(sorted(set(globals()) - before - {'v', 'before', 'mods'}))\nprint('numpy' in sys.modules)"
 	out, err := exec.Command(testenv.Python(), "-c", code).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || lines[1] != "[]" {
+	if len(lines) != 3 || lines[1] != "[]" {
 		t.Fatalf("the calibration bound names in the namespace: %q", out)
+	}
+	if lines[2] != "False" {
+		t.Fatalf("the calibration imported numpy into the kernel's process (its global random state then looks like the user's): %q", out)
 	}
 	r, err := Parse(lines[0])
 	if err != nil {
