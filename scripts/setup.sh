@@ -11,7 +11,7 @@ PKGS=(
   # state serialisation and compression inside the kernels
   python3-dill python3-cloudpickle python3-zstandard
   # data science packages of the benchmark and test notebooks
-  python3-numpy python3-pandas python3-sklearn python3-matplotlib
+  python3-numpy python3-pandas python3-sklearn python3-matplotlib python3-sympy
   # ZeroMQ for the Go side (cgo), and the build
   libzmq3-dev pkg-config gcc
   # tests: terminal front end, network shaping, the test bed's separate

@@ -1089,6 +1089,11 @@ SETTINGS_CALLS = {
     "sklearn.set_config": "sklearn.config", "os.umask": "umask", "sys.setrecursionlimit": "recursionlimit",
     "random.seed": "random.seed", "numpy.random.seed": "random.seed", "torch.manual_seed": "random.seed",
     "tensorflow.random.set_seed": "random.seed", "locale.setlocale": "locale",
+    # IPython display printers for sympy's types and builtins, in this
+    # kernel only (the corpus's nbval-latex-example printed sqrt(x)/2 for
+    # the pretty form on the other kernel).
+    "sympy.init_printing": "ipython.formatters", "sympy.interactive.init_printing": "ipython.formatters",
+    "sympy.interactive.printing.init_printing": "ipython.formatters", "sympy.init_session": "ipython.formatters",
 }
 # By last name, on anything (or called bare after a from-import).
 ANY_SETTINGS_CALLS = {
@@ -1097,6 +1102,7 @@ ANY_SETTINGS_CALLS = {
     "register_line_magic": "ipython.magics", "register_cell_magic": "ipython.magics",
     "register_line_cell_magic": "ipython.magics", "register_magic_function": "ipython.magics",
     "register_magics": "ipython.magics",
+    "init_printing": "ipython.formatters", "for_type": "ipython.formatters", "for_type_by_name": "ipython.formatters",
 }
 LIST_MUTATORS = {"append", "insert", "extend", "remove", "pop", "clear", "reverse", "sort", "__setitem__"}
 DICT_MUTATORS = {"update", "setdefault", "pop", "popitem", "clear", "__setitem__"}

@@ -40,6 +40,9 @@ var debianPackage = map[string]string{
 	"selenium":       "python3-selenium",
 	"ipywidgets":     "python3-ipywidgets",
 	"matplotlib":     "python3-matplotlib",
+	"numpy":          "python3-numpy",
+	"pandas":         "python3-pandas",
+	"sympy":          "python3-sympy",
 }
 
 var (

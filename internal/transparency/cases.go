@@ -60,6 +60,10 @@ var Cases = []Case{
 	{"output_history", []string{"6*7", "_ + 1", "print(_, __, Out[1], _1)", "x = 5", "print(In[1], '|', _i, '|', _ii, len(In))", "Out[2] * 2"}},
 	{"traceback_cell_numbers", []string{"def f():\n    return 1 / 0", "x = 1", "import re, sys\nfrom IPython.core.ultratb import VerboseTB\ntry:\n    f()\nexcept ZeroDivisionError:\n    print(re.findall(r'Cell In ?\\[\\d+\\]', VerboseTB(color_scheme='NoColor').text(*sys.exc_info())))"}},
 	{"display_printers", []string{"class Card:\n    def __init__(self, v):\n        self.v = v", "get_ipython().display_formatter.formatters['text/plain'].for_type(Card, lambda o, p, cycle: p.text('Card(%d)' % o.v))", "c = Card(3)", "c", "Card(4)", "c.v += 1\nc"}},
+	// sympy's init_printing registers LaTeX and pretty-text printers
+	// (closures over its settings) for sympy's types and builtins, in
+	// the kernel that ran it (the corpus's nbval-latex-example).
+	{"sympy_init_printing", []string{"import sympy\nsympy.init_printing()", "x = sympy.Symbol('x')", "x**2 + 1", "sympy.sqrt(x) / 2", "[x, 2 * x]"}},
 	{"stdout_stderr", []string{"import sys\nprint('out')\nprint('err', file=sys.stderr)", "v = 3", "print(v, file=sys.stderr)"}},
 }
 

@@ -242,6 +242,9 @@ func withoutFerryNotes(text string) string {
 func TestTransparency(t *testing.T) {
 	testenv.SkipIfShort(t, "30 notebooks under 9 placements, real kernels and a jupyter-server, 6-10 min")
 	testenv.RequireJupyterServer(t)
+	// A case whose library is missing would fail the same way everywhere
+	// and pass, checking nothing.
+	testenv.RequirePython(t, "numpy", "pandas", "matplotlib", "sympy")
 	// Each placement runs with a second local ipykernel as the remote, and
 	// with a kernel on a real jupyter-server (over its WebSocket).
 	type placement struct {
