@@ -51,6 +51,7 @@ type releases struct {
 	// next cell has not said so yet; releasedAt is when each cloud's
 	// kernel was last let go.
 	warmSeq    int
+	starting   chan struct{} // closed when the warm start under way ends
 	due        map[location.Location]time.Time
 	warmed     map[location.Location]bool
 	releasedAt map[location.Location]time.Time
@@ -84,6 +85,18 @@ func (s *Server) releaseIdle(ctx, life context.Context) {
 		loc, due, ok := s.nextRelease()
 		w, at, warm := s.nextWarm()
 		if !ok && !warm {
+			// A kernel started in think time is let go again, by its own
+			// idle clock, if the user is long in coming back: once it is
+			// up, look again.
+			if st := s.rel.starting; st != nil {
+				select {
+				case <-st:
+					s.rel.starting = nil
+					continue
+				case <-ctx.Done():
+					return
+				}
+			}
 			return
 		}
 		if warm && (!ok || at.Before(due)) {
@@ -161,9 +174,12 @@ func (s *Server) warmStart(ctx context.Context, w policy.Warm) {
 	s.Stats.WarmStarts++
 	s.Stats.mu.Unlock()
 	s.log.Info("starting a cloud kernel in think time", "location", w.Loc, "for", w.Cell, "why", w.Reason)
+	done := make(chan struct{})
+	s.rel.starting = done
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer close(done)
 		if _, err := s.Start(ctx, w.Loc); err != nil && ctx.Err() == nil {
 			s.log.Warn("starting the cloud kernel in think time failed; the next cell placed there starts it", "location", w.Loc, "err", err)
 		}

@@ -17,6 +17,7 @@ import (
 // the pattern, it starts the kernel again while the user thinks, before
 // that cell comes and without any request: the cell waits for no start,
 // and its one line says the kernel was started while the user thought.
+// A kernel warmed for a cell that does not come is let go again.
 func TestWarmStartBeforeTheExpectedCell(t *testing.T) {
 	const think = time.Second // the user's, not a synchronisation
 	local := backendtest.New(location.Local)
@@ -59,7 +60,21 @@ func TestWarmStartBeforeTheExpectedCell(t *testing.T) {
 	if tot := sess.Kernel.Stats.Totals(); tot.WarmStarts != 1 || remote.Starts() != 3 {
 		t.Fatalf("%d warm starts, %d starts; want 1 and 3", tot.WarmStarts, remote.Starts())
 	}
-	if st := run(t, sess, "%ferry status").Text(); !strings.Contains(st, "1 started again while you thought") {
+	if st := run(t, sess, "%ferry status").Text(); !strings.Contains(st, "started again while you thought") {
 		t.Fatalf("%%ferry status does not count the start in think time:\n%s", st)
+	}
+	// The user does not come back: the kernel is let go after the laptop
+	// cell, started again for the cloud cell expected next, and, when that
+	// does not come either, let go again by its own idle clock, with no
+	// request to wake Ferry.
+	deadline = time.Now().Add(20 * time.Second)
+	for remote.Starts() < 4 || remote.Releases() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the last cells: %d starts, %d releases; want the kernel warmed again and let go again (4, 4)", remote.Starts(), remote.Releases())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if remote.Alive() {
+		t.Fatal("the kernel warmed for a cell that never came is still running")
 	}
 }
