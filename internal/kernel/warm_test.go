@@ -52,10 +52,8 @@ func TestWarmStartBeforeTheExpectedCell(t *testing.T) {
 		t.Fatalf("print(n) after three cloud increments: %q", out)
 	}
 	evs := tr.Events()
-	for i, e := range evs {
-		if e.Loc == location.Remote && i == len(evs)-2 && e.StartSeconds > 0 {
-			t.Errorf("the cloud cell after the warm start waited %.2f s for a start", e.StartSeconds)
-		}
+	if e := evs[len(evs)-2]; e.Loc != location.Remote || e.StartSeconds > 0 {
+		t.Errorf("the cloud cell after the warm start ran at %s and waited %.2f s for a start; want the cloud and none", e.Loc, e.StartSeconds)
 	}
 	if tot := sess.Kernel.Stats.Totals(); tot.WarmStarts != 1 || remote.Starts() != 3 {
 		t.Fatalf("%d warm starts, %d starts; want 1 and 3", tot.WarmStarts, remote.Starts())

@@ -30,7 +30,8 @@ type Settings struct {
 	CloudStart float64
 	// Objective is what ferry minimises and the oracle optimises
 	// (objective.go); empty is time.
-	Objective Objective // NoWarm re-costs ferry without starting cold cloud kernels in think
+	Objective Objective
+	// NoWarm re-costs ferry without starting cold cloud kernels in think
 	// time (warm.go), to show what that gains.
 	NoWarm bool
 }
@@ -257,7 +258,8 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 				m.ObserveStart(Remote, s.CloudStart)
 			}
 			// A warmed kernel the user is too long in coming back to
-			// is let go again (by its own idle clock from its start).
+			// is let go again, by its idle clock from when its cell was
+			// due.
 			releaseIdle(&cloud, st, m, s, res.WallSeconds, &res)
 		}
 		now = res.WallSeconds

@@ -53,20 +53,22 @@ type Warmer interface {
 
 // Warm proposes starting a cold cloud kernel before the predicted next
 // cell when that cell costs least there with the start hidden in think
-// time. The cell alone must pay for it, not the block predicted after it
-// as Decide's look-ahead weighs: replayed over the digits session with
+// time. Each location is costed as Decide costs it arriving cold (the
+// whole start waited for, its billing weighed); a cold cloud also as
+// started early, where only the part of the start the predicted think time
+// does not cover is waited for. The warm start must win by Decide's
+// margin. A cell pinned to a cold cloud is warmed whatever it costs: it
+// runs there anyway.
+//
+// The cell alone must pay for it, not the block predicted after it as
+// Decide's look-ahead weighs: replayed over the digits session with
 // minutes of think time, a kernel warmed for a 0.05 s cell on the strength
 // of the training cell predicted two cells later was let go again before
-// that came, doubling the cloud kernel-seconds for no time saved.
-// A start the cell would not have made cold weighs at least one second of
+// that came, doubling the cloud kernel-seconds for no time saved. And a
+// start the cell would not have made cold weighs at least one second of
 // wait per kernel-second: under --objective time, which weighs none, the
 // same replay warmed the kernel for a 0.13 s gain at the price of a 20 s
-// start. Each location is costed as Decide costs it
-// arriving cold (the whole start waited for, weighed billing); a cold
-// cloud also started early, where only the part of the start the predicted
-// think time does not cover is waited for and the start is billed as
-// before. The warm start wins only by Decide's margin. A cell pinned to a
-// cold cloud is warmed whatever it costs: it runs there anyway.
+// start.
 func (f *Ferry) Warm(lastCell string, v View, m *Model, locs location.Set) (Warm, bool) {
 	if f.NoWarm || lastCell == "" {
 		return Warm{}, false

@@ -23,8 +23,8 @@ func warmModel(fitLocal float64, pin location.Location, cold *bool) *Model {
 }
 
 // TestWarm: a cold cloud kernel is started in think time only for a cell
-// that pays for its start, or is pinned there; At its time is the think
-// time usually taken before that cell less the start.
+// that pays for its start, or is pinned there; its time (After) is the
+// think time taken before that cell less the start.
 func TestWarm(t *testing.T) {
 	tests := []struct {
 		name     string
