@@ -15,8 +15,35 @@ func SetIdleGrace(d time.Duration) (restore func()) {
 	return func() { idleGrace = old }
 }
 
-// LinkModel is the cost model's current link estimate, for tests.
-func (s *Server) LinkModel() policy.Link { return s.model.Link }
+// LinkModel is the cost model's current link estimate, for tests, read
+// while the shell worker is paused (quiet): think-time work after a cell
+// (a probe, a prefetch) learns the link on the worker.
+func (s *Server) LinkModel() (l policy.Link) {
+	s.quiet(func() { l = s.model.Link })
+	return l
+}
+
+// quiet runs f while the shell worker holds no request and spends no think
+// time: it wakes the worker from think time, as a request would, and takes
+// the worker's token until f returns. The model is the worker's alone, so a
+// test reads it here (CI's -race run caught a read beside a think-time
+// probe's write).
+func (s *Server) quiet(f func()) {
+	for {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+		select {
+		case s.work <- struct{}{}:
+			defer func() { <-s.work }()
+			f()
+			return
+		case <-time.After(10 * time.Millisecond):
+			// idle drops a wake-up left before it began: send another.
+		}
+	}
+}
 
 // SetStartNotices shortens when a kernel start is announced and how often
 // it is updated, for tests; it returns a function that restores them.
