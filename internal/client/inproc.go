@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/backend"
@@ -18,6 +19,11 @@ type Session struct {
 	*Client
 	Kernel *kernel.Server
 	errc   chan error
+	// closeOnce makes Close safe to call again (a test's own Close and
+	// its cleanup's): the second returns the first's result instead of
+	// waiting for a kernel that already ended.
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // StartFerry starts a Ferry kernel with cfg (its Conn is filled in) and
@@ -67,6 +73,11 @@ func StartFerry(ctx context.Context, cfg kernel.Config) (*Session, error) {
 // kernel can copy files written in a cloud home before its kernels stop;
 // if that takes more than a minute (or ctx ends), it is stopped outright.
 func (s *Session) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
+	return s.closeErr
+}
+
+func (s *Session) close(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if s.Client != nil && s.Client.Shutdown(sctx, false) == nil {
