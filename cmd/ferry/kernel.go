@@ -23,6 +23,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/kernel"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/recall"
 	"github.com/ferry-nb/ferry/internal/trace"
 	"github.com/ferry-nb/ferry/internal/wire"
 )
@@ -170,6 +171,19 @@ func (b *backendFlags) config() (kernel.Config, error) {
 	}
 	if !b.stateOff {
 		cfg.Analyzer = analysis.New(b.python)
+		// What earlier sessions learnt of the notebook's cells; a file
+		// that cannot be read is said and started afresh, as recall
+		// only ever helps placement.
+		path, err := recallPath()
+		if err != nil {
+			slog.Warn("no recall of cells from earlier sessions", "err", err)
+		} else if path != "" {
+			st, err := recall.Open(path)
+			if err != nil {
+				slog.Warn("recalling cells from earlier sessions", "err", err)
+			}
+			cfg.Recall = st
+		}
 	}
 	cfg.Trace = trace.NewMemory()
 	if b.tracePath != "" {
@@ -378,6 +392,21 @@ func runKernel(ctx context.Context, args []string) error {
 	}
 	_ = os.Stdout.Sync()
 	return err
+}
+
+// recallPath is where what sessions learn of cells is kept for the next
+// (package recall): FERRY_RECALL, "off" for nowhere (every session then
+// starts knowing nothing of its cells), default
+// $XDG_CACHE_HOME/ferry/recall.json.
+func recallPath() (string, error) {
+	switch v := strings.TrimSpace(os.Getenv("FERRY_RECALL")); v {
+	case "":
+		return recall.DefaultPath()
+	case "off":
+		return "", nil
+	default:
+		return v, nil
+	}
 }
 
 // calibrationCache is where the speed calibration's figures and the

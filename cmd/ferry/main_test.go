@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	// No test reads or writes the user's calibration cache: every session
 	// measures afresh unless a test points it at a file of its own.
 	os.Setenv("FERRY_CALIBRATION_CACHE", "off")
+	// Nor what the user's sessions learnt of cells: a test's placement
+	// must not depend on an earlier run.
+	os.Setenv("FERRY_RECALL", "off")
 	out, err := exec.Command("go", "build", "-o", ferryBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building ferry: %v\n%s", err, out)

@@ -381,6 +381,9 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 		thinkObs = -1 // no cell before this one: no think time
 	}
 	s.model.ObserveRuntime(policy.Observation{Cell: cell.Hash, Loc: loc, Runtime: runtime, Think: thinkObs, Reads: eff.Reads, Writes: eff.Writes, Sizes: s.sizes(eff.Writes), Pin: cell.Pin})
+	if rs.Status == "ok" {
+		s.remember(cell.Hash, loc, runtime)
+	}
 	s.seq++
 	released := s.rel.traced
 	s.rel.traced = nil

@@ -14,6 +14,9 @@ import (
 // (--cloud-idle), so completions and inspections while the user types do
 // not stop that clock, nor a start due before the cell expected next.
 func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCell bool) {
+	if afterCell && len(shellQ) == 0 {
+		s.saveRecallSometimes()
+	}
 	if len(s.locs.Clouds()) == 0 || s.stopping.Load() {
 		return
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/files"
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/recall"
 	"github.com/ferry-nb/ferry/internal/recovery"
 	"github.com/ferry-nb/ferry/internal/state"
 	"github.com/ferry-nb/ferry/internal/thinktime"
@@ -63,6 +64,11 @@ type Config struct {
 	OnChunk func(src, dst location.Location, chunk int)
 	// Log receives Ferry's own log lines (slog.Default if nil).
 	Log *slog.Logger
+	// Recall, if set, is what earlier sessions learnt of cells (package
+	// recall): a cell not run yet in this session is planned by its
+	// remembered runtime, and each finished cell is recorded. Saved in
+	// think time and at shutdown.
+	Recall *recall.Store
 	// Root is the notebook's folder on the laptop, the local kernel's
 	// working directory ("" = Ferry's own): files under it are state.
 	Root string
@@ -203,12 +209,16 @@ type Server struct {
 	// The rooms: moves, recovery and think time own their state; the
 	// kernel routes. facts is the state map and lineage as planning sees
 	// them.
-	mover    *transfer.Mover
-	files    *files.Tracker
-	out      *outside
-	recovery *recovery.Recovery
-	think    *thinktime.Worker
-	facts    policy.Facts
+	mover *transfer.Mover
+	files *files.Tracker
+	root  string // the notebook's folder on the laptop
+	// recallSaved is when think time last wrote the recall file (the
+	// shell worker's).
+	recallSaved time.Time
+	out         *outside
+	recovery    *recovery.Recovery
+	think       *thinktime.Worker
+	facts       policy.Facts
 
 	// cell is the running cell's execute_request (nil between cells and
 	// for silent ones): a kernel start that takes a while is announced in
@@ -457,6 +467,13 @@ func New(cfg Config) (*Server, error) {
 		root, _ = os.Getwd()
 	}
 	s.files, s.out = files.New(root), newOutside()
+	s.root = root
+	if h := cfg.Recall; h != nil {
+		model.Remembered = func(cell string) (float64, bool) {
+			e, ok := h.Get(recall.Key(root, cell))
+			return e.LaptopSeconds, ok
+		}
+	}
 	s.moves = newMoveDisplay(func(cell *wire.Message, msgType string, content map[string]any) {
 		s.publish(wire.IOPub, msgType, cell, content, nil)
 	})
@@ -608,6 +625,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	wg.Wait()
 	s.closeSockets()
 	s.wg.Wait()
+	s.saveRecall()
 	return nil
 }
 

@@ -68,6 +68,11 @@ type Model struct {
 	// began that is still under way (0 if none): a kernel started in
 	// think time (Warm) has only the rest of its start left to wait for.
 	StartedAgo func(loc location.Location) float64
+	// Remembered, if set, is a cell's laptop runtime from an earlier
+	// session (package recall), for a cell not yet run in this one. The
+	// kernel sets it at construction; replay with --remembered sets it
+	// from the trace itself.
+	Remembered func(cell string) (laptopSeconds float64, ok bool)
 	// startMu guards starts: a start ends on whichever goroutine needed
 	// the kernel (the kernel's pre-start, a cell), not only the shell
 	// worker that plans.
@@ -466,7 +471,8 @@ func (m *Model) cloudsMeasured() map[location.Location]bool {
 }
 
 // Runtime estimates a cell's runtime at loc: measured there, else scaled
-// from the other location by the speed ratio, else the median runtime of
+// from the other location by the speed ratio, else its laptop runtime
+// remembered from an earlier session, scaled, else the mean runtime of
 // the cells seen so far at the laptop, scaled to loc (a typical cell: so
 // an unseen cell with small inputs goes where cells run fastest, and one
 // reading large data stays where the data is).
@@ -488,6 +494,13 @@ func (m *Model) Runtime(cell string, loc location.Location) (float64, bool) {
 	}
 	if at != "" {
 		return r[at] * m.Speed(at) / m.Speed(loc), false
+	}
+	// Else as it ran in an earlier session: a notebook's data-loading
+	// cell costs seconds the typical cell does not.
+	if m.Remembered != nil {
+		if v, ok := m.Remembered(cell); ok {
+			return v / m.Speed(loc), false
+		}
 	}
 	return m.typicalLocal() / m.Speed(loc), false
 }
