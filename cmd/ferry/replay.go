@@ -28,6 +28,7 @@ func runReplay(ctx context.Context, args []string) error {
 	thinkScale := fs.Float64("think-scale", 1, "multiply the recorded think times (e.g. 60: a session recorded with seconds of thought re-costed as one with minutes, for --cloud-idle)")
 	start := fs.String("cloud-start", "", "what starting a cloud kernel takes (e.g. 20s): each start waits for it and the policy prices it (default: as the trace's cells waited, else 0s)")
 	objective := fs.String("objective", "", "what ferry minimises and the oracle optimises: time (default), balanced or cost")
+	remembered := fs.Bool("remembered", false, "re-cost the session as its second: each cell's laptop runtime is recalled from an earlier run (the trace's own) before it first runs")
 	noWarm := fs.Bool("no-warm", false, "re-cost ferry without starting a cold cloud kernel in think time before the cell expected there (to see what that gains)")
 	paths, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -83,6 +84,7 @@ func runReplay(ctx context.Context, args []string) error {
 		s.CloudStart = cs.Seconds()
 	}
 	s.NoWarm = *noWarm
+	s.Remembered = *remembered
 	var results []policy.Result
 	if *pol == "all" {
 		results = policy.ReplayAll(evs, s, *seed)

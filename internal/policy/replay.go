@@ -34,6 +34,10 @@ type Settings struct {
 	// NoWarm re-costs ferry without starting cold cloud kernels in think
 	// time (warm.go), to show what that gains.
 	NoWarm bool
+	// Remembered re-costs the session as its second: the model recalls
+	// each cell's laptop runtime from an earlier session (package
+	// recall) before the cell first runs, here the trace's own.
+	Remembered bool
 }
 
 // Result is a policy's cost on a trace.
@@ -215,6 +219,19 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	m.SpeedPrior = s.RemoteSpeed
 	if m.SpeedPrior <= 0 {
 		m.SpeedPrior = measuredSpeed(evs)
+	}
+	if s.Remembered {
+		sum, n := map[string]float64{}, map[string]int{}
+		for i, e := range evs {
+			sum[e.Cell] += rl[i]
+			n[e.Cell]++
+		}
+		m.Remembered = func(cell string) (float64, bool) {
+			if n[cell] == 0 {
+				return 0, false
+			}
+			return sum[cell] / float64(n[cell]), true
+		}
 	}
 	if f, ok := p.(*Ferry); ok && s.NoWarm {
 		f.NoWarm = true
