@@ -22,6 +22,7 @@ import (
 	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/policy"
+	"github.com/ferry-nb/ferry/internal/recall"
 	"github.com/ferry-nb/ferry/internal/session"
 	"github.com/ferry-nb/ferry/internal/testbed"
 	"github.com/ferry-nb/ferry/internal/trace"
@@ -171,7 +172,15 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 		runs := map[string][]HybridRow{}
 		// ferry-cost is ferry under --objective cost (issue 16's target:
 		// cheaper in the cloud than all-remote, not much slower than ferry).
-		pols := []string{"local", "remote", "paper", "ferry", "ferry-cost", "oracle"}
+		// ferry-again is ferry's second session of the notebook: what the
+		// ferry run learnt of each cell is recalled (package recall) before
+		// the cell first runs, as for a user who opens the notebook again.
+		pols := []string{"local", "remote", "paper", "ferry", "ferry-again", "ferry-cost", "oracle"}
+		recalled, err := os.MkdirTemp("", "ferry-bench-recall-")
+		if err != nil {
+			return rows, err
+		}
+		defer os.RemoveAll(recalled)
 		for round := 0; round < max(o.Repeat, 1); round++ {
 			for _, pol := range pols {
 				if pol == "local" && round > 0 {
@@ -187,7 +196,10 @@ func hybridSetting(ctx context.Context, o HybridOptions, st LinkSetting, tb *tes
 					}
 				}
 				fmt.Fprintf(o.Progress, "[%s] %s under %s (run %d) …\n", st.Name, name, pol, round+1)
-				row, evs, err := hybridRun(ctx, o.Python, nbPath, dir, sc, url, token, pol, impl, link, speed, tb)
+				// Each round's ferry run starts knowing nothing and leaves
+				// what it learnt for the round's ferry-again run.
+				rc := filepath.Join(recalled, fmt.Sprintf("round%d.json", round))
+				row, evs, err := hybridRun(ctx, o.Python, nbPath, dir, sc, url, token, pol, impl, link, speed, tb, rc)
 				if err != nil {
 					return rows, fmt.Errorf("%s under %s: %w", name, pol, err)
 				}
@@ -335,7 +347,7 @@ func oraclePlacement(local, remote []trace.Event, link policy.Link) policy.Polic
 }
 
 func hybridRun(ctx context.Context, python, nbPath, dir string, sc *session.Script, url, token, pol string, impl policy.Policy,
-	link policy.Link, speed float64, tb *testbed.Testbed) (HybridRow, []trace.Event, error) {
+	link policy.Link, speed float64, tb *testbed.Testbed, recallPath string) (HybridRow, []trace.Event, error) {
 	nb, err := notebook.Read(nbPath)
 	if err != nil {
 		return HybridRow{}, nil, err
@@ -351,11 +363,22 @@ func hybridRun(ctx context.Context, python, nbPath, dir string, sc *session.Scri
 	defer an.Close()
 	tr := trace.NewMemory()
 	var obj policy.Objective
-	if pol == "ferry-cost" {
+	var rc *recall.Store
+	name := pol
+	switch pol {
+	case "ferry-cost":
 		pol, obj = "ferry", policy.ObjectiveCost
+	case "ferry", "ferry-again":
+		if rc, err = recall.Open(recallPath); err != nil {
+			return HybridRow{}, nil, err
+		}
+		if (pol == "ferry") != (rc.Len() == 0) {
+			return HybridRow{}, nil, fmt.Errorf("the recall file %s holds %d cells before the %s run", recallPath, rc.Len(), pol)
+		}
+		pol = "ferry"
 	}
 	cfg := kernel.Config{Backends: map[location.Location]backend.Backend{location.Local: local, location.Remote: remote}, Policy: pol, PolicyImpl: impl, Objective: obj,
-		Analyzer: an, Trace: tr, Link: link, RemoteSpeed: speed, Root: dir}
+		Analyzer: an, Trace: tr, Link: link, RemoteSpeed: speed, Root: dir, Recall: rc}
 	if impl != nil {
 		cfg.Policy = ""
 	}
@@ -371,10 +394,7 @@ func hybridRun(ctx context.Context, python, nbPath, dir string, sc *session.Scri
 	_, runErr := notebook.RunSteps(ctx, nb, sess, session.Steps(sc), notebook.RunOptions{})
 	all := tr.Events()
 	evs := all[1:] // without the warm-up cell
-	row := HybridRow{Policy: pol, Executions: len(evs)}
-	if obj != "" {
-		row.Policy += "-" + string(obj)
-	}
+	row := HybridRow{Policy: name, Executions: len(evs)}
 	row.CloudSeconds = billedFromFirstCloudCell(all)
 	for _, e := range evs {
 		// A kernel started again after a release is waited for too.
@@ -405,8 +425,8 @@ func reduction(r HybridRow) string {
 // WriteHybrid prints the table and writes it as Markdown and JSON.
 func WriteHybrid(rows []HybridRow, mdPath, jsonPath string, out io.Writer) error {
 	var b strings.Builder
-	b.WriteString("| setting | notebook | local s | remote s | paper s | ferry s | oracle s | ferry vs local | ferry vs oracle | ferry vs best fixed | ferry MB moved | vs session dumps | hidden in think time | ferry cost-objective s | cloud kernel-s remote / ferry / cost-objective | cost remote / ferry / cost-objective |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| setting | notebook | local s | remote s | paper s | ferry s | oracle s | ferry vs local | ferry vs oracle | ferry vs best fixed | ferry MB moved | vs session dumps | hidden in think time | ferry 2nd session s | 2nd session vs best fixed | ferry cost-objective s | cloud kernel-s remote / ferry / cost-objective | cost remote / ferry / cost-objective |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	type key struct{ s, n string }
 	by := map[key]map[string]HybridRow{}
 	var order []key
@@ -421,10 +441,10 @@ func WriteHybrid(rows []HybridRow, mdPath, jsonPath string, out io.Writer) error
 	for _, k := range order {
 		m := by[k]
 		l, rm, p, f, or := m["local"].Seconds, m["remote"].Seconds, m["paper"].Seconds, m["ferry"].Seconds, m["oracle"].Seconds
-		fc := m["ferry-cost"]
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx faster | %+.1f%% | %+.1f%% | %.1f | %s | %.0f%% | %.2f | %.0f / %.0f / %.0f | $%.4f / $%.4f / $%.4f |\n",
+		fc, fa := m["ferry-cost"], m["ferry-again"].Seconds
+		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx faster | %+.1f%% | %+.1f%% | %.1f | %s | %.0f%% | %.2f | %+.1f%% | %.2f | %.0f / %.0f / %.0f | $%.4f / $%.4f / $%.4f |\n",
 			k.s, k.n, l, rm, p, f, or, l/f, 100*(f-or)/or, 100*(f-min(l, rm))/min(l, rm), float64(m["ferry"].BytesMoved)/1e6, reduction(m["ferry"]), 100*m["ferry"].HiddenShare,
-			fc.Seconds, m["remote"].CloudSeconds, m["ferry"].CloudSeconds, fc.CloudSeconds, m["remote"].CloudCost, m["ferry"].CloudCost, fc.CloudCost)
+			fa, 100*(fa-min(l, rm))/min(l, rm), fc.Seconds, m["remote"].CloudSeconds, m["ferry"].CloudSeconds, fc.CloudSeconds, m["remote"].CloudCost, m["ferry"].CloudCost, fc.CloudCost)
 	}
 	fmt.Fprint(out, b.String())
 	if mdPath != "" {

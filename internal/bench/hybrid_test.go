@@ -44,6 +44,7 @@ func TestWriteHybridCostColumns(t *testing.T) {
 		{Setting: "s", Notebook: "n", Policy: "remote", Seconds: 4, CloudSeconds: 3600, CloudCost: 2.48},
 		{Setting: "s", Notebook: "n", Policy: "paper", Seconds: 5},
 		{Setting: "s", Notebook: "n", Policy: "ferry", Seconds: 4, CloudSeconds: 1800, CloudCost: 1.24, HiddenShare: 0.25, BytesMoved: 1e6, DumpBytes: 300e6},
+		{Setting: "s", Notebook: "n", Policy: "ferry-again", Seconds: 3.6},
 		{Setting: "s", Notebook: "n", Policy: "ferry-cost", Seconds: 4.5, CloudSeconds: 900, CloudCost: 0.62},
 		{Setting: "s", Notebook: "n", Policy: "oracle", Seconds: 4},
 	}
@@ -51,7 +52,7 @@ func TestWriteHybridCostColumns(t *testing.T) {
 	if err := WriteHybrid(rows, "", "", &b); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "| 1.0 | 300x smaller | 25% | 4.50 | 3600 / 1800 / 900 | $2.4800 / $1.2400 / $0.6200 |") {
+	if !strings.Contains(b.String(), "| 1.0 | 300x smaller | 25% | 3.60 | -10.0% | 4.50 | 3600 / 1800 / 900 | $2.4800 / $1.2400 / $0.6200 |") {
 		t.Fatalf("no cost columns in:\n%s", b.String())
 	}
 }

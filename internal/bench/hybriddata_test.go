@@ -58,7 +58,7 @@ open(os.path.join(os.path.dirname(d), "made-count"), "a").write("x")
 			t.Errorf("%s ran %d executions, want 3", r.Policy, r.Executions)
 		}
 	}
-	for _, p := range []string{"local", "remote", "paper", "ferry", "ferry-cost", "oracle"} {
+	for _, p := range []string{"local", "remote", "paper", "ferry", "ferry-again", "ferry-cost", "oracle"} {
 		if _, ok := by[p]; !ok {
 			t.Fatalf("no %s row in %+v", p, rows)
 		}
