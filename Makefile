@@ -7,7 +7,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # CORE that exist (go list names only packages with Go files, so a core
 # package still to come does not break the build).
 MODULE := github.com/ferry-nb/ferry
-CORE := wire kernel client policy state agent location transfer recovery thinktime files backend/backendtest
+CORE := wire kernel client policy state agent location transfer recovery thinktime files recall backend/backendtest
 RACE_PKGS = $(filter $(addprefix $(MODULE)/internal/,$(CORE)),$(shell PATH="$(PATH)" $(GO) list ./internal/...))
 
 build:
