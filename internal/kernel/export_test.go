@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"context"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/location"
@@ -24,25 +25,12 @@ func (s *Server) LinkModel() (l policy.Link) {
 }
 
 // quiet runs f while the shell worker holds no request and spends no think
-// time: it wakes the worker from think time, as a request would, and takes
-// the worker's token until f returns. The model is the worker's alone, so a
-// test reads it here (CI's -race run caught a read beside a think-time
-// probe's write).
+// time (pauseWorker). The model is the worker's alone, so a test reads it
+// here (CI's -race run caught a read beside a think-time probe's write).
 func (s *Server) quiet(f func()) {
-	for {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-		select {
-		case s.work <- struct{}{}:
-			defer func() { <-s.work }()
-			f()
-			return
-		case <-time.After(10 * time.Millisecond):
-			// idle drops a wake-up left before it began: send another.
-		}
-	}
+	release, _ := s.pauseWorker(context.Background())
+	defer release()
+	f()
 }
 
 // SetStartNotices shortens when a kernel start is announced and how often

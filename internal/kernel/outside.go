@@ -502,16 +502,36 @@ func (s *Server) writeBackBeforeShutdown(ctx context.Context, ch wire.Channel) {
 		s.writeBackFiles(wctx)
 		return
 	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-	select {
-	case s.work <- struct{}{}:
-		s.writeBackFiles(wctx)
-		<-s.work
-	case <-time.After(2 * time.Second):
+	pctx, pcancel := context.WithTimeout(wctx, 2*time.Second)
+	defer pcancel()
+	release, ok := s.pauseWorker(pctx)
+	if !ok {
 		s.log.Warn("shutting down while a cell runs: files written in the cloud and not yet copied home stay there")
+		return
+	}
+	defer release()
+	s.writeBackFiles(wctx)
+}
+
+// pauseWorker takes the shell worker's token once it holds no request,
+// ending its think time as a request would, and returns the function that
+// gives the token back; false if ctx ends first (a cell still runs). For a
+// caller off the worker that needs what only the worker touches: the
+// mover, the model. The wake-up is sent again while waiting, since think
+// time drops one left before it began.
+func (s *Server) pauseWorker(ctx context.Context) (release func(), ok bool) {
+	for {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+		select {
+		case s.work <- struct{}{}:
+			return func() { <-s.work }, true
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
