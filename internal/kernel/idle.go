@@ -35,6 +35,7 @@ func (s *Server) idle(ctx context.Context, shellQ <-chan *wire.Message, afterCel
 	}
 	ictx, stop := s.untilWoken(ctx)
 	defer stop()
+	s.releaseDue(ictx)
 	if !afterCell {
 		// A kernel started at connect is measured at the first pause
 		// (kernel_info, a completion), not only after a cell (after one,

@@ -106,20 +106,45 @@ func (s *Server) releaseIdle(ctx, life context.Context) {
 			s.warmStart(life, w)
 			continue
 		}
-		if !s.waitUntil(ctx, due) {
+		if !s.waitUntil(ctx, due) || !s.tryRelease(ctx, loc) {
 			return
 		}
-		if err := s.release(ctx, loc); err != nil {
-			if ctx.Err() != nil {
-				return // the next cell came: tried again after it
-			}
-			if s.rel.held == nil {
-				s.rel.held = map[location.Location]string{}
-			}
-			s.rel.held[loc] = err.Error()
-			s.log.Info("keeping the idle cloud kernel", "location", loc, "why", err)
+	}
+}
+
+// releaseDue lets go, before any other think-time work, every cloud
+// kernel whose idle time has already passed. Think time is cut short by
+// the next request, and a calibration or a link probe can take longer than
+// the gap between requests (a user polling %ferry status every half
+// second on a loaded machine: calibrate.py took over a second there, was
+// cut short and tried again at every pause, and the hub test's kernel was
+// never released in 90 s). A release past due must not wait behind them.
+func (s *Server) releaseDue(ctx context.Context) {
+	for ctx.Err() == nil {
+		loc, due, ok := s.nextRelease()
+		if !ok || due.After(time.Now()) || !s.tryRelease(ctx, loc) {
+			return
 		}
 	}
+}
+
+// tryRelease releases loc, or, when something cannot leave it, marks it
+// held with the reason (%ferry status shows it). It is false when ctx
+// ended first: the release is tried again after the next request.
+func (s *Server) tryRelease(ctx context.Context, loc location.Location) bool {
+	err := s.release(ctx, loc)
+	if err == nil {
+		return true
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	if s.rel.held == nil {
+		s.rel.held = map[location.Location]string{}
+	}
+	s.rel.held[loc] = err.Error()
+	s.log.Info("keeping the idle cloud kernel", "location", loc, "why", err)
+	return true
 }
 
 // waitUntil waits for t; false if ctx ended first.

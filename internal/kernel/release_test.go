@@ -133,6 +133,29 @@ func TestIdleReleaseWhileTyping(t *testing.T) {
 	}
 }
 
+// TestIdleReleaseBeforeSlowThinkTime: requests that come faster than
+// think time's own work (here a link probe whose every kernel_info takes
+// 2 s, cut short by each request and tried again at the next pause) do
+// not keep an idle cloud kernel alive: a release past due goes first.
+// Before, the hub test's kernel was never released on a loaded machine.
+func TestIdleReleaseBeforeSlowThinkTime(t *testing.T) {
+	local := backendtest.New(location.Local)
+	remote := backendtest.New(location.Remote, backendtest.WithReplyDelay("kernel_info_request", 2*time.Second))
+	sess := fakeSession(t, kernel.Config{Policy: "local", CloudIdle: 100 * time.Millisecond}, local, remote)
+	run(t, sess, "%%ferry remote\na = 1")
+	deadline := time.Now().Add(20 * time.Second)
+	for remote.Releases() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle cloud kernel was not released in 20 s of %%ferry status every 50 ms")
+		}
+		run(t, sess, "%ferry status")
+		time.Sleep(50 * time.Millisecond) // a user glancing at the status, not a synchronisation
+	}
+	if r := run(t, sess, "print(a)"); r.Stream("stdout") != "1\n" {
+		t.Fatalf("print(a) after the release: %q", r.Text())
+	}
+}
+
 // TestIdleReleaseWaitsOutTheStartCost: a cloud kernel that took longer to
 // start than --cloud-idle is not let go after --cloud-idle but only once
 // the idle time has passed what starting it again would cost (issue 18:

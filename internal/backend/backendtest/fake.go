@@ -16,7 +16,7 @@
 //	local, cloud := backendtest.New(location.Local), backendtest.New(location.Remote, backendtest.WithStartDelay(time.Second))
 //
 // Knobs: WithStartDelay / SetStartDelay (a cold start; Start honours its
-// context), WithFailStart / SetFailStart, WithChunkSize, WithLostBusy
+// context), WithFailStart / SetFailStart, WithChunkSize, WithReplyDelay, WithLostBusy
 // (IOPub loses execute requests' busy status), Kill (a crash:
 // the namespace is lost, pending requests get no answer). Inspection:
 // Value (a name's Python repr), Bytes, Names, Executed (runs of a cell's
@@ -57,6 +57,18 @@ func WithFailStart(err error) Option { return func(k *Kernel) { k.failStart = er
 // request runs, but Ferry never hears that it started.
 func WithLostBusy() Option { return func(k *Kernel) { k.lostBusy.Store(true) } }
 
+// WithReplyDelay makes every shell request of msgType take d before its
+// reply (a slow kernel_info_request: a link probe that outlasts the gap
+// between the user's requests). A death ends the wait.
+func WithReplyDelay(msgType string, d time.Duration) Option {
+	return func(k *Kernel) {
+		if k.replyDelay == nil {
+			k.replyDelay = map[string]time.Duration{}
+		}
+		k.replyDelay[msgType] = d
+	}
+}
+
 // WithChunkSize sets the payload chunk size of the state comm (n > 0).
 func WithChunkSize(n int) Option {
 	return func(k *Kernel) {
@@ -76,6 +88,9 @@ type Kernel struct {
 	chunkSize int
 	startSem  chan struct{} // one Start at a time
 	lostBusy  atomic.Bool
+	// replyDelay is how long each shell request type waits before its
+	// reply (WithReplyDelay); set at construction only.
+	replyDelay map[string]time.Duration
 
 	mu         sync.Mutex
 	startDelay time.Duration
@@ -560,6 +575,15 @@ func (inc *incarnation) handleShell(m *wire.Message) error {
 	}
 	if err != nil {
 		return err
+	}
+	if d := inc.k.replyDelay[m.Header.MsgType]; d > 0 {
+		tm := time.NewTimer(d)
+		select {
+		case <-tm.C:
+		case <-inc.dead:
+			tm.Stop()
+			return errDead
+		}
 	}
 	return inc.finish(o, m)
 }
