@@ -56,6 +56,7 @@ type Tracker struct {
 	learned map[string][]Use // cell key -> what the audit hook saw it read
 	chdir   bool             // the notebook changed its working directory
 	stamps  map[string]stamp // laptop files as Ferry last knew them
+	ratios  ratios           // compression estimates (ratio.go), own lock
 }
 
 // New returns a tracker for the notebook folder root (the laptop kernel's

@@ -397,7 +397,7 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	idleBytes := s.Stats.Totals().IdleBytes
 	cloudSecs, _ := s.CloudUsage()
 	ev := trace.Event{Seq: s.seq, Cell: cell.Hash, Index: -1, Reads: nonNil(eff.Reads), Writes: writes,
-		Sizes: s.sizes(writes), ReadSizes: s.fileSizes(eff.Reads), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
+		Sizes: s.sizes(writes), ReadSizes: s.fileSizes(eff.Reads), ReadRatios: s.fileRatios(eff.Reads), Loc: loc, Runtime: runtime, BytesMoved: out.bytes, TransferSeconds: out.seconds, Think: think,
 		Status: rs.Status, Pinned: cell.Pin != "", Why: s.lastWhy, Moved: out.names, MovedSizes: out.sizes,
 		IdleBytes: idleBytes - s.tracedIdleBytes, Released: released, CloudSeconds: cloudSecs,
 		StartSeconds: time.Duration(s.startWaited.Swap(0)).Seconds()}
@@ -663,6 +663,24 @@ func (s *Server) fileSizes(names []string) map[string]int64 {
 		return nil
 	}
 	return s.sizes(fs)
+}
+
+// fileRatios are the compression estimates planning had of the files
+// among names (fileFacts), for the trace: a replay prices them the same.
+func (s *Server) fileRatios(names []string) map[string]float64 {
+	var out map[string]float64
+	for _, n := range names {
+		if !files.IsName(n) {
+			continue
+		}
+		if v, ok := s.facts.Var(n); ok && v.Ratio > 0 {
+			if out == nil {
+				out = map[string]float64{}
+			}
+			out[n] = v.Ratio
+		}
+	}
+	return out
 }
 
 // cellKey identifies a cell for the cost and interaction models: the

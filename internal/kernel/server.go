@@ -480,7 +480,7 @@ func New(cfg Config) (*Server, error) {
 	s.mover = transfer.New(s, transfer.Config{Secret: wire.NewID() + wire.NewID(), OnChunk: cfg.OnChunk, Log: cfg.Log,
 		Env: s.forwardEnv, OnInstall: s.onInstall, OnLoaded: s.onLoaded, OnProgress: s.onProgress})
 	s.recovery = recovery.New(s, s.mover, s.state, s.lineage, model, s.locs, cfg.Log)
-	s.facts = s.recovery.Facts()
+	s.facts = fileFacts{s.recovery.Facts(), s.files}
 	s.think = thinktime.New(s, s.mover, s.state, s.facts, model, s.locs, cfg.Log)
 	if cfg.Calibration != nil {
 		keys := map[location.Location]string{location.Local: cfg.LaptopKey}

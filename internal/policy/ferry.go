@@ -162,23 +162,23 @@ func (f *Ferry) Idle(lastCell string, v View, m *Model, all []string, locs locat
 	// results that live only remotely home, smallest first, while time lasts.
 	type nv struct {
 		name string
-		size int64
+		x    Var
 		from location.Location
 	}
 	var wb []nv
 	for _, n := range all {
 		x, ok := v.Var(n)
 		if ok && x.Movable && !x.Has(Local) && len(x.At) > 0 {
-			wb = append(wb, nv{n, x.Size, cheapestSource(x, m, Local)})
+			wb = append(wb, nv{n, x, cheapestSource(x, m, Local)})
 		}
 	}
-	sort.Slice(wb, func(i, j int) bool { return wb[i].size < wb[j].size })
+	sort.Slice(wb, func(i, j int) bool { return wb[i].x.Size < wb[j].x.Size })
 	for _, w := range wb {
-		t := m.MoveTime(w.from, Local, w.size)
+		t := m.PayloadTime(w.from, Local, Payload{}.Add(w.x))
 		if t > budget {
 			break
 		}
-		moves = append(moves, Move{Names: []string{w.name}, To: Local, Bytes: w.size})
+		moves = append(moves, Move{Names: []string{w.name}, To: Local, Bytes: w.x.Size})
 		budget -= t
 	}
 	return moves
@@ -212,6 +212,7 @@ func (o *overlay) ran(reads, writes []string, sizes map[string]int64, loc locati
 		x, _ := o.Var(w)
 		x.At = []location.Location{loc}
 		x.Movable = true
+		x.Ratio = 0 // a new version: its compression is not known
 		if s, ok := sizes[w]; ok {
 			x.Size = s
 		}

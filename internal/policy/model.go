@@ -34,7 +34,13 @@ type Link struct {
 
 // TransferTime estimates the time to move n bytes in one payload.
 func (l Link) TransferTime(n int64) float64 {
-	if n <= 0 {
+	return l.payloadTime(Payload{Raw: n})
+}
+
+// payloadTime estimates the time to move p in one payload: the link's
+// compression applies to the bytes whose own is not known, never twice.
+func (l Link) payloadTime(p Payload) float64 {
+	if p.Raw <= 0 && p.Sent <= 0 {
 		return 0
 	}
 	bw := l.Bandwidth
@@ -45,7 +51,36 @@ func (l Link) TransferTime(n int64) float64 {
 	if c <= 0 || c > 1 {
 		c = 1
 	}
-	return l.RTT + l.PerTransfer + float64(n)*c/bw
+	return l.RTT + l.PerTransfer + (float64(max(p.Raw, 0))*c+max(p.Sent, 0))/bw
+}
+
+// Payload is what one move would carry, in raw bytes whose compression is
+// not known (the link's measured compression applies) and the bytes on the
+// link of values whose compression was estimated (Var.Ratio).
+type Payload struct {
+	Raw  int64
+	Sent float64
+}
+
+// Add is p with x's bytes.
+func (p Payload) Add(x Var) Payload {
+	if x.Ratio > 0 && x.Ratio <= 1 {
+		p.Sent += float64(x.Size) * x.Ratio
+	} else {
+		p.Raw += x.Size
+	}
+	return p
+}
+
+// PayloadOf is the payload of moving names, as v knows them.
+func PayloadOf(v View, names []string) Payload {
+	var p Payload
+	for _, n := range names {
+		if x, ok := v.Var(n); ok {
+			p = p.Add(x)
+		}
+	}
+	return p
 }
 
 // Model is what the policies know: measured runtimes, the link and the
@@ -275,19 +310,25 @@ func (m *Model) LinkTo(loc location.Location) Link {
 // streams it chunk by chunk: both round trips and fixed costs are paid,
 // and the slower link sets the pace.
 func (m *Model) MoveTime(from, to location.Location, n int64) float64 {
-	if n <= 0 || from == to {
+	return m.PayloadTime(from, to, Payload{Raw: n})
+}
+
+// PayloadTime is MoveTime for a payload whose values' compression may be
+// known (Payload).
+func (m *Model) PayloadTime(from, to location.Location, p Payload) float64 {
+	if (p.Raw <= 0 && p.Sent <= 0) || from == to {
 		return 0
 	}
 	if cloud, ok := cloudEnd(from, to); ok {
-		return m.LinkTo(cloud).TransferTime(n)
+		return m.LinkTo(cloud).payloadTime(p)
 	}
 	if from == Local || to == Local {
-		return m.Link.TransferTime(n) // a laptop-to-laptop move: none is planned
+		return m.Link.payloadTime(p) // a laptop-to-laptop move: none is planned
 	}
 	a, b := m.LinkTo(from), m.LinkTo(to)
 	bw := min(orDefault(a.Bandwidth), orDefault(b.Bandwidth))
 	relay := Link{Bandwidth: bw, RTT: a.RTT + b.RTT, PerTransfer: a.PerTransfer + b.PerTransfer, Compression: a.Compression}
-	return relay.TransferTime(n)
+	return relay.payloadTime(p)
 }
 
 func orDefault(bw float64) float64 {

@@ -46,7 +46,7 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, s Settings) Policy {
 	for i, e := range evs {
 		for _, r := range e.Reads {
 			if lastWriter[r] == nil && e.ReadSizes[r] > 0 {
-				v := &version{cost: s.Link.TransferTime(e.ReadSizes[r])}
+				v := &version{cost: s.Link.payloadTime(Payload{}.Add(Var{Size: e.ReadSizes[r], Ratio: e.ReadRatios[r]}))}
 				vers = append(vers, v)
 				lastWriter[r] = v
 				onLaptop[v] = true

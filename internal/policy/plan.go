@@ -105,7 +105,7 @@ func PlanMoves(loc location.Location, c Cell, f Facts, m *Model) []Move {
 // producing cells at loc wins when that is well under the cost of moving
 // (DESIGN.md: a large value cheap to make).
 func recomputeChoice(names []string, from, loc location.Location, f Facts, m *Model) (Recompute, bool) {
-	move := m.MoveTime(from, loc, f.Size(names))
+	move := m.PayloadTime(from, loc, PayloadOf(f, names))
 	if move < RecomputeMin {
 		return Recompute{}, false
 	}
@@ -124,7 +124,7 @@ func recomputeChoice(names []string, from, loc location.Location, f Facts, m *Mo
 		inputs = append(inputs, st.Inputs...)
 	}
 	for src, group := range f.Sources(loc, f.Needs(inputs)) {
-		cost += m.MoveTime(src, loc, f.Size(group))
+		cost += m.PayloadTime(src, loc, PayloadOf(f, group))
 	}
 	if cost > RecomputeShare*move {
 		return Recompute{}, false

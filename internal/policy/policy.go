@@ -12,6 +12,10 @@ import (
 // Var is what a policy sees of one variable.
 type Var struct {
 	Size int64
+	// Ratio is the share of Size a move would put on the link, estimated
+	// from a sample of the value (a laptop file: files.Tracker.Ratio); 0
+	// when unknown, and then the link's measured compression applies.
+	Ratio float64
 	// At lists the locations holding the newest version.
 	At      []location.Location
 	Movable bool
@@ -160,17 +164,18 @@ func immediateCost(c Cell, v View, m *Model, loc location.Location) float64 {
 // cheapest from (with several clouds, a value the laptop also holds comes
 // from the laptop, not through it from another cloud).
 func inputCost(reads []string, v View, m *Model, loc location.Location) float64 {
-	bySrc := map[location.Location]int64{}
+	bySrc := map[location.Location]Payload{}
 	for _, r := range reads {
 		x, ok := v.Var(r)
 		if !ok || x.Has(loc) || len(x.At) == 0 {
 			continue
 		}
-		bySrc[cheapestSource(x, m, loc)] += x.Size
+		src := cheapestSource(x, m, loc)
+		bySrc[src] = bySrc[src].Add(x)
 	}
 	cost := 0.0
-	for src, n := range bySrc {
-		cost += m.MoveTime(src, loc, n)
+	for src, p := range bySrc {
+		cost += m.PayloadTime(src, loc, p)
 	}
 	return cost
 }
@@ -178,9 +183,10 @@ func inputCost(reads []string, v View, m *Model, loc location.Location) float64 
 // cheapestSource is the location of x's newest version it is cheapest to
 // move x from to loc, the first of equals in x.At's order.
 func cheapestSource(x Var, m *Model, loc location.Location) location.Location {
-	best, bestT := x.At[0], m.MoveTime(x.At[0], loc, x.Size)
+	p := Payload{}.Add(x)
+	best, bestT := x.At[0], m.PayloadTime(x.At[0], loc, p)
 	for _, a := range x.At[1:] {
-		if t := m.MoveTime(a, loc, x.Size); t < bestT {
+		if t := m.PayloadTime(a, loc, p); t < bestT {
 			best, bestT = a, t
 		}
 	}

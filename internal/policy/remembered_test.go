@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"math"
 	"testing"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/trace"
 )
 
@@ -48,5 +50,81 @@ func TestRuntimeRemembered(t *testing.T) {
 	m.ObserveRuntime(Observation{Cell: "a", Loc: Local, Runtime: 1, Think: -1})
 	if v, measured := m.Runtime("a", Local); v != 1 || !measured {
 		t.Fatalf("after a run of 1 s: %.2f s (measured %v), want this session's 1 s", v, measured)
+	}
+}
+
+// TestRatioPricesTheMove: a value whose compression was estimated from a
+// sample (a laptop file: Var.Ratio) is priced by the bytes it would put on
+// the link, and the link's own measured compression is not applied to it
+// again. The tabular_disk case: a 90 MB CSV crossing as 29 MB sends the
+// cell reading it (8 s on the laptop, 4x faster in the cloud) to the
+// cloud; priced raw, it stays.
+func TestRatioPricesTheMove(t *testing.T) {
+	const size = 90e6
+	link := Link{Bandwidth: 100e6 / 8, RTT: 0.02, Compression: 1}
+	tests := []struct {
+		name        string
+		ratio, comp float64
+		want        location.Location
+		move        float64 // the move's seconds
+	}{
+		{"compression unknown", 0, 1, Local, 0.02 + size/(100e6/8)},
+		{"the file's estimate", 0.32, 1, Remote, 0.02 + 0.32*size/(100e6/8)},
+		{"the estimate, not the link's on top", 0.32, 0.5, Remote, 0.02 + 0.32*size/(100e6/8)},
+		{"the link's for the rest", 0, 0.5, Remote, 0.02 + 0.5*size/(100e6/8)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := link
+			l.Compression = tt.comp
+			m := NewModel(l)
+			m.SpeedPrior = 4
+			m.Remembered = func(cell string) (float64, bool) { return 8, cell == "load" }
+			v := simState{"file:data.csv": {Size: size, Ratio: tt.ratio, At: []location.Location{Local}, Movable: true}}
+			if got := m.PayloadTime(Local, Remote, PayloadOf(v, []string{"file:data.csv"})); math.Abs(got-tt.move) > 1e-9 {
+				t.Fatalf("the move: %.3f s, want %.3f", got, tt.move)
+			}
+			d := NewFerry().Decide(Cell{Hash: "load", Reads: []string{"file:data.csv"}, Writes: []string{"df"}}, v, m)
+			if d.Loc != tt.want {
+				t.Fatalf("the cell reading the file at %s, want %s (%s; costs %v)", d.Loc, tt.want, d.Reason, d.Costs)
+			}
+		})
+	}
+}
+
+// TestReplayReadRatios: a trace's estimated file compression (ReadRatios)
+// prices the file in replay and in the oracle as it did live: a 90 MB
+// CSV crossing as 29 MB makes the 4x cloud worth it for the 8 s cell
+// reading it; without the estimate, both keep it on the laptop.
+func TestReplayReadRatios(t *testing.T) {
+	const size = 90e6
+	ev := func(ratios map[string]float64) []trace.Event {
+		return []trace.Event{{Seq: 1, Cell: "load", Loc: Local, Reads: []string{"file:data.csv"}, ReadSizes: map[string]int64{"file:data.csv": size},
+			ReadRatios: ratios, Writes: []string{"x"}, Sizes: map[string]int64{"x": 1000}, Runtime: 8}}
+	}
+	s := Settings{Link: Link{Bandwidth: 100e6 / 8, RTT: 0.02, Compression: 1}, RemoteSpeed: 4, Remembered: true}
+	for _, tt := range []struct {
+		name   string
+		ratios map[string]float64
+		want   string
+	}{
+		{"no estimate", nil, string(Local)},
+		{"estimated", map[string]float64{"file:data.csv": 0.32}, string(Remote)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			seen := 0
+			for _, r := range ReplayAll(ev(tt.ratios), s, 1) {
+				if r.Policy != "ferry" && r.Policy != "oracle" {
+					continue
+				}
+				seen++
+				if len(r.Placement) != 1 || r.Placement[0] != tt.want {
+					t.Errorf("%s placed the cell at %v, want %s (%.2f s)", r.Policy, r.Placement, tt.want, r.Seconds)
+				}
+			}
+			if seen != 2 {
+				t.Fatalf("ReplayAll gave %d of ferry and oracle, want both", seen)
+			}
+		})
 	}
 }

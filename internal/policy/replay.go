@@ -348,7 +348,7 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 func seedInputs(st simState, e trace.Event) {
 	for _, r := range e.Reads {
 		if st[r] == nil && e.ReadSizes[r] > 0 {
-			st[r] = &Var{Size: e.ReadSizes[r], At: []location.Location{Local}, Movable: true}
+			st[r] = &Var{Size: e.ReadSizes[r], Ratio: e.ReadRatios[r], At: []location.Location{Local}, Movable: true}
 		}
 	}
 }
@@ -356,6 +356,7 @@ func seedInputs(st simState, e trace.Event) {
 // apply runs event e at loc on the state: stale inputs are moved (one
 // payload), outputs live only at loc. It returns the transfer time and bytes.
 func apply(st simState, e trace.Event, loc location.Location, link Link) (float64, int64) {
+	var p Payload
 	var moved int64
 	for _, r := range e.Reads {
 		v := st[r]
@@ -363,12 +364,13 @@ func apply(st simState, e trace.Event, loc location.Location, link Link) (float6
 			continue
 		}
 		moved += v.Size
+		p = p.Add(*v)
 		v.At = append(v.At, loc)
 	}
 	for _, w := range e.Writes {
 		st[w] = &Var{Size: e.Sizes[w], At: []location.Location{loc}, Movable: true}
 	}
-	return link.TransferTime(moved), moved
+	return link.payloadTime(p), moved
 }
 
 // ReplayAll re-costs a trace under every policy, oracle included.

@@ -31,6 +31,10 @@ type Event struct {
 	// any cell wrote it (the notebook's input files), which no Sizes
 	// entry covers.
 	ReadSizes map[string]int64 `json:"read_sizes,omitempty"`
+	// ReadRatios are, of those files, the share of their size a move
+	// would have put on the link, as Ferry estimated from a sample when it
+	// planned the cell (files.Tracker.Ratio); a file absent had none.
+	ReadRatios map[string]float64 `json:"read_ratios,omitempty"`
 	// Loc is where the cell ran: "local" or a cloud's name.
 	Loc location.Location `json:"loc"`
 	// Runtime is the cell's execution time at Loc in seconds, without
