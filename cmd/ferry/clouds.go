@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 
 	"github.com/ferry-nb/ferry/internal/kernel"
@@ -62,10 +61,6 @@ func splitList(s string) []string {
 	return out
 }
 
-// cloudName is what a cloud may be called: short, lower case, usable in
-// %%ferry NAME and as an environment variable's suffix.
-var cloudName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
-
 // splitNamed splits "NAME=VALUE"; ok is false for a bare value (a URL's
 // own "=" comes after its "://", so a name never holds ':' or '/').
 func splitNamed(s string) (name, value string, ok bool) {
@@ -84,7 +79,7 @@ func parseRemotes(specs []string) ([]cloudSpec, error) {
 		name, url, named := splitNamed(s)
 		loc := location.Remote
 		if named {
-			if !cloudName.MatchString(name) || name == string(location.Local) {
+			if !location.IsCloudName(name) {
 				return nil, fmt.Errorf("--remote %s: %q is not a cloud name; use lower-case letters, digits, - or _ (not \"local\"), e.g. --remote gpu=https://…", s, name)
 			}
 			loc = location.Location(name)
@@ -107,7 +102,8 @@ func parseRemotes(specs []string) ([]cloudSpec, error) {
 // perCloud reads a flag that takes one value for every cloud or
 // NAME=VALUE per cloud ("4x", "gpu=12x,cpu=3x", or "2x,gpu=12x": a
 // default and an override). Names must be configured clouds.
-func perCloud[T any](flag, s string, clouds location.Set, parse func(string) (T, error)) (def T, per map[location.Location]T, err error) {
+// hint says how a cloud is named where the flag was given.
+func perCloud[T any](flag, s string, clouds location.Set, hint string, parse func(string) (T, error)) (def T, per map[location.Location]T, err error) {
 	for _, p := range splitList(s) {
 		name, v, named := splitNamed(p)
 		x, err := parse(v)
@@ -120,7 +116,7 @@ func perCloud[T any](flag, s string, clouds location.Set, parse func(string) (T,
 		}
 		loc := location.Location(name)
 		if loc == location.Local || !clouds.Has(loc) {
-			return def, nil, fmt.Errorf("--%s %s: no cloud called %q (clouds: %s; name them with --remote NAME=URL)", flag, p, name, orNone(clouds))
+			return def, nil, fmt.Errorf("--%s %s: no cloud called %q (clouds: %s; %s)", flag, p, name, orNone(clouds), hint)
 		}
 		if per == nil {
 			per = map[location.Location]T{}
@@ -137,27 +133,61 @@ func orNone(s location.Set) string {
 	return s.String()
 }
 
+// nameByRemote is how ferry run and kernel name a cloud, for errors.
+const nameByRemote = "name them with --remote NAME=URL"
+
+// cloudFlags are what --bandwidth, --rtt, --remote-speed and
+// --cloud-price say: one value for every cloud (Link, Speed, Price) and
+// each named cloud's own.
+type cloudFlags struct {
+	Link                  policy.Link
+	Speed, Price          float64
+	bw, rtt, speed, price map[location.Location]float64
+}
+
+// parseCloudFlags reads those four flags over clouds; hint says how a
+// cloud is named where they were given.
+func parseCloudFlags(clouds location.Set, hint, bw, rtt, speed, price string) (cloudFlags, error) {
+	var f cloudFlags
+	var err error
+	if f.Link.Bandwidth, f.bw, err = perCloud("bandwidth", bw, clouds, hint, policy.ParseBandwidth); err != nil {
+		return f, err
+	}
+	if f.Link.RTT, f.rtt, err = perCloud("rtt", rtt, clouds, hint, policy.ParseRTT); err != nil {
+		return f, err
+	}
+	f.Link.Compression = 1
+	if f.Speed, f.speed, err = perCloud("remote-speed", speed, clouds, hint, policy.ParseSpeed); err != nil {
+		return f, err
+	}
+	if f.Price, f.price, err = perCloud("cloud-price", price, clouds, hint, parseCloudPrice); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// of is cloud c's own values, zero where the flags gave it none.
+func (f cloudFlags) of(c location.Location) (bw, rtt, speed, price float64) {
+	return f.bw[c], f.rtt[c], f.speed[c], f.price[c]
+}
+
+// perCloudGiven reports whether any cloud was given a value of its own.
+func (f cloudFlags) perCloudGiven() bool {
+	return len(f.bw)+len(f.rtt)+len(f.speed)+len(f.price) > 0
+}
+
 // cloudSettings fills cfg's defaults and per-cloud settings from the
 // flags that describe a cloud's speed, price and link.
 func (b *backendFlags) cloudSettings(cfg *kernel.Config, clouds location.Set) error {
-	var err error
-	var bws, rtts, speeds, prices map[location.Location]float64
-	if cfg.Link.Bandwidth, bws, err = perCloud("bandwidth", b.bandwidth, clouds, policy.ParseBandwidth); err != nil {
+	f, err := parseCloudFlags(clouds, nameByRemote, b.bandwidth, b.rtt, b.remoteSpeed, b.cloudPrice)
+	if err != nil {
 		return err
 	}
-	if cfg.Link.RTT, rtts, err = perCloud("rtt", b.rtt, clouds, policy.ParseRTT); err != nil {
-		return err
-	}
-	cfg.Link.Compression = 1
-	if cfg.RemoteSpeed, speeds, err = perCloud("remote-speed", b.remoteSpeed, clouds, policy.ParseSpeed); err != nil {
-		return err
-	}
-	if cfg.CloudPrice, prices, err = perCloud("cloud-price", b.cloudPrice, clouds, parseCloudPrice); err != nil {
-		return err
-	}
+	cfg.Link, cfg.RemoteSpeed, cfg.CloudPrice = f.Link, f.Speed, f.Price
 	for _, loc := range clouds {
-		c := kernel.CloudSettings{Speed: speeds[loc], Price: prices[loc]}
-		if bw, rtt := bws[loc], rtts[loc]; bw > 0 || rtt > 0 {
+		bw, rtt, speed, price := f.of(loc)
+		c := kernel.CloudSettings{Speed: speed, Price: price}
+		if bw > 0 || rtt > 0 {
 			c.Link = policy.Link{Bandwidth: bw, RTT: rtt}
 		}
 		if c != (kernel.CloudSettings{}) {

@@ -62,7 +62,7 @@ func runInstall(ctx context.Context, args []string) error {
 	for _, c := range clouds {
 		locs = append(locs, c.Loc)
 	}
-	if _, _, err := perCloud("cloud-price", *cloudPrice, location.NewSet(locs...), parseCloudPrice); err != nil {
+	if _, _, err := perCloud("cloud-price", *cloudPrice, location.NewSet(locs...), nameByRemote, parseCloudPrice); err != nil {
 		return err
 	}
 	if _, err := parseCloudIdle(*cloudIdle); err != nil {

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/location"
 	"github.com/ferry-nb/ferry/internal/policy"
 	"github.com/ferry-nb/ferry/internal/report"
 	"github.com/ferry-nb/ferry/internal/trace"
@@ -17,13 +18,14 @@ import (
 func runReplay(ctx context.Context, args []string) error {
 	fs := newFlags("replay")
 	pol := fs.String("policy", "all", "policy to re-cost under: "+joinNames()+", oracle, recorded (the trace's own placement), or all")
-	bw := fs.String("bandwidth", "100Mbit", "link rate, e.g. 1Gbit, 100Mbit, 20Mbit, 50MB/s")
-	rtt := fs.String("rtt", "20ms", "link round-trip time")
-	speed := fs.String("remote-speed", "", "how many times faster the remote runs cells, e.g. 4x (default: as measured in the trace)")
+	bw := fs.String("bandwidth", "100Mbit", "link rate, e.g. 1Gbit, 100Mbit, 20Mbit, 50MB/s; per cloud as gpu=20Mbit,cpu=1Gbit")
+	rtt := fs.String("rtt", "20ms", "link round-trip time; per cloud as gpu=80ms,cpu=5ms")
+	speed := fs.String("remote-speed", "", "how many times faster the remote runs cells, e.g. 4x, or per cloud gpu=12x,cpu=3x (default: as measured in the trace)")
+	cloudNames := fs.String("clouds", "", "re-cost over these clouds too, e.g. gpu,cpu (default: the clouds the trace ran cells at, else one called remote)")
 	asJSON := fs.Bool("json", false, "print a JSON list instead of a table")
 	calibrate := fs.Bool("calibrate", false, "estimate the link (per-move cost, bandwidth) from the trace's own transfers")
 	seed := fs.Int64("seed", 1, "seed for the random policy")
-	price := fs.String("cloud-price", "", "what a cloud kernel costs per hour, in USD (e.g. 2.48): adds its cost")
+	price := fs.String("cloud-price", "", "what a cloud kernel costs per hour, in USD (e.g. 2.48, or per cloud gpu=2.48,cpu=0.19): adds its cost")
 	idle := fs.String("cloud-idle", "", "re-cost with idle release after this long with no cloud cell (e.g. 15m; default: the kernel is kept to the end)")
 	thinkScale := fs.Float64("think-scale", 1, "multiply the recorded think times (e.g. 60: a session recorded with seconds of thought re-costed as one with minutes, for --cloud-idle)")
 	start := fs.String("cloud-start", "", "what starting a cloud kernel takes (e.g. 20s): each start waits for it and the policy prices it (default: as the trace's cells waited, else 0s)")
@@ -47,24 +49,19 @@ func runReplay(ctx context.Context, args []string) error {
 	for i := range evs {
 		evs[i].Think *= *thinkScale
 	}
-	var s policy.Settings
-	if s.Link.Bandwidth, err = policy.ParseBandwidth(*bw); err != nil {
+	clouds, err := replayClouds(evs, *cloudNames)
+	if err != nil {
 		return err
 	}
-	if s.Link.RTT, err = policy.ParseRTT(*rtt); err != nil {
+	s, err := replaySettings(clouds, *bw, *rtt, *speed, *price)
+	if err != nil {
 		return err
 	}
-	s.Link.Compression = 1
 	if *calibrate {
-		s.Link = policy.Calibrate(evs, s.Link)
-	}
-	if *speed != "" {
-		if s.RemoteSpeed, err = policy.ParseSpeed(*speed); err != nil {
-			return err
+		if len(clouds) > 1 {
+			return fmt.Errorf("--calibrate estimates one link from the trace's transfers, and this replay has %d clouds (%s); give each its --bandwidth and --rtt instead", len(clouds), clouds)
 		}
-	}
-	if s.CloudPrice, err = parseCloudPrice(*price); err != nil {
-		return err
+		s.Link = policy.Calibrate(evs, s.Link)
 	}
 	ci, err := parseCloudIdle(*idle)
 	if err != nil {
@@ -103,7 +100,11 @@ func runReplay(ctx context.Context, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(results)
 	}
-	fmt.Printf("%s: %d executions, link %s / %s, remote speed %s\n", paths[0], len(evs), *bw, *rtt, orDefaultStr(*speed, "as measured"))
+	fmt.Printf("%s: %d executions, link %s / %s, remote speed %s", paths[0], len(evs), *bw, *rtt, orDefaultStr(*speed, "as measured"))
+	if len(clouds) > 1 {
+		fmt.Printf(", clouds %s", clouds)
+	}
+	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "policy\tseconds\twall s\tbytes moved\tmigrations\tremote cells\tcloud kernel s\tcloud cost\tstarts (in think time)\tdecide µs/cell\t")
 	for _, r := range results {
@@ -119,6 +120,56 @@ func runReplay(ctx context.Context, args []string) error {
 		fmt.Printf("the recorded run's cloud kernels existed %.1f s by its last cell%s\n", evs[n-1].CloudSeconds, costNote(evs[n-1].CloudSeconds, s.CloudPrice))
 	}
 	return nil
+}
+
+// replayClouds are the clouds a replay places cells at: those the trace
+// ran cells at and those --clouds names; one called remote if none.
+func replayClouds(evs []trace.Event, names string) (location.Set, error) {
+	var locs []location.Location
+	for _, e := range evs {
+		if !e.Loc.IsLocal() {
+			locs = append(locs, e.Loc)
+		}
+	}
+	for _, n := range splitList(names) {
+		if !location.IsCloudName(n) {
+			return nil, fmt.Errorf("--clouds %s: %q is not a cloud name; use lower-case letters, digits, - or _ (not \"local\"), e.g. --clouds gpu,cpu", names, n)
+		}
+		locs = append(locs, location.Location(n))
+	}
+	if len(locs) == 0 {
+		locs = append(locs, location.Remote)
+	}
+	return location.NewSet(locs...), nil
+}
+
+// replaySettings reads the flags that describe the clouds, each one value
+// for all or NAME=VALUE per cloud, as ferry run reads them.
+func replaySettings(clouds location.Set, bw, rtt, speed, price string) (policy.Settings, error) {
+	f, err := parseCloudFlags(clouds, "name them with --clouds gpu,cpu or record them in the trace", bw, rtt, speed, price)
+	if err != nil {
+		return policy.Settings{}, err
+	}
+	s := policy.Settings{Link: f.Link, RemoteSpeed: f.Speed, CloudPrice: f.Price}
+	if len(clouds) == 1 && clouds[0] == location.Remote && !f.perCloudGiven() {
+		return s, nil // the laptop and the default cloud
+	}
+	s.Clouds = map[location.Location]policy.CloudSettings{}
+	for _, c := range clouds {
+		b, r, sp, pr := f.of(c)
+		cs := policy.CloudSettings{Speed: sp, Price: pr}
+		if b > 0 || r > 0 {
+			cs.Link = s.Link
+			if b > 0 {
+				cs.Link.Bandwidth = b
+			}
+			if r > 0 {
+				cs.Link.RTT = r
+			}
+		}
+		s.Clouds[c] = cs
+	}
+	return s, nil
 }
 
 func joinNames() string {

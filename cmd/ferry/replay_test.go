@@ -148,3 +148,64 @@ func TestTraceCarriesTheSizesThatMoved(t *testing.T) {
 		}
 	}
 }
+
+// ferry replay re-costs a session over several clouds, each described by
+// its own flags, and places an all-local trace over clouds named with
+// --clouds; a flag naming a cloud the replay lacks is one line saying how
+// to name it.
+func TestReplaySeveralClouds(t *testing.T) {
+	dir := t.TempDir()
+	tr := filepath.Join(dir, "t.jsonl")
+	lines := `{"seq":1,"cell":"make","loc":"gpu","runtime_s":1,"writes":["x"],"sizes":{"x":100000000}}
+{"seq":2,"cell":"use","loc":"cpu","runtime_s":2,"reads":["x"],"writes":["y"],"sizes":{"y":1000}}
+{"seq":3,"cell":"show","loc":"local","runtime_s":0.5,"reads":["x"]}
+`
+	if err := os.WriteFile(tr, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clouds := []string{"--remote-speed", "gpu=10x,cpu=2x", "--bandwidth", "gpu=20Mbit,cpu=1Gbit", "--rtt", "gpu=80ms,cpu=1ms", "--cloud-price", "gpu=3.6,cpu=0.36"}
+	replay := func(args ...string) []policy.Result {
+		t.Helper()
+		out, err := exec.Command(ferryBin, append(append([]string{"replay", tr, "--json"}, clouds...), args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ferry replay %v: %v\n%s", args, err, out)
+		}
+		var rs []policy.Result
+		if err := json.Unmarshal(out, &rs); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return rs
+	}
+	r := replay("--policy", "recorded")[0]
+	// As TestReplaySeveralClouds in internal/policy: x crosses gpu to cpu
+	// through Ferry at 20 Mbit/s, then comes home from cpu.
+	want := (0.08 + 1) + (0.081 + 40 + 0.001 + 2) + (0.001 + 0.8 + 0.5)
+	if math.Abs(r.Seconds-want) > 1e-3 || r.CloudStarts != 2 {
+		t.Fatalf("recorded: %.4f s, %d starts; want %.4f s, 2", r.Seconds, r.CloudStarts, want)
+	}
+	if c := (want*3.6 + (want-1.08)*0.36) / 3600; math.Abs(r.CloudCost-c) > 1e-6 {
+		t.Fatalf("cost $%.6f, want $%.6f", r.CloudCost, c)
+	}
+	// The oracle over the three places is no slower than the recording.
+	if o := replay("--policy", "oracle")[0]; o.Seconds > r.Seconds+1e-6 {
+		t.Fatalf("oracle %.3f s behind the recorded %.3f s", o.Seconds, r.Seconds)
+	}
+	// An all-local trace placed over two clouds named with --clouds.
+	local := filepath.Join(dir, "local.jsonl")
+	if err := os.WriteFile(local, []byte(strings.ReplaceAll(strings.ReplaceAll(lines, `"gpu"`, `"local"`), `"cpu"`, `"local"`)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(ferryBin, append([]string{"replay", local, "--policy", "remote", "--clouds", "gpu,cpu", "--json"}, clouds...)...).CombinedOutput()
+	var rs []policy.Result
+	if err != nil || json.Unmarshal(out, &rs) != nil || len(rs) != 1 {
+		t.Fatalf("replay over --clouds: %v\n%s", err, out)
+	}
+	if rs[0].CellsRemote != 3 || rs[0].CloudKernelSeconds <= 0 {
+		t.Fatalf("--policy remote over --clouds gpu,cpu: %d cloud cells, %.1f kernel-s; want 3 and some", rs[0].CellsRemote, rs[0].CloudKernelSeconds)
+	}
+	// A cloud the replay lacks.
+	out, err = exec.Command(ferryBin, "replay", local, "--remote-speed", "tpu=8x").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `no cloud called "tpu"`) || !strings.Contains(string(out), "--clouds") {
+		t.Fatalf("unknown cloud: err %v, output %s", err, out)
+	}
+}

@@ -7,6 +7,7 @@ package location
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 )
 
@@ -41,6 +42,15 @@ func (l Location) Describe() string {
 	}
 	return "the cloud " + string(l)
 }
+
+// cloudName is what a cloud may be called: short, lower case, usable in
+// %%ferry NAME and as an environment variable's suffix.
+var cloudName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+
+// IsCloudName reports whether s may name a cloud (--remote NAME=URL, a
+// trace's "loc"): lower-case letters, digits, - and _, a letter first, at
+// most 32 characters, and not the laptop's name.
+func IsCloudName(s string) bool { return s != string(Local) && cloudName.MatchString(s) }
 
 // Parse checks a location name given by a user (a %%ferry pin, a flag).
 func Parse(s string, known Set) (Location, error) {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/ferry-nb/ferry/internal/location"
@@ -18,10 +19,26 @@ func nowMicros() float64 { return float64(time.Now().UnixNano()) / 1e3 }
 // the other side of its writer costs one transfer, a hyperedge cost that
 // two auxiliary nodes per version express exactly. Files the session read
 // before writing them (its input data) start on the laptop. It ignores think-time
-// overlap, so a policy that prefetches can come in under it.
+// overlap, so a policy that prefetches can come in under it. With several
+// clouds see searchOracle.
 func Oracle(evs []trace.Event, s Settings) Policy {
-	rl, rr := runtimes(evs, s)
-	return OracleFrom(evs, rl, rr, s)
+	locs := s.locations(evs)
+	sp := s.speeds(evs, locs)
+	rl := laptopRuntimes(evs, sp)
+	if clouds := locs.Clouds(); len(clouds) > 1 {
+		return searchOracle(evs, rl, sp, locs, s)
+	}
+	c := locs.Clouds()[0]
+	return cut(evs, rl, at(rl, sp[c]), c, s.link(c), s)
+}
+
+// at is the runtimes rl (the laptop's) at a location speed times faster.
+func at(rl []float64, speed float64) []float64 {
+	out := make([]float64, len(rl))
+	for i, r := range rl {
+		out[i] = r / speed
+	}
+	return out
 }
 
 // OracleFrom is Oracle with each execution's runtime at both locations
@@ -30,6 +47,87 @@ func Oracle(evs []trace.Event, s Settings) Policy {
 // time, as it does ferry; the kernel's starts and releases are not in the
 // cut (a min-cut has no notion of when).
 func OracleFrom(evs []trace.Event, rl, rr []float64, s Settings) Policy {
+	return cut(evs, rl, rr, Remote, s.Link, s)
+}
+
+// searchOracle is the oracle over the laptop and several clouds. The
+// optimum is then a multiway cut, NP-hard from three locations on, so it
+// is searched for: from the best of all-local and each two-location cut
+// (the laptop against one cloud, each exact for its pair), it moves one
+// execution, or one run of consecutive executions at one place, to
+// another location while the replayed objective (the user's wait, plus
+// the objective's weight of billed cloud kernel-seconds) falls, for a few
+// sweeps at most. It is a bound to compare policies against, not a proof
+// of optimality; TestSeveralCloudsOracle checks it against exhaustive
+// search on small traces.
+func searchOracle(evs []trace.Event, rl []float64, sp map[location.Location]float64, locs location.Set, s Settings) Policy {
+	w := s.Objective.CloudWeight()
+	score := func(pl []location.Location) float64 {
+		r := Replay(evs, Fixed("oracle", pl), s)
+		return r.Seconds + w*r.CloudKernelSeconds
+	}
+	best := make([]location.Location, len(evs))
+	for i := range best {
+		best[i] = Local
+	}
+	bestScore := score(best)
+	for _, c := range locs.Clouds() {
+		pl := Placement(cut(evs, rl, at(rl, sp[c]), c, s.link(c), s))
+		if sc := score(pl); sc < bestScore-1e-9 {
+			best, bestScore = pl, sc
+		}
+	}
+	try := func(from, to int, loc location.Location) bool {
+		pl := slices.Clone(best)
+		changed := false
+		for i := from; i < to; i++ {
+			if !evs[i].Pinned && pl[i] != loc {
+				pl[i], changed = loc, true
+			}
+		}
+		if !changed {
+			return false
+		}
+		if sc := score(pl); sc < bestScore-1e-9 {
+			best, bestScore = pl, sc
+			return true
+		}
+		return false
+	}
+	const sweeps = 4
+	for range sweeps {
+		improved := false
+		for i := 0; i < len(best); {
+			j := i + 1
+			for j < len(best) && best[j] == best[i] {
+				j++
+			}
+			for _, loc := range locs {
+				if j-i > 1 && try(i, j, loc) {
+					improved = true
+				}
+			}
+			for k := i; k < j; k++ {
+				for _, loc := range locs {
+					if try(k, k+1, loc) {
+						improved = true
+					}
+				}
+			}
+			i = j
+		}
+		if !improved {
+			break
+		}
+	}
+	return &assignment{name: "oracle", locs: best}
+}
+
+// cut is the two-location oracle between the laptop and cloud c over
+// link, rl and rr each execution's runtime at either. A cell pinned to
+// another cloud is put on c's side: the cut is then a starting point
+// (searchOracle), the pin honoured when it is replayed.
+func cut(evs []trace.Event, rl, rr []float64, c location.Location, link Link, s Settings) Policy {
 	w := s.Objective.CloudWeight()
 	evs = trace.Measured(evs)
 	n := len(evs)
@@ -46,7 +144,7 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, s Settings) Policy {
 	for i, e := range evs {
 		for _, r := range e.Reads {
 			if lastWriter[r] == nil && e.ReadSizes[r] > 0 {
-				v := &version{cost: s.Link.payloadTime(Payload{}.Add(Var{Size: e.ReadSizes[r], Ratio: e.ReadRatios[r]}))}
+				v := &version{cost: link.payloadTime(Payload{}.Add(Var{Size: e.ReadSizes[r], Ratio: e.ReadRatios[r]}))}
 				vers = append(vers, v)
 				lastWriter[r] = v
 				onLaptop[v] = true
@@ -56,7 +154,7 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, s Settings) Policy {
 			}
 		}
 		for _, w := range e.Writes {
-			v := &version{members: []int{i}, cost: s.Link.TransferTime(e.Sizes[w])}
+			v := &version{members: []int{i}, cost: link.TransferTime(e.Sizes[w])}
 			vers = append(vers, v)
 			lastWriter[w] = v
 		}
@@ -65,7 +163,7 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, s Settings) Policy {
 	g := newFlow(n + 2*len(vers) + 2)
 	inf := math.Inf(1)
 	for i, e := range evs {
-		local, remote := rl[i], rr[i]+s.Link.RTT+w*(rr[i]+s.Link.RTT)
+		local, remote := rl[i], rr[i]+link.RTT+w*(rr[i]+link.RTT)
 		if e.Pinned {
 			if e.Loc == Local {
 				remote = inf
@@ -104,7 +202,7 @@ func OracleFrom(evs []trace.Event, rl, rr []float64, s Settings) Policy {
 		if side[i] {
 			locs[i] = Local
 		} else {
-			locs[i] = Remote
+			locs[i] = c
 		}
 	}
 	return &assignment{name: "oracle", locs: locs}

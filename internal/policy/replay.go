@@ -38,6 +38,76 @@ type Settings struct {
 	// each cell's laptop runtime from an earlier session (package
 	// recall) before the cell first runs, here the trace's own.
 	Remembered bool
+	// Clouds describes clouds one by one (--remote-speed gpu=12x in
+	// replay); a cloud named here is a place the replay may put cells
+	// even if the trace never ran one there. What a cloud's entry leaves
+	// zero comes from the fields above, which describe every cloud.
+	Clouds map[location.Location]CloudSettings
+}
+
+// CloudSettings are one cloud's conditions in a replay over several.
+type CloudSettings struct {
+	// Speed is how many times faster than the laptop it runs cells (0:
+	// Settings.RemoteSpeed, else as the trace measured it).
+	Speed float64
+	// Price is its USD per hour (0: Settings.CloudPrice).
+	Price float64
+	// Link is its link to the laptop (zero: Settings.Link).
+	Link Link
+}
+
+// locations are where a replay places cells: the laptop, every cloud the
+// trace ran cells at and every cloud s describes; the default cloud when
+// that is none.
+func (s Settings) locations(evs []trace.Event) location.Set {
+	locs := []location.Location{Local}
+	for _, e := range evs {
+		locs = append(locs, e.Loc)
+	}
+	for c := range s.Clouds {
+		locs = append(locs, c)
+	}
+	set := location.NewSet(locs...)
+	if len(set.Clouds()) == 0 {
+		set = location.NewSet(Local, Remote)
+	}
+	return set
+}
+
+// link is cloud c's link to the laptop.
+func (s Settings) link(c location.Location) Link {
+	if l := s.Clouds[c].Link; l != (Link{}) {
+		if l.Compression == 0 {
+			l.Compression = s.Link.Compression
+		}
+		return l
+	}
+	return s.Link
+}
+
+// price is cloud c's USD per hour.
+func (s Settings) price(c location.Location) float64 {
+	if p := s.Clouds[c].Price; p > 0 {
+		return p
+	}
+	return s.CloudPrice
+}
+
+// speeds is each location's speed against the laptop (the laptop's 1):
+// as configured for that cloud, as configured for all, or as measured.
+func (s Settings) speeds(evs []trace.Event, locs location.Set) map[location.Location]float64 {
+	sp := map[location.Location]float64{Local: 1}
+	for _, c := range locs.Clouds() {
+		switch {
+		case s.Clouds[c].Speed > 0:
+			sp[c] = s.Clouds[c].Speed
+		case s.RemoteSpeed > 0:
+			sp[c] = s.RemoteSpeed
+		default:
+			sp[c] = measuredSpeed(evs, c)
+		}
+	}
+	return sp
 }
 
 // Result is a policy's cost on a trace.
@@ -106,21 +176,21 @@ func (k *meter) stop(at float64) {
 	}
 }
 
-// releaseIdle lets the replay's cloud kernel go if, by now, it has been
+// releaseIdle lets cloud c's replayed kernel go if, by now, it has been
 // idle past what the model says (Model.ReleaseAfter): what only it holds
 // is written home first, in that think time, so those bytes count as
 // moved but are not waited for, and it holds nothing afterwards.
-func releaseIdle(k *meter, st simState, m *Model, s Settings, now float64, res *Result) (bool, float64) {
+func releaseIdle(c location.Location, k *meter, st simState, m *Model, s Settings, now float64, res *Result) (bool, float64) {
 	if !k.up || (s.CloudIdle <= 0 && !m.Releases()) {
 		return false, 0
 	}
 	var only int64
 	for _, v := range st {
-		if v.Has(Remote) && !v.Has(Local) {
+		if v.Has(c) && len(v.At) == 1 {
 			only += v.Size
 		}
 	}
-	after := m.ReleaseAfter(Remote, time.Duration(s.CloudIdle*float64(time.Second)), only).Seconds()
+	after := m.ReleaseAfter(c, time.Duration(s.CloudIdle*float64(time.Second)), only).Seconds()
 	if now-k.lastUse < after {
 		return false, 0
 	}
@@ -128,38 +198,36 @@ func releaseIdle(k *meter, st simState, m *Model, s Settings, now float64, res *
 	k.stop(at)
 	res.BytesMoved += only
 	for _, v := range st {
-		if !v.Has(Remote) {
+		if !v.Has(c) {
 			continue
 		}
-		if !v.Has(Local) {
+		if len(v.At) == 1 {
 			v.At = append(v.At, Local)
 		}
-		v.At = slices.DeleteFunc(v.At, func(l location.Location) bool { return l == Remote })
+		v.At = slices.DeleteFunc(v.At, func(l location.Location) bool { return l == c })
 	}
 	return true, at
 }
 
-// runtimes returns each event's runtime at local and remote under s.
-func runtimes(evs []trace.Event, s Settings) (local, remote []float64) {
-	speed := s.RemoteSpeed
-	if speed <= 0 {
-		speed = measuredSpeed(evs)
-	}
-	local, remote = make([]float64, len(evs)), make([]float64, len(evs))
+// laptopRuntimes is each event's runtime on the laptop: as recorded, or
+// the recorded cloud runtime times that cloud's speed.
+func laptopRuntimes(evs []trace.Event, sp map[location.Location]float64) []float64 {
+	out := make([]float64, len(evs))
 	for i, e := range evs {
-		if e.Loc == Local {
-			local[i] = e.Runtime
-		} else {
-			local[i] = e.Runtime * speed
+		f := sp[e.Loc]
+		if f <= 0 {
+			f = 1
 		}
-		remote[i] = local[i] / speed
+		out[i] = e.Runtime * f
 	}
-	return local, remote
+	return out
 }
 
-// measuredSpeed is the median local/remote runtime ratio of cells the trace
-// ran at both places, or 1.
-func measuredSpeed(evs []trace.Event) float64 {
+// measuredSpeed is cloud c's speed against the laptop as the trace shows
+// it: the median laptop/c runtime ratio of cells it ran at both; else,
+// for a cell run only at two clouds, through another cloud measured
+// against the laptop; else 1.
+func measuredSpeed(evs []trace.Event, c location.Location) float64 {
 	at := map[string]map[location.Location]float64{}
 	for _, e := range evs {
 		if at[e.Cell] == nil {
@@ -167,17 +235,41 @@ func measuredSpeed(evs []trace.Event) float64 {
 		}
 		at[e.Cell][e.Loc] = e.Runtime
 	}
+	if r, ok := medianRatio(at, Local, c); ok {
+		return r
+	}
+	var clouds []location.Location
+	for _, m := range at {
+		for l := range m {
+			if l != Local && l != c && !slices.Contains(clouds, l) {
+				clouds = append(clouds, l)
+			}
+		}
+	}
+	slices.Sort(clouds)
+	for _, d := range clouds {
+		if base, ok := medianRatio(at, Local, d); ok {
+			if r, ok := medianRatio(at, d, c); ok {
+				return base * r
+			}
+		}
+	}
+	return 1
+}
+
+// medianRatio is the median a/b runtime ratio over the cells run at both.
+func medianRatio(at map[string]map[location.Location]float64, a, b location.Location) (float64, bool) {
 	var rs []float64
 	for _, m := range at {
-		if l, r := m[Local], m[Remote]; l > 1e-3 && r > 1e-3 {
-			rs = append(rs, l/r)
+		if x, y := m[a], m[b]; x > 1e-3 && y > 1e-3 {
+			rs = append(rs, x/y)
 		}
 	}
 	if len(rs) == 0 {
-		return 1
+		return 0, false
 	}
 	sort.Float64s(rs)
-	return rs[len(rs)/2]
+	return rs[len(rs)/2], true
 }
 
 // simState is the replay's state map.
@@ -208,18 +300,17 @@ type Idler interface {
 	Idle(lastCell string, v View, m *Model, all []string, locs location.Set) []Move
 }
 
-// Replay re-costs a trace under a policy.
+// Replay re-costs a trace under a policy, over the laptop and every cloud
+// the trace or s names (Settings.locations), each cloud with its own
+// speed, link, price and kernel.
 func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	// Values cost what they took when they moved, where the trace knows.
 	evs = trace.Measured(evs)
-	rl, rr := runtimes(evs, s)
+	locs := s.locations(evs)
+	sp := s.speeds(evs, locs)
+	rl := laptopRuntimes(evs, sp)
 	st := simState{}
-	m := NewModel(s.Link)
-	m.Objective = s.Objective
-	m.SpeedPrior = s.RemoteSpeed
-	if m.SpeedPrior <= 0 {
-		m.SpeedPrior = measuredSpeed(evs)
-	}
+	m := s.model(locs, sp)
 	if s.Remembered {
 		sum, n := map[string]float64{}, map[string]int{}
 		for i, e := range evs {
@@ -239,14 +330,37 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	res := Result{Policy: p.Name()}
 	var decide float64
 	last := ""
-	var cloud meter
+	clouds := locs.Clouds()
+	kernels := map[location.Location]*meter{}
+	for _, c := range clouds {
+		kernels[c] = &meter{}
+	}
 	now := 0.0
-	m.Cold = func(l location.Location) bool { return l == Remote && (!cloud.up || cloud.readyAt > now) }
+	m.Cold = func(l location.Location) bool {
+		k := kernels[l]
+		return k != nil && (!k.up || k.readyAt > now)
+	}
 	m.StartedAgo = func(l location.Location) float64 {
-		if l == Remote && cloud.up && cloud.readyAt > now {
-			return now - cloud.since
+		if k := kernels[l]; k != nil && k.up && k.readyAt > now {
+			return now - k.since
 		}
 		return 0
+	}
+	anyCold := func() bool {
+		for _, k := range kernels {
+			if !k.up {
+				return true
+			}
+		}
+		return false
+	}
+	releaseAll := func(at float64) (released bool, last float64) {
+		for _, c := range clouds {
+			if r, t := releaseIdle(c, kernels[c], st, m, s, at, &res); r {
+				released, last = true, max(last, t)
+			}
+		}
+		return released, last
 	}
 	wp, warms := p.(Warmer)
 	for i, e := range evs {
@@ -256,34 +370,35 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		// A cold kernel may be started in this think time (warm.go): at
 		// once if it was cold when the last cell ended, else once a
 		// release made it so, unless that came past the warm's time.
+		var warm Warm
 		warmAt, due := -1.0, 0.0
-		if warms && last != "" && !cloud.up {
-			if w, ok := wp.Warm(last, st, m, nil); ok {
-				warmAt, due = end+w.After, end+w.Due
+		if warms && last != "" && anyCold() {
+			if w, ok := wp.Warm(last, st, m, locs); ok {
+				warm, warmAt, due = w, end+w.After, end+w.Due
 			}
 		}
-		if released, at := releaseIdle(&cloud, st, m, s, res.WallSeconds, &res); released && warms && warmAt < 0 && last != "" {
+		if released, at := releaseAll(res.WallSeconds); released && warms && warmAt < 0 && last != "" {
 			now = at
-			if w, ok := wp.Warm(last, st, m, nil); ok && !w.Dropped(at-end) {
-				warmAt, due = end+w.After, end+w.Due
+			if w, ok := wp.Warm(last, st, m, locs); ok && !w.Dropped(at-end) {
+				warm, warmAt, due = w, end+w.After, end+w.Due
 			}
 		}
-		if warmAt >= 0 && warmAt < res.WallSeconds {
-			cloud.warm(warmAt, s.CloudStart)
-			cloud.lastUse = max(cloud.lastUse, due)
+		if k := kernels[warm.Loc]; k != nil && warmAt >= 0 && warmAt < res.WallSeconds {
+			k.warm(warmAt, s.CloudStart)
+			k.lastUse = max(k.lastUse, due)
 			if s.CloudStart > 0 {
-				m.ObserveStart(Remote, s.CloudStart)
+				m.ObserveStart(warm.Loc, s.CloudStart)
 			}
 			// A warmed kernel the user is too long in coming back to
 			// is let go again, by its idle clock from when its cell was
 			// due.
-			releaseIdle(&cloud, st, m, s, res.WallSeconds, &res)
+			releaseIdle(warm.Loc, k, st, m, s, res.WallSeconds, &res)
 		}
 		now = res.WallSeconds
 		if id, ok := p.(Idler); ok && last != "" {
 			budget := e.Think
-			for _, mv := range id.Idle(last, st, m, st.names(), nil) {
-				t := s.Link.TransferTime(mv.Bytes)
+			for _, mv := range id.Idle(last, st, m, st.names(), locs) {
+				t := inputCost(mv.Names, st, m, mv.To)
 				if t > budget {
 					break
 				}
@@ -296,7 +411,7 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 				}
 			}
 		}
-		c := Cell{Hash: e.Cell, Index: e.Index, Reads: e.Reads, Writes: e.Writes}
+		c := Cell{Hash: e.Cell, Index: e.Index, Reads: e.Reads, Writes: e.Writes, Locs: locs}
 		if e.Pinned {
 			c.Pin = e.Loc
 		}
@@ -304,20 +419,21 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		t0 := nowMicros()
 		d := p.Decide(c, st, m)
 		decide += nowMicros() - t0
-		started := d.Loc == Remote && cloud.startIfCold(res.WallSeconds)
-		cost, moved := apply(st, e, d.Loc, s.Link)
+		k := kernels[d.Loc]
+		started := k != nil && k.startIfCold(res.WallSeconds)
+		cost, moved := apply(st, e, d.Loc, m)
 		run := rl[i]
-		if d.Loc == Remote {
-			run = rr[i]
-			cost += s.Link.RTT
+		if k != nil {
+			run = rl[i] / sp[d.Loc]
+			cost += m.LinkTo(d.Loc).RTT
 			res.CellsRemote++
 		}
 		if started && s.CloudStart > 0 {
 			cost += s.CloudStart
-			m.ObserveStart(Remote, s.CloudStart)
+			m.ObserveStart(d.Loc, s.CloudStart)
 		}
-		if d.Loc == Remote && cloud.readyAt > res.WallSeconds {
-			cost += cloud.readyAt - res.WallSeconds // the rest of a warm start
+		if k != nil && k.readyAt > res.WallSeconds {
+			cost += k.readyAt - res.WallSeconds // the rest of a warm start
 		}
 		cost += run
 		if moved > 0 {
@@ -326,8 +442,8 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		res.BytesMoved += moved
 		res.Seconds += cost
 		res.WallSeconds += cost
-		if d.Loc == Remote {
-			cloud.lastUse = res.WallSeconds
+		if k != nil {
+			k.lastUse = res.WallSeconds
 		}
 		res.Placement = append(res.Placement, string(d.Loc))
 		m.ObserveRuntime(Observation{Cell: e.Cell, Index: e.Index, Loc: d.Loc, Runtime: run, Think: e.Think, Reads: e.Reads, Writes: e.Writes, Sizes: e.Sizes, Pin: c.Pin})
@@ -336,10 +452,33 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 	if len(evs) > 0 {
 		res.DecideMicros = decide / float64(len(evs))
 	}
-	cloud.stop(res.WallSeconds)
-	res.CloudKernelSeconds, res.CloudStarts, res.CloudWarmStarts = cloud.seconds, cloud.starts, cloud.warms
-	res.CloudCost = cloud.seconds * s.CloudPrice / 3600
+	for _, c := range clouds {
+		k := kernels[c]
+		k.stop(res.WallSeconds)
+		res.CloudKernelSeconds += k.seconds
+		res.CloudCost += k.seconds * s.price(c) / 3600
+		res.CloudStarts += k.starts
+		res.CloudWarmStarts += k.warms
+	}
 	return res
+}
+
+// model is the replay's cost model over locs: each cloud's link and
+// speed as s gives them.
+func (s Settings) model(locs location.Set, sp map[location.Location]float64) *Model {
+	m := NewModel(s.link(Remote))
+	m.Objective = s.Objective
+	for _, c := range locs.Clouds() {
+		if c != Remote {
+			m.SetLink(c, s.link(c))
+		}
+		if m.SpeedPriors == nil {
+			m.SpeedPriors = map[location.Location]float64{}
+		}
+		m.SpeedPriors[c] = sp[c]
+	}
+	m.SpeedPrior = sp[locs.Clouds()[0]]
+	return m
 }
 
 // seedInputs puts the files e reads that no cell wrote (the notebook's
@@ -354,9 +493,10 @@ func seedInputs(st simState, e trace.Event) {
 }
 
 // apply runs event e at loc on the state: stale inputs are moved (one
-// payload), outputs live only at loc. It returns the transfer time and bytes.
-func apply(st simState, e trace.Event, loc location.Location, link Link) (float64, int64) {
-	var p Payload
+// payload from each place they come cheapest from, as the kernel moves
+// them), outputs live only at loc. It returns the transfer time and bytes.
+func apply(st simState, e trace.Event, loc location.Location, m *Model) (float64, int64) {
+	cost := inputCost(e.Reads, st, m, loc)
 	var moved int64
 	for _, r := range e.Reads {
 		v := st[r]
@@ -364,13 +504,12 @@ func apply(st simState, e trace.Event, loc location.Location, link Link) (float6
 			continue
 		}
 		moved += v.Size
-		p = p.Add(*v)
 		v.At = append(v.At, loc)
 	}
 	for _, w := range e.Writes {
 		st[w] = &Var{Size: e.Sizes[w], At: []location.Location{loc}, Movable: true}
 	}
-	return link.payloadTime(p), moved
+	return cost, moved
 }
 
 // ReplayAll re-costs a trace under every policy, oracle included.

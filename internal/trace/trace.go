@@ -259,9 +259,9 @@ func (e *Event) validate() error {
 	if e.Cell == "" {
 		return errors.New(`missing "cell"`)
 	}
-	// Replay and the oracle cost the laptop and the default cloud.
-	if e.Loc != location.Local && e.Loc != location.Remote {
-		return fmt.Errorf(`"loc" is %q; replay costs the laptop (%s) and one cloud (%s), and a session over several clouds is not replayed yet`, e.Loc, location.Local, location.Remote)
+	// Replay and the oracle cost the laptop and every cloud a trace names.
+	if e.Loc != location.Local && !location.IsCloudName(string(e.Loc)) {
+		return fmt.Errorf(`"loc" is %q; want %q or a cloud's name (lower-case letters, digits, - or _)`, e.Loc, location.Local)
 	}
 	if e.Runtime < 0 || e.Think < 0 || e.TransferSeconds < 0 || e.BytesMoved < 0 {
 		return errors.New("negative time or size")

@@ -33,7 +33,7 @@ func TestReadErrors(t *testing.T) {
 	tests := []struct{ name, body, want string }{
 		{"empty", "", "trace is empty"},
 		{"not json", "{", "trace line 1"},
-		{"bad loc", `{"cell":"c","loc":"moon"}`, `"loc" is "moon"`},
+		{"bad loc", `{"cell":"c","loc":"Moon!"}`, `"loc" is "Moon!"`},
 		{"no cell", `{"loc":"local"}`, `missing "cell"`},
 		{"negative", `{"cell":"c","loc":"local","runtime_s":-1}`, "negative"},
 		{"negative size", `{"cell":"c","loc":"local","sizes":{"x\ny":-1}}`, `trace line 1: negative size for "x\ny"`},
