@@ -105,11 +105,15 @@ func runReplay(ctx context.Context, args []string) error {
 		fmt.Printf(", clouds %s", clouds)
 	}
 	fmt.Println()
+	priced := s.CloudPrice
+	for _, c := range s.Clouds {
+		priced = max(priced, c.Price)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "policy\tseconds\twall s\tbytes moved\tmigrations\tremote cells\tcloud kernel s\tcloud cost\tstarts (in think time)\tdecide µs/cell\t")
 	for _, r := range results {
 		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%s\t%d\t%d\t%.1f\t%s\t%d (%d)\t%.1f\t\n", r.Policy, r.Seconds, r.WallSeconds, report.HumanBytes(r.BytesMoved), r.Migrations, r.CellsRemote,
-			r.CloudKernelSeconds, usd(r.CloudCost, s.CloudPrice), r.CloudStarts, r.CloudWarmStarts, r.DecideMicros)
+			r.CloudKernelSeconds, usd(r.CloudCost, priced), r.CloudStarts, r.CloudWarmStarts, r.DecideMicros)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
