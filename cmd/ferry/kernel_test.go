@@ -119,7 +119,14 @@ func (k *kernelProc) startCell(t *testing.T, code string) <-chan cellResult {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		r, err := k.c.Execute(ctx, code, client.ExecOptions{OnOutput: func(client.Output) { once.Do(func() { close(started) }) }})
+		// Started once the cell's own code prints: a notice of Ferry's
+		// comes before ipykernel runs the code, and a SIGINT then finds
+		// ipykernel ignoring it, so the cell would sleep on.
+		r, err := k.c.Execute(ctx, code, client.ExecOptions{OnOutput: func(o client.Output) {
+			if text, _ := o["text"].(string); o["output_type"] == "stream" && o["name"] == "stdout" && !strings.HasPrefix(text, "Ferry") {
+				once.Do(func() { close(started) })
+			}
+		}})
 		res <- cellResult{r, err}
 	}()
 	select {
