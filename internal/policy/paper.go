@@ -29,12 +29,19 @@ func (p *Paper) Decide(c Cell, v View, m *Model) Decision {
 	if d, ok := pinned(c); ok {
 		return d
 	}
-	if !c.locations().Has(Remote) {
+	clouds := c.locations().Clouds()
+	if len(clouds) == 0 {
 		return place(c, v, m, Local, "no cloud to migrate to")
 	}
 	rt, measured := m.Runtime(c.Hash, Local)
 	if !measured {
-		if _, atRemote := m.Runtime(c.Hash, Remote); !atRemote {
+		ranInCloud := false
+		for _, cl := range clouds {
+			if _, ok := m.Runtime(c.Hash, cl); ok {
+				ranInCloud = true
+			}
+		}
+		if !ranInCloud {
 			return place(c, v, m, Local, "first run: measured at home")
 		}
 	}
@@ -42,14 +49,25 @@ func (p *Paper) Decide(c Cell, v View, m *Model) Decision {
 	if rt < p.MinRuntime && !hot {
 		return place(c, v, m, Local, fmt.Sprintf("not a candidate (%.2fs locally)", rt))
 	}
-	_, ctx := stale(c.Reads, v, Remote)
-	if ctx > p.ContextLimit {
+	// With several clouds the paper's one remote is the one a migration
+	// pays most at.
+	d := place(c, v, m, Local, "")
+	to := clouds[0]
+	for _, cl := range clouds[1:] {
+		if d.Costs[cl] < d.Costs[to] {
+			to = cl
+		}
+	}
+	where := "remote"
+	if to != Remote {
+		where = "at " + to.String()
+	}
+	if _, ctx := stale(c.Reads, v, to); ctx > p.ContextLimit {
 		return place(c, v, m, Local, fmt.Sprintf("context %d B over the %d B threshold", ctx, p.ContextLimit))
 	}
-	d := place(c, v, m, Local, "")
-	if d.Costs[Remote] < d.Costs[Local] {
-		return place(c, v, m, Remote, fmt.Sprintf("candidate: %.2fs remote vs %.2fs local", d.Costs[Remote], d.Costs[Local]))
+	if d.Costs[to] < d.Costs[Local] {
+		return place(c, v, m, to, fmt.Sprintf("candidate: %.2fs %s vs %.2fs local", d.Costs[to], where, d.Costs[Local]))
 	}
-	d.Reason = fmt.Sprintf("candidate, but migration does not pay (%.2fs remote vs %.2fs local)", d.Costs[Remote], d.Costs[Local])
+	d.Reason = fmt.Sprintf("candidate, but migration does not pay (%.2fs %s vs %.2fs local)", d.Costs[to], where, d.Costs[Local])
 	return d
 }

@@ -136,3 +136,21 @@ func TestSeveralCloudsOracle(t *testing.T) {
 		t.Fatalf("oracle optimal on only %d of %d traces", exact, trials)
 	}
 }
+
+// The paper policy, written for one remote, migrates a candidate to the
+// cloud where that pays most when there are several (and none is called
+// remote).
+func TestPaperOverSeveralClouds(t *testing.T) {
+	var evs []trace.Event
+	for i := range 3 {
+		evs = append(evs, trace.Event{Seq: i + 1, Cell: "fit", Loc: Local, Runtime: 10, Reads: []string{"x"}, Writes: []string{"m"}, Sizes: map[string]int64{"m": 1e3}})
+	}
+	evs[0].Writes = []string{"x", "m"}
+	evs[0].Sizes = map[string]int64{"x": 1e3, "m": 1e3}
+	got := Replay(evs, NewPaper(), twoClouds)
+	// First run measured at home; then gpu (1 s + its round trip) beats
+	// cpu (5 s) and the laptop (10 s).
+	if want := []string{"local", "gpu", "gpu"}; !reflect.DeepEqual(got.Placement, want) {
+		t.Fatalf("paper placed %v, want %v", got.Placement, want)
+	}
+}
