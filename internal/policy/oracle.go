@@ -29,11 +29,12 @@ func Oracle(evs []trace.Event, s Settings) Policy {
 		return searchOracle(evs, rl, sp, locs, s)
 	}
 	c := locs.Clouds()[0]
-	return cut(evs, rl, at(rl, sp[c]), c, s.link(c), s)
+	return cut(evs, rl, scaled(rl, sp[c]), c, s.link(c), s)
 }
 
-// at is the runtimes rl (the laptop's) at a location speed times faster.
-func at(rl []float64, speed float64) []float64 {
+// scaled is the runtimes rl (the laptop's) at a location speed times
+// faster.
+func scaled(rl []float64, speed float64) []float64 {
 	out := make([]float64, len(rl))
 	for i, r := range rl {
 		out[i] = r / speed
@@ -72,7 +73,7 @@ func searchOracle(evs []trace.Event, rl []float64, sp map[location.Location]floa
 	}
 	bestScore := score(best)
 	for _, c := range locs.Clouds() {
-		pl := Placement(cut(evs, rl, at(rl, sp[c]), c, s.link(c), s))
+		pl := Placement(cut(evs, rl, scaled(rl, sp[c]), c, s.link(c), s))
 		if sc := score(pl); sc < bestScore-1e-9 {
 			best, bestScore = pl, sc
 		}

@@ -1,6 +1,11 @@
 package policy
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+
+	"github.com/ferry-nb/ferry/internal/location"
+)
 
 // Paper is the seed paper's approach as published (eScience 2021,
 // arXiv 2107.00187): the laptop is home; a cell becomes a migration
@@ -35,12 +40,10 @@ func (p *Paper) Decide(c Cell, v View, m *Model) Decision {
 	}
 	rt, measured := m.Runtime(c.Hash, Local)
 	if !measured {
-		ranInCloud := false
-		for _, cl := range clouds {
-			if _, ok := m.Runtime(c.Hash, cl); ok {
-				ranInCloud = true
-			}
-		}
+		ranInCloud := slices.ContainsFunc(clouds, func(cl location.Location) bool {
+			_, ok := m.Runtime(c.Hash, cl)
+			return ok
+		})
 		if !ranInCloud {
 			return place(c, v, m, Local, "first run: measured at home")
 		}

@@ -468,16 +468,13 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 func (s Settings) model(locs location.Set, sp map[location.Location]float64) *Model {
 	m := NewModel(s.link(Remote))
 	m.Objective = s.Objective
+	m.SpeedPriors = map[location.Location]float64{}
 	for _, c := range locs.Clouds() {
 		if c != Remote {
 			m.SetLink(c, s.link(c))
 		}
-		if m.SpeedPriors == nil {
-			m.SpeedPriors = map[location.Location]float64{}
-		}
-		m.SpeedPriors[c] = sp[c]
+		m.SpeedPriors[c] = sp[c] // every cloud's: the shared SpeedPrior is never read
 	}
-	m.SpeedPrior = sp[locs.Clouds()[0]]
 	return m
 }
 
