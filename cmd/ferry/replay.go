@@ -126,25 +126,17 @@ func runReplay(ctx context.Context, args []string) error {
 	return nil
 }
 
-// replayClouds are the clouds a replay places cells at: those the trace
-// ran cells at and those --clouds names; one called remote if none.
+// replayClouds are the clouds a replay places cells at (policy.Locations):
+// those the trace ran cells at and those --clouds names.
 func replayClouds(evs []trace.Event, names string) (location.Set, error) {
-	var locs []location.Location
-	for _, e := range evs {
-		if !e.Loc.IsLocal() {
-			locs = append(locs, e.Loc)
-		}
-	}
+	var named []location.Location
 	for _, n := range splitList(names) {
 		if !location.IsCloudName(n) {
 			return nil, fmt.Errorf("--clouds %s: %q is not a cloud name; use lower-case letters, digits, - or _ (not \"local\"), e.g. --clouds gpu,cpu", names, n)
 		}
-		locs = append(locs, location.Location(n))
+		named = append(named, location.Location(n))
 	}
-	if len(locs) == 0 {
-		locs = append(locs, location.Remote)
-	}
-	return location.NewSet(locs...), nil
+	return policy.Locations(evs, named...).Clouds(), nil
 }
 
 // replaySettings reads the flags that describe the clouds, each one value

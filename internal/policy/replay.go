@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -56,16 +57,19 @@ type CloudSettings struct {
 	Link Link
 }
 
-// locations are where a replay places cells: the laptop, every cloud the
-// trace ran cells at and every cloud s describes; the default cloud when
-// that is none.
+// locations are where a replay places cells: Locations over the clouds s
+// describes.
 func (s Settings) locations(evs []trace.Event) location.Set {
-	locs := []location.Location{Local}
+	return Locations(evs, slices.Collect(maps.Keys(s.Clouds))...)
+}
+
+// Locations are where a replay of evs may place cells: the laptop, every
+// cloud the trace ran cells at and the clouds named; the default cloud
+// when that is none.
+func Locations(evs []trace.Event, clouds ...location.Location) location.Set {
+	locs := append([]location.Location{Local}, clouds...)
 	for _, e := range evs {
 		locs = append(locs, e.Loc)
-	}
-	for c := range s.Clouds {
-		locs = append(locs, c)
 	}
 	set := location.NewSet(locs...)
 	if len(set.Clouds()) == 0 {
