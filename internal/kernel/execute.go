@@ -284,7 +284,16 @@ func (s *Server) execute(ctx context.Context, m *wire.Message) {
 	// it counts, as ipykernel's do, whichever backend runs it.
 	reply, err := s.forwardAs(ctx, loc, wire.Shell, sent, content, s.execCount+1, false, recordResult)
 	runtime := time.Since(t1).Seconds()
-	if store {
+	switch {
+	case store && err == nil && replyStatus(reply) == "aborted":
+		// ipykernel aborted the request (it still cleared its queue after
+		// an error): the cell did not run, and as ipykernel does it takes
+		// no number and leaves no history; the front end may send it
+		// again.
+		s.histMu.Lock()
+		s.history = slices.Delete(s.history, hist, hist+1)
+		s.histMu.Unlock()
+	case store:
 		s.execCount = count
 		s.histMu.Lock()
 		if s.history[hist].Output != nil {
@@ -939,4 +948,17 @@ func (s *Server) statusText() string {
 		fmt.Fprintf(&b, "recovery: %d values lost with dead kernels, %d rebuilt from the cells that made them (%.1f s)\n", t.VarsLost, t.VarsRebuilt, t.RebuildSeconds)
 	}
 	return b.String()
+}
+
+// replyStatus is a reply's content status ("ok", "error", "aborted"), ""
+// if it has none.
+func replyStatus(m *wire.Message) string {
+	if m == nil {
+		return ""
+	}
+	var c struct {
+		Status string `json:"status"`
+	}
+	_ = json.Unmarshal(m.Content, &c)
+	return c.Status
 }

@@ -34,8 +34,16 @@ func (inc *incarnation) execute(o *out) error {
 		return nil
 	}
 	inc.k.mu.Lock()
-	inc.k.executed[req.Code]++
+	aborted := inc.k.abort[req.Code]
+	delete(inc.k.abort, req.Code)
+	if !aborted {
+		inc.k.executed[req.Code]++
+	}
 	inc.k.mu.Unlock()
+	if aborted {
+		o.add(wire.Shell, "execute_reply", map[string]any{"status": "aborted"}, nil)
+		return nil
+	}
 	store := !req.Silent && (req.StoreHistory == nil || *req.StoreHistory) && !isBlank(req.Code)
 	inc.mu.Lock()
 	num := inc.count + 1

@@ -69,6 +69,18 @@ func WithReplyDelay(msgType string, d time.Duration) Option {
 	}
 }
 
+// WithAbortOnce makes the first execute_request of code be aborted, as
+// ipykernel aborts a request that arrives while it clears its queue after
+// an error: a reply with status "aborted", nothing run, no number taken.
+func WithAbortOnce(code string) Option {
+	return func(k *Kernel) {
+		if k.abort == nil {
+			k.abort = map[string]bool{}
+		}
+		k.abort[code] = true
+	}
+}
+
 // WithChunkSize sets the payload chunk size of the state comm (n > 0).
 func WithChunkSize(n int) Option {
 	return func(k *Kernel) {
@@ -91,6 +103,9 @@ type Kernel struct {
 	// replyDelay is how long each shell request type waits before its
 	// reply (WithReplyDelay); set at construction only.
 	replyDelay map[string]time.Duration
+	// abort holds the cells whose next execute_request is aborted
+	// (WithAbortOnce), guarded by mu.
+	abort map[string]bool
 
 	mu         sync.Mutex
 	startDelay time.Duration
