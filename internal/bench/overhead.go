@@ -38,11 +38,18 @@ type OverheadResult struct {
 	Cell          string
 	Ferry, Direct Stats
 	Ratio         float64 // median Ferry / median direct
+	// Proxy and Relay are the same cell through a hop that only forwards
+	// (floor.go): libzmq's zmq_proxy and a verbatim relay on Ferry's
+	// sockets. Their ratios to direct are the floor under Ratio.
+	Proxy, Relay           Stats
+	ProxyRatio, RelayRatio float64
 }
 
 // Overhead runs each cell rounds times through Ferry (all-local, with
-// analysis and state tracking on, as users run it) and straight to a plain
-// ipykernel, interleaved so both see the same machine load.
+// analysis and state tracking on, as users run it), straight to a plain
+// ipykernel, and through the two forwarding-only hops of floor.go, each
+// in front of its own ipykernel, interleaved so all see the same machine
+// load.
 func Overhead(ctx context.Context, python string, rounds int, out io.Writer) ([]OverheadResult, error) {
 	sess, stopFerry, err := startFerryLocal(ctx, python)
 	if err != nil {
@@ -54,6 +61,16 @@ func Overhead(ctx context.Context, python string, rounds int, out io.Writer) ([]
 		return nil, err
 	}
 	defer stopDirect()
+	proxy, stopProxy, err := startFloor(ctx, python, floorProxy)
+	if err != nil {
+		return nil, err
+	}
+	defer stopProxy()
+	relay, stopRelay, err := startFloor(ctx, python, floorRelay)
+	if err != nil {
+		return nil, err
+	}
+	defer stopRelay()
 
 	cells := []struct{ name, code string }{
 		{"trivial (pass)", "pass"},
@@ -61,12 +78,12 @@ func Overhead(ctx context.Context, python string, rounds int, out io.Writer) ([]
 	}
 	var res []OverheadResult
 	for _, c := range cells {
-		var tf, td []time.Duration
+		var tf, td, tp, tr []time.Duration
 		for i := 0; i < rounds+5; i++ {
 			for _, side := range []struct {
 				cl  *client.Client
 				acc *[]time.Duration
-			}{{sess.Client, &tf}, {direct, &td}} {
+			}{{sess.Client, &tf}, {direct, &td}, {proxy, &tp}, {relay, &tr}} {
 				t0 := time.Now()
 				r, err := side.cl.Execute(ctx, c.code, client.ExecOptions{})
 				if err != nil {
@@ -80,15 +97,18 @@ func Overhead(ctx context.Context, python string, rounds int, out io.Writer) ([]
 				}
 			}
 		}
-		r := OverheadResult{Cell: c.name, Ferry: summarise(tf), Direct: summarise(td)}
+		r := OverheadResult{Cell: c.name, Ferry: summarise(tf), Direct: summarise(td), Proxy: summarise(tp), Relay: summarise(tr)}
 		r.Ratio = float64(r.Ferry.Median) / float64(r.Direct.Median)
+		r.ProxyRatio = float64(r.Proxy.Median) / float64(r.Direct.Median)
+		r.RelayRatio = float64(r.Relay.Median) / float64(r.Direct.Median)
 		res = append(res, r)
 	}
-	fmt.Fprintf(out, "%-16s %12s %12s %12s %12s %8s\n", "cell", "ferry med", "ferry p95", "direct med", "direct p95", "ratio")
+	fmt.Fprintf(out, "%-16s %12s %12s %12s %12s %8s %11s %11s\n", "cell", "ferry med", "ferry p95", "direct med", "direct p95", "ratio", "zmq_proxy", "bare relay")
 	for _, r := range res {
-		fmt.Fprintf(out, "%-16s %12s %12s %12s %12s %8.3f\n", r.Cell, r.Ferry.Median.Round(time.Microsecond), r.Ferry.P95.Round(time.Microsecond),
-			r.Direct.Median.Round(time.Microsecond), r.Direct.P95.Round(time.Microsecond), r.Ratio)
+		fmt.Fprintf(out, "%-16s %12s %12s %12s %12s %8.3f %11.3f %11.3f\n", r.Cell, r.Ferry.Median.Round(time.Microsecond), r.Ferry.P95.Round(time.Microsecond),
+			r.Direct.Median.Round(time.Microsecond), r.Direct.P95.Round(time.Microsecond), r.Ratio, r.ProxyRatio, r.RelayRatio)
 	}
+	fmt.Fprintf(out, "(zmq_proxy, bare relay: the same cells through a hop that only forwards, libzmq's own proxy and one on Ferry's sockets, each before its own ipykernel; their ratios are the floor under Ferry's)\n")
 	return res, nil
 }
 

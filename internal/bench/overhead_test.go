@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-nb/ferry/internal/client"
 	"github.com/ferry-nb/ferry/internal/notebook"
 	"github.com/ferry-nb/ferry/internal/testenv"
 )
@@ -41,5 +42,33 @@ func TestNotebookOverhead(t *testing.T) {
 	bad := writeNotebook(t, "x = 1", "1/0")
 	if _, err := NotebookOverhead(ctx, testenv.Python(), []string{bad}, nil, 1, io.Discard); err == nil || !strings.Contains(err.Error(), "t.ipynb") {
 		t.Fatalf("a raising cell gave %v; want an error naming the notebook", err)
+	}
+}
+
+// Both floor hops carry a cell and its output to their own ipykernel and
+// back, and Overhead reports all four sides of every cell.
+func TestOverheadFloor(t *testing.T) {
+	testenv.RequirePython(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, kind := range []floorKind{floorProxy, floorRelay} {
+		cl, stop, err := startFloor(ctx, testenv.Python(), kind)
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		r, err := cl.Execute(ctx, "import os\nprint(41 + 1)", client.ExecOptions{})
+		stop()
+		if err != nil || r.Status != "ok" || r.Stream("stdout") != "42\n" {
+			t.Fatalf("%s: got %+v, %v; want the cell's output through the hop", kind, r, err)
+		}
+	}
+	res, err := Overhead(ctx, testenv.Python(), 3, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Ferry.Median <= 0 || r.Direct.Median <= 0 || r.Proxy.Median <= 0 || r.Relay.Median <= 0 || r.ProxyRatio <= 0 || r.RelayRatio <= 0 {
+			t.Fatalf("%s: got %+v; want every side timed", r.Cell, r)
+		}
 	}
 }
