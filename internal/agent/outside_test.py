@@ -60,6 +60,28 @@ class AuditTests(unittest.TestCase):
         self.assertEqual(rec.lists, {"data"})
         self.assertTrue(any(e.startswith("wrote ") for e in rec.effects), rec.effects)
 
+    def test_the_import_systems_listing_of_the_root_is_not_the_cells(self):
+        # The path finder lists the working directory (sys.path's "") to
+        # fill its cache; a cell that imports is not listing the folder.
+        import importlib
+
+        sys.path.insert(0, "")
+        try:
+            importlib.invalidate_caches()
+            audit.start()
+            try:
+                import ferry_no_such_module  # noqa: F401
+            except ImportError:
+                pass
+            rec = audit.take()
+            self.assertEqual(rec.lists, set())
+            audit.start()
+            os.listdir(".")  # the cell's own listing still counts
+            rec = audit.take()
+            self.assertEqual(rec.lists, {"."})
+        finally:
+            sys.path.remove("")
+
     def test_nothing_is_recorded_outside_a_cell(self):
         audit.take()
         with open("quiet.txt", "w") as f:
