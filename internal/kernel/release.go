@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -223,7 +224,7 @@ func (s *Server) nextRelease() (loc location.Location, due time.Time, ok bool) {
 		return "", time.Time{}, false
 	}
 	for _, l := range s.locs.Clouds() {
-		if _, can := s.backends[l].(backend.Releaser); !can || !s.Running(l) || s.rel.held[l] != "" {
+		if !s.releasable(l) {
 			continue
 		}
 		if d := s.lastUse(l).Add(s.releaseAfter(l)); !ok || d.Before(due) {
@@ -231,6 +232,23 @@ func (s *Server) nextRelease() (loc location.Location, due time.Time, ok bool) {
 		}
 	}
 	return loc, due, ok
+}
+
+// releasable says whether loc's kernel runs and an idle release could
+// let it go now.
+func (s *Server) releasable(loc location.Location) bool {
+	_, can := s.backends[loc].(backend.Releaser)
+	return can && s.Running(loc) && s.rel.held[loc] == ""
+}
+
+// untilRelease is how long loc's running kernel has before its idle
+// release, were no cell to run there (policy.Model.UntilRelease): +Inf
+// if none would come.
+func (s *Server) untilRelease(loc location.Location) float64 {
+	if !s.releases() || s.cfg.Analyzer == nil || !s.releasable(loc) {
+		return math.Inf(1)
+	}
+	return max(time.Until(s.lastUse(loc).Add(s.releaseAfter(loc))).Seconds(), 0)
 }
 
 // releaseAfter is the idle time after which loc's kernel goes: the

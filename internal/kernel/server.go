@@ -454,6 +454,10 @@ func New(cfg Config) (*Server, error) {
 		}
 		return 0
 	}
+	// How long a running cloud kernel has before an idle release, were
+	// no cell to run there (the cost objective's billing of a kernel that
+	// idles while a cell runs on the laptop).
+	model.UntilRelease = func(l location.Location) float64 { return s.untilRelease(l) }
 	locs := keys(cfg.Backends)
 	s = &Server{cfg: cfg, signer: signer, session: wire.NewID(), backends: cfg.Backends, locs: location.NewSet(locs...), log: cfg.Log,
 		start: time.Now(), calls: map[string]*call{}, commOwner: map[string]location.Location{}, kernelHist: map[location.Location]*kernelHistory{}, policy: p, model: model,

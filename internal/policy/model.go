@@ -103,6 +103,12 @@ type Model struct {
 	// began that is still under way (0 if none): a kernel started in
 	// think time (Warm) has only the rest of its start left to wait for.
 	StartedAgo func(loc location.Location) float64
+	// UntilRelease, if set, is how many seconds loc's running kernel has
+	// left before an idle release would let it go if no cell ran there
+	// from now on (+Inf when none would): until then it is billed whatever
+	// runs where (idleBilling). The kernel and replay set it; nil means no
+	// kernel is known to be running.
+	UntilRelease func(loc location.Location) float64
 	// Remembered, if set, is a cell's laptop runtime from an earlier
 	// session (package recall), for a cell not yet run in this one. The
 	// kernel sets it at construction; replay with --remembered sets it

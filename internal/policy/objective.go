@@ -70,6 +70,32 @@ func (m *Model) cloudTime(loc location.Location, rt float64) float64 {
 	return m.cloudWeight() * (rt + m.LinkTo(loc).RTT)
 }
 
+// idleBilling is what the cloud kernels running now, other than loc's,
+// bill (weighed) while a cell waits wait seconds at loc. A kernel is
+// billed from its start to its release whatever runs where, so a cell
+// kept off a running kernel saves its billing only past the point where
+// that kernel's idle release would come (UntilRelease). Without this
+// term the cost objective counted a cloud cell's runtime as a cost and a
+// laptop cell's as free while the kernel idled beside it: live on the
+// tabular session at the recorded think times (home link), it kept the
+// first training cell on the laptop (12.4 s there against 1.9 s in the
+// cloud) and billed more kernel-seconds than time did (63 against 53),
+// the kernel being up all session either way.
+func (m *Model) idleBilling(loc location.Location, wait float64, locs location.Set) float64 {
+	w := m.cloudWeight()
+	if w == 0 || m.Cold == nil || m.UntilRelease == nil {
+		return 0
+	}
+	var sum float64
+	for _, l := range locs.Clouds() {
+		if l == loc || m.Cold(l) {
+			continue
+		}
+		sum += w * min(wait, max(m.UntilRelease(l), 0))
+	}
+	return sum
+}
+
 // coldCost is what starting loc's kernel for this cell costs under the
 // objective: the wait for the start and, weighed, its billing. The idle
 // time before a release is not charged to the cell that starts the

@@ -75,6 +75,43 @@ func TestObjectivePlacesColdCloudCells(t *testing.T) {
 	}
 }
 
+// A cloud kernel that runs is billed whatever runs where until its idle
+// release: a cell 3 s on the laptop and 1.6 s in the cloud goes there
+// under cost while the kernel would stay up through the laptop's 3 s
+// (keeping it off saves nothing), stays on the laptop when the release
+// is due before (it then saves what the idle kernel would bill) or the
+// kernel is not running, and goes there under time in every case.
+func TestObjectiveBillsARunningKernel(t *testing.T) {
+	inf := math.Inf(1)
+	tests := []struct {
+		name         string
+		cold         bool
+		untilRelease float64
+		want         map[Objective]location.Location
+	}{
+		{"kept up", false, inf, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveCost: Remote}},
+		{"released in a minute", false, 60, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveCost: Remote}},
+		{"release due now", false, 0, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveCost: Local}},
+		{"not running", true, 0, map[Objective]location.Location{ObjectiveTime: Remote, ObjectiveCost: Local}},
+	}
+	for _, tt := range tests {
+		for obj, want := range tt.want {
+			t.Run(tt.name+"/"+string(obj), func(t *testing.T) {
+				m := NewModel(Link{Bandwidth: 1e9, RTT: 0.001, Compression: 1})
+				m.Objective = obj
+				m.Cold = func(location.Location) bool { return tt.cold }
+				m.UntilRelease = func(location.Location) float64 { return tt.untilRelease }
+				m.ObserveRuntime(Observation{Cell: "fit", Loc: Local, Runtime: 3})
+				m.ObserveRuntime(Observation{Cell: "fit", Loc: Remote, Runtime: 1.6})
+				d := NewFerry().Decide(Cell{Hash: "fit"}, simState{}, m)
+				if d.Loc != want {
+					t.Fatalf("placed %s, want %s (%s)", d.Loc, want, d.Reason)
+				}
+			})
+		}
+	}
+}
+
 // Without --cloud-idle, balanced and cost let an idle kernel go at their
 // break-even (restart x (1 + 1/w)), never before ObjectiveIdleFloor; time
 // never does.

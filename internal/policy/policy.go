@@ -152,11 +152,13 @@ func place(c Cell, v View, m *Model, loc location.Location, reason string) Decis
 // the request's round trip to a cloud kernel, and its runtime there.
 func immediateCost(c Cell, v View, m *Model, loc location.Location) float64 {
 	rt, _ := m.Runtime(c.Hash, loc)
-	cost := rt + inputCost(c.Reads, v, m, loc)
+	wait := rt + inputCost(c.Reads, v, m, loc)
+	cost := wait
 	if loc != Local {
-		cost += m.LinkTo(loc).RTT + m.cloudTime(loc, rt)
+		wait += m.LinkTo(loc).RTT
+		cost = wait + m.cloudTime(loc, rt)
 	}
-	return cost
+	return cost + m.idleBilling(loc, wait, c.locations())
 }
 
 // inputCost is the estimated time to bring the stale values among reads

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"time"
@@ -139,6 +140,17 @@ type Result struct {
 	CloudWarmStarts int `json:"cloud_warm_starts"`
 }
 
+// onlyAt is the bytes whose newest version only c holds.
+func (st simState) onlyAt(c location.Location) int64 {
+	var only int64
+	for _, v := range st {
+		if v.Has(c) && len(v.At) == 1 {
+			only += v.Size
+		}
+	}
+	return only
+}
+
 // meter is a replay's cloud kernel: when it runs, since when, and when it
 // last ran a cell, billed as backend.Remote bills a real one.
 type meter struct {
@@ -188,12 +200,7 @@ func releaseIdle(c location.Location, k *meter, st simState, m *Model, s Setting
 	if !k.up || (s.CloudIdle <= 0 && !m.Releases()) {
 		return false, 0
 	}
-	var only int64
-	for _, v := range st {
-		if v.Has(c) && len(v.At) == 1 {
-			only += v.Size
-		}
-	}
+	only := st.onlyAt(c)
 	after := m.ReleaseAfter(c, time.Duration(s.CloudIdle*float64(time.Second)), only).Seconds()
 	if now-k.lastUse < after {
 		return false, 0
@@ -349,6 +356,17 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 			return now - k.since
 		}
 		return 0
+	}
+	m.UntilRelease = func(l location.Location) float64 {
+		k := kernels[l]
+		if k == nil || !k.up {
+			return 0
+		}
+		if s.CloudIdle <= 0 && !m.Releases() {
+			return math.Inf(1)
+		}
+		after := m.ReleaseAfter(l, time.Duration(s.CloudIdle*float64(time.Second)), st.onlyAt(l)).Seconds()
+		return max(k.lastUse+after-now, 0)
 	}
 	anyCold := func() bool {
 		for _, k := range kernels {
