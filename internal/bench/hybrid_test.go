@@ -35,6 +35,34 @@ func TestBilledFromFirstCloudCell(t *testing.T) {
 	}
 }
 
+// A ferry run starts with the cloud cold: it is billed from the kernel's
+// start to the end, less the wait of the start its first cloud cell made
+// (put aside as the other runs' starts are); a restart after a release
+// stays in, and a run with no cloud cell is billed nothing.
+func TestBilledFromStart(t *testing.T) {
+	ev := func(loc location.Location, cloudS, startS float64) trace.Event {
+		return trace.Event{Loc: loc, CloudSeconds: cloudS, StartSeconds: startS}
+	}
+	cases := []struct {
+		name         string
+		evs          []trace.Event
+		billed, wait float64
+	}{
+		{"all local", []trace.Event{ev("local", 0, 0), ev("local", 0, 0), ev("local", 0, 0)}, 0, 0},
+		{"started by the third cell", []trace.Event{ev("local", 0, 0), ev("local", 0, 0), ev("remote", 5, 3), ev("local", 9, 0)}, 6, 3},
+		{"started in think time, the rest waited", []trace.Event{ev("local", 0, 0), ev("local", 2, 0), ev("remote", 6, 1), ev("local", 9, 0)}, 8, 1},
+		{"a restart after a release stays in", []trace.Event{ev("local", 0, 0), ev("remote", 5, 3), ev("local", 70, 0), ev("remote", 78, 3)}, 75, 3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			billed, wait := billedFromStart(c.evs)
+			if math.Abs(billed-c.billed) > 1e-9 || math.Abs(wait-c.wait) > 1e-9 {
+				t.Fatalf("billed %.2f s with a first start of %.2f s, want %.2f and %.2f", billed, wait, c.billed, c.wait)
+			}
+		})
+	}
+}
+
 // The table shows each row's cloud kernel-seconds and cost for remote,
 // ferry and ferry under --objective cost beside the times, and the share
 // of ferry's bytes moved in think time.
