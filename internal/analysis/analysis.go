@@ -29,7 +29,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +36,11 @@ import (
 
 //go:embed analyze.py
 var script string
+
+// bootstrap is the helper's -c program: it reads the script, len(script)
+// bytes, from stdin and runs it as __main__; the requests follow on the
+// same stream.
+var bootstrap = fmt.Sprintf("import sys; exec(compile(sys.stdin.buffer.read(%d), 'ferry_analyze.py', 'exec'))", len(script))
 
 // Result is what a cell does to the notebook's names. Every list is sorted.
 type Result struct {
@@ -188,8 +192,10 @@ type Analyzer struct {
 	in     io.WriteCloser
 	out    *bufio.Reader
 	stderr *tail
-	dir    string
-	seq    int
+	// boot is the helper's script, still to be written ahead of the
+	// first request (bootstrap).
+	boot []byte
+	seq  int
 
 	cacheMu sync.Mutex
 	cache   map[[32]byte]Result
@@ -253,8 +259,10 @@ func (a *Analyzer) ask(ctx context.Context, code string) (Result, error) {
 	// cancellation the helper is killed, which ends the read.
 	done := make(chan answer, 1)
 	in, out := a.in, a.out
+	msg := append(a.boot, append(req, '\n')...)
+	a.boot = nil
 	go func() {
-		if _, err := in.Write(append(req, '\n')); err != nil {
+		if _, err := in.Write(msg); err != nil {
 			done <- answer{err: err}
 			return
 		}
@@ -283,18 +291,12 @@ func (a *Analyzer) ask(ctx context.Context, code string) (Result, error) {
 }
 
 func (a *Analyzer) startLocked() error {
-	dir, err := os.MkdirTemp("", "ferry-analysis-")
-	if err != nil {
-		return fmt.Errorf("starting analysis helper: %w", err)
-	}
-	path := filepath.Join(dir, "ferry_analyze.py")
-	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
-		os.RemoveAll(dir)
-		return fmt.Errorf("starting analysis helper: %w", err)
-	}
 	// -I: the user's PYTHONPATH or a stray ast.py in the working directory
-	// must not change how cells are read.
-	cmd := exec.Command(a.python, "-I", path)
+	// must not change how cells are read. The script comes on stdin ahead
+	// of the first request, not from a file: a file in /tmp outlived every
+	// Ferry that was killed rather than closed (237 of them after one
+	// day's benches and tests).
+	cmd := exec.Command(a.python, "-I", "-c", bootstrap)
 	// Ferry's environment without the remote server's token: the helper
 	// needs no secret. (Not nil: a nil Env would inherit everything.)
 	cmd.Env = []string{}
@@ -310,20 +312,17 @@ func (a *Analyzer) startLocked() error {
 	cmd.Stderr = a.stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		os.RemoveAll(dir)
 		return fmt.Errorf("starting analysis helper: %w", err)
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		os.RemoveAll(dir)
 		return fmt.Errorf("starting analysis helper: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
 		return fmt.Errorf("starting analysis helper %s: %w (pass --python PATH)", a.python, err)
 	}
 	slog.Debug("analysis helper started", "python", a.python, "pid", cmd.Process.Pid)
-	a.cmd, a.in, a.out, a.dir = cmd, in, bufio.NewReaderSize(out, 1<<16), dir
+	a.cmd, a.in, a.out, a.boot = cmd, in, bufio.NewReaderSize(out, 1<<16), []byte(script)
 	return nil
 }
 
@@ -336,8 +335,7 @@ func (a *Analyzer) stopLocked() {
 	if err := a.cmd.Wait(); err != nil && !isKilled(err) {
 		slog.Debug("analysis helper exited", "err", err)
 	}
-	os.RemoveAll(a.dir)
-	a.cmd = nil
+	a.cmd, a.boot = nil, nil
 }
 
 func isKilled(err error) bool {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -275,6 +276,25 @@ func TestAnalyzeCachesByCode(t *testing.T) {
 	}
 	if _, err := a.Analyze(ctx, "not cached"); err == nil || !strings.Contains(err.Error(), "/nonexistent/python") {
 		t.Fatalf("uncached with a missing interpreter: err = %v", err)
+	}
+}
+
+// The helper's script comes on its stdin, not from a file that a killed
+// Ferry would leave behind in TMPDIR.
+func TestAnalyzerLeavesNoFile(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	a := newAnalyzer(t)
+	r, err := a.Analyze(context.Background(), "y = x + 1")
+	if err != nil || !slices.Contains(r.Reads, "x") {
+		t.Fatalf("analysis %+v, %v", r, err)
+	}
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		t.Errorf("%s is in TMPDIR while the helper runs", e.Name())
 	}
 }
 

@@ -280,6 +280,12 @@ func (l *Local) launchLocked(ctx context.Context) error {
 		return fmt.Errorf("local kernel (%s -m ipykernel_launcher) did not start: %w (is python3-ipykernel installed?)", l.Python, err)
 	}
 	l.info = ki
+	// The kernel has read its connection file (and rewritten it, in
+	// ipykernel, before it answers): it holds the HMAC key, so it goes
+	// now rather than at Close, which a killed Ferry never reaches (137
+	// of them were left in /tmp after one day's benches and tests).
+	os.RemoveAll(l.dir)
+	l.dir = ""
 	if l.handler != nil {
 		conn.HandleWith(l.handler)
 	} else {
