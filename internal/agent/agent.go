@@ -152,6 +152,10 @@ type Change struct {
 	// called: an instance's methods, a function a factory returned, a
 	// bound method, a partial (_ferry_graph.py).
 	Uses []string `json:"uses,omitempty"`
+	// Ratio is the share of the value's payload a move would send
+	// (compressed over raw bytes), estimated from samples for values of a
+	// MiB or more; 0 when not estimated (protocol 6).
+	Ratio float64 `json:"ratio,omitempty"`
 }
 
 // FindVersionsExpr asks the agent for the versions of top-level modules

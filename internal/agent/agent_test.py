@@ -259,6 +259,25 @@ class AgentTests(unittest.TestCase):
         got, moved = ch["l"]["size"], self.payload("l")
         self.assertLess(abs(got - moved), 0.05 * moved, "the list's reported size %d is not its payload's %d" % (got, moved))
 
+    def test_ratio(self):
+        # A value of a MiB or more carries an estimate of the share of its
+        # payload a move sends, near what the transport's chunks send.
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        ns = self.a.user_ns
+        ns.update(zeros=np.zeros(1 << 18), noise=rng.random(1 << 18), small=np.zeros(1000),
+                  prices=rng.integers(0, 500, 1 << 19).astype(np.float64) / 100, rows=[("row", i % 97) for i in range(100000)])
+        ch = self.report()["changed"]
+        self.assertLess(ch["zeros"]["ratio"], 0.05)
+        self.assertGreater(ch["noise"]["ratio"], 0.9)
+        self.assertNotIn("ratio", ch["small"], "under a MiB nothing is estimated")
+        for n in ("prices", "rows"):
+            data, _, _ = agent.serialise([n])
+            sent = sum(len(piece) for _, piece, _ in agent._chunks([data], True))
+            actual = sent / len(data)
+            self.assertLess(abs(ch[n]["ratio"] - actual), 0.15, "%s: estimated %.3f, a move sends %.3f" % (n, ch[n]["ratio"], actual))
+
     def test_size_estimate_of_long_containers(self):
         # Past 1000 items the cheap size extrapolates the items, not the
         # container's own header with them: a list of 100000 ints was

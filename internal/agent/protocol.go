@@ -14,7 +14,7 @@ import (
 // checks the installed agent's at install (ProtocolKey), so an agent left
 // in a kernel by another Ferry build is never spoken to in the wrong
 // dialect. Bump both together when a message changes shape.
-const ProtocolVersion = 5
+const ProtocolVersion = 6
 
 // ProtocolKey is the user_expressions key of the install request that
 // returns the installed agent's PROTOCOL.

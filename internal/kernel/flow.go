@@ -210,7 +210,7 @@ func (s *Server) afterCell(ctx context.Context, loc location.Location, cell stri
 	}
 	changes := make(map[string]state.Change, len(rep.Changed))
 	for n, ch := range rep.Changed {
-		sc := state.Change{Size: ch.Size, Hash: ch.Hash, Movable: ch.Movable, Reason: ch.Reason, Kind: ch.Kind, Group: ch.Group, Needs: ch.Needs}
+		sc := state.Change{Size: ch.Size, Hash: ch.Hash, Movable: ch.Movable, Reason: ch.Reason, Kind: ch.Kind, Group: ch.Group, Needs: ch.Needs, Ratio: ch.Ratio}
 		if uses, ok := eff.Defs[n]; ok {
 			sc.Uses = uses
 		} else if cls, ok := s.state.Get(ch.Kind); ok && cls.Kind == "type" && len(cls.Uses) > 0 {

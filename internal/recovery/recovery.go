@@ -779,7 +779,7 @@ func (f facts) Var(name string) (policy.Var, bool) {
 	if !ok {
 		return policy.Var{}, false
 	}
-	return policy.Var{Size: v.Size, At: v.Locations(), Movable: v.Movable}, true
+	return policy.Var{Size: v.Size, At: v.Locations(), Movable: v.Movable, Ratio: v.Ratio}, true
 }
 
 func (f facts) Sources(loc location.Location, names []string) map[location.Location][]string {

@@ -41,6 +41,9 @@ type Var struct {
 	// for a fitted model): the target must have it, at the same version,
 	// to load the value faithfully.
 	Needs string
+	// Ratio is the agent's estimate of the share of the value's bytes a
+	// move sends (0 if none): planning prices the move by it.
+	Ratio float64
 }
 
 // Locations returns the holders, sorted.
@@ -259,6 +262,7 @@ type Change struct {
 	Group   string
 	Uses    []string
 	Needs   string
+	Ratio   float64
 }
 
 // Ran records a cell that ran at loc: changed names get a new version held
@@ -285,7 +289,7 @@ func (m *Map) Ran(loc location.Location, cell string, changed map[string]Change,
 		}
 		v.Version++
 		v.At = map[location.Location]bool{loc: true}
-		v.Size, v.Hash, v.Movable, v.Reason, v.Kind, v.Group, v.Uses, v.Needs = c.Size, c.Hash, c.Movable, c.Reason, c.Kind, c.Group, c.Uses, c.Needs
+		v.Size, v.Hash, v.Movable, v.Reason, v.Kind, v.Group, v.Uses, v.Needs, v.Ratio = c.Size, c.Hash, c.Movable, c.Reason, c.Kind, c.Group, c.Uses, c.Needs, c.Ratio
 		v.Producer = cell
 		delete(m.gone[loc], n)
 		wrote[n] = v.Version

@@ -146,3 +146,17 @@ func TestSetHashesAndShared(t *testing.T) {
 		}
 	}
 }
+
+// A version carries the agent's compression estimate; the next version
+// has its own (none when the agent gave none), never the old one's.
+func TestRatioIsPerVersion(t *testing.T) {
+	m := New()
+	m.Ran(location.Local, "c1", map[string]Change{"df": {Size: 10 << 20, Movable: true, Ratio: 0.35}}, nil)
+	if v, _ := m.Get("df"); v.Ratio != 0.35 {
+		t.Fatalf("ratio %g after the first version, want 0.35", v.Ratio)
+	}
+	m.Ran(location.Local, "c2", map[string]Change{"df": {Size: 10 << 20, Movable: true}}, nil)
+	if v, _ := m.Get("df"); v.Ratio != 0 {
+		t.Fatalf("ratio %g after a version with none, want 0", v.Ratio)
+	}
+}
