@@ -132,6 +132,10 @@ import _ferry_graph as _graph
 # The comm protocol and report format version; Go's agent.ProtocolVersion.
 PROTOCOL = 6
 CHUNK = 8 << 20
+# A chunk is sent compressed only when its first PAYS_SAMPLE bytes shrink
+# below PAYS of their size (_chunks); _ratio judges its samples the same way.
+PAYS_SAMPLE = 64 << 10
+PAYS = 0.8
 RNG = "__ferry_rng__"
 # The process state the notebook set (environment, cwd, sys.path, print
 # options, rcParams, logging, warnings filters, IPython settings, magics).
@@ -925,7 +929,6 @@ def _user():
 # they crossed as 1.6 MB.
 RATIO_MIN = 1 << 20
 RATIO_HEAD = 256 << 10  # in-band pickle bytes kept as a sample
-RATIO_PIECE = 64 << 10  # as _chunks tests whether a chunk pays
 RATIO_PIECES = 8
 
 
@@ -961,21 +964,22 @@ def _ratio(obj):
             except _TooBig:
                 pass
             bufs = [memoryview(bytes(sink.head))] + [r.raw() for r in oob]
-        bufs = [m.cast("B") if m.format != "B" or m.ndim != 1 else m for m in bufs if m.nbytes]
+        # Each a flat byte view already: _buffer casts, raw() is flat.
+        bufs = [m for m in bufs if m.nbytes]
         total = sum(m.nbytes for m in bufs)
-        if total < RATIO_PIECE:
+        if total < PAYS_SAMPLE:
             return 0.0
         cctx = zstandard.ZstdCompressor(level=1)
-        step = max(total // RATIO_PIECES, RATIO_PIECE)
+        step = max(total // RATIO_PIECES, PAYS_SAMPLE)
         raw = sent = 0
         off = 0  # where the next sample starts, over the buffers laid end to end
         base = 0
         for m in bufs:
             while off < base + m.nbytes:
-                piece = m[off - base: off - base + RATIO_PIECE]
+                piece = m[off - base: off - base + PAYS_SAMPLE]
                 raw += piece.nbytes
                 c = len(cctx.compress(piece))
-                sent += c if c < 0.8 * piece.nbytes else piece.nbytes
+                sent += c if c < PAYS * piece.nbytes else piece.nbytes
                 off += step
             base += m.nbytes
         return max(min(sent / raw, 1.0), 1e-3) if raw else 0.0
@@ -1463,9 +1467,9 @@ def _chunks(frames, compress):
             small = bytearray()
         for off in range(0, mv.nbytes, CHUNK):
             piece = mv[off:off + CHUNK]
-            if cctx is not None and piece.nbytes >= 64 << 10:
-                sample = piece[: 64 << 10]
-                if len(cctx.compress(sample)) < 0.8 * sample.nbytes:
+            if cctx is not None and piece.nbytes >= PAYS_SAMPLE:
+                sample = piece[:PAYS_SAMPLE]
+                if len(cctx.compress(sample)) < PAYS * sample.nbytes:
                     yield True, cctx.compress(piece), piece.nbytes
                     continue
             yield False, piece, piece.nbytes

@@ -435,10 +435,11 @@ func hybridRun(ctx context.Context, python, nbPath, dir string, sc *session.Scri
 	all := tr.Events()
 	evs := all[1:] // without the warm-up cell
 	row := HybridRow{Policy: name, Executions: len(evs)}
-	row.CloudSeconds = billedFromFirstCloudCell(all)
 	firstStart := 0.0
 	if coldCloud(name) {
 		row.CloudSeconds, firstStart = billedFromStart(all)
+	} else {
+		row.CloudSeconds = billedFromFirstCloudCell(all)
 	}
 	for _, e := range evs {
 		// A kernel started again after a release is waited for too.

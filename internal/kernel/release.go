@@ -218,37 +218,37 @@ func seconds(x float64) time.Duration { return time.Duration(x * float64(time.Se
 // nextRelease is the running, releasable cloud kernel whose idle time
 // ends first, and when.
 func (s *Server) nextRelease() (loc location.Location, due time.Time, ok bool) {
-	// Without analysis the state map is empty: Ferry cannot know what a
-	// cloud kernel holds, so it never lets one go.
-	if !s.releases() || s.cfg.Analyzer == nil {
-		return "", time.Time{}, false
-	}
 	for _, l := range s.locs.Clouds() {
-		if !s.releasable(l) {
-			continue
-		}
-		if d := s.lastUse(l).Add(s.releaseAfter(l)); !ok || d.Before(due) {
+		if d, can := s.dueRelease(l); can && (!ok || d.Before(due)) {
 			loc, due, ok = l, d, true
 		}
 	}
 	return loc, due, ok
 }
 
-// releasable says whether loc's kernel runs and an idle release could
-// let it go now.
-func (s *Server) releasable(loc location.Location) bool {
-	_, can := s.backends[loc].(backend.Releaser)
-	return can && s.Running(loc) && s.rel.held[loc] == ""
+// dueRelease is when loc's kernel is let go if no cell runs there before;
+// ok is false if it is not: not running, held, not releasable, or no
+// release is asked for. Without analysis the state map is empty: Ferry
+// cannot know what a cloud kernel holds, so it never lets one go.
+func (s *Server) dueRelease(loc location.Location) (due time.Time, ok bool) {
+	if !s.releases() || s.cfg.Analyzer == nil {
+		return time.Time{}, false
+	}
+	if _, can := s.backends[loc].(backend.Releaser); !can || !s.Running(loc) || s.rel.held[loc] != "" {
+		return time.Time{}, false
+	}
+	return s.lastUse(loc).Add(s.releaseAfter(loc)), true
 }
 
 // untilRelease is how long loc's running kernel has before its idle
 // release, were no cell to run there (policy.Model.UntilRelease): +Inf
 // if none would come.
 func (s *Server) untilRelease(loc location.Location) float64 {
-	if !s.releases() || s.cfg.Analyzer == nil || !s.releasable(loc) {
+	due, ok := s.dueRelease(loc)
+	if !ok {
 		return math.Inf(1)
 	}
-	return max(time.Until(s.lastUse(loc).Add(s.releaseAfter(loc))).Seconds(), 0)
+	return max(time.Until(due).Seconds(), 0)
 }
 
 // releaseAfter is the idle time after which loc's kernel goes: the

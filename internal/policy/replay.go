@@ -140,6 +140,16 @@ type Result struct {
 	CloudWarmStarts int `json:"cloud_warm_starts"`
 }
 
+// releaseAfter is how long cloud c's replayed kernel idles before it is
+// let go (Model.ReleaseAfter); ok is false if it is not up or no release
+// is asked for (--cloud-idle or the objective).
+func releaseAfter(c location.Location, k *meter, st simState, m *Model, s Settings) (after float64, ok bool) {
+	if k == nil || !k.up || (s.CloudIdle <= 0 && !m.Releases()) {
+		return 0, false
+	}
+	return m.ReleaseAfter(c, time.Duration(s.CloudIdle*float64(time.Second)), st.onlyAt(c)).Seconds(), true
+}
+
 // onlyAt is the bytes whose newest version only c holds.
 func (st simState) onlyAt(c location.Location) int64 {
 	var only int64
@@ -197,17 +207,13 @@ func (k *meter) stop(at float64) {
 // is written home first, in that think time, so those bytes count as
 // moved but are not waited for, and it holds nothing afterwards.
 func releaseIdle(c location.Location, k *meter, st simState, m *Model, s Settings, now float64, res *Result) (bool, float64) {
-	if !k.up || (s.CloudIdle <= 0 && !m.Releases()) {
-		return false, 0
-	}
-	only := st.onlyAt(c)
-	after := m.ReleaseAfter(c, time.Duration(s.CloudIdle*float64(time.Second)), only).Seconds()
-	if now-k.lastUse < after {
+	after, ok := releaseAfter(c, k, st, m, s)
+	if !ok || now-k.lastUse < after {
 		return false, 0
 	}
 	at := k.lastUse + after
 	k.stop(at)
-	res.BytesMoved += only
+	res.BytesMoved += st.onlyAt(c)
 	for _, v := range st {
 		if !v.Has(c) {
 			continue
@@ -358,15 +364,11 @@ func Replay(evs []trace.Event, p Policy, s Settings) Result {
 		return 0
 	}
 	m.UntilRelease = func(l location.Location) float64 {
-		k := kernels[l]
-		if k == nil || !k.up {
-			return 0
-		}
-		if s.CloudIdle <= 0 && !m.Releases() {
+		after, ok := releaseAfter(l, kernels[l], st, m, s)
+		if !ok {
 			return math.Inf(1)
 		}
-		after := m.ReleaseAfter(l, time.Duration(s.CloudIdle*float64(time.Second)), st.onlyAt(l)).Seconds()
-		return max(k.lastUse+after-now, 0)
+		return max(kernels[l].lastUse+after-now, 0)
 	}
 	anyCold := func() bool {
 		for _, k := range kernels {
